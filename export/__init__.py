@@ -1,0 +1,1 @@
+"""handssca.export: the network to ONNX, with each selective scan as one custom node."""

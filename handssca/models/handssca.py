@@ -1,0 +1,112 @@
+"""The HandSSCA network: backbone -> attention -> regressor (paper Fig. 2)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .attention import ATTENTION_KINDS, build_attention
+from .backbone import FPNBackbone
+from .regressor import HeatmapHead, MANOParamHead, MeshEncoder, soft_argmax
+
+ENCODER_BLOCKS = 4
+
+
+@dataclass(frozen=True)
+class HandSSCAConfig:
+    """Everything that fixes the network's shape. The defaults are the paper's model."""
+
+    attention: str = "ssca"  # none | self_attention | ssa | ssca (the paper's ablation)
+    input_size: int = 256
+    resnet_width: int = 64
+    fpn_channels: int = 256
+    num_joints: int = 21
+    d_state: int = 16
+    spatial_expand: int = 2
+    channel_expand: int = 1
+    heatmap_depth: int = 3
+    mano_hidden: tuple[int, ...] = (1024, 512)
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention {self.attention!r}: expected one of {', '.join(ATTENTION_KINDS)}")
+        step = 8 * 2**ENCODER_BLOCKS  # stride-8 features, then one 2x pooling per encoder block
+        if self.input_size < step or self.input_size % step:
+            raise ValueError(f"input_size {self.input_size}: must be a positive multiple of {step}")
+        object.__setattr__(self, "mano_hidden", tuple(self.mano_hidden))
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the square feature map the attention and heatmaps work on (32 at 256)."""
+        return self.input_size // 8
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> HandSSCAConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mano_hidden"] = list(self.mano_hidden)
+        return d
+
+
+class HandSSCA(nn.Module):
+    """RGB crop (B, 3, S, S), normalised -> heatmaps, 2D joints, MANO pose/shape and camera.
+
+    Outputs (a dict of tensors):
+      heatmaps  (B, 21, S/8, S/8)  spatial-softmax probabilities
+      joints_2d (B, 21, 2)         (u, v) in [0, 1] of the input crop
+      pose      (B, 48)            MANO axis-angle, global rotation first
+      shape     (B, 10)            MANO betas
+      camera    (B, 3)             weak perspective (scale, tx, ty) for the 2D-joint loss
+    """
+
+    def __init__(self, config: HandSSCAConfig | None = None):
+        super().__init__()
+        self.config = config = config or HandSSCAConfig()
+        c, s = config.fpn_channels, config.feature_size
+        self.backbone = FPNBackbone(config.resnet_width, c)
+        self.attention = build_attention(config.attention, c, s, config.d_state, config.spatial_expand,
+                                         config.channel_expand)
+        self.heatmap_head = HeatmapHead(c, config.num_joints, config.heatmap_depth)
+        self.encoder = MeshEncoder(c, config.num_joints, ENCODER_BLOCKS)
+        vector = 2 * c * (s // 2**ENCODER_BLOCKS) ** 2
+        self.mano_head = MANOParamHead(vector, config.mano_hidden)
+
+    def check_input(self, image: Tensor) -> None:
+        size = self.config.input_size
+        expected = f"(batch, 3, {size}, {size}) floating-point tensor"
+        if not isinstance(image, Tensor):
+            raise TypeError(f"HandSSCA expects a {expected}, got {type(image).__name__}")
+        if not image.is_floating_point():
+            raise TypeError(f"HandSSCA expects a {expected}, got dtype {image.dtype}")
+        if image.dim() != 4:
+            raise ValueError(f"HandSSCA expects a {expected}, got shape {tuple(image.shape)}")
+        if image.shape[1] != 3:
+            raise ValueError(
+                f"HandSSCA expects 3 colour channels (RGB, channels first), got {image.shape[1]} "
+                f"in shape {tuple(image.shape)}"
+            )
+        if tuple(image.shape[2:]) != (size, size):
+            raise ValueError(f"HandSSCA expects {size}x{size} crops, got shape {tuple(image.shape)}")
+
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
+            self.check_input(image)
+        features = self.attention(self.backbone(image))
+        heatmaps = self.heatmap_head(features)
+        pose, shape, camera = self.mano_head(self.encoder(features, heatmaps))
+        return {
+            "heatmaps": heatmaps,
+            "joints_2d": soft_argmax(heatmaps),
+            "pose": pose,
+            "shape": shape,
+            "camera": camera,
+        }

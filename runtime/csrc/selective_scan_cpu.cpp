@@ -1,0 +1,572 @@
+// Selective scan (Mamba S6) forward and backward for the CPU.
+//
+// Semantics are those of mamba-ssm's selective_scan_ref; handssca.ops.selective_scan_ref is the
+// reference every test compares against. Shapes (all C-contiguous):
+//   u, delta, z, out: (batch, dim, L)     A: (dim, N)     B, C: (batch, G, N, L)
+//   D, delta_bias: (dim,)                  channel d reads group d / (dim / G)
+//
+// Design: one channel (b, d) is a sequential recurrence over L whose state is N wide, so the
+// state dimension is the SIMD axis and channels are spread over OpenMP threads. The cost floor
+// is exp(delta * A) (batch*dim*L*N of them); built with -ffast-math, GCC turns the n-loops into
+// glibc libmvec vector exp calls, and target_clones picks the AVX-512 / AVX2 / SSE version at
+// load time. B and C are transposed once per call to (batch, G, L, N) so the n-loops are unit
+// stride. The backward pass recomputes each channel's states into a thread-local (L, N) buffer
+// instead of saving them in the forward: memory stays O(threads * L * N) at any batch size.
+#include <Python.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define HANDSSCA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HANDSSCA_CLONES
+#endif
+
+namespace {
+
+template <typename T>
+struct ScanProblem {
+  int64_t batch, dim, L, N, G;
+  const T* u;
+  const T* delta;
+  const T* A;
+  const T* B;  // (batch, G, N, L) as given
+  const T* C;
+  const T* D;           // nullable
+  const T* z;           // nullable
+  const T* delta_bias;  // nullable
+  bool softplus;
+};
+
+// Transposes (rows, N, L) -> (rows, L, N) so that the state loops read contiguous memory.
+template <typename T>
+void transpose_nl(const T* src, T* dst, int64_t rows, int64_t N, int64_t L, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* s = src + r * N * L;
+    T* d = dst + r * N * L;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t l = 0; l < L; ++l) d[l * N + n] = s[n * L + l];
+  }
+}
+
+template <typename T>
+void transpose_ln(const T* src, T* dst, int64_t rows, int64_t N, int64_t L, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* s = src + r * L * N;
+    T* d = dst + r * N * L;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t l = 0; l < L; ++l) d[n * L + l] = s[l * N + n];
+  }
+}
+
+// delta + delta_bias, then softplus with PyTorch's threshold (x > 20 stays x).
+template <typename T>
+HANDSSCA_CLONES void prepare_delta(const T* delta, T bias, bool softplus, int64_t L, T* dt) {
+  if (softplus) {
+#pragma omp simd
+    for (int64_t l = 0; l < L; ++l) {
+      const T x = delta[l] + bias;
+      const T sp = std::log1p(std::exp(std::min(x, T(20))));
+      dt[l] = x > T(20) ? x : sp;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t l = 0; l < L; ++l) dt[l] = delta[l] + bias;
+  }
+}
+
+// One channel's recurrence. Writes y (without the D skip and gate) into y[0..L).
+// When h_all/a_all are given, also stores every state and decay for the backward pass.
+template <typename T>
+HANDSSCA_CLONES void scan_channel(const T* __restrict u, const T* __restrict dt,
+                                  const T* __restrict A, const T* __restrict Bt,
+                                  const T* __restrict Ct, int64_t L, int64_t N, T* __restrict h,
+                                  T* __restrict y, T* __restrict h_all, T* __restrict a_all) {
+  for (int64_t n = 0; n < N; ++n) h[n] = T(0);
+  for (int64_t l = 0; l < L; ++l) {
+    const T d = dt[l];
+    const T du = d * u[l];
+    const T* Bl = Bt + l * N;
+    const T* Cl = Ct + l * N;
+    T acc = T(0);
+    if (h_all == nullptr) {
+#pragma omp simd reduction(+ : acc)
+      for (int64_t n = 0; n < N; ++n) {
+        const T hn = std::exp(d * A[n]) * h[n] + du * Bl[n];
+        h[n] = hn;
+        acc += hn * Cl[n];
+      }
+    } else {
+      T* hl = h_all + l * N;
+      T* al = a_all + l * N;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t n = 0; n < N; ++n) {
+        const T a = std::exp(d * A[n]);
+        const T hn = a * h[n] + du * Bl[n];
+        h[n] = hn;
+        hl[n] = hn;
+        al[n] = a;
+        acc += hn * Cl[n];
+      }
+    }
+    y[l] = acc;
+  }
+}
+
+// out = (y + D u) * silu(z), in place over y.
+template <typename T>
+HANDSSCA_CLONES void finish_output(T* __restrict y, const T* __restrict u, T Dd, const T* __restrict z,
+                                   int64_t L) {
+  if (z == nullptr) {
+#pragma omp simd
+    for (int64_t l = 0; l < L; ++l) y[l] += Dd * u[l];
+  } else {
+#pragma omp simd
+    for (int64_t l = 0; l < L; ++l) {
+      const T zl = z[l];
+      y[l] = (y[l] + Dd * u[l]) * (zl / (T(1) + std::exp(-zl)));
+    }
+  }
+}
+
+template <typename T>
+void forward(const ScanProblem<T>& p, T* out, int threads) {
+  const int64_t L = p.L, N = p.N, dpg = p.dim / p.G;
+  std::vector<T> Bt(p.batch * p.G * L * N), Ct(p.batch * p.G * L * N);
+  transpose_nl(p.B, Bt.data(), p.batch * p.G, N, L, threads);
+  transpose_nl(p.C, Ct.data(), p.batch * p.G, N, L, threads);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> dt(L), h(N);
+#pragma omp for schedule(static)
+    for (int64_t bd = 0; bd < p.batch * p.dim; ++bd) {
+      const int64_t b = bd / p.dim, d = bd % p.dim, g = d / dpg;
+      const T* u = p.u + bd * L;
+      T* y = out + bd * L;
+      prepare_delta(p.delta + bd * L, p.delta_bias ? p.delta_bias[d] : T(0), p.softplus, L, dt.data());
+      const int64_t bg = (b * p.G + g) * L * N;
+      scan_channel(u, dt.data(), p.A + d * N, Bt.data() + bg, Ct.data() + bg, L, N, h.data(), y,
+                   static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+      finish_output(y, u, p.D ? p.D[d] : T(0), p.z ? p.z + bd * L : nullptr, L);
+    }
+  }
+}
+
+template <typename T>
+struct ScanGrads {
+  T* du;
+  T* ddelta;
+  T* dA;
+  T* dB;  // (batch, G, N, L)
+  T* dC;
+  T* dD;           // nullable
+  T* ddelta_bias;  // nullable
+  T* dz;           // nullable
+};
+
+// Gradient of the output w.r.t. y (the scan output before skip and gate); also dz and dD.
+template <typename T>
+HANDSSCA_CLONES void output_grads(const T* __restrict dout, const T* __restrict y, const T* __restrict u,
+                                  T Dd, const T* __restrict z, int64_t L, T* __restrict dy,
+                                  T* __restrict dz, T* dD_out) {
+  T dD = T(0);
+  if (z == nullptr) {
+#pragma omp simd reduction(+ : dD)
+    for (int64_t l = 0; l < L; ++l) {
+      dy[l] = dout[l];
+      dD += dout[l] * u[l];
+    }
+  } else {
+#pragma omp simd reduction(+ : dD)
+    for (int64_t l = 0; l < L; ++l) {
+      const T zl = z[l];
+      const T s = T(1) / (T(1) + std::exp(-zl));
+      const T o = y[l] + Dd * u[l];
+      dz[l] = dout[l] * o * s * (T(1) + zl * (T(1) - s));
+      const T g = dout[l] * zl * s;
+      dy[l] = g;
+      dD += g * u[l];
+    }
+  }
+  *dD_out = dD;
+}
+
+// Reverse recurrence for one channel. dB_acc/dC_acc are this thread's (L, N) accumulators for the
+// channel's group and dA (N) is the channel's row: all three are added to. ddt and du_scan are
+// written for this channel's L steps.
+template <typename T>
+HANDSSCA_CLONES void scan_channel_backward(const T* __restrict u, const T* __restrict dt,
+                                           const T* __restrict A, const T* __restrict Bt,
+                                           const T* __restrict Ct, const T* __restrict dy,
+                                           const T* __restrict h_all, const T* __restrict a_all,
+                                           int64_t L, int64_t N, T* __restrict carry,
+                                           T* __restrict dA, T* __restrict dB_acc,
+                                           T* __restrict dC_acc, T* __restrict ddt,
+                                           T* __restrict du_scan) {
+  for (int64_t n = 0; n < N; ++n) carry[n] = T(0);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const T d = dt[l], ul = u[l], g_y = dy[l];
+    const T* Bl = Bt + l * N;
+    const T* Cl = Ct + l * N;
+    const T* hl = h_all + l * N;
+    const T* al = a_all + l * N;
+    const T* hp = l > 0 ? h_all + (l - 1) * N : nullptr;
+    T* dBl = dB_acc + l * N;
+    T* dCl = dC_acc + l * N;
+    T acc_dt = T(0), acc_u = T(0);
+    if (hp != nullptr) {
+#pragma omp simd reduction(+ : acc_dt, acc_u)
+      for (int64_t n = 0; n < N; ++n) {
+        const T g = carry[n] + g_y * Cl[n];  // dL/dh_l
+        const T decay_grad = g * al[n] * hp[n];
+        dCl[n] += g_y * hl[n];
+        dBl[n] += g * d * ul;
+        dA[n] += decay_grad * d;
+        acc_dt += decay_grad * A[n] + g * Bl[n] * ul;
+        acc_u += g * Bl[n];
+        carry[n] = al[n] * g;
+      }
+    } else {
+#pragma omp simd reduction(+ : acc_dt, acc_u)
+      for (int64_t n = 0; n < N; ++n) {
+        const T g = carry[n] + g_y * Cl[n];
+        dCl[n] += g_y * hl[n];
+        dBl[n] += g * d * ul;
+        acc_dt += g * Bl[n] * ul;
+        acc_u += g * Bl[n];
+        carry[n] = al[n] * g;
+      }
+    }
+    ddt[l] = acc_dt;
+    du_scan[l] = acc_u * d;
+  }
+}
+
+// Chain ddt through delta + bias and softplus; returns the bias gradient.
+template <typename T>
+HANDSSCA_CLONES T delta_grads(const T* __restrict delta, T bias, bool softplus, int64_t L,
+                              T* __restrict ddelta) {
+  T db = T(0);
+  if (softplus) {
+#pragma omp simd reduction(+ : db)
+    for (int64_t l = 0; l < L; ++l) {
+      const T x = delta[l] + bias;
+      const T s = T(1) / (T(1) + std::exp(-std::min(x, T(20))));
+      const T g = x > T(20) ? ddelta[l] : ddelta[l] * s;
+      ddelta[l] = g;
+      db += g;
+    }
+  } else {
+#pragma omp simd reduction(+ : db)
+    for (int64_t l = 0; l < L; ++l) db += ddelta[l];
+  }
+  return db;
+}
+
+template <typename T>
+void backward(const ScanProblem<T>& p, const T* dout, const ScanGrads<T>& gr, int threads) {
+  const int64_t L = p.L, N = p.N, dpg = p.dim / p.G;
+  const int64_t group_elems = L * N;
+  std::vector<T> Bt(p.batch * p.G * group_elems), Ct(p.batch * p.G * group_elems);
+  std::vector<T> dBt(p.batch * p.G * group_elems), dCt(p.batch * p.G * group_elems);
+  transpose_nl(p.B, Bt.data(), p.batch * p.G, N, L, threads);
+  transpose_nl(p.C, Ct.data(), p.batch * p.G, N, L, threads);
+  std::fill(gr.dA, gr.dA + p.dim * N, T(0));
+  if (gr.dD) std::fill(gr.dD, gr.dD + p.dim, T(0));
+  if (gr.ddelta_bias) std::fill(gr.ddelta_bias, gr.ddelta_bias + p.dim, T(0));
+  // One (batch, group) at a time, its channels spread over threads: each thread owns an
+  // (L, N) accumulator for dB/dC, reduced once per group, so memory does not grow with batch.
+  const int nt = std::max(1, threads);
+  std::vector<T> part_dB(static_cast<size_t>(nt) * group_elems), part_dC(static_cast<size_t>(nt) * group_elems);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t g = 0; g < p.G; ++g) {
+      const int64_t bg = (b * p.G + g) * group_elems;
+      std::fill(part_dB.begin(), part_dB.end(), T(0));
+      std::fill(part_dC.begin(), part_dC.end(), T(0));
+#pragma omp parallel num_threads(nt)
+      {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        std::vector<T> dt(L), y(L), dy(L), h_all(L * N), a_all(L * N), h(N), carry(N), du_scan(L);
+        T* my_dB = part_dB.data() + static_cast<size_t>(tid) * group_elems;
+        T* my_dC = part_dC.data() + static_cast<size_t>(tid) * group_elems;
+#pragma omp for schedule(static)
+        for (int64_t dd = 0; dd < dpg; ++dd) {
+          const int64_t d = g * dpg + dd;
+          const int64_t bd = b * p.dim + d;
+          const T* u = p.u + bd * L;
+          const T bias = p.delta_bias ? p.delta_bias[d] : T(0);
+          const T Dd = p.D ? p.D[d] : T(0);
+          prepare_delta(p.delta + bd * L, bias, p.softplus, L, dt.data());
+          scan_channel(u, dt.data(), p.A + d * N, Bt.data() + bg, Ct.data() + bg, L, N, h.data(),
+                       y.data(), h_all.data(), a_all.data());
+          T dD = T(0);
+          output_grads(dout + bd * L, y.data(), u, Dd, p.z ? p.z + bd * L : nullptr, L, dy.data(),
+                       gr.dz ? gr.dz + bd * L : nullptr, &dD);
+          T* ddelta = gr.ddelta + bd * L;
+          scan_channel_backward(u, dt.data(), p.A + d * N, Bt.data() + bg, Ct.data() + bg,
+                                dy.data(), h_all.data(), a_all.data(), L, N, carry.data(),
+                                gr.dA + d * N, my_dB, my_dC, ddelta, du_scan.data());
+          T* du = gr.du + bd * L;
+          for (int64_t l = 0; l < L; ++l) du[l] = du_scan[l] + dy[l] * Dd;
+          const T db = delta_grads(p.delta + bd * L, bias, p.softplus, L, ddelta);
+          // Each channel belongs to one thread within a (batch, group) pass, so these sums over
+          // the batch need no atomics.
+          if (gr.dD) gr.dD[d] += dD;
+          if (gr.ddelta_bias) gr.ddelta_bias[d] += db;
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < group_elems; ++i) {
+          T sB = T(0), sC = T(0);
+          for (int t = 0; t < nt; ++t) {
+            sB += part_dB[static_cast<size_t>(t) * group_elems + i];
+            sC += part_dC[static_cast<size_t>(t) * group_elems + i];
+          }
+          dBt[bg + i] = sB;
+          dCt[bg + i] = sC;
+        }
+      }
+    }
+  }
+  transpose_ln(dBt.data(), gr.dB, p.batch * p.G, N, L, threads);
+  transpose_ln(dCt.data(), gr.dC, p.batch * p.G, N, L, threads);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Python binding: arrays arrive through the buffer protocol (numpy, no torch); the Python
+// wrapper in handssca.runtime.selective_scan checks shapes and dtypes and allocates outputs.
+// Here each buffer is checked once more against the declared sizes, so a wrong call raises
+// instead of reading out of bounds.
+
+namespace {
+
+struct Buffer {
+  Py_buffer view{};
+  bool held = false;
+  ~Buffer() {
+    if (held) PyBuffer_Release(&view);
+  }
+};
+
+// Acquires `obj` as a C-contiguous buffer of `count` items of format `fmt` ('f' or 'd').
+// None is accepted (and leaves the buffer empty) when `optional`.
+bool acquire(PyObject* obj, Buffer& buf, const char* name, char fmt, Py_ssize_t count,
+             bool writable, bool optional) {
+  if (obj == Py_None) {
+    if (optional) return true;
+    PyErr_Format(PyExc_ValueError, "selective_scan: %s is required", name);
+    return false;
+  }
+  int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+  if (PyObject_GetBuffer(obj, &buf.view, flags) != 0) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "selective_scan: %s must be a C-contiguous%s array", name,
+                 writable ? " writable" : "");
+    return false;
+  }
+  buf.held = true;
+  const char* f = buf.view.format ? buf.view.format : "B";
+  if (f[0] == '<' || f[0] == '=' || f[0] == '@') ++f;
+  if (f[0] != fmt || f[1] != '\0') {
+    PyErr_Format(PyExc_ValueError, "selective_scan: %s has format '%s', expected '%c'", name,
+                 buf.view.format, fmt);
+    return false;
+  }
+  if (buf.view.len != count * buf.view.itemsize) {
+    PyErr_Format(PyExc_ValueError, "selective_scan: %s holds %zd items, expected %zd", name,
+                 buf.view.len / buf.view.itemsize, count);
+    return false;
+  }
+  return true;
+}
+
+template <typename T>
+const T* ptr(const Buffer& b) {
+  return b.held ? static_cast<const T*>(b.view.buf) : nullptr;
+}
+template <typename T>
+T* mptr(Buffer& b) {
+  return b.held ? static_cast<T*>(b.view.buf) : nullptr;
+}
+
+bool check_sizes(long long batch, long long dim, long long L, long long N, long long G) {
+  if (batch < 1 || dim < 1 || L < 1 || N < 1 || G < 1) {
+    PyErr_SetString(PyExc_ValueError, "selective_scan: batch, dim, L, N and G must be >= 1");
+    return false;
+  }
+  if (dim % G != 0) {
+    PyErr_Format(PyExc_ValueError, "selective_scan: dim %lld is not divisible by groups %lld", dim, G);
+    return false;
+  }
+  return true;
+}
+
+char dtype_code(PyObject* u) {
+  Py_buffer v;
+  if (PyObject_GetBuffer(u, &v, PyBUF_FORMAT | PyBUF_ND) != 0) {
+    PyErr_Clear();
+    return 0;
+  }
+  const char* f = v.format ? v.format : "B";
+  if (f[0] == '<' || f[0] == '=' || f[0] == '@') ++f;
+  char c = (f[1] == '\0' && (f[0] == 'f' || f[0] == 'd')) ? f[0] : 0;
+  PyBuffer_Release(&v);
+  return c;
+}
+
+template <typename T>
+PyObject* run_forward(PyObject* const* a, long long batch, long long dim, long long L, long long N,
+                      long long G, int softplus, int threads, char fmt) {
+  const Py_ssize_t bdl = batch * dim * L, bgnl = batch * G * N * L;
+  Buffer u, delta, A, B, C, D, z, bias, out;
+  if (!acquire(a[0], u, "u", fmt, bdl, false, false) ||
+      !acquire(a[1], delta, "delta", fmt, bdl, false, false) ||
+      !acquire(a[2], A, "A", fmt, dim * N, false, false) ||
+      !acquire(a[3], B, "B", fmt, bgnl, false, false) ||
+      !acquire(a[4], C, "C", fmt, bgnl, false, false) ||
+      !acquire(a[5], D, "D", fmt, dim, false, true) ||
+      !acquire(a[6], z, "z", fmt, bdl, false, true) ||
+      !acquire(a[7], bias, "delta_bias", fmt, dim, false, true) ||
+      !acquire(a[8], out, "out", fmt, bdl, true, false))
+    return nullptr;
+  ScanProblem<T> p{batch, dim, L, N, G, ptr<T>(u), ptr<T>(delta), ptr<T>(A), ptr<T>(B), ptr<T>(C),
+                   ptr<T>(D), ptr<T>(z), ptr<T>(bias), softplus != 0};
+  T* o = mptr<T>(out);
+  Py_BEGIN_ALLOW_THREADS forward(p, o, threads);
+  Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+template <typename T>
+PyObject* run_backward(PyObject* const* a, long long batch, long long dim, long long L, long long N,
+                       long long G, int softplus, int threads, char fmt) {
+  const Py_ssize_t bdl = batch * dim * L, bgnl = batch * G * N * L;
+  Buffer u, delta, A, B, C, D, z, bias, dout, du, ddelta, dA, dB, dC, dD, dbias, dz;
+  if (!acquire(a[0], u, "u", fmt, bdl, false, false) ||
+      !acquire(a[1], delta, "delta", fmt, bdl, false, false) ||
+      !acquire(a[2], A, "A", fmt, dim * N, false, false) ||
+      !acquire(a[3], B, "B", fmt, bgnl, false, false) ||
+      !acquire(a[4], C, "C", fmt, bgnl, false, false) ||
+      !acquire(a[5], D, "D", fmt, dim, false, true) ||
+      !acquire(a[6], z, "z", fmt, bdl, false, true) ||
+      !acquire(a[7], bias, "delta_bias", fmt, dim, false, true) ||
+      !acquire(a[8], dout, "dout", fmt, bdl, false, false) ||
+      !acquire(a[9], du, "du", fmt, bdl, true, false) ||
+      !acquire(a[10], ddelta, "ddelta", fmt, bdl, true, false) ||
+      !acquire(a[11], dA, "dA", fmt, dim * N, true, false) ||
+      !acquire(a[12], dB, "dB", fmt, bgnl, true, false) ||
+      !acquire(a[13], dC, "dC", fmt, bgnl, true, false) ||
+      !acquire(a[14], dD, "dD", fmt, dim, true, true) ||
+      !acquire(a[15], dbias, "ddelta_bias", fmt, dim, true, true) ||
+      !acquire(a[16], dz, "dz", fmt, bdl, true, true))
+    return nullptr;
+  if (z.held != dz.held) {
+    PyErr_SetString(PyExc_ValueError, "selective_scan: dz must be given exactly when z is");
+    return nullptr;
+  }
+  ScanProblem<T> p{batch, dim, L, N, G, ptr<T>(u), ptr<T>(delta), ptr<T>(A), ptr<T>(B), ptr<T>(C),
+                   ptr<T>(D), ptr<T>(z), ptr<T>(bias), softplus != 0};
+  ScanGrads<T> g{mptr<T>(du), mptr<T>(ddelta), mptr<T>(dA), mptr<T>(dB),
+                 mptr<T>(dC), mptr<T>(dD), mptr<T>(dbias), mptr<T>(dz)};
+  const T* go = ptr<T>(dout);
+  Py_BEGIN_ALLOW_THREADS backward(p, go, g, threads);
+  Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+int resolve_threads(int threads) {
+#ifdef _OPENMP
+  return threads > 0 ? threads : omp_get_max_threads();
+#else
+  (void)threads;
+  return 1;
+#endif
+}
+
+// forward(u, delta, A, B, C, D, z, delta_bias, out, batch, dim, L, N, G, softplus, threads)
+PyObject* py_forward(PyObject*, PyObject* args) {
+  PyObject* a[9];
+  long long batch, dim, L, N, G;
+  int softplus, threads;
+  if (!PyArg_ParseTuple(args, "OOOOOOOOOLLLLLpi", &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], &a[6],
+                        &a[7], &a[8], &batch, &dim, &L, &N, &G, &softplus, &threads))
+    return nullptr;
+  if (!check_sizes(batch, dim, L, N, G)) return nullptr;
+  const int nt = resolve_threads(threads);
+  switch (dtype_code(a[0])) {
+    case 'f': return run_forward<float>(a, batch, dim, L, N, G, softplus, nt, 'f');
+    case 'd': return run_forward<double>(a, batch, dim, L, N, G, softplus, nt, 'd');
+    default:
+      PyErr_SetString(PyExc_ValueError, "selective_scan: u must be a float32 or float64 array");
+      return nullptr;
+  }
+}
+
+// backward(u, delta, A, B, C, D, z, delta_bias, dout, du, ddelta, dA, dB, dC, dD, ddelta_bias, dz,
+//          batch, dim, L, N, G, softplus, threads)
+PyObject* py_backward(PyObject*, PyObject* args) {
+  PyObject* a[17];
+  long long batch, dim, L, N, G;
+  int softplus, threads;
+  if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOLLLLLpi", &a[0], &a[1], &a[2], &a[3], &a[4], &a[5],
+                        &a[6], &a[7], &a[8], &a[9], &a[10], &a[11], &a[12], &a[13], &a[14], &a[15],
+                        &a[16], &batch, &dim, &L, &N, &G, &softplus, &threads))
+    return nullptr;
+  if (!check_sizes(batch, dim, L, N, G)) return nullptr;
+  const int nt = resolve_threads(threads);
+  switch (dtype_code(a[0])) {
+    case 'f': return run_backward<float>(a, batch, dim, L, N, G, softplus, nt, 'f');
+    case 'd': return run_backward<double>(a, batch, dim, L, N, G, softplus, nt, 'd');
+    default:
+      PyErr_SetString(PyExc_ValueError, "selective_scan: u must be a float32 or float64 array");
+      return nullptr;
+  }
+}
+
+// Which instruction set the vector loops run with on this CPU, and the thread pool.
+PyObject* py_build_info(PyObject*, PyObject*) {
+  std::string isa = "scalar";
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f"))
+    isa = "avx512f";
+  else if (__builtin_cpu_supports("avx2"))
+    isa = "avx2";
+  else
+    isa = "sse2";
+#endif
+  int openmp = 0, max_threads = 1;
+#ifdef _OPENMP
+  openmp = 1;
+  max_threads = omp_get_max_threads();
+#endif
+  return Py_BuildValue("{s:s,s:O,s:i}", "isa", isa.c_str(), "openmp", openmp ? Py_True : Py_False,
+                       "max_threads", max_threads);
+}
+
+PyMethodDef methods[] = {
+    {"forward", py_forward, METH_VARARGS, "Selective scan forward (see module docstring)."},
+    {"backward", py_backward, METH_VARARGS, "Selective scan backward (see module docstring)."},
+    {"build_info", py_build_info, METH_NOARGS, "Instruction set and threading of this build."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_selective_scan_cpu",
+                      "CPU selective-scan kernels; use handssca.runtime.selective_scan instead.", -1,
+                      methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__selective_scan_cpu(void) { return PyModule_Create(&module); }

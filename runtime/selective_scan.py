@@ -1,0 +1,154 @@
+"""Torch-free selective scan (Mamba S6) on the CPU: numpy in, numpy out.
+
+Shapes follow mamba-ssm's ``selective_scan_fn``:
+
+    u, delta, z : (batch, dim, L)       A : (dim, N)
+    B, C        : (batch, G, N, L)      D, delta_bias : (dim,)
+
+Channel ``d`` reads B and C of group ``d // (dim // G)``. The math runs in float32 for
+float16/bfloat16/float32 inputs and in float64 for float64 inputs; the output has u's dtype.
+The compiled kernel (``_selective_scan_cpu``) is the fast path used by training on the CPU
+(through ``handssca.ops``) and by the ONNX Runtime custom node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _selective_scan_cpu as _kernel
+
+__all__ = ["ScanGrads", "kernel_info", "selective_scan_backward", "selective_scan_forward"]
+
+
+@dataclass
+class ScanGrads:
+    """Gradients of a selective scan; None where the input was not given."""
+
+    du: np.ndarray
+    ddelta: np.ndarray
+    dA: np.ndarray
+    dB: np.ndarray
+    dC: np.ndarray
+    dD: np.ndarray | None
+    dz: np.ndarray | None
+    ddelta_bias: np.ndarray | None
+
+
+def kernel_info() -> dict:
+    """Instruction set the kernel's vector loops use on this CPU, and its thread count."""
+    return dict(_kernel.build_info())
+
+
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def _check(name: str, x, shape: tuple[int, ...]) -> None:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
+        raise TypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
+    if tuple(x.shape) != shape:
+        raise ValueError(f"selective_scan: {name} has shape {tuple(x.shape)}, expected {shape}")
+
+
+def _validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, int]:
+    if not isinstance(u, np.ndarray) or u.ndim != 3:
+        raise ValueError(
+            f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}"
+        )
+    batch, dim, L = u.shape
+    if not isinstance(A, np.ndarray) or A.ndim != 2 or A.shape[0] != dim:
+        raise ValueError(
+            f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}"
+        )
+    N = A.shape[1]
+    if not isinstance(B, np.ndarray) or B.ndim != 4:
+        raise ValueError(
+            f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}"
+        )
+    G = B.shape[1]
+    if G < 1 or dim % G != 0:
+        raise ValueError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
+    _check("u", u, (batch, dim, L))
+    _check("delta", delta, (batch, dim, L))
+    _check("A", A, (dim, N))
+    _check("B", B, (batch, G, N, L))
+    _check("C", C, (batch, G, N, L))
+    if D is not None:
+        _check("D", D, (dim,))
+    if z is not None:
+        _check("z", z, (batch, dim, L))
+    if delta_bias is not None:
+        _check("delta_bias", delta_bias, (dim,))
+    return batch, dim, L, N, G
+
+
+def _prepared(x, dtype):
+    return None if x is None else np.ascontiguousarray(x, dtype=dtype)
+
+
+def selective_scan_forward(
+    u: np.ndarray,
+    delta: np.ndarray,
+    A: np.ndarray,
+    B: np.ndarray,
+    C: np.ndarray,
+    D: np.ndarray | None = None,
+    z: np.ndarray | None = None,
+    delta_bias: np.ndarray | None = None,
+    delta_softplus: bool = False,
+    num_threads: int = 0,
+) -> np.ndarray:
+    """Selective scan output, shape (batch, dim, L), in u's dtype.
+
+    ``num_threads=0`` uses the OpenMP default (all cores, or OMP_NUM_THREADS).
+    """
+    batch, dim, L, N, G = _validate(u, delta, A, B, C, D, z, delta_bias)
+    ct = _compute_dtype(u.dtype)
+    args = [_prepared(x, ct) for x in (u, delta, A, B, C, D, z, delta_bias)]
+    out = np.empty((batch, dim, L), dtype=ct)
+    _kernel.forward(*args, out, batch, dim, L, N, G, bool(delta_softplus), int(num_threads))
+    return out if out.dtype == u.dtype else out.astype(u.dtype)
+
+
+def selective_scan_backward(
+    dout: np.ndarray,
+    u: np.ndarray,
+    delta: np.ndarray,
+    A: np.ndarray,
+    B: np.ndarray,
+    C: np.ndarray,
+    D: np.ndarray | None = None,
+    z: np.ndarray | None = None,
+    delta_bias: np.ndarray | None = None,
+    delta_softplus: bool = False,
+    num_threads: int = 0,
+) -> ScanGrads:
+    """Gradients of sum(dout * selective_scan_forward(...)) w.r.t. every input.
+
+    Each gradient has its input's shape and the compute dtype (float32, or float64 for
+    float64 inputs). Nothing is saved between forward and backward: the states are recomputed.
+    """
+    batch, dim, L, N, G = _validate(u, delta, A, B, C, D, z, delta_bias)
+    _check("dout", dout, (batch, dim, L))
+    ct = _compute_dtype(u.dtype)
+    args = [_prepared(x, ct) for x in (u, delta, A, B, C, D, z, delta_bias, dout)]
+    grads = ScanGrads(
+        du=np.empty((batch, dim, L), ct),
+        ddelta=np.empty((batch, dim, L), ct),
+        dA=np.empty((dim, N), ct),
+        dB=np.empty((batch, G, N, L), ct),
+        dC=np.empty((batch, G, N, L), ct),
+        dD=None if D is None else np.empty((dim,), ct),
+        dz=None if z is None else np.empty((batch, dim, L), ct),
+        ddelta_bias=None if delta_bias is None else np.empty((dim,), ct),
+    )
+    _kernel.backward(
+        *args,
+        grads.du, grads.ddelta, grads.dA, grads.dB, grads.dC, grads.dD, grads.ddelta_bias, grads.dz,
+        batch, dim, L, N, G, bool(delta_softplus), int(num_threads),
+    )
+    return grads
