@@ -22,8 +22,7 @@ class BuildScanKernel(build_ext):
             else:
                 # -ffast-math (compile only, never at link time: a shared library linked with it
                 # would flip the whole process to flush-to-zero) lets GCC call glibc's vector exp.
-                ext.extra_compile_args = ["-O3", "-std=c++17", "-fopenmp", "-ffast-math",
-                                          "-fvisibility=hidden"]
+                ext.extra_compile_args = ["-O3", "-std=c++17", "-fopenmp", "-ffast-math", "-fvisibility=hidden"]
                 ext.extra_link_args = ["-fopenmp"]
         super().build_extensions()
 

@@ -56,19 +56,13 @@ def _check(name: str, x, shape: tuple[int, ...]) -> None:
 
 def _validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, int]:
     if not isinstance(u, np.ndarray) or u.ndim != 3:
-        raise ValueError(
-            f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}"
-        )
+        raise ValueError(f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}")
     batch, dim, L = u.shape
     if not isinstance(A, np.ndarray) or A.ndim != 2 or A.shape[0] != dim:
-        raise ValueError(
-            f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}"
-        )
+        raise ValueError(f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}")
     N = A.shape[1]
     if not isinstance(B, np.ndarray) or B.ndim != 4:
-        raise ValueError(
-            f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}"
-        )
+        raise ValueError(f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}")
     G = B.shape[1]
     if G < 1 or dim % G != 0:
         raise ValueError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
@@ -148,7 +142,20 @@ def selective_scan_backward(
     )
     _kernel.backward(
         *args,
-        grads.du, grads.ddelta, grads.dA, grads.dB, grads.dC, grads.dD, grads.ddelta_bias, grads.dz,
-        batch, dim, L, N, G, bool(delta_softplus), int(num_threads),
+        grads.du,
+        grads.ddelta,
+        grads.dA,
+        grads.dB,
+        grads.dC,
+        grads.dD,
+        grads.ddelta_bias,
+        grads.dz,
+        batch,
+        dim,
+        L,
+        N,
+        G,
+        bool(delta_softplus),
+        int(num_threads),
     )
     return grads

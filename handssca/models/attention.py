@@ -50,8 +50,15 @@ class ChannelScan(nn.Module):
 class StateSpaceAttention(nn.Module):
     """SSA (spatial only) or SSCA (spatial + channel): x + spatial(x) [+ channel(x)]."""
 
-    def __init__(self, channels: int, width: int, d_state: int = 16, spatial_expand: int = 2,
-                 channel_expand: int = 1, with_channel: bool = True):
+    def __init__(
+        self,
+        channels: int,
+        width: int,
+        d_state: int = 16,
+        spatial_expand: int = 2,
+        channel_expand: int = 1,
+        with_channel: bool = True,
+    ):
         super().__init__()
         self.spatial = SpatialScan(channels, d_state, spatial_expand)
         self.channel = ChannelScan(width, d_state, channel_expand) if with_channel else None
@@ -72,8 +79,13 @@ class SelfAttention(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, size * size, channels))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         layer = nn.TransformerEncoderLayer(
-            channels, heads, dim_feedforward=mlp_ratio * channels, dropout=0.0,
-            activation="gelu", batch_first=True, norm_first=True,
+            channels,
+            heads,
+            dim_feedforward=mlp_ratio * channels,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.fuse = nn.Conv2d(2 * channels, channels, 3, padding=1)
@@ -85,14 +97,14 @@ class SelfAttention(nn.Module):
         return self.fuse(torch.cat([x, attended], dim=1))
 
 
-def build_attention(kind: str, channels: int, size: int, d_state: int = 16, spatial_expand: int = 2,
-                    channel_expand: int = 1) -> nn.Module:
+def build_attention(
+    kind: str, channels: int, size: int, d_state: int = 16, spatial_expand: int = 2, channel_expand: int = 1
+) -> nn.Module:
     """The attention module named ``kind`` for a (channels x size x size) feature map."""
     if kind == "none":
         return nn.Identity()
     if kind in ("ssa", "ssca"):
-        return StateSpaceAttention(channels, size, d_state, spatial_expand, channel_expand,
-                                   with_channel=kind == "ssca")
+        return StateSpaceAttention(channels, size, d_state, spatial_expand, channel_expand, with_channel=kind == "ssca")
     if kind == "self_attention":
         return SelfAttention(channels, size)
     raise ValueError(f"unknown attention {kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")

@@ -73,8 +73,9 @@ class HandSSCA(nn.Module):
         self.config = config = config or HandSSCAConfig()
         c, s = config.fpn_channels, config.feature_size
         self.backbone = FPNBackbone(config.resnet_width, c)
-        self.attention = build_attention(config.attention, c, s, config.d_state, config.spatial_expand,
-                                         config.channel_expand)
+        self.attention = build_attention(
+            config.attention, c, s, config.d_state, config.spatial_expand, config.channel_expand
+        )
         self.heatmap_head = HeatmapHead(c, config.num_joints, config.heatmap_depth)
         self.encoder = MeshEncoder(c, config.num_joints, ENCODER_BLOCKS)
         vector = 2 * c * (s // 2**ENCODER_BLOCKS) ** 2

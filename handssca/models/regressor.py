@@ -18,8 +18,11 @@ class HeatmapHead(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(depth):
-            layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            ]
         self.convs = nn.Sequential(*layers)
         self.score = nn.Conv2d(channels, num_joints, 1)
 
@@ -44,9 +47,15 @@ class Residual(nn.Module):
         super().__init__()
         mid = out_channels // 2
         self.body = nn.Sequential(
-            nn.BatchNorm2d(in_channels), nn.LeakyReLU(inplace=True), nn.Conv2d(in_channels, mid, 1),
-            nn.BatchNorm2d(mid), nn.LeakyReLU(inplace=True), nn.Conv2d(mid, mid, 3, padding=1),
-            nn.BatchNorm2d(mid), nn.LeakyReLU(inplace=True), nn.Conv2d(mid, out_channels, 1),
+            nn.BatchNorm2d(in_channels),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(in_channels, mid, 1),
+            nn.BatchNorm2d(mid),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, padding=1),
+            nn.BatchNorm2d(mid),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(mid, out_channels, 1),
         )
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 

@@ -203,9 +203,7 @@ def _selective_scan_op(
 
         ct = _compute_dtype(u)
         arrays = [_to_numpy(t, ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
-        out = selective_scan_forward(
-            *arrays, delta_softplus=delta_softplus, num_threads=torch.get_num_threads()
-        )
+        out = selective_scan_forward(*arrays, delta_softplus=delta_softplus, num_threads=torch.get_num_threads())
         return torch.from_numpy(out).to(u.dtype)
     if backend == "mamba-ssm":
         return _mamba_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(u.dtype)
@@ -239,7 +237,9 @@ def _selective_scan_backward_op(
         ct = _compute_dtype(u)
         arrays = [_to_numpy(t, ct) for t in inputs]
         g = selective_scan_backward(
-            _to_numpy(dout, ct), *arrays, delta_softplus=delta_softplus,
+            _to_numpy(dout, ct),
+            *arrays,
+            delta_softplus=delta_softplus,
             num_threads=torch.get_num_threads(),
         )
         grads = [g.du, g.ddelta, g.dA, g.dB, g.dC, g.dD, g.dz, g.ddelta_bias]
@@ -255,7 +255,7 @@ def _selective_scan_backward_op(
             found = iter(torch.autograd.grad(out, wanted, dout, allow_unused=True))
             grads = [None if t is None else next(found) for t in leaves]
     result = []
-    for grad, t in zip(grads, inputs):
+    for grad, t in zip(grads, inputs, strict=True):
         if t is None:
             result.append(u.new_empty(0))
         elif grad is None:
@@ -267,10 +267,7 @@ def _selective_scan_backward_op(
 
 @_selective_scan_backward_op.register_fake
 def _(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return [
-        torch.empty_like(t) if t is not None else u.new_empty(0)
-        for t in (u, delta, A, B, C, D, z, delta_bias)
-    ]
+    return [torch.empty_like(t) if t is not None else u.new_empty(0) for t in (u, delta, A, B, C, D, z, delta_bias)]
 
 
 def _setup_context(ctx, inputs, output):
@@ -281,11 +278,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dout):
     u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-    grads = _selective_scan_backward_op(
-        dout.contiguous(), u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus
-    )
+    grads = _selective_scan_backward_op(dout.contiguous(), u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus)
     present = (u, delta, A, B, C, D, z, delta_bias)
-    return (*[g if t is not None else None for g, t in zip(grads, present)], None)
+    return (*[g if t is not None else None for g, t in zip(grads, present, strict=True)], None)
 
 
 _selective_scan_op.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,5 @@
+import sys
+
+from handssca.cli import main
+
+sys.exit(main())

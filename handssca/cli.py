@@ -1,0 +1,146 @@
+"""The ``handssca`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _require_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise CommandError(
+            f"'handssca {command}' needs PyTorch: pip install 'handssca[train]' (torch==2.13.0 for the CPU build)"
+        ) from exc
+
+
+def load_model_config(path: str | None, overrides: dict):
+    """A HandSSCAConfig from a YAML file's ``model:`` section (or its top level), then overrides."""
+    from handssca.models import HandSSCAConfig
+
+    values: dict = {}
+    if path:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise CommandError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise CommandError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(data, dict):
+            raise CommandError(f"{p}: expected a mapping at the top level")
+        values = dict(data.get("model", data))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return HandSSCAConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(f"{path or 'model config'}: {exc}") from exc
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Model summary: parameters per module against the paper, the scan implementation, a forward pass."""
+    _require_torch("info")
+    import time
+
+    import torch
+
+    from handssca import __version__
+    from handssca.models import PAPER_PARAMETERS, HandSSCA, parameter_summary
+    from handssca.ops import describe_scan_backend
+
+    config = load_model_config(args.config, {"attention": args.attention, "input_size": args.input_size})
+    torch.manual_seed(0)
+    model = HandSSCA(config).eval()
+    rows = parameter_summary(model)
+    image = torch.randn(args.batch, 3, config.input_size, config.input_size)
+    with torch.inference_mode():
+        model(image)  # warm-up
+        start = time.perf_counter()
+        outputs = model(image)
+        forward_ms = (time.perf_counter() - start) * 1e3
+    paper = {"total": PAPER_PARAMETERS["model"] if config.attention == "ssca" else None}
+    attention_key = next(name for name, _ in rows if name.startswith("attention"))
+    paper[attention_key] = PAPER_PARAMETERS.get(config.attention)
+    report = {
+        "version": __version__,
+        "config": config.to_dict(),
+        "parameters": {name: count for name, count in rows},
+        "paper_parameters": {k: v for k, v in paper.items() if v},
+        "selective_scan": describe_scan_backend("cpu"),
+        "outputs": {k: list(v.shape) for k, v in outputs.items()},
+        "forward_ms": round(forward_ms, 1),
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"HandSSCA {__version__}  attention={config.attention}  input={config.input_size}x{config.input_size}")
+    print(f"{'module':<30}{'parameters':>14}{'paper':>10}{'diff':>8}")
+    for name, count in rows:
+        target = paper.get(name)
+        extra = f"{target / 1e6:>9.2f}M{(count - target) / target:>+8.1%}" if target else ""
+        print(f"{name:<30}{count / 1e6:>13.3f}M{extra}")
+    print("outputs: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in outputs.items()))
+    print(f"selective scan (cpu): {report['selective_scan']}")
+    print(f"forward, batch {args.batch}, CPU, {report['threads']} threads: {forward_ms:.1f} ms")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handssca",
+        description="HandSSCA: train, export, and run a 3D hand mesh network.",
+    )
+    from handssca import __version__
+
+    parser.add_argument("--version", action="version", version=f"handssca {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = sub.add_parser("info", help="model summary: parameter counts, scan implementation, a forward pass")
+    info.add_argument("--config", help="YAML file with a 'model:' section (see configs/)")
+    info.add_argument(
+        "--attention",
+        choices=["none", "self_attention", "ssa", "ssca"],
+        help="attention module (the paper's ablation); default ssca",
+    )
+    info.add_argument("--input-size", type=int, help="crop size in pixels (multiple of 128); default 256")
+    info.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(handler=cmd_info)
+    parser.set_defaults(commands=sorted(sub.choices))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    choices = parser.get_default("commands")
+    if argv and not argv[0].startswith("-") and argv[0] not in choices:
+        print(
+            f"handssca: unknown command '{argv[0]}' (available: {', '.join(choices)}; 'handssca --help' lists them)",
+            file=sys.stderr,
+        )
+        return 2
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except CommandError as exc:
+        print(f"handssca {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The handssca command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from handssca.cli import main
+
+
+def test_info_json_reports_counts_backend_and_outputs(capsys):
+    assert main(["info", "--json", "--attention", "ssa", "--input-size", "128"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["attention"] == "ssa"
+    assert report["parameters"]["attention (ssa)"] == 567_808
+    assert report["selective_scan"].startswith("cpu-kernel")
+    assert report["outputs"]["heatmaps"] == [1, 21, 16, 16]
+
+
+def test_info_table(capsys):
+    assert main(["info", "--input-size", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "attention (ssca)" in out and "total" in out and "selective scan (cpu): cpu-kernel" in out
+
+
+def test_info_reads_a_yaml_config(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model:\n  attention: none\n  input_size: 128\n  resnet_width: 8\n  fpn_channels: 32\n")
+    assert main(["info", "--json", "--config", str(config)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["resnet_width"] == 8 and report["parameters"]["attention (none)"] == 0
+
+
+def test_info_config_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  attention: transformer\n")
+    assert main(["info", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "bad.yaml" in err and "transformer" in err and "\n" not in err
+    assert main(["info", "--config", str(tmp_path / "none.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'frobnicate'" in err and "info" in err
+
+
+def test_console_script_and_module_entry_points():
+    result = subprocess.run([sys.executable, "-m", "handssca", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("handssca ")
