@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from handssca.cli import main
+import pytest
+
+from handssca.cli import load_model_config, main
 
 
 def test_info_json_reports_counts_backend_and_outputs(capsys):
@@ -51,3 +54,17 @@ def test_unknown_command(capsys):
 def test_console_script_and_module_entry_points():
     result = subprocess.run([sys.executable, "-m", "handssca", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("handssca ")
+
+
+MODEL_CONFIGS = sorted((Path(__file__).parent.parent / "configs" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_model_config_is_valid(path):
+    config = load_model_config(str(path), {})
+    assert config.attention in ("none", "self_attention", "ssa", "ssca")
+
+
+def test_tiny_config_runs(capsys):
+    assert main(["info", "--json", "--config", str(Path(__file__).parent.parent / "configs/model/tiny.yaml")]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["input_size"] == 128

@@ -86,41 +86,64 @@ HANDSSCA_CLONES void prepare_delta(const T* delta, T bias, bool softplus, int64_
   }
 }
 
+// Decays exp(dt[i] * A[n]) for `steps` consecutive steps into out (steps, N). One flat loop of
+// exps keeps the vector exp calls back to back, away from the recurrence's registers.
+template <typename T>
+HANDSSCA_CLONES void decays(const T* __restrict dt, const T* __restrict A, int64_t steps, int64_t N,
+                            T* __restrict out) {
+  for (int64_t i = 0; i < steps; ++i) {
+    const T d = dt[i];
+    T* o = out + i * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) o[n] = d * A[n];
+  }
+  const int64_t total = steps * N;
+#pragma omp simd
+  for (int64_t k = 0; k < total; ++k) out[k] = std::exp(out[k]);
+}
+
+constexpr int64_t kChunk = 64;  // steps whose decays are computed together
+
 // One channel's recurrence. Writes y (without the D skip and gate) into y[0..L).
-// When h_all/a_all are given, also stores every state and decay for the backward pass.
+// When h_all/a_all (L, N) are given, also stores every state and decay for the backward pass;
+// otherwise `scratch` (kChunk * N) holds one chunk of decays at a time.
 template <typename T>
 HANDSSCA_CLONES void scan_channel(const T* __restrict u, const T* __restrict dt,
                                   const T* __restrict A, const T* __restrict Bt,
                                   const T* __restrict Ct, int64_t L, int64_t N, T* __restrict h,
-                                  T* __restrict y, T* __restrict h_all, T* __restrict a_all) {
+                                  T* __restrict y, T* __restrict h_all, T* __restrict a_all,
+                                  T* __restrict scratch) {
   for (int64_t n = 0; n < N; ++n) h[n] = T(0);
-  for (int64_t l = 0; l < L; ++l) {
-    const T d = dt[l];
-    const T du = d * u[l];
-    const T* Bl = Bt + l * N;
-    const T* Cl = Ct + l * N;
-    T acc = T(0);
-    if (h_all == nullptr) {
+  for (int64_t l0 = 0; l0 < L; l0 += kChunk) {
+    const int64_t steps = std::min(kChunk, L - l0);
+    T* a_chunk = a_all ? a_all + l0 * N : scratch;
+    decays(dt + l0, A, steps, N, a_chunk);
+    for (int64_t i = 0; i < steps; ++i) {
+      const int64_t l = l0 + i;
+      const T du = dt[l] * u[l];
+      const T* a = a_chunk + i * N;
+      const T* Bl = Bt + l * N;
+      const T* Cl = Ct + l * N;
+      T acc = T(0);
+      if (h_all == nullptr) {
 #pragma omp simd reduction(+ : acc)
-      for (int64_t n = 0; n < N; ++n) {
-        const T hn = std::exp(d * A[n]) * h[n] + du * Bl[n];
-        h[n] = hn;
-        acc += hn * Cl[n];
-      }
-    } else {
-      T* hl = h_all + l * N;
-      T* al = a_all + l * N;
+        for (int64_t n = 0; n < N; ++n) {
+          const T hn = a[n] * h[n] + du * Bl[n];
+          h[n] = hn;
+          acc += hn * Cl[n];
+        }
+      } else {
+        T* hl = h_all + l * N;
 #pragma omp simd reduction(+ : acc)
-      for (int64_t n = 0; n < N; ++n) {
-        const T a = std::exp(d * A[n]);
-        const T hn = a * h[n] + du * Bl[n];
-        h[n] = hn;
-        hl[n] = hn;
-        al[n] = a;
-        acc += hn * Cl[n];
+        for (int64_t n = 0; n < N; ++n) {
+          const T hn = a[n] * h[n] + du * Bl[n];
+          h[n] = hn;
+          hl[n] = hn;
+          acc += hn * Cl[n];
+        }
       }
+      y[l] = acc;
     }
-    y[l] = acc;
   }
 }
 
@@ -148,7 +171,7 @@ void forward(const ScanProblem<T>& p, T* out, int threads) {
   transpose_nl(p.C, Ct.data(), p.batch * p.G, N, L, threads);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> dt(L), h(N);
+    std::vector<T> dt(L), h(N), scratch(kChunk * N);
 #pragma omp for schedule(static)
     for (int64_t bd = 0; bd < p.batch * p.dim; ++bd) {
       const int64_t b = bd / p.dim, d = bd % p.dim, g = d / dpg;
@@ -157,7 +180,7 @@ void forward(const ScanProblem<T>& p, T* out, int threads) {
       prepare_delta(p.delta + bd * L, p.delta_bias ? p.delta_bias[d] : T(0), p.softplus, L, dt.data());
       const int64_t bg = (b * p.G + g) * L * N;
       scan_channel(u, dt.data(), p.A + d * N, Bt.data() + bg, Ct.data() + bg, L, N, h.data(), y,
-                   static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+                   static_cast<T*>(nullptr), static_cast<T*>(nullptr), scratch.data());
       finish_output(y, u, p.D ? p.D[d] : T(0), p.z ? p.z + bd * L : nullptr, L);
     }
   }
@@ -312,7 +335,7 @@ void backward(const ScanProblem<T>& p, const T* dout, const ScanGrads<T>& gr, in
           const T Dd = p.D ? p.D[d] : T(0);
           prepare_delta(p.delta + bd * L, bias, p.softplus, L, dt.data());
           scan_channel(u, dt.data(), p.A + d * N, Bt.data() + bg, Ct.data() + bg, L, N, h.data(),
-                       y.data(), h_all.data(), a_all.data());
+                       y.data(), h_all.data(), a_all.data(), static_cast<T*>(nullptr));
           T dD = T(0);
           output_grads(dout + bd * L, y.data(), u, Dd, p.z ? p.z + bd * L : nullptr, L, dy.data(),
                        gr.dz ? gr.dz + bd * L : nullptr, &dD);

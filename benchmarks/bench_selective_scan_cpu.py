@@ -1,0 +1,240 @@
+"""CPU selective-scan benchmark at the model's real shapes.
+
+Compares, in one run on the same inputs:
+  * a straightforward scalar loop (numba, one thread): the baseline the kernel must beat 10x;
+  * the compiled kernel of handssca.runtime, forward (all threads and one thread) and backward;
+  * the torch reference (handssca.ops.selective_scan_ref);
+and puts the two scans next to the rest of a full HandSSCA forward pass (batch 1, CPU).
+
+Prints a table and writes JSON (environment + every raw timing):
+    python benchmarks/bench_selective_scan_cpu.py --out benchmarks/results/selective_scan_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from handssca.runtime import kernel_info, selective_scan_backward, selective_scan_forward
+
+# (batch, dim, L, N, G) of the two scans in the paper model (input 256, features 256 x 32 x 32).
+SHAPES = {
+    "spatial": (1, 2048, 1024, 16, 4),  # SS2D over H x W: 4 directions x d_inner 512, L = 32 * 32
+    "channel": (1, 128, 8192, 16, 4),  # SS2D over H x C: 4 directions x d_inner 32, L = 32 * 256
+}
+
+
+def make_inputs(shape, seed=0):
+    batch, dim, length, n, g = shape
+    rng = np.random.default_rng(seed)
+    return {
+        "u": rng.standard_normal((batch, dim, length), dtype=np.float32),
+        "delta": (rng.standard_normal((batch, dim, length), dtype=np.float32) * 0.5 - 4.0),
+        "A": -np.tile(np.arange(1, n + 1, dtype=np.float32), (dim, 1)),
+        "B": rng.standard_normal((batch, g, n, length), dtype=np.float32),
+        "C": rng.standard_normal((batch, g, n, length), dtype=np.float32),
+        "D": np.ones(dim, np.float32),
+        "z": None,
+        "delta_bias": rng.uniform(-6.9, -2.3, dim).astype(np.float32),
+    }
+
+
+def timed(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def scalar_loop():
+    """The straightforward baseline: the S6 recurrence as plain loops, compiled by numba."""
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    @numba.njit(cache=False)
+    def scan(u, delta, A, B, C, D, delta_bias, out):
+        batch, dim, length = u.shape
+        n_state = A.shape[1]
+        groups = B.shape[1]
+        h = np.zeros(n_state, np.float32)
+        for b in range(batch):
+            for d in range(dim):
+                g = d // (dim // groups)
+                h[:] = 0.0
+                for t in range(length):
+                    dt = delta[b, d, t] + delta_bias[d]
+                    if dt <= 20.0:
+                        dt = math.log1p(math.exp(dt))
+                    y = 0.0
+                    for n in range(n_state):
+                        h[n] = math.exp(dt * A[d, n]) * h[n] + dt * B[b, g, n, t] * u[b, d, t]
+                        y += h[n] * C[b, g, n, t]
+                    out[b, d, t] = y + D[d] * u[b, d, t]
+
+    def run(x):
+        out = np.empty_like(x["u"])
+        scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["delta_bias"], out)
+        return out
+
+    return run
+
+
+def summarize(samples):
+    return {
+        "median_ms": statistics.median(samples),
+        "min_ms": min(samples),
+        "mean_ms": statistics.fmean(samples),
+        "stdev_ms": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+        "samples_ms": samples,
+    }
+
+
+def bench_scans(repeats, with_reference):
+    baseline = scalar_loop()
+    results = {}
+    for name, shape in SHAPES.items():
+        x = make_inputs(shape)
+        row = {"shape": dict(zip(("batch", "dim", "L", "N", "G"), shape, strict=True)), "timings": {}, "notes": []}
+        out = selective_scan_forward(**x, delta_softplus=True)
+        row["timings"]["kernel_forward"] = summarize(
+            timed(lambda x=x: selective_scan_forward(**x, delta_softplus=True), repeats)
+        )
+        row["timings"]["kernel_forward_1thread"] = summarize(
+            timed(lambda x=x: selective_scan_forward(**x, delta_softplus=True, num_threads=1), repeats)
+        )
+        dout = np.ones_like(out)
+        row["timings"]["kernel_backward"] = summarize(
+            timed(lambda x=x, dout=dout: selective_scan_backward(dout, **x, delta_softplus=True), max(3, repeats // 2))
+        )
+        if baseline is not None:
+            reference_out = baseline(x)
+            row["timings"]["scalar_loop"] = summarize(timed(lambda x=x: baseline(x), max(3, repeats // 3)))
+            row["max_abs_diff_vs_scalar_loop"] = float(np.abs(out - reference_out).max())
+        else:
+            row["notes"].append("scalar loop skipped: numba is not installed (pip install 'handssca[dev]')")
+        if with_reference:
+            import torch
+
+            from handssca.ops import selective_scan_ref
+
+            t = {k: None if v is None else torch.from_numpy(v) for k, v in x.items()}
+            with torch.inference_mode():
+                row["timings"]["torch_reference"] = summarize(
+                    timed(lambda t=t: selective_scan_ref(**t, delta_softplus=True), 2, warmup=0)
+                )
+        results[name] = row
+    return results
+
+
+def bench_model(repeats):
+    """A full paper-size forward pass (batch 1) with the kernel; the scans' share of it."""
+    import torch
+
+    from handssca.models import HandSSCA
+
+    torch.manual_seed(0)
+    model = HandSSCA().eval()
+    image = torch.randn(1, 3, 256, 256)
+    with torch.inference_mode():
+        samples = timed(lambda: model(image), repeats, warmup=2)
+    return {"forward_batch1": summarize(samples), "threads": torch.get_num_threads()}
+
+
+def environment():
+    info = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or "unknown",
+        "cpu_count": os.cpu_count(),
+        "kernel": kernel_info(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    for module in ("torch", "numba"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    return info
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump(data, f, indent=2)
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-reference", action="store_true", help="skip the (slow) torch reference")
+    parser.add_argument("--no-model", action="store_true", help="skip the full-model forward pass")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selective_scan_cpu.json"))
+    args = parser.parse_args(argv)
+
+    report = {"environment": environment(), "scans": bench_scans(args.repeats, not args.no_reference)}
+    if not args.no_model:
+        report["model"] = bench_model(args.repeats)
+
+    print(
+        f"CPU selective scan, {report['environment']['cpu']}, {report['environment']['cpu_count']} cores, "
+        f"kernel ISA {report['environment']['kernel']['isa']}"
+    )
+    header = f"{'scan':<9}{'implementation':<26}{'median ms':>11}{'speed-up vs loop':>18}"
+    print(header)
+    print("-" * len(header))
+    for name, row in report["scans"].items():
+        base = row["timings"].get("scalar_loop", {}).get("median_ms")
+        for impl, t in row["timings"].items():
+            ratio = f"{base / t['median_ms']:>17.1f}x" if base else f"{'-':>18}"
+            print(f"{name:<9}{impl:<26}{t['median_ms']:>11.2f}{ratio}")
+        for note in row["notes"]:
+            print(f"{'':<9}{note}")
+    scans_ms = sum(row["timings"]["kernel_forward"]["median_ms"] for row in report["scans"].values())
+    summary = {"scans_forward_ms": scans_ms}
+    for name, row in report["scans"].items():
+        if "scalar_loop" in row["timings"]:
+            summary[f"{name}_speedup_vs_scalar_loop"] = (
+                row["timings"]["scalar_loop"]["median_ms"] / row["timings"]["kernel_forward"]["median_ms"]
+            )
+    if "model" in report:
+        forward = report["model"]["forward_batch1"]["median_ms"]
+        summary.update(
+            model_forward_ms=forward, rest_of_forward_ms=forward - scans_ms, scans_share_of_forward=scans_ms / forward
+        )
+        print(
+            f"full forward (batch 1, {report['model']['threads']} threads): {forward:.1f} ms; both scans "
+            f"{scans_ms:.1f} ms = {scans_ms / forward:.0%} of it (rest {forward - scans_ms:.1f} ms)"
+        )
+    report["summary"] = summary
+    write_json_atomically(args.out, report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
