@@ -59,7 +59,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     config = load_model_config(args.config, {"attention": args.attention, "input_size": args.input_size})
     torch.manual_seed(0)
-    model = HandSSCA(config).eval()
+    try:
+        model = HandSSCA(config, imagenet_weights=args.imagenet_weights).eval()
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
     rows = parameter_summary(model)
     image = torch.randn(args.batch, 3, config.input_size, config.input_size)
     with torch.inference_mode():
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="attention module (the paper's ablation); default ssca",
     )
     info.add_argument("--input-size", type=int, help="crop size in pixels (multiple of 128); default 256")
+    info.add_argument("--imagenet-weights", metavar="PTH", help="torchvision resnet50-*.pth to load into the backbone")
     info.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(handler=cmd_info)

@@ -68,3 +68,11 @@ def test_every_shipped_model_config_is_valid(path):
 def test_tiny_config_runs(capsys):
     assert main(["info", "--json", "--config", str(Path(__file__).parent.parent / "configs/model/tiny.yaml")]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["input_size"] == 128
+
+
+def test_info_bad_imagenet_weights_is_one_line(tmp_path, capsys):
+    junk = tmp_path / "resnet50-junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    assert main(["info", "--input-size", "128", "--imagenet-weights", str(junk)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "resnet50-junk.pth: cannot read" in err and "\n" not in err

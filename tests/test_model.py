@@ -178,6 +178,16 @@ def test_load_torchvision_resnet50(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_model_option_loads_imagenet_backbone(tmp_path):
+    source = ResNet50(8)
+    for p in source.parameters():
+        p.data.uniform_()
+    path = tmp_path / "resnet50-tiny.pth"
+    torch.save(source.state_dict(), path)
+    model = HandSSCA(HandSSCAConfig(**TINY), imagenet_weights=path)
+    torch.testing.assert_close(model.backbone.resnet.conv1.weight, source.conv1.weight)
+
+
 def test_load_torchvision_resnet50_errors(tmp_path):
     model = ResNet50()
     good = tmp_path / "good.pth"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from .attention import ATTENTION_KINDS, build_attention
 from .backbone import FPNBackbone
 from .regressor import HeatmapHead, MANOParamHead, MeshEncoder, soft_argmax
+from .resnet import load_torchvision_resnet50
 
 ENCODER_BLOCKS = 4
 
@@ -68,11 +70,14 @@ class HandSSCA(nn.Module):
       camera    (B, 3)             weak perspective (scale, tx, ty) for the 2D-joint loss
     """
 
-    def __init__(self, config: HandSSCAConfig | None = None):
+    def __init__(self, config: HandSSCAConfig | None = None, imagenet_weights: str | Path | None = None):
+        """``imagenet_weights``: a torchvision ``resnet50-*.pth`` file to initialise the ResNet-50 from."""
         super().__init__()
         self.config = config = config or HandSSCAConfig()
         c, s = config.fpn_channels, config.feature_size
         self.backbone = FPNBackbone(config.resnet_width, c)
+        if imagenet_weights is not None:
+            load_torchvision_resnet50(self.backbone.resnet, imagenet_weights)
         self.attention = build_attention(
             config.attention, c, s, config.d_state, config.spatial_expand, config.channel_expand
         )

@@ -98,7 +98,8 @@ def load_torchvision_resnet50(model: ResNet50, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, not a torch file, forbidden pickle content
-        raise ValueError(f"{path}: cannot read as a torch state dict ({exc.__class__.__name__}: {exc})") from exc
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: cannot read as a torch state dict ({type(exc).__name__}: {reason})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
