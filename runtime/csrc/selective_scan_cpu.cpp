@@ -588,7 +588,7 @@ PyMethodDef methods[] = {
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_selective_scan_cpu",
                       "CPU selective-scan kernels; use handssca.runtime.selective_scan instead.", -1,
-                      methods};
+                      methods, nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace
 
