@@ -208,3 +208,11 @@ def test_load_torchvision_resnet50_errors(tmp_path):
     torch.save(state, wrong)
     with pytest.raises(ValueError, match="missing"):
         load_torchvision_resnet50(model, wrong)
+
+
+@pytest.mark.parametrize("attention, scans", [("ssca", 2), ("ssa", 1), ("none", 0)])
+def test_exported_graph_has_one_node_per_scan(attention, scans):
+    model = tiny(attention).eval()
+    program = torch.export.export(model, (torch.randn(1, 3, 128, 128),))
+    targets = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert targets.count(torch.ops.handssca.selective_scan.default) == scans
