@@ -1,0 +1,82 @@
+"""The MANO layer for training: smplx's MANO with every convention an explicit argument.
+
+The arrays come from ``handssca.runtime.mano.load_mano`` (restricted unpickling), never from
+smplx's own loader, so the training side and the runtime read the same validated data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from handssca.runtime.mano import MANO_TO_FREIHAND, NUM_HAND_POSE, ManoModel
+
+
+class MANOLayer(nn.Module):
+    """pose, shape[, trans] -> vertices (B, 778, 3) and 21 joints in FreiHAND order (B, 21, 3), metres.
+
+    side: "right" or "left" (must match the file). pose_space: "axis_angle" (pose is (B, 48)) or
+    "pca" (pose is (B, 3 + num_pca)). flat_hand_mean: whether pose is relative to the flat hand
+    (True) or to the file's mean hand (False). fingertip_ids: the five tip vertices (thumb ..
+    pinky), e.g. ``FINGERTIP_IDS["smplx"]``.
+    """
+
+    def __init__(
+        self,
+        model: ManoModel,
+        *,
+        side: str,
+        pose_space: str,
+        flat_hand_mean: bool,
+        fingertip_ids: tuple[int, ...],
+        num_pca: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        import smplx
+        from smplx.utils import Struct
+
+        if side not in ("right", "left"):
+            raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+        if pose_space not in ("axis_angle", "pca"):
+            raise ValueError(f"pose_space must be 'axis_angle' or 'pca', got {pose_space!r}")
+        if pose_space == "pca" and not (num_pca and 1 <= num_pca <= NUM_HAND_POSE):
+            raise ValueError(f"pose_space 'pca' needs num_pca in 1..45, got {num_pca}")
+        if len(fingertip_ids) != 5:
+            raise ValueError(f"fingertip_ids must name 5 vertices (thumb..pinky), got {fingertip_ids}")
+        self.side, self.pose_space, self.flat_hand_mean = side, pose_space, flat_hand_mean
+        self.num_pca = num_pca if pose_space == "pca" else None
+        # smplx treats num_pca_comps == 45 as axis-angle input; that case is converted here instead.
+        smplx_pca = pose_space == "pca" and num_pca < NUM_HAND_POSE
+        self.register_buffer(
+            "pca_to_axis_angle",
+            torch.tensor(model.hands_components[: num_pca or 0], dtype=dtype),
+            persistent=False,
+        )
+        self.mano = smplx.MANO(
+            model_path="",
+            data_struct=Struct(**model.to_arrays()),
+            is_rhand=side == "right",
+            use_pca=smplx_pca,
+            num_pca_comps=num_pca if smplx_pca else 6,
+            flat_hand_mean=flat_hand_mean,
+            create_global_orient=False,
+            create_hand_pose=False,
+            create_betas=False,
+            create_transl=False,
+            dtype=dtype,
+        )
+        self.register_buffer("fingertip_ids", torch.tensor(fingertip_ids, dtype=torch.long), persistent=False)
+        self.register_buffer("freihand_order", torch.tensor(MANO_TO_FREIHAND, dtype=torch.long), persistent=False)
+        self.smplx_pca = smplx_pca
+        self.faces = np.asarray(model.faces)
+
+    def forward(self, pose: Tensor, shape: Tensor, trans: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        hand = pose[:, 3:]
+        if self.pose_space == "pca" and not self.smplx_pca:
+            hand = hand @ self.pca_to_axis_angle
+        out = self.mano(betas=shape, global_orient=pose[:, :3], hand_pose=hand, transl=trans)
+        verts = out.vertices
+        joints = torch.cat([out.joints, verts[:, self.fingertip_ids]], dim=1)[:, self.freihand_order]
+        return verts, joints

@@ -1,0 +1,115 @@
+"""Conversions between the hand data sets' conventions, in numpy (MANO pose = 16 x axis-angle).
+
+* HO3D stores MANO parameters and 3D points in an OpenGL camera (y up, z towards the viewer);
+  OpenCV's camera has y down and z forward: the two differ by diag(1, -1, -1).
+* DexYCB stores the finger pose as 45 PCA coefficients (``pose_m``: 3 global + 45 PCA + 3
+  translation) with flat_hand_mean=False.
+* A left hand is the mirror image (x -> -x) of a right one; its axis-angle pose mirrors as
+  (x, y, z) -> (x, -y, -z) per joint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .mano import NUM_HAND_POSE, ManoModel, rodrigues
+
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
+
+
+def rotation_to_axis_angle(rot: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrices -> (..., 3) axis-angle with angle in [0, pi].
+
+    Through a unit quaternion (Shepperd's method: built from the largest of w, x, y, z), which
+    stays accurate near 0 and pi where the trace formula loses the axis.
+    """
+    r = np.asarray(rot, dtype=np.float64)
+    m = r.reshape(-1, 3, 3)
+    t = np.trace(m, axis1=1, axis2=2)
+    candidates = np.stack([t, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], axis=1)
+    best = np.argmax(candidates, axis=1)
+    q = np.empty((len(m), 4))  # w, x, y, z
+    for case in range(4):
+        sel = best == case
+        if not sel.any():
+            continue
+        a = m[sel]
+        if case == 0:
+            s4 = 2 * np.sqrt(1 + t[sel])
+            q[sel] = np.stack(
+                [
+                    s4 / 4,
+                    (a[:, 2, 1] - a[:, 1, 2]) / s4,
+                    (a[:, 0, 2] - a[:, 2, 0]) / s4,
+                    (a[:, 1, 0] - a[:, 0, 1]) / s4,
+                ],
+                axis=1,
+            )
+        else:
+            i, j, k = case - 1, case % 3, (case + 1) % 3
+            s4 = 2 * np.sqrt(np.maximum(1 + a[:, i, i] - a[:, j, j] - a[:, k, k], 0))
+            qv = np.empty((len(a), 3))
+            qv[:, i] = s4 / 4
+            qv[:, j] = (a[:, j, i] + a[:, i, j]) / s4
+            qv[:, k] = (a[:, k, i] + a[:, i, k]) / s4
+            w = (a[:, k, j] - a[:, j, k]) / s4
+            q[sel] = np.concatenate([w[:, None], qv], axis=1)
+    q *= np.where(q[:, :1] < 0, -1.0, 1.0)  # w >= 0: angle in [0, pi]
+    norm_v = np.linalg.norm(q[:, 1:], axis=1)
+    angle = 2 * np.arctan2(norm_v, q[:, 0])
+    scale = np.where(norm_v > 1e-12, angle / np.maximum(norm_v, 1e-300), 2.0)
+    return (q[:, 1:] * scale[:, None]).reshape(r.shape[:-2] + (3,))
+
+
+def opengl_to_opencv_points(points: np.ndarray) -> np.ndarray:
+    """3D points (..., 3) from an OpenGL camera to OpenCV (the map is its own inverse)."""
+    return np.asarray(points, dtype=np.float64) * np.array([1.0, -1.0, -1.0])
+
+
+def opengl_to_opencv_mano(global_orient: np.ndarray, trans: np.ndarray, root_joint: np.ndarray):
+    """MANO global rotation (B, 3) and translation (B, 3) from an OpenGL camera to OpenCV.
+
+    MANO rotates about its rest-pose root joint (``root_joint`` (B, 3): J_regressor[0] applied to
+    the shaped template), so the translation changes too: t' = F (j0 + t) - j0.
+    """
+    rot = OPENGL_TO_OPENCV @ rodrigues(np.asarray(global_orient, dtype=np.float64))
+    root = np.asarray(root_joint, dtype=np.float64)
+    new_trans = opengl_to_opencv_points(root + np.asarray(trans, dtype=np.float64)) - root
+    return rotation_to_axis_angle(rot), new_trans
+
+
+def rest_root_joint(model: ManoModel, shape: np.ndarray) -> np.ndarray:
+    """The rest-pose root joint (B, 3) for betas (B, 10)."""
+    v_shaped = model.v_template + np.einsum("bl,vcl->bvc", np.asarray(shape, dtype=np.float64), model.shapedirs)
+    return v_shaped.transpose(0, 2, 1) @ model.J_regressor[0]
+
+
+def dexycb_pose_to_axis_angle(pose_m: np.ndarray, model: ManoModel, flat_hand_mean: bool = False):
+    """DexYCB ``pose_m`` (B, 51) -> axis-angle pose (B, 48) and translation (B, 3).
+
+    The result is relative to the mean hand (flat_hand_mean=False, as DexYCB's) unless
+    ``flat_hand_mean`` is True, where the file's hands_mean is folded into the pose.
+    """
+    pose_m = np.asarray(pose_m, dtype=np.float64).reshape(-1, 51)
+    fingers = pose_m[:, 3 : 3 + NUM_HAND_POSE] @ model.hands_components
+    if flat_hand_mean:
+        fingers = fingers + model.hands_mean
+    return np.concatenate([pose_m[:, :3], fingers], axis=1), pose_m[:, 48:51]
+
+
+def mirror_pose(pose: np.ndarray) -> np.ndarray:
+    """Axis-angle pose (B, 3k) of one hand -> the mirrored (other) hand's pose."""
+    pose = np.asarray(pose, dtype=np.float64)
+    return (pose.reshape(*pose.shape[:-1], -1, 3) * np.array([1.0, -1.0, -1.0])).reshape(pose.shape)
+
+
+def mirror_points(points: np.ndarray) -> np.ndarray:
+    """3D points (..., 3) mirrored across the camera's y-z plane (x -> -x)."""
+    return np.asarray(points, dtype=np.float64) * np.array([-1.0, 1.0, 1.0])
+
+
+def mirror_image_points(points_2d: np.ndarray, width: int) -> np.ndarray:
+    """Pixel coordinates (..., 2) in an image flipped left-right of ``width`` pixels."""
+    out = np.array(points_2d, dtype=np.float64)
+    out[..., 0] = width - out[..., 0]
+    return out

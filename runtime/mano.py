@@ -1,0 +1,369 @@
+"""MANO hand model without torch: safe loading of the official files, and forward kinematics.
+
+Arrays (the official key names; shapes for MANO itself):
+    v_template (778, 3)        shapedirs (778, 3, 10)     posedirs (778, 3, 135)
+    J_regressor (16, 778)      weights (778, 16)          kintree_table (2, 16)
+    f (1538, 3)                hands_components (45, 45)  hands_mean (45,)
+
+``load_mano`` reads the user's ``MANO_RIGHT.pkl``/``MANO_LEFT.pkl`` as downloaded (chumpy objects
+and a scipy sparse matrix inside) with a restricted unpickler: chumpy and scipy.sparse classes
+become plain arrays, numpy's array reconstruction is allowed, and every other global is refused,
+so a malicious pickle raises instead of running code. ``.npz`` files with the same keys load
+directly (no pickle).
+
+``mano_forward`` is MANO's linear blend skinning in numpy, batched, with smplx's conventions:
+pose = 3 global + 45 finger axis-angle values added to the hand mean (unless flat_hand_mean).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NUM_VERTICES = 778
+NUM_JOINTS = 16
+NUM_BETAS = 10
+NUM_POSE_BLEND = 9 * (NUM_JOINTS - 1)  # 135
+NUM_HAND_POSE = 3 * (NUM_JOINTS - 1)  # 45
+
+# Fingertip vertices (thumb, index, middle, ring, pinky); they differ by source.
+FINGERTIP_IDS = {
+    "smplx": (744, 320, 443, 554, 671),
+    "manopth": (745, 317, 444, 556, 673),
+}
+# MANO's 16 joints + 5 tips (thumb, index, middle, ring, pinky) -> FreiHAND's 21-joint order:
+# wrist, thumb 1-4, index 1-4, middle 1-4, ring 1-4, pinky 1-4 (each base to tip).
+MANO_TO_FREIHAND = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
+
+REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+
+
+class ManoFileError(ValueError):
+    """A MANO file that is missing, unreadable, unsafe or has the wrong content."""
+
+
+@dataclass(frozen=True)
+class ManoModel:
+    v_template: np.ndarray
+    shapedirs: np.ndarray
+    posedirs: np.ndarray
+    J_regressor: np.ndarray
+    weights: np.ndarray
+    parents: np.ndarray  # (16,), parents[0] == -1
+    faces: np.ndarray
+    hands_components: np.ndarray
+    hands_mean: np.ndarray
+    source: str = ""
+
+    @property
+    def kintree_table(self) -> np.ndarray:
+        return np.stack([self.parents, np.arange(len(self.parents))]).astype(np.int64)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The official key names, as ``save_mano_npz`` writes and smplx reads."""
+        return {
+            "v_template": self.v_template,
+            "shapedirs": self.shapedirs,
+            "posedirs": self.posedirs,
+            "J_regressor": self.J_regressor,
+            "weights": self.weights,
+            "kintree_table": self.kintree_table,
+            "f": self.faces,
+            "hands_components": self.hands_components,
+            "hands_mean": self.hands_mean,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# Restricted unpickling
+
+
+class _ChumpyStandIn:
+    """Takes the place of any chumpy class; keeps the pickled state to pull the array out."""
+
+    def __init__(self, *args, **kwargs):
+        self.state = {}
+
+    def __setstate__(self, state):
+        self.state = state if isinstance(state, dict) else {"state": state}
+
+    def to_array(self, key: str) -> np.ndarray:
+        value = self.state.get("x")
+        if value is None:
+            raise ManoFileError(f"{key}: a chumpy expression, not a stored array (state keys {sorted(self.state)})")
+        return np.asarray(_plain(value, key))
+
+
+class _SparseStandIn:
+    """Takes the place of scipy.sparse matrices (MANO's J_regressor is csc); densified on load."""
+
+    fmt = "csc"
+
+    def __init__(self, *args, **kwargs):
+        self.state = {}
+
+    def __setstate__(self, state):
+        self.state = state if isinstance(state, dict) else {}
+
+    def to_array(self, key: str) -> np.ndarray:
+        s = self.state
+        shape = s.get("_shape", s.get("shape"))
+        fmt = self.fmt
+        try:
+            data, indices, indptr = (np.asarray(s[k]) for k in ("data", "indices", "indptr"))
+            rows, cols = (int(v) for v in shape)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManoFileError(f"{key}: unreadable sparse matrix (state keys {sorted(s)})") from exc
+        dense = np.zeros((rows, cols), dtype=np.float64)
+        outer = cols if fmt == "csc" else rows
+        if len(indptr) != outer + 1 or indptr[-1] != len(data) or len(indices) != len(data):
+            raise ManoFileError(f"{key}: inconsistent sparse matrix arrays")
+        for j in range(outer):
+            lo, hi = indptr[j], indptr[j + 1]
+            if fmt == "csc":
+                dense[indices[lo:hi], j] = data[lo:hi]
+            else:
+                dense[j, indices[lo:hi]] = data[lo:hi]
+        return dense
+
+
+class _CscStandIn(_SparseStandIn):
+    fmt = "csc"
+
+
+class _CsrStandIn(_SparseStandIn):
+    fmt = "csr"
+
+
+def _numpy_multiarray():
+    try:
+        return importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # numpy < 2
+        return importlib.import_module("numpy.core.multiarray")
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Allows numpy array reconstruction and stand-ins for chumpy and scipy.sparse; nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if module == "chumpy" or module.startswith("chumpy."):
+            return _ChumpyStandIn
+        if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
+            return _CscStandIn if name == "csc_matrix" else _CsrStandIn
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
+            return getattr(_numpy_multiarray(), name)
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if (module, name) in (("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor")):
+            import copyreg
+
+            return copyreg._reconstructor
+        if (module, name) in (("__builtin__", "object"), ("builtins", "object")):
+            return object
+        if (module, name) == ("_codecs", "encode"):  # how protocol-2 pickles from Python 3 store bytes
+            import codecs
+
+            return codecs.encode
+        raise _RefusedGlobal(f"refusing to load global '{module}.{name}'")
+
+
+def _plain(value, key: str):
+    if isinstance(value, (_ChumpyStandIn, _SparseStandIn)):
+        return value.to_array(key)
+    return value
+
+
+def _read_pickle(path: Path) -> dict:
+    data = path.read_bytes()
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _RefusedGlobal as exc:
+        raise ManoFileError(f"{path}: unsafe pickle, not loaded ({exc})") from exc
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise ManoFileError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise ManoFileError(f"{path}: expected a dict of MANO arrays, found {type(obj).__name__}")
+    return {str(k): _plain(v, str(k)) for k, v in obj.items()}
+
+
+def _read_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise ManoFileError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _array(raw: dict, key: str, path: Path, shape: tuple, dtype=np.float64) -> np.ndarray:
+    if key not in raw:
+        raise ManoFileError(f"{path}: missing key '{key}'")
+    try:
+        value = np.asarray(raw[key], dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ManoFileError(f"{path}: '{key}' is not numeric ({exc})") from exc
+    if value.shape != shape:
+        raise ManoFileError(f"{path}: '{key}' has shape {value.shape}, expected {shape}")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise ManoFileError(f"{path}: '{key}' holds NaN or infinite values")
+    return value
+
+
+def mano_from_arrays(raw: dict, path: str | Path = "<arrays>") -> ManoModel:
+    """Checks shapes and the kinematic tree of MANO arrays (official key names)."""
+    path = Path(path)
+    v = _array(raw, "v_template", path, (NUM_VERTICES, 3))
+    if "shapedirs" not in raw:
+        raise ManoFileError(f"{path}: missing key 'shapedirs'")
+    shapedirs = np.asarray(raw["shapedirs"], dtype=np.float64)
+    if shapedirs.ndim != 3 or shapedirs.shape[:2] != (NUM_VERTICES, 3) or shapedirs.shape[2] < NUM_BETAS:
+        raise ManoFileError(
+            f"{path}: 'shapedirs' has shape {shapedirs.shape}, expected ({NUM_VERTICES}, 3, {NUM_BETAS})"
+        )
+    shapedirs = shapedirs[:, :, :NUM_BETAS]
+    posedirs = _array(raw, "posedirs", path, (NUM_VERTICES, 3, NUM_POSE_BLEND))
+    j_reg = _array(raw, "J_regressor", path, (NUM_JOINTS, NUM_VERTICES))
+    weights = _array(raw, "weights", path, (NUM_VERTICES, NUM_JOINTS))
+    kintree = _array(raw, "kintree_table", path, (2, NUM_JOINTS), dtype=np.int64)
+    faces = np.asarray(raw.get("f", np.zeros((0, 3))), dtype=np.int64)
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise ManoFileError(f"{path}: 'f' has shape {faces.shape}, expected (F, 3) triangles")
+    if faces.min() < 0 or faces.max() >= NUM_VERTICES:
+        raise ManoFileError(f"{path}: 'f' indexes vertices outside 0..{NUM_VERTICES - 1}")
+    parents = kintree[0].copy()
+    parents[0] = -1
+    if not all(0 <= parents[j] < j for j in range(1, NUM_JOINTS)):
+        raise ManoFileError(f"{path}: 'kintree_table' is not a tree rooted at joint 0 with parents before children")
+    if not np.allclose(weights.sum(axis=1), 1.0, atol=1e-4):
+        raise ManoFileError(f"{path}: 'weights' rows do not sum to 1")
+    if "hands_components" in raw:
+        components = _array(raw, "hands_components", path, (NUM_HAND_POSE, NUM_HAND_POSE))
+        mean = _array(raw, "hands_mean", path, (NUM_HAND_POSE,))
+    else:  # an npz written without PCA data: axis-angle only, zero mean
+        components = np.eye(NUM_HAND_POSE)
+        mean = np.zeros(NUM_HAND_POSE)
+    return ManoModel(v, shapedirs, posedirs, j_reg, weights, parents, faces, components, mean, source=str(path))
+
+
+def load_mano(path: str | Path) -> ManoModel:
+    """A MANO model from the official ``.pkl`` (restricted unpickling) or an ``.npz`` with the same keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManoFileError(f"{path}: MANO file not found (MANO_RIGHT.pkl / MANO_LEFT.pkl or a converted .npz)")
+    raw = _read_npz(path) if path.suffix == ".npz" else _read_pickle(path)
+    return mano_from_arrays(raw, path)
+
+
+def save_mano_npz(model: ManoModel, out: str | Path, source_file: str | Path | None = None) -> Path:
+    """Writes the model as .npz atomically; records the SHA-256 of ``source_file`` when given."""
+    out = Path(out)
+    arrays = dict(model.to_arrays())
+    if source_file is not None:
+        arrays["source_sha256"] = np.array(hashlib.sha256(Path(source_file).read_bytes()).hexdigest())
+        arrays["source_name"] = np.array(Path(source_file).name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward kinematics and skinning
+
+
+def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
+    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices."""
+    angle = np.linalg.norm(axis_angle + 1e-8, axis=-1, keepdims=True)  # smplx's epsilon, for parity
+    axis = axis_angle / angle
+    cos, sin = np.cos(angle)[..., None], np.sin(angle)[..., None]
+    x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
+    zero = np.zeros_like(x)
+    K = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1).reshape(*axis.shape[:-1], 3, 3)
+    eye = np.eye(3, dtype=axis_angle.dtype)
+    return eye + sin * K + (1 - cos) * (K @ K)
+
+
+def mano_forward(
+    model: ManoModel,
+    pose: np.ndarray,
+    shape: np.ndarray,
+    *,
+    flat_hand_mean: bool,
+    fingertip_ids: tuple[int, ...],
+    trans: np.ndarray | None = None,
+    pca: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (B, 778, 3) and 21 joints in FreiHAND order (B, 21, 3), in the model's units (metres).
+
+    pose: (B, 48) axis-angle (3 global + 45 fingers), or with ``pca`` (B, 3 + k) with k PCA
+    coefficients of the finger pose. shape: (B, 10). trans: optional (B, 3).
+    """
+    pose = np.asarray(pose, dtype=np.float64)
+    shape = np.asarray(shape, dtype=np.float64)
+    if pose.ndim != 2 or shape.ndim != 2 or shape.shape != (pose.shape[0], NUM_BETAS):
+        raise ValueError(f"mano_forward: pose (B, 48) and shape (B, 10) expected, got {pose.shape} and {shape.shape}")
+    batch = pose.shape[0]
+    if pca:
+        k = pose.shape[1] - 3
+        if not 1 <= k <= NUM_HAND_POSE:
+            raise ValueError(f"mano_forward: PCA pose needs 3 + 1..45 values, got {pose.shape[1]}")
+        fingers = pose[:, 3:] @ model.hands_components[:k]
+    else:
+        if pose.shape[1] != 3 + NUM_HAND_POSE:
+            raise ValueError(f"mano_forward: axis-angle pose must have 48 values, got {pose.shape[1]}")
+        fingers = pose[:, 3:]
+    if not flat_hand_mean:
+        fingers = fingers + model.hands_mean
+    full = np.concatenate([pose[:, :3], fingers], axis=1).reshape(batch, NUM_JOINTS, 3)
+
+    v_shaped = model.v_template + np.einsum("bl,vcl->bvc", shape, model.shapedirs)
+    joints = np.einsum("jv,bvc->bjc", model.J_regressor, v_shaped)
+    rot = rodrigues(full)  # (B, 16, 3, 3)
+    pose_feature = (rot[:, 1:] - np.eye(3)).reshape(batch, -1)
+    v_posed = v_shaped + np.einsum("bp,vcp->bvc", pose_feature, model.posedirs)
+
+    # Rigid transforms along the kinematic tree.
+    rel = joints.copy()
+    rel[:, 1:] -= joints[:, model.parents[1:]]
+    local = np.zeros((batch, NUM_JOINTS, 4, 4))
+    local[:, :, :3, :3] = rot
+    local[:, :, :3, 3] = rel
+    local[:, :, 3, 3] = 1.0
+    world = [local[:, 0]]
+    for j in range(1, NUM_JOINTS):
+        world.append(world[model.parents[j]] @ local[:, j])
+    world = np.stack(world, axis=1)
+    posed_joints = world[:, :, :3, 3].copy()
+    # Remove the rest-pose joint location so the transforms act on rest-pose vertices.
+    world[:, :, :3, 3] -= np.einsum("bjik,bjk->bji", world[:, :, :3, :3], joints)
+
+    blend = np.einsum("vj,bjik->bvik", model.weights, world)
+    verts = np.einsum("bvik,bvk->bvi", blend[:, :, :3, :3], v_posed) + blend[:, :, :3, 3]
+    tips = verts[:, list(fingertip_ids)]
+    joints21 = np.concatenate([posed_joints, tips], axis=1)[:, list(MANO_TO_FREIHAND)]
+    if trans is not None:
+        trans = np.asarray(trans, dtype=np.float64).reshape(batch, 1, 3)
+        verts = verts + trans
+        joints21 = joints21 + trans
+    return verts, joints21

@@ -1,0 +1,129 @@
+"""MANO: safe loading of the official formats, and the numpy runtime against smplx."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mano_files import random_mano_arrays, write_official_pickle
+
+from handssca.runtime.mano import (
+    FINGERTIP_IDS,
+    ManoFileError,
+    load_mano,
+    mano_forward,
+    mano_from_arrays,
+    save_mano_npz,
+)
+
+
+@pytest.fixture
+def arrays(rng):
+    return random_mano_arrays(rng)
+
+
+def test_official_pickle_loads_without_chumpy_or_scipy(tmp_path, arrays):
+    path = tmp_path / "MANO_RIGHT.pkl"
+    write_official_pickle(arrays, path)
+    model = load_mano(path)
+    np.testing.assert_array_equal(model.v_template, arrays["v_template"])
+    np.testing.assert_array_equal(model.J_regressor, arrays["J_regressor"])
+    assert model.parents[0] == -1 and list(model.parents[1:4]) == [0, 1, 2]
+
+
+def test_npz_round_trip_records_the_source_hash(tmp_path, arrays):
+    import hashlib
+
+    pkl = tmp_path / "MANO_LEFT.pkl"
+    write_official_pickle(arrays, pkl)
+    out = save_mano_npz(load_mano(pkl), tmp_path / "mano_left.npz", source_file=pkl)
+    with np.load(out) as npz:
+        assert str(npz["source_sha256"]) == hashlib.sha256(pkl.read_bytes()).hexdigest()
+    again = load_mano(out)
+    np.testing.assert_array_equal(again.posedirs, arrays["posedirs"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_malicious_pickle_is_refused_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "MANO_RIGHT.pkl"
+    path.write_bytes(pickle.dumps({"v_template": Exploit()}, protocol=2))
+    with pytest.raises(ManoFileError, match=r"refusing to load global '(posix|os|nt)\.system'"):
+        load_mano(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_and_wrong_files(tmp_path, arrays):
+    good = tmp_path / "MANO_RIGHT.pkl"
+    write_official_pickle(arrays, good)
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ManoFileError, match="cut.pkl: truncated or corrupt"):
+        load_mano(cut)
+    with pytest.raises(ManoFileError, match="not found"):
+        load_mano(tmp_path / "nope.pkl")
+    with pytest.raises(ManoFileError, match=r"'v_template' has shape \(777, 3\)"):
+        mano_from_arrays({**arrays, "v_template": arrays["v_template"][:777]}, "x.npz")
+    with pytest.raises(ManoFileError, match="missing key 'weights'"):
+        mano_from_arrays({k: v for k, v in arrays.items() if k != "weights"}, "x.npz")
+    bad_tree = arrays["kintree_table"].copy()
+    bad_tree[0, 5] = 9
+    with pytest.raises(ManoFileError, match="kintree_table"):
+        mano_from_arrays({**arrays, "kintree_table": bad_tree}, "x.npz")
+    not_npz = tmp_path / "junk.npz"
+    not_npz.write_bytes(b"junk")
+    with pytest.raises(ManoFileError, match="junk.npz: not a readable .npz"):
+        load_mano(not_npz)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("flat_hand_mean", [True, False])
+@pytest.mark.parametrize("pose_space, num_pca", [("axis_angle", None), ("pca", 6), ("pca", 45)])
+def test_runtime_matches_smplx(rng, arrays, side, flat_hand_mean, pose_space, num_pca):
+    pytest.importorskip("smplx")
+    from handssca.models.mano import MANOLayer
+
+    if side == "left":  # a left file is the mirror image of a right one
+        arrays = {**arrays, "v_template": arrays["v_template"] * [-1, 1, 1]}
+    model = mano_from_arrays(arrays)
+    tips = FINGERTIP_IDS["smplx"]
+    layer = MANOLayer(
+        model,
+        side=side,
+        pose_space=pose_space,
+        num_pca=num_pca,
+        flat_hand_mean=flat_hand_mean,
+        fingertip_ids=tips,
+        dtype=torch.float64,
+    )
+    batch = 5
+    width = 48 if pose_space == "axis_angle" else 3 + num_pca
+    pose = rng.normal(scale=0.6, size=(batch, width))
+    shape = rng.normal(size=(batch, 10))
+    trans = rng.normal(scale=0.1, size=(batch, 3))
+    verts, joints = mano_forward(
+        model, pose, shape, trans=trans, flat_hand_mean=flat_hand_mean, fingertip_ids=tips, pca=pose_space == "pca"
+    )
+    with torch.no_grad():
+        v_ref, j_ref = layer(torch.from_numpy(pose), torch.from_numpy(shape), torch.from_numpy(trans))
+    assert verts.shape == (batch, 778, 3) and joints.shape == (batch, 21, 3)
+    np.testing.assert_allclose(verts, v_ref.numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(joints, j_ref.numpy(), atol=1e-6, rtol=0)
+
+
+def test_rest_pose_joints_follow_the_regressor(arrays):
+    model = mano_from_arrays(arrays)
+    verts, joints = mano_forward(
+        model, np.zeros((1, 48)), np.zeros((1, 10)), flat_hand_mean=True, fingertip_ids=FINGERTIP_IDS["manopth"]
+    )
+    np.testing.assert_allclose(verts[0], arrays["v_template"], atol=1e-12)
+    np.testing.assert_allclose(joints[0, 0], arrays["J_regressor"][0] @ arrays["v_template"], atol=1e-12)
+    np.testing.assert_allclose(joints[0, 4], arrays["v_template"][745], atol=1e-12)  # thumb tip, manopth id
