@@ -99,6 +99,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mano_convert(args: argparse.Namespace) -> int:
+    """MANO_RIGHT.pkl / MANO_LEFT.pkl (as downloaded) -> a validated .npz (no torch needed)."""
+    from handssca.runtime.mano import ManoFileError, load_mano, save_mano_npz
+
+    try:
+        model = load_mano(args.source)
+    except ManoFileError as exc:
+        raise CommandError(str(exc)) from exc
+    out = Path(args.output or Path(args.source).with_suffix(".npz").name.lower())
+    if out.suffix != ".npz":
+        raise CommandError(f"{out}: the output must be an .npz file")
+    save_mano_npz(model, out, source_file=args.source)
+    print(
+        f"wrote {out}: {len(model.v_template)} vertices, {len(model.parents)} joints, "
+        f"{model.shapedirs.shape[2]} shape and {model.posedirs.shape[2]} pose blend shapes, {len(model.faces)} faces"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="handssca",
@@ -121,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(handler=cmd_info)
+
+    mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
+    mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)
+    convert = mano_sub.add_parser("convert", help="validate MANO_RIGHT.pkl / MANO_LEFT.pkl and write an .npz")
+    convert.add_argument("source", help="MANO_RIGHT.pkl or MANO_LEFT.pkl as downloaded (or an .npz)")
+    convert.add_argument("-o", "--output", help="the .npz to write (default: the source name, lower case)")
+    convert.set_defaults(handler=cmd_mano_convert)
     parser.set_defaults(commands=sorted(sub.choices))
     return parser
 

@@ -293,8 +293,12 @@ def save_mano_npz(model: ManoModel, out: str | Path, source_file: str | Path | N
 
 
 def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
-    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices."""
-    angle = np.linalg.norm(axis_angle + 1e-8, axis=-1, keepdims=True)  # smplx's epsilon, for parity
+    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices.
+
+    Adds smplx's 1e-8 to every component before taking the angle (so a zero rotation is finite
+    and both implementations agree to rounding); results are accurate to about 1e-8 rad.
+    """
+    angle = np.linalg.norm(axis_angle + 1e-8, axis=-1, keepdims=True)
     axis = axis_angle / angle
     cos, sin = np.cos(angle)[..., None], np.sin(angle)[..., None]
     x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]

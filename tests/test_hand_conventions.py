@@ -34,8 +34,8 @@ def test_ho3d_opengl_to_opencv_moves_the_whole_hand(rng):
     orient_cv, trans_cv = opengl_to_opencv_mano(pose[:, :3], trans, rest_root_joint(model, shape))
     pose_cv = np.concatenate([orient_cv, pose[:, 3:]], axis=1)
     verts_cv, joints_cv = mano_forward(model, pose_cv, shape, trans=trans_cv, flat_hand_mean=True, fingertip_ids=TIPS)
-    np.testing.assert_allclose(verts_cv, opengl_to_opencv_points(verts_gl), atol=1e-9)
-    np.testing.assert_allclose(joints_cv, opengl_to_opencv_points(joints_gl), atol=1e-9)
+    np.testing.assert_allclose(verts_cv, opengl_to_opencv_points(verts_gl), atol=1e-7)
+    np.testing.assert_allclose(joints_cv, opengl_to_opencv_points(joints_gl), atol=1e-7)
 
 
 def test_dexycb_pca_pose_equals_its_axis_angle(rng):
@@ -61,6 +61,6 @@ def test_mirroring_a_pose_mirrors_the_mesh(rng):
     pose, shape = rng.normal(scale=0.5, size=(2, 48)), rng.normal(size=(2, 10))
     v_right, j_right = mano_forward(r, pose, shape, flat_hand_mean=False, fingertip_ids=TIPS)
     v_left, j_left = mano_forward(m, mirror_pose(pose), shape, flat_hand_mean=False, fingertip_ids=TIPS)
-    np.testing.assert_allclose(v_left, mirror_points(v_right), atol=1e-9)
-    np.testing.assert_allclose(j_left, mirror_points(j_right), atol=1e-9)
+    np.testing.assert_allclose(v_left, mirror_points(v_right), atol=1e-7)
+    np.testing.assert_allclose(j_left, mirror_points(j_right), atol=1e-7)
     np.testing.assert_allclose(mirror_image_points(mirror_image_points([[3.0, 4.0]], 640), 640), [[3.0, 4.0]])

@@ -127,3 +127,21 @@ def test_rest_pose_joints_follow_the_regressor(arrays):
     np.testing.assert_allclose(verts[0], arrays["v_template"], atol=1e-12)
     np.testing.assert_allclose(joints[0, 0], arrays["J_regressor"][0] @ arrays["v_template"], atol=1e-12)
     np.testing.assert_allclose(joints[0, 4], arrays["v_template"][745], atol=1e-12)  # thumb tip, manopth id
+
+
+def test_cli_mano_convert(tmp_path, arrays, capsys):
+    from handssca.cli import main
+
+    src = tmp_path / "MANO_RIGHT.pkl"
+    write_official_pickle(arrays, src)
+    out = tmp_path / "out" / "mano_right.npz"
+    assert main(["mano", "convert", str(src), "-o", str(out)]) == 0
+    assert "778 vertices, 16 joints, 10 shape and 135 pose blend shapes" in capsys.readouterr().out
+    np.testing.assert_array_equal(load_mano(out).weights, arrays["weights"])
+
+    bad = tmp_path / "MANO_LEFT.pkl"
+    write_official_pickle({**arrays, "posedirs": arrays["posedirs"][:, :, :100]}, bad)
+    assert main(["mano", "convert", str(bad), "-o", str(tmp_path / "left.npz")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "MANO_LEFT.pkl: 'posedirs' has shape (778, 3, 100)" in err and "\n" not in err
+    assert not (tmp_path / "left.npz").exists()

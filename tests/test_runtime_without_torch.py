@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 HIDE_TORCH = textwrap.dedent(
     """
@@ -57,3 +58,25 @@ def test_cli_without_torch_says_what_to_install():
     result = run_without_torch("from handssca.cli import main; sys.exit(main(['info']))")
     assert result.returncode == 1
     assert "needs PyTorch" in result.stderr and "handssca[train]" in result.stderr
+
+
+def test_mano_runtime_and_convert_without_torch(tmp_path):
+    result = run_without_torch(
+        f"""
+        import numpy as np
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from mano_files import random_mano_arrays, write_official_pickle
+        from handssca.runtime.mano import FINGERTIP_IDS, load_mano, mano_forward
+        from handssca.cli import main
+
+        src = {str(tmp_path / "MANO_RIGHT.pkl")!r}
+        import pathlib
+        write_official_pickle(random_mano_arrays(np.random.default_rng(0)), pathlib.Path(src))
+        assert main(["mano", "convert", src, "-o", src + ".npz"]) == 0
+        verts, joints = mano_forward(load_mano(src + ".npz"), np.zeros((2, 48)), np.zeros((2, 10)),
+                                     flat_hand_mean=True, fingertip_ids=FINGERTIP_IDS["smplx"])
+        assert verts.shape == (2, 778, 3) and joints.shape == (2, 21, 3)
+        assert "torch" not in sys.modules
+        """
+    )
+    assert result.returncode == 0, result.stderr
