@@ -118,6 +118,69 @@ def cmd_mano_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mano_builtin(args: argparse.Namespace) -> int:
+    """Writes the built-in stand-in hand as a MANO-format .npz."""
+    from handssca.runtime.builtin_hand import STAND_IN_NOTE, save_builtin_hand
+
+    out = save_builtin_hand(args.output)
+    print(f"wrote {out}: {STAND_IN_NOTE}")
+    return 0
+
+
+def cmd_mano_render(args: argparse.Namespace) -> int:
+    """A picture of a MANO model (the built-in stand-in unless --mano) in a few poses."""
+    import numpy as np
+
+    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+    from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano, mano_forward
+    from handssca.runtime.mesh_render import look_at_rotation, render_orthographic
+
+    if args.mano:
+        try:
+            model = load_mano(args.mano)
+            tips = model.fingertip_ids or FINGERTIP_IDS[args.fingertips]
+            label = model.note or Path(args.mano).name
+        except ManoFileError as exc:
+            raise CommandError(str(exc)) from exc
+    else:
+        (model, tips), label = build_builtin_hand(), STAND_IN_NOTE
+    rng = np.random.default_rng(args.seed)
+    fist = np.zeros(48)
+    fist[3:] = np.tile([1.1, 0.0, 0.0], 15)
+    fist[3 + 3 * 12 : 3 + 3 * 15] = [0.3, 0.4, 0.6, 0.2, 0.1, 0.5, 0.1, 0.0, 0.5]  # thumb joints 13-15
+    poses = {
+        "rest (flat)": np.zeros(48),
+        "fist": fist,
+        "random": np.concatenate([np.zeros(3), rng.normal(scale=0.35, size=45)]),
+        "random, shape +2": np.concatenate([np.zeros(3), rng.normal(scale=0.35, size=45)]),
+    }
+    shapes = np.zeros((len(poses), 10))
+    shapes[3] = 2.0
+    verts, _ = mano_forward(model, np.stack(list(poses.values())), shapes, flat_hand_mean=True, fingertip_ids=tips)
+    import cv2
+
+    rotation = look_at_rotation(0.5, -0.6)
+    tiles = []
+    for name, v in zip(poses, verts, strict=True):
+        tile = render_orthographic(v, model.faces, rotation, size=args.size, scale=args.size * 3.2)
+        cv2.putText(tile, name, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (40, 40, 40), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    sheet = np.concatenate(tiles, axis=1)
+    banner = np.full((28, sheet.shape[1], 3), 255, np.uint8)
+    cv2.putText(banner, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 160), 1, cv2.LINE_AA)
+    sheet = np.concatenate([banner, sheet], axis=0)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(out.suffix or ".png", sheet)
+    if not ok:
+        raise CommandError(f"{out}: cannot encode an image with this extension")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(encoded.tobytes())
+    tmp.replace(out)
+    print(f"wrote {out} ({label})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="handssca",
@@ -147,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", help="MANO_RIGHT.pkl or MANO_LEFT.pkl as downloaded (or an .npz)")
     convert.add_argument("-o", "--output", help="the .npz to write (default: the source name, lower case)")
     convert.set_defaults(handler=cmd_mano_convert)
+    render = mano_sub.add_parser("render", help="a picture of the hand model in a few poses (PNG)")
+    render.add_argument("--mano", metavar="PATH", help="MANO .pkl/.npz (default: the built-in stand-in hand)")
+    render.add_argument("-o", "--output", default="mano_poses.png", help="image to write (default mano_poses.png)")
+    render.add_argument(
+        "--fingertips",
+        choices=["smplx", "manopth"],
+        default="smplx",
+        help="fingertip vertex convention of a MANO file (default smplx)",
+    )
+    render.add_argument("--size", type=int, default=320, help="pixels per pose tile")
+    render.add_argument("--seed", type=int, default=0, help="seed of the random poses")
+    render.set_defaults(handler=cmd_mano_render)
+    builtin = mano_sub.add_parser("builtin", help="write the built-in stand-in hand (NOT MANO) as a MANO-format .npz")
+    builtin.add_argument("-o", "--output", default="builtin_hand.npz", help=".npz to write")
+    builtin.set_defaults(handler=cmd_mano_builtin)
     parser.set_defaults(commands=sorted(sub.choices))
     return parser
 

@@ -62,6 +62,9 @@ class ManoModel:
     hands_components: np.ndarray
     hands_mean: np.ndarray
     source: str = ""
+    # Set for models that define their own tips (the built-in hand); MANO files do not.
+    fingertip_ids: tuple[int, ...] | None = None
+    note: str = ""
 
     @property
     def kintree_table(self) -> np.ndarray:
@@ -257,7 +260,26 @@ def mano_from_arrays(raw: dict, path: str | Path = "<arrays>") -> ManoModel:
     else:  # an npz written without PCA data: axis-angle only, zero mean
         components = np.eye(NUM_HAND_POSE)
         mean = np.zeros(NUM_HAND_POSE)
-    return ManoModel(v, shapedirs, posedirs, j_reg, weights, parents, faces, components, mean, source=str(path))
+    tips = None
+    if "fingertip_ids" in raw:
+        tips = tuple(int(i) for i in np.asarray(raw["fingertip_ids"]).reshape(-1))
+        if len(tips) != 5 or min(tips) < 0 or max(tips) >= NUM_VERTICES:
+            raise ManoFileError(f"{path}: 'fingertip_ids' must be 5 vertex ids, got {tips}")
+    note = str(np.asarray(raw["note"])) if "note" in raw else ""
+    return ManoModel(
+        v,
+        shapedirs,
+        posedirs,
+        j_reg,
+        weights,
+        parents,
+        faces,
+        components,
+        mean,
+        source=str(path),
+        fingertip_ids=tips,
+        note=note,
+    )
 
 
 def load_mano(path: str | Path) -> ManoModel:
@@ -273,6 +295,10 @@ def save_mano_npz(model: ManoModel, out: str | Path, source_file: str | Path | N
     """Writes the model as .npz atomically; records the SHA-256 of ``source_file`` when given."""
     out = Path(out)
     arrays = dict(model.to_arrays())
+    if model.fingertip_ids is not None:
+        arrays["fingertip_ids"] = np.array(model.fingertip_ids, dtype=np.int64)
+    if model.note:
+        arrays["note"] = np.array(model.note)
     if source_file is not None:
         arrays["source_sha256"] = np.array(hashlib.sha256(Path(source_file).read_bytes()).hexdigest())
         arrays["source_name"] = np.array(Path(source_file).name)

@@ -102,6 +102,7 @@ def test_runtime_matches_smplx(rng, arrays, side, flat_hand_mean, pose_space, nu
         num_pca=num_pca,
         flat_hand_mean=flat_hand_mean,
         fingertip_ids=tips,
+        units="m",
         dtype=torch.float64,
     )
     batch = 5
@@ -145,3 +146,24 @@ def test_cli_mano_convert(tmp_path, arrays, capsys):
     err = capsys.readouterr().err.strip()
     assert "MANO_LEFT.pkl: 'posedirs' has shape (778, 3, 100)" in err and "\n" not in err
     assert not (tmp_path / "left.npz").exists()
+
+
+def test_layer_units_and_argument_checks(rng, arrays):
+    pytest.importorskip("smplx")
+    from handssca.models.mano import MANOLayer
+
+    model = mano_from_arrays(arrays)
+    common = dict(side="right", pose_space="axis_angle", flat_hand_mean=True, fingertip_ids=FINGERTIP_IDS["smplx"])
+    metres = MANOLayer(model, units="m", dtype=torch.float64, **common)
+    millimetres = MANOLayer(model, units="mm", dtype=torch.float64, **common)
+    pose, shape = torch.from_numpy(rng.normal(size=(2, 48))), torch.from_numpy(rng.normal(size=(2, 10)))
+    torch.testing.assert_close(
+        millimetres(pose, shape, 1000 * torch.ones(2, 3, dtype=torch.float64))[0],
+        1000 * metres(pose, shape, torch.ones(2, 3, dtype=torch.float64))[0],
+    )
+    with pytest.raises(ValueError, match="units"):
+        MANOLayer(model, units="cm", **common)
+    with pytest.raises(ValueError, match="num_pca"):
+        MANOLayer(model, units="m", **{**common, "pose_space": "pca"})
+    with pytest.raises(ValueError, match="side"):
+        MANOLayer(model, units="m", **{**common, "side": "both"})

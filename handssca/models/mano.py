@@ -14,8 +14,9 @@ from handssca.runtime.mano import MANO_TO_FREIHAND, NUM_HAND_POSE, ManoModel
 
 
 class MANOLayer(nn.Module):
-    """pose, shape[, trans] -> vertices (B, 778, 3) and 21 joints in FreiHAND order (B, 21, 3), metres.
+    """pose, shape[, trans] -> vertices (B, 778, 3) and 21 joints in FreiHAND order (B, 21, 3).
 
+    units: "m" (MANO's own, and the data sets') or "mm" (manopth's); trans is in the same units.
     side: "right" or "left" (must match the file). pose_space: "axis_angle" (pose is (B, 48)) or
     "pca" (pose is (B, 3 + num_pca)). flat_hand_mean: whether pose is relative to the flat hand
     (True) or to the file's mean hand (False). fingertip_ids: the five tip vertices (thumb ..
@@ -30,6 +31,7 @@ class MANOLayer(nn.Module):
         pose_space: str,
         flat_hand_mean: bool,
         fingertip_ids: tuple[int, ...],
+        units: str,
         num_pca: int | None = None,
         dtype: torch.dtype = torch.float32,
     ):
@@ -43,6 +45,9 @@ class MANOLayer(nn.Module):
             raise ValueError(f"pose_space must be 'axis_angle' or 'pca', got {pose_space!r}")
         if pose_space == "pca" and not (num_pca and 1 <= num_pca <= NUM_HAND_POSE):
             raise ValueError(f"pose_space 'pca' needs num_pca in 1..45, got {num_pca}")
+        if units not in ("m", "mm"):
+            raise ValueError(f"units must be 'm' or 'mm', got {units!r}")
+        self.units, self.scale = units, 1.0 if units == "m" else 1000.0
         if len(fingertip_ids) != 5:
             raise ValueError(f"fingertip_ids must name 5 vertices (thumb..pinky), got {fingertip_ids}")
         self.side, self.pose_space, self.flat_hand_mean = side, pose_space, flat_hand_mean
@@ -76,7 +81,9 @@ class MANOLayer(nn.Module):
         hand = pose[:, 3:]
         if self.pose_space == "pca" and not self.smplx_pca:
             hand = hand @ self.pca_to_axis_angle
+        if trans is not None:
+            trans = trans / self.scale
         out = self.mano(betas=shape, global_orient=pose[:, :3], hand_pose=hand, transl=trans)
         verts = out.vertices
         joints = torch.cat([out.joints, verts[:, self.fingertip_ids]], dim=1)[:, self.freihand_order]
-        return verts, joints
+        return verts * self.scale, joints * self.scale
