@@ -173,8 +173,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             import copyreg
 
             return copyreg._reconstructor
-        if (module, name) in (("__builtin__", "object"), ("builtins", "object")):
-            return object
+        if module in ("__builtin__", "builtins") and name in ("object", "set", "frozenset"):
+            return {"object": object, "set": set, "frozenset": frozenset}[name]  # chumpy keeps sets in its state
         if (module, name) == ("_codecs", "encode"):  # how protocol-2 pickles from Python 3 store bytes
             import codecs
 

@@ -45,9 +45,14 @@ def write_official_pickle(arrays: dict, path) -> None:
     """Writes arrays the way MANO_RIGHT.pkl stores them: chumpy Ch objects (state {'x': array})
     and J_regressor as a scipy csc_matrix, protocol 2, without chumpy or scipy installed."""
 
-    class Ch:
+    class Ch:  # what chumpy's __getstate__ leaves in the state, sets and all
         def __init__(self, x):
             self.x = x
+            self._dirty_vars = {"x"}
+            self._itr = None
+            self._make_dense = False
+            self._make_sparse = False
+            self._depends_on_deps = {}
 
     class csc_matrix:  # noqa: N801 - the class name pickle must record
         def __init__(self, dense):
