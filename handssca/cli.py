@@ -99,6 +99,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """The network (untrained for now: checkpoints arrive with training) to a checked ONNX file."""
+    _require_torch("export")
+    import torch
+
+    from handssca.export import ExportError, export_onnx
+    from handssca.models import HandSSCA
+
+    config = load_model_config(args.config, {"attention": args.attention, "input_size": args.input_size})
+    torch.manual_seed(args.seed)
+    model = HandSSCA(config)
+    try:
+        result = export_onnx(model, args.output, batch=args.batch, opset=args.opset, validate=not args.no_validate)
+    except ExportError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"wrote {result.path} ({result.scan_nodes} selective-scan nodes) and {result.sidecar}")
+    if result.max_abs_diff:
+        print(
+            "ONNX Runtime vs PyTorch, max |diff|: " + ", ".join(f"{k} {v:.2g}" for k, v in result.max_abs_diff.items())
+        )
+    return 0
+
+
 def cmd_mano_convert(args: argparse.Namespace) -> int:
     """MANO_RIGHT.pkl / MANO_LEFT.pkl (as downloaded) -> a validated .npz (no torch needed)."""
     from handssca.runtime.mano import ManoFileError, load_mano, save_mano_npz
@@ -203,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(handler=cmd_info)
+
+    export = sub.add_parser("export", help="export the network to ONNX (one custom node per selective scan)")
+    export.add_argument(
+        "-o", "--output", default="handssca.onnx", help="the .onnx to write (a .json sidecar beside it)"
+    )
+    export.add_argument("--config", help="YAML file with a 'model:' section (see configs/)")
+    export.add_argument("--attention", choices=["none", "self_attention", "ssa", "ssca"])
+    export.add_argument("--input-size", type=int)
+    export.add_argument("--batch", type=int, help="fixed batch size (default: dynamic)")
+    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--seed", type=int, default=0, help="seed of the untrained weights")
+    export.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    export.set_defaults(handler=cmd_export)
 
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
     mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)

@@ -76,3 +76,14 @@ def test_info_bad_imagenet_weights_is_one_line(tmp_path, capsys):
     assert main(["info", "--input-size", "128", "--imagenet-weights", str(junk)]) == 1
     err = capsys.readouterr().err.strip()
     assert "resnet50-junk.pth: cannot read" in err and "\n" not in err
+
+
+def test_export_command(tmp_path, capsys):
+    out = tmp_path / "tiny.onnx"
+    config = str(Path(__file__).parent.parent / "configs/model/tiny.yaml")
+    assert main(["export", "--config", config, "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 selective-scan nodes" in printed and "ONNX Runtime vs PyTorch" in printed
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert main(["export", "--config", config, "-o", str(tmp_path / "x.txt")]) == 1
+    assert "must end in .onnx" in capsys.readouterr().err

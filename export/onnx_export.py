@@ -1,0 +1,181 @@
+"""HandSSCA -> ONNX, each selective scan one custom node, checked and compared with PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from handssca import __version__
+from handssca.models import HandSSCA
+from handssca.models.ss2d import SS2D
+from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+from .scan_node import count_scan_nodes, register_scan_schema, scan_translation
+
+INPUT_NAME = "image"
+OUTPUTS = {
+    "heatmaps": "(B, 21, S/8, S/8) spatial-softmax joint heatmaps",
+    "joints_2d": "(B, 21, 2) joint (u, v) in [0, 1] of the input crop",
+    "pose": "(B, 48) MANO axis-angle pose, global rotation first",
+    "shape": "(B, 10) MANO betas",
+    "camera": "(B, 3) weak-perspective camera (scale, tx, ty)",
+}
+JOINT_ORDER = ["wrist"] + [
+    f"{finger}_{i}" for finger in ("thumb", "index", "middle", "ring", "pinky") for i in range(1, 5)
+]
+IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0..1 pixel values
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+class ExportError(RuntimeError):
+    """The export or its validation failed; the message says which check and by how much."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    sidecar: Path
+    scan_nodes: int
+    max_abs_diff: dict[str, float] | None
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _metadata(model: HandSSCA, batch: int | None, opset: int, scan_nodes: int) -> dict:
+    size = model.config.input_size
+    return {
+        "format": "handssca-onnx/1",
+        "handssca_version": __version__,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch" if batch is None else batch, 3, size, size],
+            "dtype": "float32",
+            "colour_order": "RGB",
+            "normalisation": "pixels / 255, then (x - mean) / std per channel",
+            "mean": list(IMAGE_MEAN),
+            "std": list(IMAGE_STD),
+        },
+        "outputs": OUTPUTS,
+        "joint_order": JOINT_ORDER,
+        "mano": {"pose": "axis-angle, 16 joints x 3, global first", "betas": 10},
+        "scan_node": {
+            "op_type": OP_TYPE,
+            "domain": DOMAIN,
+            "version": OP_VERSION,
+            "plugin_version": PLUGIN_VERSION,
+            "plugin_namespace": PLUGIN_NAMESPACE,
+            "count": scan_nodes,
+        },
+        "opset": opset,
+        "model_config": model.config.to_dict(),
+        "weights_sha256": weights_sha256(model),
+    }
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_onnx(
+    model: HandSSCA,
+    path: str | Path,
+    *,
+    batch: int | None = None,
+    opset: int = 18,
+    validate: bool = True,
+    tolerance: float = 1e-4,
+) -> ExportResult:
+    """Writes ``path`` (.onnx, metadata inside) and ``path`` with .json (the same metadata).
+
+    batch=None exports a dynamic batch dimension. With ``validate``, ONNX Runtime runs the file
+    (the scan through handssca.runtime's kernel) and every output must match PyTorch within
+    ``tolerance`` (absolute), or ExportError is raised and nothing is written.
+    """
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ExportError(f"{path}: the output file must end in .onnx")
+    register_scan_schema()
+    model = model.eval()
+    size = model.config.input_size
+    # torch.export specialises dimensions whose example size is 1, so a dynamic batch needs 2.
+    example = torch.randn(2 if batch is None else batch, 3, size, size)
+    dynamic = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}} if batch is None else None
+    expected_nodes = sum(isinstance(m, SS2D) for m in model.modules())
+    # The exporter logs a warning per missing torchvision op and prints its stages; keep them
+    # out of the user's terminal unless the export fails.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUTS),
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                custom_translation_table={torch.ops.handssca.selective_scan.default: scan_translation},
+                verbose=False,
+            )
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    proto = program.model_proto
+    found = count_scan_nodes(proto)
+    if found != expected_nodes:
+        raise ExportError(f"expected {expected_nodes} {OP_TYPE} nodes (one per scan), the graph has {found}")
+    metadata = _metadata(model, batch, opset, found)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "handssca", json.dumps(metadata)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"onnx checker: {str(exc).splitlines()[0]}") from exc
+    data = proto.SerializeToString()
+
+    diffs = None
+    if validate:
+        from handssca.runtime.onnx_backend import OnnxModel
+
+        image = torch.randn(example.shape[0] if batch else 3, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            expected = {k: v.numpy() for k, v in model(image).items()}
+        got = OnnxModel(data).run(image.numpy())
+        diffs = {k: float(np.abs(got[k] - expected[k]).max()) for k in OUTPUTS}
+        worst = max(diffs, key=diffs.get)
+        if diffs[worst] > tolerance:
+            raise ExportError(
+                f"ONNX Runtime disagrees with PyTorch: max |diff| {diffs[worst]:.3g} in '{worst}' > {tolerance:g} "
+                f"(all: {', '.join(f'{k} {v:.2g}' for k, v in diffs.items())})"
+            )
+    _write_atomically(path, data)
+    sidecar = path.with_suffix(".json")
+    _write_atomically(sidecar, json.dumps(metadata, indent=2).encode())
+    return ExportResult(path, sidecar, found, diffs)
