@@ -125,7 +125,7 @@ def export_onnx(
     size = model.config.input_size
     # torch.export specialises dimensions whose example size is 1, so a dynamic batch needs 2.
     example = torch.randn(2 if batch is None else batch, 3, size, size)
-    dynamic = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}} if batch is None else None
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if batch is None else None
     expected_nodes = sum(isinstance(m, SS2D) for m in model.modules())
     # The exporter logs a warning per missing torchvision op and prints its stages; keep them
     # out of the user's terminal unless the export fails.
