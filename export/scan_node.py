@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import onnx
 import onnxscript
-from onnx import defs
 
-from handssca.runtime.scan_node import DOMAIN, INPUTS, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from handssca.runtime.scan_node import (
+    DOMAIN,
+    OP_TYPE,
+    OP_VERSION,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    count_scan_nodes,
+    register_scan_schema,
+)
 
-_ACTIVATIONS = ("u", "delta", "B", "C")
-
-
-def _infer_shape(ctx) -> None:
-    """The output has u's type and shape."""
-    ctx.set_output_type(0, ctx.get_input_type(0))
-
-
-def register_scan_schema() -> None:
-    """Registers the node's schema with onnx (once), so the checker and shape inference accept it."""
-    try:
-        defs.get_schema(OP_TYPE, OP_VERSION, DOMAIN)
-        return
-    except defs.SchemaError:
-        pass
-    P = defs.OpSchema.FormalParameter
-    schema = defs.OpSchema(
-        OP_TYPE,
-        DOMAIN,
-        OP_VERSION,
-        doc="Mamba S6 selective scan (mamba-ssm selective_scan_fn semantics), grouped B/C, no z gate.",
-        inputs=[P(name, "T" if name in _ACTIVATIONS else "tensor(float)") for name in INPUTS],
-        outputs=[P("y", "T")],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "activations")],
-        attributes=[
-            defs.OpSchema.Attribute("delta_softplus", defs.OpSchema.AttrType.INT, "apply softplus to delta + bias"),
-            defs.OpSchema.Attribute("plugin_version", defs.OpSchema.AttrType.STRING, "TensorRT plugin version"),
-            defs.OpSchema.Attribute("plugin_namespace", defs.OpSchema.AttrType.STRING, "TensorRT plugin namespace"),
-        ],
-    )
-    schema.set_type_and_shape_inference_function(_infer_shape)
-    defs.register_schema(schema)
-
+__all__ = ["count_scan_nodes", "register_scan_schema", "scan_translation"]
 
 _contrib = onnxscript.values.Opset(DOMAIN, OP_VERSION)
 
@@ -64,7 +38,3 @@ def scan_translation(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
         plugin_version=PLUGIN_VERSION,
         plugin_namespace=PLUGIN_NAMESPACE,
     )
-
-
-def count_scan_nodes(model: onnx.ModelProto) -> int:
-    return sum(1 for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN)

@@ -17,13 +17,55 @@ PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = ""
 INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
+_ACTIVATIONS = ("u", "delta", "B", "C")
 _registered = False
+
+
+def count_scan_nodes(model) -> int:
+    """Scan nodes in an onnx.ModelProto."""
+    return sum(1 for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN)
+
+
+def _infer_shape(ctx) -> None:
+    """The output has u's type and shape."""
+    ctx.set_output_type(0, ctx.get_input_type(0))
+
+
+def register_scan_schema() -> None:
+    """Registers the node's schema with onnx (once), so the checker and shape inference accept it."""
+    from onnx import defs
+
+    try:
+        defs.get_schema(OP_TYPE, OP_VERSION, DOMAIN)
+        return
+    except defs.SchemaError:
+        pass
+    P = defs.OpSchema.FormalParameter
+    schema = defs.OpSchema(
+        OP_TYPE,
+        DOMAIN,
+        OP_VERSION,
+        doc="Mamba S6 selective scan (mamba-ssm selective_scan_fn semantics), grouped B/C, no z gate.",
+        inputs=[P(name, "T" if name in _ACTIVATIONS else "tensor(float)") for name in INPUTS],
+        outputs=[P("y", "T")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "activations")],
+        attributes=[
+            defs.OpSchema.Attribute("delta_softplus", defs.OpSchema.AttrType.INT, "apply softplus to delta + bias"),
+            defs.OpSchema.Attribute("plugin_version", defs.OpSchema.AttrType.STRING, "TensorRT plugin version"),
+            defs.OpSchema.Attribute("plugin_namespace", defs.OpSchema.AttrType.STRING, "TensorRT plugin namespace"),
+        ],
+    )
+    schema.set_type_and_shape_inference_function(_infer_shape)
+    defs.register_schema(schema)
 
 
 def register_ort_scan_op() -> str:
     """Registers the node's CPU implementation with onnxruntime-extensions (once per process).
 
     Returns the path of the extensions library to pass to SessionOptions.register_custom_ops_library.
+    This lets any ONNX Runtime session (or tool) run the single exported file as it is; the
+    bridge copies every tensor through Python (about 60 ns per element), so OnnxModel instead
+    runs the graph in pieces around the scan nodes and calls the kernel directly.
     """
     global _registered
     try:

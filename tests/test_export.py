@@ -115,3 +115,20 @@ def test_exported_file_runs_without_torch(exported):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == OP_TYPE
+
+
+def test_plain_onnx_runtime_runs_the_single_file_through_extensions(exported):
+    import onnxruntime as ort
+
+    from handssca.runtime.scan_node import register_ort_scan_op
+
+    model, result = exported
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(register_ort_scan_op())
+    session = ort.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
+    image = torch.randn(2, 3, 128, 128)
+    with torch.inference_mode():
+        expected = model(image)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": image.numpy()}), strict=True))
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
