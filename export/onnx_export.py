@@ -19,7 +19,9 @@ import torch
 
 from handssca import __version__
 from handssca.models import HandSSCA
+from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
+from handssca.runtime.mano import ManoModel
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 from .scan_node import count_scan_nodes, register_scan_schema, scan_translation
@@ -37,6 +39,26 @@ JOINT_ORDER = ["wrist"] + [
 ]
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0..1 pixel values
 IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+MANO_OUTPUTS = {
+    "vertices": "(B, 778, 3) MANO mesh, root-relative rotation about the wrist, metres",
+    "joints_3d": "(B, 21, 3) joints in joint_order, metres",
+}
+
+
+class HandSSCAWithMANO(torch.nn.Module):
+    """The network followed by MANO in the same graph: outputs gain vertices and joints_3d."""
+
+    def __init__(self, net: HandSSCA, mano: MANOGraph):
+        super().__init__()
+        self.net, self.mano = net, mano
+        self.config = net.config
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(image)
+        vertices, joints = self.mano(out["pose"], out["shape"])
+        return {**out, "vertices": vertices, "joints_3d": joints}
 
 
 class ExportError(RuntimeError):
@@ -59,7 +81,9 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _metadata(model: HandSSCA, batch: int | None, opset: int, scan_nodes: int) -> dict:
+def _metadata(
+    model: torch.nn.Module, outputs: dict, batch: int | None, opset: int, scan_nodes: int, mano: dict | None
+) -> dict:
     size = model.config.input_size
     return {
         "format": "handssca-onnx/1",
@@ -73,9 +97,14 @@ def _metadata(model: HandSSCA, batch: int | None, opset: int, scan_nodes: int) -
             "mean": list(IMAGE_MEAN),
             "std": list(IMAGE_STD),
         },
-        "outputs": OUTPUTS,
+        "outputs": outputs,
         "joint_order": JOINT_ORDER,
-        "mano": {"pose": "axis-angle, 16 joints x 3, global first", "betas": 10},
+        "mano": {
+            "pose": "axis-angle, 16 joints x 3, global first",
+            "betas": 10,
+            "in_graph": mano is not None,
+            **(mano or {}),
+        },
         "scan_node": {
             "op_type": OP_TYPE,
             "domain": DOMAIN,
@@ -110,17 +139,38 @@ def export_onnx(
     opset: int = 18,
     validate: bool = True,
     tolerance: float = 1e-4,
+    mano: ManoModel | None = None,
+    mano_flat_hand_mean: bool | None = None,
+    fingertip_ids: tuple[int, ...] | None = None,
 ) -> ExportResult:
     """Writes ``path`` (.onnx, metadata inside) and ``path`` with .json (the same metadata).
 
     batch=None exports a dynamic batch dimension. With ``validate``, ONNX Runtime runs the file
     (the scan through handssca.runtime's kernel) and every output must match PyTorch within
     ``tolerance`` (absolute), or ExportError is raised and nothing is written.
+
+    With ``mano`` the MANO layer runs inside the graph (outputs gain vertices and joints_3d);
+    then ``mano_flat_hand_mean`` and ``fingertip_ids`` must be given: they are the conventions
+    the network's pose was trained in, and they are recorded in the metadata.
     """
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"{path}: the output file must end in .onnx")
     register_scan_schema()
+    outputs = dict(OUTPUTS)
+    mano_info = None
+    if mano is not None:
+        if mano_flat_hand_mean is None or fingertip_ids is None:
+            raise ExportError("exporting with MANO needs mano_flat_hand_mean and fingertip_ids")
+        mano_layer = MANOGraph(mano, flat_hand_mean=mano_flat_hand_mean, fingertip_ids=tuple(fingertip_ids))
+        model = HandSSCAWithMANO(model, mano_layer)
+        outputs.update(MANO_OUTPUTS)
+        mano_info = {
+            "model": mano.note or Path(mano.source).name,
+            "flat_hand_mean": mano_flat_hand_mean,
+            "fingertip_ids": list(fingertip_ids),
+            "units": "m",
+        }
     model = model.eval()
     size = model.config.input_size
     # torch.export specialises dimensions whose example size is 1, so a dynamic batch needs 2.
@@ -139,7 +189,7 @@ def export_onnx(
                 (example,),
                 dynamo=True,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUTS),
+                output_names=list(outputs),
                 dynamic_shapes=dynamic,
                 opset_version=opset,
                 custom_translation_table={torch.ops.handssca.selective_scan.default: scan_translation},
@@ -151,7 +201,7 @@ def export_onnx(
     found = count_scan_nodes(proto)
     if found != expected_nodes:
         raise ExportError(f"expected {expected_nodes} {OP_TYPE} nodes (one per scan), the graph has {found}")
-    metadata = _metadata(model, batch, opset, found)
+    metadata = _metadata(model, outputs, batch, opset, found, mano_info)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "handssca", json.dumps(metadata)
     try:
@@ -168,7 +218,7 @@ def export_onnx(
         with torch.inference_mode():
             expected = {k: v.numpy() for k, v in model(image).items()}
         got = OnnxModel(data).run(image.numpy())
-        diffs = {k: float(np.abs(got[k] - expected[k]).max()) for k in OUTPUTS}
+        diffs = {k: float(np.abs(got[k] - expected[k]).max()) for k in outputs}
         worst = max(diffs, key=diffs.get)
         if diffs[worst] > tolerance:
             raise ExportError(

@@ -110,8 +110,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = load_model_config(args.config, {"attention": args.attention, "input_size": args.input_size})
     torch.manual_seed(args.seed)
     model = HandSSCA(config)
+    mano, tips = None, None
+    if args.with_mano:
+        from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+        from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano
+
+        if args.with_mano == "builtin":
+            mano, tips = build_builtin_hand()
+            print(f"MANO in the graph: {STAND_IN_NOTE} (pass --with-mano PATH for the real model)")
+        else:
+            try:
+                mano = load_mano(args.with_mano)
+            except ManoFileError as exc:
+                raise CommandError(str(exc)) from exc
+            tips = mano.fingertip_ids or FINGERTIP_IDS[args.fingertips]
     try:
-        result = export_onnx(model, args.output, batch=args.batch, opset=args.opset, validate=not args.no_validate)
+        result = export_onnx(
+            model,
+            args.output,
+            batch=args.batch,
+            opset=args.opset,
+            validate=not args.no_validate,
+            mano=mano,
+            mano_flat_hand_mean=args.flat_hand_mean,
+            fingertip_ids=tips,
+        )
     except ExportError as exc:
         raise CommandError(str(exc)) from exc
     print(f"wrote {result.path} ({result.scan_nodes} selective-scan nodes) and {result.sidecar}")
@@ -238,6 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=18)
     export.add_argument("--seed", type=int, default=0, help="seed of the untrained weights")
     export.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    export.add_argument(
+        "--with-mano",
+        nargs="?",
+        const="builtin",
+        metavar="PATH",
+        help="put MANO in the graph (outputs vertices, joints_3d): a MANO .pkl/.npz, "
+        "or the built-in stand-in hand when no PATH is given",
+    )
+    export.add_argument(
+        "--flat-hand-mean",
+        action="store_true",
+        help="the network's pose is relative to the flat hand (default: to MANO's mean hand)",
+    )
+    export.add_argument(
+        "--fingertips",
+        choices=["smplx", "manopth"],
+        default="smplx",
+        help="fingertip vertices of a MANO file (default smplx)",
+    )
     export.set_defaults(handler=cmd_export)
 
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")

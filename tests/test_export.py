@@ -132,3 +132,29 @@ def test_plain_onnx_runtime_runs_the_single_file_through_extensions(exported):
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": image.numpy()}), strict=True))
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_export_with_mano_in_the_graph(tmp_path):
+    from handssca.runtime.builtin_hand import build_builtin_hand
+
+    mano, tips = build_builtin_hand()
+    model = tiny()
+    result = export_onnx(model, tmp_path / "with_mano.onnx", mano=mano, mano_flat_hand_mean=False, fingertip_ids=tips)
+    assert result.scan_nodes == 2
+    meta = json.loads(result.sidecar.read_text())
+    assert (
+        meta["mano"]["in_graph"] and meta["mano"]["flat_hand_mean"] is False and "NOT the MANO" in meta["mano"]["model"]
+    )
+    image = torch.randn(2, 3, 128, 128)
+    got = OnnxModel(result.path).run(image.numpy())
+    from handssca.models.mano import MANOGraph
+
+    graph = MANOGraph(mano, flat_hand_mean=False, fingertip_ids=tips)
+    with torch.inference_mode():
+        out = model(image)
+        verts, joints = graph(out["pose"], out["shape"])
+    worst_mm = 1e3 * max(np.abs(got["vertices"] - verts.numpy()).max(), np.abs(got["joints_3d"] - joints.numpy()).max())
+    print(f"worst vertex/joint difference, ONNX Runtime vs PyTorch: {worst_mm:.2e} mm")
+    assert got["vertices"].shape == (2, 778, 3) and worst_mm < 1e-3
+    with pytest.raises(ExportError, match="needs mano_flat_hand_mean"):
+        export_onnx(model, tmp_path / "x.onnx", mano=mano)

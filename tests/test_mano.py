@@ -167,3 +167,19 @@ def test_layer_units_and_argument_checks(rng, arrays):
         MANOLayer(model, units="m", **{**common, "pose_space": "pca"})
     with pytest.raises(ValueError, match="side"):
         MANOLayer(model, units="m", **{**common, "side": "both"})
+
+
+@pytest.mark.parametrize("flat_hand_mean", [True, False])
+def test_graph_layer_matches_runtime(rng, arrays, flat_hand_mean):
+    from handssca.models.mano import MANOGraph
+
+    model = mano_from_arrays(arrays)
+    tips = FINGERTIP_IDS["manopth"]
+    layer = MANOGraph(model, flat_hand_mean=flat_hand_mean, fingertip_ids=tips).double()
+    pose, shape = rng.normal(scale=0.6, size=(3, 48)), rng.normal(size=(3, 10))
+    verts, joints = mano_forward(model, pose, shape, flat_hand_mean=flat_hand_mean, fingertip_ids=tips)
+    with torch.no_grad():
+        v, j = layer(torch.from_numpy(pose), torch.from_numpy(shape))
+    # The layer keeps float32 buffers; 1e-6 m is a thousandth of a millimetre.
+    np.testing.assert_allclose(v.numpy(), verts, atol=1e-6)
+    np.testing.assert_allclose(j.numpy(), joints, atol=1e-6)
