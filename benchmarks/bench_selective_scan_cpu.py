@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from handssca.runtime import kernel_info, selective_scan_backward, selective_scan_forward
+from handssca.runtime.files import write_atomically
 
 # (batch, dim, L, N, G) of the two scans in the paper model (input 256, features 256 x 32 x 32).
 SHAPES = {
@@ -181,11 +181,7 @@ def environment():
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(data, f, indent=2)
-        tmp = f.name
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, indent=2).encode())
 
 
 def main(argv=None) -> int:

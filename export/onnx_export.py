@@ -7,8 +7,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from handssca import __version__
 from handssca.models import HandSSCA
 from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
+from handssca.runtime.files import write_atomically
 from handssca.runtime.mano import ManoModel
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
@@ -119,18 +118,6 @@ def _metadata(
     }
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix + ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_onnx(
     model: HandSSCA,
     path: str | Path,
@@ -225,7 +212,7 @@ def export_onnx(
                 f"ONNX Runtime disagrees with PyTorch: max |diff| {diffs[worst]:.3g} in '{worst}' > {tolerance:g} "
                 f"(all: {', '.join(f'{k} {v:.2g}' for k, v in diffs.items())})"
             )
-    _write_atomically(path, data)
+    write_atomically(path, data)
     sidecar = path.with_suffix(".json")
-    _write_atomically(sidecar, json.dumps(metadata, indent=2).encode())
+    write_atomically(sidecar, json.dumps(metadata, indent=2).encode())
     return ExportResult(path, sidecar, found, diffs)

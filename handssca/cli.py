@@ -178,6 +178,7 @@ def cmd_mano_render(args: argparse.Namespace) -> int:
     import numpy as np
 
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+    from handssca.runtime.files import write_atomically
     from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano, mano_forward
     from handssca.runtime.mesh_render import look_at_rotation, render_orthographic
 
@@ -216,13 +217,10 @@ def cmd_mano_render(args: argparse.Namespace) -> int:
     cv2.putText(banner, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 160), 1, cv2.LINE_AA)
     sheet = np.concatenate([banner, sheet], axis=0)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(out.suffix or ".png", sheet)
     if not ok:
         raise CommandError(f"{out}: cannot encode an image with this extension")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(encoded.tobytes())
-    tmp.replace(out)
+    write_atomically(out, encoded.tobytes())
     print(f"wrote {out} ({label})")
     return 0
 

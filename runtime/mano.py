@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .files import write_atomically
 
 NUM_VERTICES = 778
 NUM_JOINTS = 16
@@ -302,15 +302,9 @@ def save_mano_npz(model: ManoModel, out: str | Path, source_file: str | Path | N
     if source_file is not None:
         arrays["source_sha256"] = np.array(hashlib.sha256(Path(source_file).read_bytes()).hexdigest())
         arrays["source_name"] = np.array(Path(source_file).name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomically(out, buffer.getvalue())
     return out
 
 
