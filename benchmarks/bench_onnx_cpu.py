@@ -1,8 +1,15 @@
-"""PyTorch eager vs ONNX Runtime on the CPU, the paper model, batch 1 and 8, in one run.
+"""PyTorch eager vs ONNX Runtime on the CPU: the paper model with MANO, batch 1 and 8, one run.
 
-ONNX Runtime runs the exported file two ways: OnnxModel (the graph cut at the scan nodes, the
-kernel called directly) and one plain session with the onnxruntime-extensions bridge. Timings are
-interleaved per round so machine noise hits all three alike.
+The network (with the built-in hand's MANO layer in the graph, so outputs include vertices) is
+exported three ways and each file runs in ONNX Runtime:
+
+* ``onnxruntime``: the custom scan node, run by OnnxModel (graph cut at the scans, kernel direct);
+* ``onnxruntime_bridge``: the same file in one plain session through onnxruntime-extensions;
+* ``onnxruntime_portable``: scans in standard ONNX ops (``--scan portable``);
+* ``onnxruntime_fp16``: the fp16 export (activations fp16; ONNX Runtime's CPU fp16 is not fast).
+
+Latency rounds are interleaved so machine noise hits every backend alike. Parity is measured by
+polygraphy's Comparator against PyTorch fp32 on one seeded input.
 
     python benchmarks/bench_onnx_cpu.py --out benchmarks/results/onnx_cpu.json
 """
@@ -15,11 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from bench_selective_scan_cpu import environment, summarize, write_json_atomically
 
 from handssca.export import export_onnx
+from handssca.export.onnx_export import HandSSCAWithMANO, pytorch_backend
 from handssca.models import HandSSCA
+from handssca.models.mano import MANOGraph
+from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.runtime.compare import compare_backends
 from handssca.runtime.onnx_backend import OnnxModel
 from handssca.runtime.scan_node import register_ort_scan_op
 
@@ -30,50 +42,67 @@ def plain_session(path):
     options = ort.SessionOptions()
     options.register_custom_ops_library(register_ort_scan_op())
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"image": x})
+    names = [o.name for o in session.get_outputs()]
+    return lambda x: dict(zip(names, session.run(None, {"image": x}), strict=True))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds at batch 1 (a third at larger batches)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--input-size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/onnx_cpu.json"))
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
-    model = HandSSCA().eval()
+    from handssca.models import HandSSCAConfig
+
+    net = HandSSCA(HandSSCAConfig(input_size=args.input_size)).eval()
+    mano, tips = build_builtin_hand()
+    mano_kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=tips)
+    model = HandSSCAWithMANO(net, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=tips)).eval()
+    size = args.input_size
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "handssca.onnx"
-        export = export_onnx(model, path)
-        runners = {
-            "pytorch_eager": None,
-            "onnxruntime_staged": OnnxModel(path).run,
-            "onnxruntime_extensions_bridge": plain_session(path),
+        files = {}
+        for name, kw in {"custom": {}, "portable": {"scan": "portable"}, "fp16": {"precision": "fp16"}}.items():
+            start = time.perf_counter()
+            files[name] = export_onnx(net, Path(tmp) / f"{name}.onnx", validate=False, **mano_kw, **kw).path
+            print(f"exported {name} in {time.perf_counter() - start:.0f} s", flush=True)
+        models = {
+            "onnxruntime": OnnxModel(files["custom"]),
+            "onnxruntime_portable": OnnxModel(files["portable"]),
+            "onnxruntime_fp16": OnnxModel(files["fp16"]),
         }
-        results = {}
+        runners = {
+            "pytorch_eager": pytorch_backend(model),
+            "onnxruntime": lambda feed: models["onnxruntime"].run(feed["image"]),
+            "onnxruntime_bridge": (lambda bridge: lambda feed: bridge(feed["image"]))(plain_session(files["custom"])),
+            "onnxruntime_portable": lambda feed: models["onnxruntime_portable"].run(feed["image"]),
+            "onnxruntime_fp16": lambda feed: models["onnxruntime_fp16"].run(feed["image"]),
+        }
+
+        image = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+        comparison = compare_backends(runners, {"image": image}, reference="pytorch_eager", atol=1e-4)
+
+        results, scan_share = {}, {}
         for batch in args.batches:
-            image = torch.randn(batch, 3, 256, 256)
-            array = image.numpy()
-
-            def torch_run(image=image):
-                with torch.inference_mode():
-                    return model(image)
-
-            calls = {
-                name: (torch_run if fn is None else (lambda fn=fn, a=array: fn(a))) for name, fn in runners.items()
-            }
-            for fn in calls.values():  # warm-up
-                fn()
-            samples = {name: [] for name in calls}
-            for _ in range(args.repeats if batch == 1 else max(3, args.repeats // 3)):
-                for name, fn in calls.items():
+            feed = {"image": np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)}
+            for fn in runners.values():  # warm-up
+                fn(feed)
+            samples = {name: [] for name in runners}
+            split = {"scan_ms": 0.0, "ort_ms": 0.0}
+            rounds = args.repeats if batch == 1 else max(3, args.repeats // 3)
+            for _ in range(rounds):
+                for name, fn in runners.items():
                     start = time.perf_counter()
-                    fn()
+                    fn(feed)
                     samples[name].append((time.perf_counter() - start) * 1e3)
+                models["onnxruntime"].run(feed["image"], timings=split)
             results[batch] = {name: summarize(s) for name, s in samples.items()}
+            scan_share[batch] = split["scan_ms"] / (split["scan_ms"] + split["ort_ms"])
 
-    print(f"HandSSCA (paper size) on the CPU, {environment()['cpu']}, {torch.get_num_threads()} threads")
-    header = f"{'batch':>5}  {'backend':<32}{'median ms':>11}{'vs PyTorch':>12}{'images/s':>10}"
+    print(f"\nHandSSCA + MANO ({size}x{size}) on the CPU, {environment()['cpu']}, {torch.get_num_threads()} threads")
+    header = f"{'batch':>5}  {'backend':<24}{'median ms':>11}{'vs PyTorch':>12}{'images/s':>10}{'mesh diff mm':>14}"
     print(header)
     print("-" * len(header))
     summary = {}
@@ -81,16 +110,26 @@ def main(argv=None) -> int:
         base = rows["pytorch_eager"]["median_ms"]
         for name, row in rows.items():
             ratio = row["median_ms"] / base
-            print(
-                f"{batch:>5}  {name:<32}{row['median_ms']:>11.1f}{ratio:>11.2f}x{1e3 * batch / row['median_ms']:>10.1f}"
-            )
+            mm = ""
+            if name in comparison.diffs:
+                diff = comparison.diffs[name]
+                mm = f"{1e3 * max(diff['vertices'].max_abs, diff['joints_3d'].max_abs):.1e}"
+            rate = 1e3 * batch / row["median_ms"]
+            print(f"{batch:>5}  {name:<24}{row['median_ms']:>11.1f}{ratio:>11.2f}x{rate:>10.1f}{mm:>14}")
             summary[f"batch{batch}_{name}_vs_pytorch"] = ratio
-    print(f"export parity (max |diff| vs PyTorch): {max(export.max_abs_diff.values()):.2g}")
+        print(f"       scan kernel share of onnxruntime's time: {scan_share[batch]:.0%}")
+    for name in comparison.diffs:
+        print(f"{name} vs PyTorch fp32, max |diff|: {comparison.summary(name)}")
     report = {
         "environment": environment(),
+        "input_size": size,
         "timings": {str(b): r for b, r in results.items()},
         "summary": summary,
-        "export_max_abs_diff": export.max_abs_diff,
+        "scan_share_of_onnxruntime_time": {str(b): v for b, v in scan_share.items()},
+        "parity": comparison.to_dict(),
+        "worst_mesh_diff_mm": {
+            name: 1e3 * max(d["vertices"].max_abs, d["joints_3d"].max_abs) for name, d in comparison.diffs.items()
+        },
     }
     write_json_atomically(args.out, report)
     print(f"wrote {args.out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -23,7 +24,14 @@ from handssca.runtime.files import write_atomically
 from handssca.runtime.mano import ManoModel
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
+from .portable import PortableError, lower_scan_nodes
 from .scan_node import count_scan_nodes, register_scan_schema, scan_translation
+
+PRECISIONS = ("fp32", "fp16")
+SCAN_VARIANTS = ("custom", "portable")
+# Largest |ONNX Runtime - PyTorch fp32| accepted by the export check, per precision. fp16 is
+# judged against the fp32 network: its error is reported, and only a gross one fails the export.
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}
 
 INPUT_NAME = "image"
 OUTPUTS = {
@@ -60,6 +68,27 @@ class HandSSCAWithMANO(torch.nn.Module):
         return {**out, "vertices": vertices, "joints_3d": joints}
 
 
+class Float16Network(torch.nn.Module):
+    """The network in float16 between a float32 input and float32 outputs.
+
+    The scan's A (from A_logs), D and delta_bias stay float32, as the node's schema and the
+    plugin expect; the scan state is float32 inside every kernel. Inputs and outputs stay
+    float32 so pre- and post-processing are the same for every precision.
+    """
+
+    def __init__(self, net: HandSSCA):
+        super().__init__()
+        self.config = net.config
+        self.net = copy.deepcopy(net).half()
+        for half, full in zip(self.net.modules(), net.modules(), strict=True):
+            if isinstance(half, SS2D):
+                for name in ("A_logs", "Ds", "dt_projs_bias"):
+                    getattr(half, name).data = getattr(full, name).data.float().clone()
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.float() for k, v in self.net(image.half()).items()}
+
+
 class ExportError(RuntimeError):
     """The export or its validation failed; the message says which check and by how much."""
 
@@ -69,7 +98,13 @@ class ExportResult:
     path: Path
     sidecar: Path
     scan_nodes: int
-    max_abs_diff: dict[str, float] | None
+    comparison: object | None  # handssca.runtime.compare.Comparison of ONNX Runtime vs PyTorch
+
+    @property
+    def max_abs_diff(self) -> dict[str, float] | None:
+        if self.comparison is None:
+            return None
+        return {k: d.max_abs for k, d in self.comparison.diffs["onnxruntime"].items()}
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -81,9 +116,17 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def _metadata(
-    model: torch.nn.Module, outputs: dict, batch: int | None, opset: int, scan_nodes: int, mano: dict | None
+    net: HandSSCA,
+    outputs: dict,
+    batch: int | None,
+    opset: int,
+    scan_nodes: int,
+    mano: dict | None,
+    precision: str,
+    scan: str,
+    weights: str,
 ) -> dict:
-    size = model.config.input_size
+    size = net.config.input_size
     return {
         "format": "handssca-onnx/1",
         "handssca_version": __version__,
@@ -104,7 +147,9 @@ def _metadata(
             "in_graph": mano is not None,
             **(mano or {}),
         },
+        "precision": precision,
         "scan_node": {
+            "variant": scan,
             "op_type": OP_TYPE,
             "domain": DOMAIN,
             "version": OP_VERSION,
@@ -113,8 +158,9 @@ def _metadata(
             "count": scan_nodes,
         },
         "opset": opset,
-        "model_config": model.config.to_dict(),
-        "weights_sha256": weights_sha256(model),
+        "model_config": net.config.to_dict(),
+        "weights": weights,
+        "weights_sha256": weights_sha256(net),
     }
 
 
@@ -124,33 +170,51 @@ def export_onnx(
     *,
     batch: int | None = None,
     opset: int = 18,
+    precision: str = "fp32",
+    scan: str = "custom",
     validate: bool = True,
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
     mano: ManoModel | None = None,
     mano_flat_hand_mean: bool | None = None,
     fingertip_ids: tuple[int, ...] | None = None,
+    weights: str = "untrained",
 ) -> ExportResult:
     """Writes ``path`` (.onnx, metadata inside) and ``path`` with .json (the same metadata).
 
-    batch=None exports a dynamic batch dimension. With ``validate``, ONNX Runtime runs the file
-    (the scan through handssca.runtime's kernel) and every output must match PyTorch within
-    ``tolerance`` (absolute), or ExportError is raised and nothing is written.
+    batch=None exports a dynamic batch dimension. ``precision`` "fp16" runs the network in
+    float16 (see Float16Network). ``scan`` "portable" writes every scan in standard ONNX ops
+    instead of the custom node (see export.portable). With ``validate``, ONNX Runtime runs the
+    file and polygraphy compares every output with the float32 PyTorch network; a difference
+    above ``tolerance`` (absolute; default DEFAULT_TOLERANCE[precision]) raises ExportError and
+    nothing is written.
 
     With ``mano`` the MANO layer runs inside the graph (outputs gain vertices and joints_3d);
     then ``mano_flat_hand_mean`` and ``fingertip_ids`` must be given: they are the conventions
-    the network's pose was trained in, and they are recorded in the metadata.
+    the network's pose was trained in, and they are recorded in the metadata. MANO runs in
+    float32 at every precision. ``weights`` says where the weights came from (for the metadata).
     """
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"{path}: the output file must end in .onnx")
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if scan not in SCAN_VARIANTS:
+        raise ExportError(f"scan {scan!r}: expected one of {', '.join(SCAN_VARIANTS)}")
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch {batch}: must be at least 1 (or None for a dynamic batch)")
+    tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
     register_scan_schema()
+    net = model.eval()
+    reference = net  # validation always compares with the float32 network
+    graph_model: torch.nn.Module = Float16Network(net).eval() if precision == "fp16" else net
     outputs = dict(OUTPUTS)
     mano_info = None
     if mano is not None:
         if mano_flat_hand_mean is None or fingertip_ids is None:
             raise ExportError("exporting with MANO needs mano_flat_hand_mean and fingertip_ids")
         mano_layer = MANOGraph(mano, flat_hand_mean=mano_flat_hand_mean, fingertip_ids=tuple(fingertip_ids))
-        model = HandSSCAWithMANO(model, mano_layer)
+        graph_model = HandSSCAWithMANO(graph_model, mano_layer).eval()
+        reference = HandSSCAWithMANO(net, mano_layer).eval()
         outputs.update(MANO_OUTPUTS)
         mano_info = {
             "model": mano.note or Path(mano.source).name,
@@ -158,12 +222,11 @@ def export_onnx(
             "fingertip_ids": list(fingertip_ids),
             "units": "m",
         }
-    model = model.eval()
-    size = model.config.input_size
+    size = net.config.input_size
     # torch.export specialises dimensions whose example size is 1, so a dynamic batch needs 2.
     example = torch.randn(2 if batch is None else batch, 3, size, size)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if batch is None else None
-    expected_nodes = sum(isinstance(m, SS2D) for m in model.modules())
+    expected_nodes = sum(isinstance(m, SS2D) for m in net.modules())
     # The exporter logs a warning per missing torchvision op and prints its stages; keep them
     # out of the user's terminal unless the export fails.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -172,7 +235,7 @@ def export_onnx(
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             program = torch.onnx.export(
-                model,
+                graph_model,
                 (example,),
                 dynamo=True,
                 input_names=[INPUT_NAME],
@@ -188,7 +251,13 @@ def export_onnx(
     found = count_scan_nodes(proto)
     if found != expected_nodes:
         raise ExportError(f"expected {expected_nodes} {OP_TYPE} nodes (one per scan), the graph has {found}")
-    metadata = _metadata(model, outputs, batch, opset, found, mano_info)
+    if scan == "portable":
+        try:
+            proto = lower_scan_nodes(proto)
+        except PortableError as exc:
+            raise ExportError(str(exc)) from exc
+    nodes = count_scan_nodes(proto)
+    metadata = _metadata(net, outputs, batch, opset, nodes, mano_info, precision, scan, weights)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "handssca", json.dumps(metadata)
     try:
@@ -197,22 +266,40 @@ def export_onnx(
         raise ExportError(f"onnx checker: {str(exc).splitlines()[0]}") from exc
     data = proto.SerializeToString()
 
-    diffs = None
+    comparison = None
     if validate:
-        from handssca.runtime.onnx_backend import OnnxModel
-
-        image = torch.randn(example.shape[0] if batch else 3, 3, size, size, generator=torch.Generator().manual_seed(0))
-        with torch.inference_mode():
-            expected = {k: v.numpy() for k, v in model(image).items()}
-        got = OnnxModel(data).run(image.numpy())
-        diffs = {k: float(np.abs(got[k] - expected[k]).max()) for k in outputs}
-        worst = max(diffs, key=diffs.get)
-        if diffs[worst] > tolerance:
+        comparison = compare_with_pytorch(reference, data, batch or 3, tolerance)
+        if not comparison.passed:
+            name, diff = comparison.worst("onnxruntime")
             raise ExportError(
-                f"ONNX Runtime disagrees with PyTorch: max |diff| {diffs[worst]:.3g} in '{worst}' > {tolerance:g} "
-                f"(all: {', '.join(f'{k} {v:.2g}' for k, v in diffs.items())})"
+                f"ONNX Runtime disagrees with PyTorch: max |diff| {diff.max_abs:.3g} in '{name}' > {tolerance:g} "
+                f"(all: {comparison.summary('onnxruntime')})"
             )
     write_atomically(path, data)
     sidecar = path.with_suffix(".json")
     write_atomically(sidecar, json.dumps(metadata, indent=2).encode())
-    return ExportResult(path, sidecar, found, diffs)
+    return ExportResult(path, sidecar, nodes, comparison)
+
+
+def pytorch_backend(model: torch.nn.Module):
+    """The float32 PyTorch network as a comparison backend (feed dict -> numpy outputs)."""
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            return {k: v.float().numpy() for k, v in model(torch.from_numpy(feed[INPUT_NAME])).items()}
+
+    return run
+
+
+def compare_with_pytorch(model: torch.nn.Module, onnx_model: bytes | str | Path, batch: int, tolerance: float):
+    """polygraphy's comparison of the ONNX file in ONNX Runtime against ``model`` on a seeded input."""
+    from handssca.runtime.compare import compare_backends
+    from handssca.runtime.onnx_backend import OnnxModel
+
+    size = model.config.input_size
+    image = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    backends = {
+        "pytorch": pytorch_backend(model),
+        "onnxruntime": lambda feed: OnnxModel(onnx_model).run(feed[INPUT_NAME]),
+    }
+    return compare_backends(backends, {INPUT_NAME: image}, reference="pytorch", atol=tolerance)

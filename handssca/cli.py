@@ -99,17 +99,37 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """The network (untrained for now: checkpoints arrive with training) to a checked ONNX file."""
-    _require_torch("export")
+def load_network(args: argparse.Namespace):
+    """The network a command works on: --checkpoint's, or an untrained one from --config/flags.
+
+    Returns (model, description of the weights).
+    """
     import torch
 
-    from handssca.export import ExportError, export_onnx
     from handssca.models import HandSSCA
 
+    if getattr(args, "checkpoint", None):
+        from handssca.training.checkpoint import CheckpointError, model_from_checkpoint
+
+        if args.config or args.attention or args.input_size:
+            raise CommandError("--checkpoint fixes the model; drop --config, --attention and --input-size")
+        try:
+            return model_from_checkpoint(args.checkpoint), f"checkpoint {Path(args.checkpoint).name}"
+        except CheckpointError as exc:
+            raise CommandError(str(exc)) from exc
     config = load_model_config(args.config, {"attention": args.attention, "input_size": args.input_size})
     torch.manual_seed(args.seed)
-    model = HandSSCA(config)
+    return HandSSCA(config).eval(), f"untrained (seed {args.seed})"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A checkpoint (or the untrained network) to a checked ONNX file."""
+    _require_torch("export")
+    from handssca.export import ExportError, export_onnx
+
+    model, weights = load_network(args)
+    if weights.startswith("untrained"):
+        print(f"exporting the {weights} network: pass --checkpoint for trained weights")
     mano, tips = None, None
     if args.with_mano:
         from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
@@ -130,18 +150,21 @@ def cmd_export(args: argparse.Namespace) -> int:
             args.output,
             batch=args.batch,
             opset=args.opset,
+            precision=args.precision,
+            scan=args.scan,
             validate=not args.no_validate,
+            tolerance=args.tolerance,
             mano=mano,
             mano_flat_hand_mean=args.flat_hand_mean,
             fingertip_ids=tips,
+            weights=weights,
         )
     except ExportError as exc:
         raise CommandError(str(exc)) from exc
-    print(f"wrote {result.path} ({result.scan_nodes} selective-scan nodes) and {result.sidecar}")
-    if result.max_abs_diff:
-        print(
-            "ONNX Runtime vs PyTorch, max |diff|: " + ", ".join(f"{k} {v:.2g}" for k, v in result.max_abs_diff.items())
-        )
+    nodes = f"{result.scan_nodes} selective-scan nodes" if args.scan == "custom" else "scans in standard ONNX ops"
+    print(f"wrote {result.path} ({args.precision}, {nodes}) and {result.sidecar}")
+    if result.comparison is not None:
+        print("ONNX Runtime vs PyTorch fp32 (polygraphy), max |diff|: " + result.comparison.summary("onnxruntime"))
     return 0
 
 
@@ -252,13 +275,32 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "-o", "--output", default="handssca.onnx", help="the .onnx to write (a .json sidecar beside it)"
     )
-    export.add_argument("--config", help="YAML file with a 'model:' section (see configs/)")
+    export.add_argument("--checkpoint", metavar="PT", help="trained weights (default: the untrained network)")
+    export.add_argument("--config", help="YAML file with a 'model:' section (see configs/), without --checkpoint")
     export.add_argument("--attention", choices=["none", "self_attention", "ssa", "ssca"])
     export.add_argument("--input-size", type=int)
     export.add_argument("--batch", type=int, help="fixed batch size (default: dynamic)")
     export.add_argument("--opset", type=int, default=18)
+    export.add_argument(
+        "--precision",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="fp16: activations in float16, scan parameters and state in float32 (for fp16 TensorRT engines)",
+    )
+    export.add_argument(
+        "--scan",
+        choices=["custom", "portable"],
+        default="custom",
+        help="custom: one custom node per scan (our TensorRT plugin / CPU kernel); "
+        "portable: standard ONNX ops only (slower, runs anywhere)",
+    )
     export.add_argument("--seed", type=int, default=0, help="seed of the untrained weights")
     export.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    export.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest |ONNX Runtime - PyTorch| accepted (default 1e-4 for fp32, 5e-2 for fp16)",
+    )
     export.add_argument(
         "--with-mano",
         nargs="?",

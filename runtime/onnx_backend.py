@@ -10,13 +10,24 @@ on the arrays ORT returns. The file, its metadata and its outputs are the same e
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .scan_node import DOMAIN, OP_TYPE, register_scan_schema
+from .scan_node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
 from .selective_scan import selective_scan_forward
+
+# Domains ONNX Runtime implements itself; a node of any other domain needs a registration.
+_BUILTIN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.training", "ai.onnx.preview.training"}
+_OPTIMIZATION = {
+    "none": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
 class OnnxModelError(RuntimeError):
@@ -38,11 +49,21 @@ def _is_scan(node) -> bool:
 class OnnxModel:
     """``OnnxModel(path_or_bytes).run(image)`` -> dict of output arrays.
 
-    image: (B, 3, S, S) float32, normalised as the metadata's ``input`` says. ``threads``: ORT
-    intra-op threads (0: ORT's default); the scan kernel uses OpenMP's default.
+    image: (B, 3, S, S) float32, normalised as the metadata's ``input`` says.
+    device: "cpu" or "cuda" (ONNX Runtime's CUDA provider; the scan nodes still run on the CPU
+    kernel, so on a GPU prefer the TensorRT engine). threads: ORT intra-op threads (0: ORT's
+    default); the scan kernel uses OpenMP's default. optimization: ORT's graph optimisation
+    level, none | basic | extended | all.
     """
 
-    def __init__(self, source: str | Path | bytes, providers: list[str] | None = None, threads: int = 0):
+    def __init__(
+        self,
+        source: str | Path | bytes,
+        device: str = "cpu",
+        threads: int = 0,
+        optimization: str = "all",
+        providers: list[str] | None = None,
+    ):
         try:
             import onnx
             import onnxruntime as ort
@@ -60,6 +81,7 @@ class OnnxModel:
             raise OnnxModelError(f"{self.name}: not an ONNX model (cannot parse the protobuf)") from exc
         if not model.graph.node:
             raise OnnxModelError(f"{self.name}: not an ONNX model (the graph has no nodes)")
+        self._check_versions(model, onnx)
         meta = {p.key: p.value for p in model.metadata_props}.get("handssca")
         self.metadata = json.loads(meta) if meta else {}
         graph = model.graph
@@ -70,11 +92,25 @@ class OnnxModel:
         ]
         self.output_names = [o.name for o in graph.output]
 
+        if optimization not in _OPTIMIZATION:
+            raise OnnxModelError(f"optimization {optimization!r}: expected one of {', '.join(_OPTIMIZATION)}")
         self._options = ort.SessionOptions()
         self._options.intra_op_num_threads = threads
+        self._options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION[optimization])
         # Idle ORT threads must not spin while the kernel's OpenMP threads run between stages.
         self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._providers = providers or ["CPUExecutionProvider"]
+        if providers is None:
+            if device not in _PROVIDERS:
+                raise OnnxModelError(f"device {device!r}: expected one of {', '.join(_PROVIDERS)}")
+            available = ort.get_available_providers()
+            if _PROVIDERS[device][0] not in available:
+                raise OnnxModelError(
+                    f"{self.name}: ONNX Runtime here has no {_PROVIDERS[device][0]} (available: "
+                    f"{', '.join(available)}); install onnxruntime-gpu for device 'cuda'"
+                )
+            providers = _PROVIDERS[device]
+        self.providers = providers
+        self._providers = providers
         self._ort = ort
         self._constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
         try:
@@ -84,6 +120,38 @@ class OnnxModel:
         except Exception as exc:  # ORT's own failures: unsupported opset, unknown op ...
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise OnnxModelError(f"{self.name}: {message}") from exc
+
+    def _check_versions(self, model, onnx) -> None:
+        """Files this installation cannot run, said before ONNX Runtime says it less clearly."""
+        if model.ir_version > onnx.IR_VERSION:
+            raise OnnxModelError(
+                f"{self.name}: ONNX IR version {model.ir_version} is newer than this onnx supports "
+                f"({onnx.IR_VERSION}); upgrade onnx and onnxruntime, or re-export with the versions installed here"
+            )
+        newest = onnx.defs.onnx_opset_version()
+        for entry in model.opset_import:
+            if entry.domain in ("", "ai.onnx") and entry.version > newest:
+                raise OnnxModelError(
+                    f"{self.name}: opset {entry.version} is newer than this installation supports ({newest}); "
+                    f"upgrade onnx and onnxruntime, or re-export with --opset {newest} or lower"
+                )
+            if entry.domain == DOMAIN and any(_is_scan(n) for n in model.graph.node) and entry.version != OP_VERSION:
+                raise OnnxModelError(
+                    f"{self.name}: the {OP_TYPE} node is version {entry.version}; this runtime implements "
+                    f"version {OP_VERSION} (upgrade handssca, or re-export with this version)"
+                )
+        for node in model.graph.node:
+            if node.domain not in _BUILTIN_DOMAINS and not _is_scan(node):
+                raise OnnxModelError(
+                    f"{self.name}: node '{node.name}' ({node.domain}:{node.op_type}) is a custom op with no "
+                    f"registered implementation (this runtime implements {DOMAIN}:{OP_TYPE} only)"
+                )
+
+    def warmup(self, runs: int = 2) -> None:
+        """Runs the model on zeros so first-call allocations and kernel choices happen now."""
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in self.input_shape]
+        for _ in range(runs):
+            self.run(np.zeros(shape, np.float32))
 
     def _session(self, model_bytes: bytes):
         return self._ort.InferenceSession(model_bytes, self._options, providers=self._providers)
@@ -156,13 +224,23 @@ class OnnxModel:
         softplus = next((a.i for a in node.attribute if a.name == "delta_softplus"), 1)
         return selective_scan_forward(u, delta, A, B, C, D, None, delta_bias, bool(softplus))
 
-    def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, image: np.ndarray, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        """Outputs by name. ``timings``, when given, gains the milliseconds spent in the scan
+        kernel ("scan_ms") and in ONNX Runtime ("ort_ms")."""
         self._check(image)
         values = {self.input.name: np.ascontiguousarray(image)}
+        scan_s = ort_s = 0.0
         for stage in self._stages:
+            start = time.perf_counter()
             for node in stage.scans:
                 values[node.output[0]] = self._scan(node, values)
+            middle = time.perf_counter()
             if stage.session is not None:
                 results = stage.session.run(stage.outputs, {t: values[t] for t in stage.inputs})
                 values.update(zip(stage.outputs, results, strict=True))
+            scan_s += middle - start
+            ort_s += time.perf_counter() - middle
+        if timings is not None:
+            timings["scan_ms"] = timings.get("scan_ms", 0.0) + scan_s * 1e3
+            timings["ort_ms"] = timings.get("ort_ms", 0.0) + ort_s * 1e3
         return {name: values[name] for name in self.output_names}

@@ -11,8 +11,12 @@ import torch
 from test_runtime_without_torch import run_without_torch
 
 from handssca.export import ExportError, export_onnx
-from handssca.export.scan_node import count_scan_nodes
+from handssca.export.onnx_export import pytorch_backend
+from handssca.export.portable import PortableError, lower_scan_nodes
+from handssca.export.scan_node import count_scan_nodes, register_scan_schema
 from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.ops import selective_scan_ref
+from handssca.runtime.compare import compare_backends
 from handssca.runtime.onnx_backend import OnnxModel, OnnxModelError
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE
 
@@ -158,3 +162,164 @@ def test_export_with_mano_in_the_graph(tmp_path):
     assert got["vertices"].shape == (2, 778, 3) and worst_mm < 1e-3
     with pytest.raises(ExportError, match="needs mano_flat_hand_mean"):
         export_onnx(model, tmp_path / "x.onnx", mano=mano)
+
+
+def one_scan_node_model(dtype=onnx.TensorProto.FLOAT, softplus=1, opset=18):
+    h, T = onnx.helper, onnx.TensorProto
+    register_scan_schema()
+    names = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
+    types = [dtype, dtype, T.FLOAT, dtype, dtype, T.FLOAT, T.FLOAT]
+    shapes = [["b", "d", "l"]] * 2 + [["d", "n"], ["b", "g", "n", "l"], ["b", "g", "n", "l"], ["d"], ["d"]]
+    node = h.make_node(
+        OP_TYPE, names, ["y"], domain=DOMAIN, delta_softplus=softplus, plugin_version="1", plugin_namespace=""
+    )
+    graph = h.make_graph(
+        [node],
+        "one_scan",
+        [h.make_tensor_value_info(n, t, s) for n, t, s in zip(names, types, shapes, strict=True)],
+        [h.make_tensor_value_info("y", dtype, ["b", "d", "l"])],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", opset), h.make_opsetid(DOMAIN, 1)])
+
+
+@pytest.mark.parametrize(
+    "batch, dim, length, d_state, groups, softplus, half",
+    [(3, 6, 7, 5, 2, 1, False), (1, 8, 33, 16, 4, 1, False), (2, 3, 1, 1, 1, 0, False), (2, 12, 19, 3, 4, 1, True)],
+)
+def test_portable_scan_matches_the_reference(rng, batch, dim, length, d_state, groups, softplus, half):
+    from scan_inputs import make_scan_inputs
+
+    ort = pytest.importorskip("onnxruntime")
+    dtype = onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT
+    model = lower_scan_nodes(one_scan_node_model(dtype, softplus))
+    assert count_scan_nodes(model) == 0 and all(n.domain == "" for n in model.graph.node)
+    assert DOMAIN not in {o.domain for o in model.opset_import}
+    onnx.checker.check_model(model, full_check=True)
+    x = make_scan_inputs(rng, batch, dim, length, d_state, groups, with_z=False, softplus=bool(softplus))
+    x["delta_bias"][0] = 25.0  # above softplus's threshold of 20
+    if half:
+        for k in ("u", "delta", "B", "C"):
+            x[k] = x[k].astype(np.float16)
+    x.pop("z")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, x)
+    expected = selective_scan_ref(
+        *(torch.from_numpy(x[k]) for k in ("u", "delta", "A", "B", "C", "D")),
+        None,
+        torch.from_numpy(x["delta_bias"]),
+        bool(softplus),
+    ).numpy()
+    assert got.dtype == expected.dtype
+    scale = np.abs(expected.astype(np.float32)).max()
+    tolerance = 2e-3 if half else 2e-5
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), atol=tolerance * max(scale, 1))
+
+
+def test_portable_needs_a_recent_opset():
+    with pytest.raises(PortableError, match="opset 15"):
+        lower_scan_nodes(one_scan_node_model(opset=14))
+
+
+def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
+    """The three ways to run the network on the same input, compared by polygraphy."""
+    from handssca.runtime.builtin_hand import build_builtin_hand
+
+    mano, tips = build_builtin_hand()
+    model = tiny()
+    kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=tips, validate=False)
+    custom = export_onnx(model, tmp_path / "custom.onnx", **kw)
+    portable = export_onnx(model, tmp_path / "portable.onnx", scan="portable", **kw)
+    assert custom.scan_nodes == 2 and portable.scan_nodes == 0
+    assert json.loads(portable.sidecar.read_text())["scan_node"]["variant"] == "portable"
+    from handssca.export.onnx_export import HandSSCAWithMANO
+    from handssca.models.mano import MANOGraph
+
+    reference = HandSSCAWithMANO(model, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=tips)).eval()
+    image = np.random.default_rng(1).standard_normal((2, 3, 128, 128)).astype(np.float32)
+    backends = {
+        "pytorch": pytorch_backend(reference),
+        "ort-custom": lambda feed: OnnxModel(custom.path).run(feed["image"]),
+        "ort-portable": lambda feed: OnnxModel(portable.path).run(feed["image"]),
+    }
+    mesh_tolerance = 1e-6  # metres: 1e-3 mm
+    tolerances = {"vertices": mesh_tolerance, "joints_3d": mesh_tolerance}
+    tolerances.update({k: 1e-5 for k in ("heatmaps", "joints_2d", "pose", "shape", "camera")})
+    comparison = compare_backends(backends, {"image": image}, reference="pytorch", atol=tolerances, rtol=1e-4)
+    for backend in ("ort-custom", "ort-portable"):
+        worst_mm = 1e3 * max(comparison.diffs[backend][k].max_abs for k in ("vertices", "joints_3d"))
+        print(f"{backend}: worst vertex/joint difference {worst_mm:.2e} mm; {comparison.summary(backend)}")
+    assert comparison.passed, comparison.to_dict()
+
+
+def test_fp16_export_keeps_scan_parameters_in_fp32_and_reports_its_error(tmp_path):
+    model = tiny()
+    result = export_onnx(model, tmp_path / "half.onnx", precision="fp16")
+    proto = onnx.shape_inference.infer_shapes(onnx.load(result.path))
+    types = {v.name: v.type.tensor_type.elem_type for v in [*proto.graph.value_info, *proto.graph.input]}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    node = next(n for n in proto.graph.node if n.op_type == OP_TYPE)
+    F, H = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert [types.get(name) for name in node.input] == [H, H, F, H, H, F, F]
+    assert proto.graph.input[0].type.tensor_type.elem_type == F  # IO stays float32
+    assert all(o.type.tensor_type.elem_type == F for o in proto.graph.output)
+    meta = json.loads(result.sidecar.read_text())
+    assert meta["precision"] == "fp16" and meta["input"]["dtype"] == "float32"
+    diffs = result.max_abs_diff
+    print("fp16 export vs PyTorch fp32, max |diff|: " + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()))
+    assert 0 < max(diffs.values()) < 5e-2  # fp16 really ran, and not grossly wrong
+
+
+def test_compare_backends_fails_on_a_real_difference():
+    feed = {"x": np.ones((2, 3), np.float32)}
+    same = compare_backends(
+        {"a": lambda f: {"y": f["x"] * 2}, "b": lambda f: {"y": f["x"] * 2 + 1e-6}}, feed, reference="a", atol=1e-5
+    )
+    assert same.passed and same.diffs["b"]["y"].max_abs == pytest.approx(1e-6, rel=0.1)
+    off = compare_backends(
+        {"a": lambda f: {"y": f["x"] * 2}, "b": lambda f: {"y": f["x"] * 2 + 1e-3}}, feed, reference="a", atol=1e-5
+    )
+    assert not off.passed and off.worst("b")[0] == "y"
+
+
+def test_runtime_refuses_files_it_cannot_run(exported, tmp_path):
+    _, result = exported
+    proto = onnx.load(result.path)
+    newer = onnx.ModelProto()
+    newer.CopyFrom(proto)
+    next(o for o in newer.opset_import if o.domain == "").version = onnx.defs.onnx_opset_version() + 5
+    (tmp_path / "newer.onnx").write_bytes(newer.SerializeToString())
+    with pytest.raises(OnnxModelError, match=r"newer.onnx: opset \d+ is newer than this installation supports"):
+        OnnxModel(tmp_path / "newer.onnx")
+    foreign = onnx.ModelProto()
+    foreign.CopyFrom(proto)
+    node = next(n for n in foreign.graph.node if n.op_type == OP_TYPE)
+    node.op_type, node.name = "SelectiveScan", "scan_from_elsewhere"
+    (tmp_path / "foreign.onnx").write_bytes(foreign.SerializeToString())
+    with pytest.raises(OnnxModelError, match="'scan_from_elsewhere' .* no registered implementation"):
+        OnnxModel(tmp_path / "foreign.onnx")
+    versioned = onnx.ModelProto()
+    versioned.CopyFrom(proto)
+    next(o for o in versioned.opset_import if o.domain == DOMAIN).version = 2
+    with pytest.raises(OnnxModelError, match="node is version 2"):
+        OnnxModel(versioned.SerializeToString())
+    with pytest.raises(OnnxModelError, match="optimization 'max'"):
+        OnnxModel(result.path, optimization="max")
+
+
+def test_runtime_says_when_cuda_is_missing(exported):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has ONNX Runtime's CUDA provider")
+    with pytest.raises(OnnxModelError, match="no CUDAExecutionProvider .* onnxruntime-gpu"):
+        OnnxModel(exported[1].path, device="cuda")
+
+
+def test_runtime_options_and_warmup(exported):
+    model, result = exported
+    runner = OnnxModel(result.path, threads=1, optimization="basic")
+    runner.warmup()
+    image = torch.randn(1, 3, 128, 128)
+    with torch.inference_mode():
+        expected = model(image)["pose"].numpy()
+    np.testing.assert_allclose(runner.run(image.numpy())["pose"], expected, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,102 @@
+"""Checkpoints: the file training writes and export reads; bad files get one-line errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import onnx
+import pytest
+import torch
+
+from handssca.cli import main
+from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.training.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+
+TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(3)
+    model = HandSSCA(HandSSCAConfig(attention="ssa", **TINY))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, model, epoch=4, step=120, metrics={"pa_mpjpe_mm": 9.5})
+    return model, path
+
+
+def test_round_trip(checkpoint):
+    model, path = checkpoint
+    state = load_checkpoint(path)
+    assert state["format"] == FORMAT and state["epoch"] == 4 and state["metrics"] == {"pa_mpjpe_mm": 9.5}
+    loaded = model_from_checkpoint(path)
+    assert loaded.config == model.config and not loaded.training
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_bad_checkpoints_get_one_line_errors(checkpoint, tmp_path):
+    model, path = checkpoint
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt: truncated or not a PyTorch checkpoint"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": model.state_dict()}, foreign)
+    with pytest.raises(CheckpointError, match="not a HandSSCA checkpoint"):
+        load_checkpoint(foreign)
+    state = load_checkpoint(path)
+    state["model_config"] = {**state["model_config"], "attention": "ssca"}
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    with pytest.raises(CheckpointError, match="weights do not fit the model: .*missing"):
+        model_from_checkpoint(other)
+
+
+class Boom:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_checkpoint_with_code_is_refused_not_run(tmp_path, capfd):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "model": {}, "model_config": {}, "payload": Boom()}, evil, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="evil.pt: refused to load"):
+        load_checkpoint(evil)
+    assert "this must never run" not in capfd.readouterr().out
+
+
+def test_export_from_a_checkpoint(checkpoint, tmp_path, capsys):
+    _, path = checkpoint
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(path), "-o", str(out), "--batch", "1"]) == 0
+    assert "polygraphy" in capsys.readouterr().out
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["weights"] == "checkpoint model.pt" and meta["model_config"]["attention"] == "ssa"
+    assert sum(n.op_type == "HandSSCASelectiveScan" for n in onnx.load(out).graph.node) == 1
+    truncated = tmp_path / "bad.pt"
+    truncated.write_bytes(path.read_bytes()[:100])
+    assert main(["export", "--checkpoint", str(truncated), "-o", str(tmp_path / "x.onnx")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("handssca export: ") and "bad.pt" in err and len(err.splitlines()) == 1
+    assert main(["export", "--checkpoint", str(path), "--attention", "ssca"]) == 1
+    assert "--checkpoint fixes the model" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_portable_fp16_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "p.onnx"
+    args = ["export", "-o", str(out), "--input-size", "128", "--attention", "ssa"]
+    assert main([*args, "--scan", "portable", "--precision", "fp16"]) == 0
+    printed = capsys.readouterr().out
+    assert "fp16, scans in standard ONNX ops" in printed and "untrained" in printed
+    assert not any(n.domain for n in onnx.load(out).graph.node)

@@ -1,0 +1,117 @@
+"""HandSSCA checkpoints: what training writes and export, evaluation and the demo read.
+
+A checkpoint is a ``torch.save`` dict readable with ``torch.load(weights_only=True)`` (tensors,
+numbers, strings, lists and dicts only), so loading one never runs code:
+
+    format       "handssca-checkpoint/1"
+    model        the network's state_dict
+    model_config HandSSCAConfig.to_dict()
+    epoch, step  progress when it was written
+    metrics      {name: float}, e.g. validation PA-MPJPE
+    training     optimizer/scheduler state, RNG states, the run's config (absent in weight-only files)
+
+Writes are atomic: a killed process leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from handssca import __version__
+from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.runtime.files import write_atomically
+
+FORMAT = "handssca-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """The checkpoint cannot be used: names the file and the problem."""
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: HandSSCA,
+    *,
+    epoch: int = 0,
+    step: int = 0,
+    metrics: dict[str, float] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    path = Path(path)
+    state = {
+        "format": FORMAT,
+        "handssca_version": __version__,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": model.config.to_dict(),
+        "epoch": int(epoch),
+        "step": int(step),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+    }
+    if training is not None:
+        state["training"] = training
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomically(path, buffer.getvalue())
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's dict, checked for format and completeness; CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses anything but plain data: this file holds code or foreign objects.
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: refused to load (not plain tensors and data: {first})") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a HandSSCA checkpoint (format {found!r}, expected {FORMAT!r})")
+    for key in ("model", "model_config"):
+        if key not in state:
+            raise CheckpointError(f"{path}: incomplete checkpoint, '{key}' is missing")
+    return state
+
+
+def model_from_checkpoint(path: str | Path, state: dict[str, Any] | None = None) -> HandSSCA:
+    """The network a checkpoint describes, with its weights loaded (in eval mode)."""
+    path = Path(path)
+    state = state if state is not None else load_checkpoint(path)
+    try:
+        config = HandSSCAConfig.from_dict(state["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad model_config ({exc})") from exc
+    model = HandSSCA(config)
+    load_weights(model, state["model"], path)
+    return model.eval()
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """load_state_dict with a one-line error naming the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} of another shape (e.g. {k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)})"
+            )
+        raise CheckpointError(f"{path}: weights do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(weights)
