@@ -168,6 +168,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    """An exported ONNX file -> a TensorRT engine for this GPU (needs TensorRT, pycuda and a GPU)."""
+    from handssca.runtime.tensorrt_engine import TensorRTError, build_engine
+
+    engine = args.output or str(Path(args.onnx).with_suffix(".engine"))
+    try:
+        result = build_engine(
+            args.onnx,
+            engine,
+            plugin=args.plugin,
+            min_batch=args.min_batch,
+            opt_batch=args.opt_batch,
+            max_batch=args.max_batch,
+            workspace_mib=args.workspace,
+            timing_cache=args.timing_cache,
+        )
+    except TensorRTError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"wrote {result.engine} and {result.sidecar} in {result.seconds:.0f} s")
+    print(f"the same with trtexec: {result.trtexec}")
+    return 0
+
+
 def cmd_mano_convert(args: argparse.Namespace) -> int:
     """MANO_RIGHT.pkl / MANO_LEFT.pkl (as downloaded) -> a validated .npz (no torch needed)."""
     from handssca.runtime.mano import ManoFileError, load_mano, save_mano_npz
@@ -321,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="fingertip vertices of a MANO file (default smplx)",
     )
     export.set_defaults(handler=cmd_export)
+
+    engine = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX file (GPU)")
+    engine.add_argument("onnx", help="the .onnx written by 'handssca export' (fp16 export for an fp16 engine)")
+    engine.add_argument("-o", "--output", help="the engine to write (default: the ONNX name with .engine)")
+    engine.add_argument(
+        "--plugin", metavar="SO", help="the selective-scan plugin library (default: $HANDSSCA_TRT_PLUGIN)"
+    )
+    engine.add_argument("--min-batch", type=int, default=1)
+    engine.add_argument("--opt-batch", type=int, default=1)
+    engine.add_argument("--max-batch", type=int, default=8)
+    engine.add_argument("--workspace", type=int, default=2048, metavar="MIB", help="workspace limit in MiB")
+    engine.add_argument("--timing-cache", metavar="FILE", help="timing cache to reuse and update")
+    engine.set_defaults(handler=cmd_build_engine)
 
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
     mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)
