@@ -191,6 +191,135 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """Renders a synthetic hand data set in FreiHAND's layout (the built-in hand unless --mano)."""
+    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+    from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano
+    from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
+
+    if args.mano:
+        try:
+            model = load_mano(args.mano)
+        except ManoFileError as exc:
+            raise CommandError(str(exc)) from exc
+        tips, label = model.fingertip_ids or FINGERTIP_IDS[args.fingertips], Path(args.mano).name
+    else:
+        (model, tips), label = build_builtin_hand(), STAND_IN_NOTE
+    if args.train < 1 or args.evaluation < 0:
+        raise CommandError("--train must be at least 1 and --evaluation at least 0")
+    options = SynthOptions(
+        train=args.train, evaluation=args.evaluation, occluder_probability=args.occluders, seed=args.seed
+    )
+    root = make_synthetic_dataset(args.output, model, tips, options)
+    print(f"wrote {root}: {args.train} training hands x 4 backgrounds, {args.evaluation} evaluation ({label})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Trains HandSSCA from a YAML config (configs/train/), every field overridable with --set."""
+    _require_torch("train")
+    from handssca.runtime.mano import ManoFileError
+    from handssca.training.checkpoint import CheckpointError
+    from handssca.training.config import ConfigError, load_config
+    from handssca.training.trainer import Trainer, TrainingError
+
+    try:
+        from handssca.training.datasets import DatasetError
+    except ImportError:  # pragma: no cover - the data sets module ships with the package
+        DatasetError = ValueError
+    try:
+        config = load_config(args.config, args.set)
+        if args.resume is None and args.auto_resume:
+            last = Path(config["train"]["out"]) / "last.pt"
+            args.resume = str(last) if last.is_file() else None
+        trainer = Trainer(config, resume=args.resume)
+        print(f"MANO: {trainer.mano_note}; device {trainer.device}; {len(trainer.train_set)} training samples")
+        metrics = trainer.fit()
+    except (ConfigError, TrainingError, CheckpointError, ManoFileError, DatasetError) as exc:
+        raise CommandError(str(exc)) from exc
+    out = Path(config["train"]["out"])
+    print(f"checkpoints in {out} (last.pt{', best.pt' if (out / 'best.pt').exists() else ''}); log {out / 'log.csv'}")
+    if metrics:
+        print("validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Scores a checkpoint and/or exported models on a data set with the official metrics."""
+    import numpy as np
+
+    from handssca.runtime.mano import ManoFileError
+    from handssca.training.config import load_config
+    from handssca.training.datasets import DatasetError
+    from handssca.training.evaluate import evaluate, onnx_backend, pytorch_backend, tensorrt_backend
+    from handssca.training.metrics import format_table
+    from handssca.training.samples import HandCrops
+    from handssca.training.trainer import DEFAULT_SPLITS, TrainingError, load_mano_model, open_dataset
+
+    if not (args.checkpoint or args.onnx or args.engine):
+        raise CommandError("give at least one model: --checkpoint, --onnx or --engine")
+    overrides = [f"data.dataset={args.dataset}", f"data.root={args.root}", f"mano.model={args.mano}"]
+    config = load_config(None, overrides)
+    try:
+        mano, tips, note = load_mano_model(config)
+        split = args.split or DEFAULT_SPLITS[args.dataset][1] or "evaluation"
+        records = open_dataset(config, split, mano)
+    except (ManoFileError, DatasetError, TrainingError) as exc:
+        raise CommandError(str(exc)) from exc
+    backends, size = {}, None
+    if args.checkpoint:
+        _require_torch("eval --checkpoint")
+        from handssca.training.checkpoint import CheckpointError, model_from_checkpoint
+
+        try:
+            model = model_from_checkpoint(args.checkpoint)
+        except CheckpointError as exc:
+            raise CommandError(str(exc)) from exc
+        backends["pytorch"] = pytorch_backend(model, mano, tips)
+        size = model.config.input_size
+    for path in args.onnx or []:
+        from handssca.runtime.onnx_backend import OnnxModelError
+
+        try:
+            backends[f"onnxruntime:{Path(path).name}"] = onnx_backend(path, mano, tips)
+        except OnnxModelError as exc:
+            raise CommandError(str(exc)) from exc
+        size = size or _input_size_of(path)
+    for path in args.engine or []:
+        from handssca.runtime.tensorrt_engine import TensorRTError
+
+        try:
+            backends[f"tensorrt:{Path(path).name}"] = tensorrt_backend(path, mano, tips, plugin=args.plugin)
+        except TensorRTError as exc:
+            raise CommandError(str(exc)) from exc
+    crops = HandCrops(records, size=size or 256, augment=None)
+    results = evaluate(backends, crops, batch_size=args.batch, limit=args.samples)
+    predictions = results.pop("_predictions")
+    print(f"{args.dataset} {split}, {min(len(crops), args.samples or len(crops))} samples, MANO: {note}")
+    print(format_table(results))
+    report = {"dataset": args.dataset, "split": split, "mano": note, "results": results}
+    from handssca.runtime.files import write_atomically
+
+    write_atomically(Path(args.output), json.dumps(report, indent=2).encode())
+    print(f"wrote {args.output}")
+    if args.submission:
+        from handssca.training.submission import write_freihand_submission, write_ho3d_submission
+
+        joints, vertices = predictions[next(iter(predictions))]
+        writer = write_ho3d_submission if args.dataset == "ho3d" else write_freihand_submission
+        writer(args.submission, np.asarray(joints), np.asarray(vertices))
+        print(f"wrote {args.submission} (root-relative predictions of {next(iter(predictions))})")
+    return 0
+
+
+def _input_size_of(path: str) -> int | None:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}.get("handssca")
+    return json.loads(meta)["input"]["shape"][2] if meta else None
+
+
 def cmd_mano_convert(args: argparse.Namespace) -> int:
     """MANO_RIGHT.pkl / MANO_LEFT.pkl (as downloaded) -> a validated .npz (no torch needed)."""
     from handssca.runtime.mano import ManoFileError, load_mano, save_mano_npz
@@ -357,6 +486,42 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--workspace", type=int, default=2048, metavar="MIB", help="workspace limit in MiB")
     engine.add_argument("--timing-cache", metavar="FILE", help="timing cache to reuse and update")
     engine.set_defaults(handler=cmd_build_engine)
+
+    data = sub.add_parser("data", help="data sets: make a synthetic one")
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    synth = data_sub.add_parser("synth", help="render a synthetic hand data set in FreiHAND's layout")
+    synth.add_argument("-o", "--output", default="data/synthetic", help="folder to write (default data/synthetic)")
+    synth.add_argument("--train", type=int, default=256, help="training hands (each in 4 backgrounds)")
+    synth.add_argument("--evaluation", type=int, default=64, help="evaluation hands")
+    synth.add_argument("--occluders", type=float, default=0.3, help="probability of occluding shapes per image")
+    synth.add_argument("--mano", metavar="PATH", help="MANO .pkl/.npz (default: the built-in stand-in hand)")
+    synth.add_argument("--fingertips", choices=["smplx", "manopth"], default="smplx")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=cmd_data_synth)
+
+    train = sub.add_parser("train", help="train from a YAML config (configs/train/)")
+    train.add_argument("--config", help="YAML run config (default: the paper's FreiHAND recipe)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. train.epochs=5"
+    )
+    train.add_argument("--resume", metavar="PT", help="continue a run from its last.pt")
+    train.add_argument("--auto-resume", action="store_true", help="continue from train.out/last.pt when it exists")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="official metrics of a checkpoint / ONNX / engine on a data set")
+    evaluate.add_argument("--dataset", choices=["freihand", "ho3d", "dexycb"], default="freihand")
+    evaluate.add_argument("--root", required=True, help="the data set's folder (or a synthetic set)")
+    evaluate.add_argument("--split", help="default: evaluation (FreiHAND), test (DexYCB)")
+    evaluate.add_argument("--checkpoint", help="a training checkpoint (PyTorch)")
+    evaluate.add_argument("--onnx", action="append", help="an exported .onnx (repeatable)")
+    evaluate.add_argument("--engine", action="append", help="a TensorRT engine (repeatable)")
+    evaluate.add_argument("--plugin", help="the TensorRT plugin library for --engine")
+    evaluate.add_argument("--mano", default="builtin", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
+    evaluate.add_argument("--samples", type=int, default=0, help="evaluate the first N samples (0: all)")
+    evaluate.add_argument("--batch", type=int, default=16)
+    evaluate.add_argument("-o", "--output", default="eval.json", help="results JSON")
+    evaluate.add_argument("--submission", help="also write the official pred.json (FreiHAND or HO3D format)")
+    evaluate.set_defaults(handler=cmd_eval)
 
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
     mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)

@@ -64,3 +64,48 @@ def render_orthographic(
     image = np.full((size, size, 3), background, dtype=np.uint8)
     # The camera looks along -z in these coordinates: towards-camera normals have +z; depth = -z.
     return draw_mesh(image, pts, -cam[:, 2], faces, normals[:, 2])
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Camera-frame points (..., 3), z forward, through intrinsics K -> pixels (..., 2)."""
+    uvw = points @ np.asarray(K, dtype=np.float64).T
+    return uvw[..., :2] / np.maximum(uvw[..., 2:3], 1e-9)
+
+
+def render_perspective(
+    image: np.ndarray,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    K: np.ndarray,
+    color=(180, 200, 235),
+    light=(0.0, 0.0, -1.0),
+    ambient: float = 0.3,
+) -> np.ndarray:
+    """Draws the mesh (camera frame, OpenCV: x right, y down, z forward, metres) into ``image``
+    (H, W, 3 uint8, BGR) in place; returns the mask of drawn pixels (H, W) bool.
+
+    Faces whose outward normal points away from the camera are culled; the rest are shaded by
+    ``light`` (a direction the light travels along, camera frame) and drawn back to front.
+    """
+    import cv2
+
+    v = np.asarray(vertices, dtype=np.float64)
+    tri = v[faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    towards_camera = -(normals * tri.mean(axis=1)).sum(axis=1)  # > 0: the face sees the camera
+    light = np.asarray(light, dtype=np.float64)
+    light = light / max(np.linalg.norm(light), 1e-12)
+    diffuse = np.clip(-(normals @ light), 0.0, 1.0)
+    points = np.round(project(v, K) * 16).astype(np.int32)  # 4 bits of sub-pixel precision
+    order = np.argsort(-tri[:, :, 2].mean(axis=1))
+    mask = np.zeros(image.shape[:2], np.uint8)
+    base = np.asarray(color, dtype=np.float64)
+    for fi in order:
+        if towards_camera[fi] <= 0:
+            continue
+        shade = ambient + (1 - ambient) * diffuse[fi]
+        c = tuple(int(x) for x in np.clip(base * shade, 0, 255))
+        cv2.fillConvexPoly(image, points[faces[fi]], c, lineType=cv2.LINE_AA, shift=4)
+        cv2.fillConvexPoly(mask, points[faces[fi]], 1, shift=4)
+    return mask.astype(bool)

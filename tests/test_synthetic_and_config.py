@@ -1,0 +1,111 @@
+"""The synthetic data set (FreiHAND layout), the run config, and the loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.runtime.mano import mano_forward
+from handssca.runtime.mesh_render import project
+from handssca.training.config import ConfigError, load_config
+from handssca.training.losses import LossWeights, hand_loss, weak_perspective
+from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    model, tips = build_builtin_hand()
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(root, model, tips, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False)
+    return root, model, tips
+
+
+def test_synthetic_set_has_freihand_layout_and_consistent_annotations(synthetic):
+    import cv2
+
+    root, model, tips = synthetic
+    assert sorted(p.name for p in (root / "training" / "rgb").iterdir()) == [f"{i:08d}.jpg" for i in range(12)]
+    assert len(list((root / "evaluation" / "rgb").iterdir())) == 2
+    for split, count in (("training", 3), ("evaluation", 2)):
+        data = {k: json.loads((root / f"{split}_{k}.json").read_text()) for k in ("K", "mano", "xyz", "verts", "scale")}
+        assert all(len(v) == count for v in data.values())
+        for i in range(count):
+            K, xyz, verts = (np.array(data[k][i]) for k in ("K", "xyz", "verts"))
+            theta = np.array(data["mano"][i][0])
+            assert theta.shape == (61,) and xyz.shape == (21, 3) and verts.shape == (778, 3)
+            # The 61 numbers are FreiHAND's: pose, shape, the root's pixel position, the bone length.
+            np.testing.assert_allclose(theta[58:60], project(xyz[0], K), atol=1e-6)
+            assert theta[60] == pytest.approx(np.linalg.norm(xyz[9] - xyz[10])) == pytest.approx(data["scale"][i])
+            fk_verts, fk_joints = mano_forward(
+                model, theta[None, :48], theta[None, 48:58], flat_hand_mean=False, fingertip_ids=tips
+            )
+            trans = xyz[0] - fk_joints[0, 0]
+            np.testing.assert_allclose(fk_verts[0] + trans, verts, atol=1e-9)
+            uv = project(xyz, K)
+            assert (uv > 0).all() and (uv < 224).all() and (xyz[:, 2] > 0).all()  # the hand is in view
+        image = cv2.imread(str(root / split / "rgb" / "00000000.jpg"))
+        assert image.shape == (224, 224, 3)
+    info = json.loads((root / "synthetic.json").read_text())
+    assert "NOT the MANO" in info["model"] and info["versions"] == 4
+
+
+def test_synthetic_set_is_deterministic_by_seed(synthetic, tmp_path):
+    root, model, tips = synthetic
+    make_synthetic_dataset(tmp_path, model, tips, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False)
+    assert (tmp_path / "training_xyz.json").read_bytes() == (root / "training_xyz.json").read_bytes()
+    assert (tmp_path / "training/rgb/00000005.jpg").read_bytes() == (root / "training/rgb/00000005.jpg").read_bytes()
+    make_synthetic_dataset(tmp_path, model, tips, SynthOptions(train=3, evaluation=2, seed=6), show_progress=False)
+    assert (tmp_path / "training_xyz.json").read_bytes() != (root / "training_xyz.json").read_bytes()
+
+
+def test_config_defaults_file_and_overrides(tmp_path):
+    config = load_config()
+    assert config["train"]["lr"] == 1e-4 and config["train"]["batch_size"] == 32
+    assert config["loss"] == {"theta": 10.0, "beta": 0.1, "joints_2d": 1e2, "joints_3d": 1e4, "vertices": 1e4}
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  input_size: 128\n  resnet_width: 8\ntrain:\n  epochs: 3\n")
+    config = load_config(path, ["train.lr=0.001", "model.attention=ssa", "data.versions=[0, 2]"])
+    assert config["model"] == {"input_size": 128, "resnet_width": 8, "attention": "ssa"}
+    assert config["train"]["epochs"] == 3 and config["train"]["lr"] == 0.001 and config["data"]["versions"] == [0, 2]
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, ["train.epochs"])
+    path.write_text("train:\n  learning_rate: 1\n")
+    with pytest.raises(ConfigError, match="run.yaml.train: unknown key 'learning_rate'"):
+        load_config(path)
+
+
+def test_loss_terms_and_weights():
+    torch.manual_seed(0)
+    b = 3
+    outputs = {
+        "pose": torch.randn(b, 48),
+        "shape": torch.randn(b, 10),
+        "joints_2d": torch.rand(b, 21, 2),
+        "camera": torch.zeros(b, 3),
+    }
+    joints, vertices = torch.randn(b, 21, 3) * 0.05, torch.randn(b, 778, 3) * 0.05
+    batch = {
+        "pose": torch.zeros(b, 48),
+        "shape": torch.zeros(b, 10),
+        "joints_2d": torch.full((b, 21, 2), 0.5),
+        "joints_3d": torch.zeros(b, 21, 3),
+        "vertices": torch.zeros(b, 778, 3),
+        "has_2d": torch.ones(b),
+        "has_3d": torch.tensor([1.0, 0.0, 0.0]),
+        "has_mano": torch.zeros(b),
+        "has_vertices": torch.ones(b),
+    }
+    total, terms = hand_loss(outputs, (vertices, joints), batch, LossWeights())
+    assert terms["theta"] == terms["beta"] == 0.0  # no sample has MANO annotations
+    assert terms["joints_3d"] == pytest.approx(float((joints[0] ** 2).mean()), rel=1e-5)  # only sample 0 counts
+    expected = 1e2 * terms["joints_2d"] + 1e4 * terms["joints_3d"] + 1e4 * terms["vertices"]
+    assert float(total) == pytest.approx(expected, rel=1e-5)
+    # The camera's zero is the crop centre at the prior scale.
+    points = torch.tensor([[[0.0, 0.0, 0.3], [0.1, -0.05, 0.3]]])
+    np.testing.assert_allclose(weak_perspective(points, torch.zeros(1, 3))[0].numpy(), [[0.5, 0.5], [0.8, 0.35]])

@@ -1,0 +1,99 @@
+"""Training run configuration: defaults, a YAML file on top, then ``--set key.sub=value`` overrides.
+
+Sections: ``model`` (HandSSCAConfig fields), ``data``, ``train``, ``loss`` (LossWeights) and
+``mano``. The defaults are the paper's FreiHAND recipe: Adam at 1e-4, decay x0.1 every 10
+epochs, batch 32, eq. 4's weights. Unknown keys are errors, so a typo never trains silently
+with a default.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "model": {},  # HandSSCAConfig fields; empty = the paper's model
+    "data": {
+        "dataset": "freihand",  # freihand | ho3d | dexycb (a synthetic set is read as freihand)
+        "root": None,
+        "train_split": None,  # default per data set: training | train | train
+        "val_split": None,  # default per data set: evaluation | evaluation | test
+        "versions": [0, 1, 2, 3],  # FreiHAND background versions
+        "ho3d_version": "v2",
+        "val_samples": 0,  # 0: the whole validation split
+        "augment": True,
+        "occluders": 0.0,  # probability of synthetic occluders per training sample
+        "workers": 0,
+    },
+    "train": {
+        "epochs": 50,
+        "batch_size": 32,
+        "lr": 1e-4,
+        "lr_step_epochs": 10,
+        "lr_gamma": 0.1,
+        "seed": 0,
+        "amp": True,  # mixed precision, on CUDA only
+        "device": "auto",  # auto | cpu | cuda
+        "max_steps": 0,  # stop after this many optimisation steps (0: run all epochs)
+        "checkpoint_every": 500,  # steps between checkpoints (and one at every epoch end)
+        "validate_every": 1,  # epochs
+        "log_every": 10,  # steps between CSV/TensorBoard rows
+        "imagenet_weights": None,  # torchvision resnet50-*.pth for the backbone
+        "out": "runs/handssca",
+    },
+    "loss": {"theta": 10.0, "beta": 0.1, "joints_2d": 1e2, "joints_3d": 1e4, "vertices": 1e4},
+    "mano": {
+        "model": "builtin",  # builtin (the stand-in hand, NOT MANO) or a MANO_RIGHT.pkl / .npz path
+        "fingertips": "smplx",  # fingertip vertex convention of a MANO file
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A bad config file or override: names it and the key."""
+
+
+def _merge(base: dict, update: dict, where: str) -> dict:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(base))})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{key}' must be a mapping")
+            if key == "model":  # HandSSCAConfig checks these names itself
+                base[key] = {**base[key], **value}
+            else:
+                _merge(base[key], value, f"{where}.{key}")
+        else:
+            base[key] = value
+    return base
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """DEFAULTS, then the YAML file, then ``section.key=value`` overrides (values parsed as YAML)."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        _merge(config, data, str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        update: dict = value
+        for key in reversed(keys):
+            update = {key: update}
+        _merge(config, update, f"--set {dotted}")
+    return config

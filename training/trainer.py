@@ -1,0 +1,392 @@
+"""The training loop: data, model, MANO, the paper's loss, checkpoints that resume exactly.
+
+One process trains on the CPU or one GPU; ``torchrun --nproc_per_node=N -m handssca train ...``
+trains with torch's DistributedDataParallel (rank 0 writes checkpoints and logs). Every random
+choice is a function of (seed, epoch, index) or restored from the checkpoint, and a resumed run
+skips the batches its epoch had already done, so resuming gives the same weights as never
+stopping. Checkpoints (``last.pt`` every ``checkpoint_every`` steps and at every epoch end,
+``best.pt`` by validation PA-MPJPE) are written atomically: a killed run loses only the steps
+since the last one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.models.mano import MANOLayer
+from handssca.runtime.files import write_atomically
+
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .losses import LossWeights, hand_loss
+
+DEFAULT_SPLITS = {
+    "freihand": ("training", "evaluation"),
+    "ho3d": ("train", None),  # HO3D's evaluation split has no public 3D ground truth
+    "dexycb": ("train", "test"),
+}
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message says why."""
+
+
+def load_mano_model(config: dict):
+    """(ManoModel, fingertip ids, description) from the run's ``mano`` section."""
+    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+    from handssca.runtime.mano import FINGERTIP_IDS, load_mano
+
+    source = config["mano"]["model"]
+    if not source:
+        raise TrainingError("mano.model is not set: give the MANO_RIGHT.pkl (or 'builtin' for the stand-in hand)")
+    if source == "builtin":
+        model, tips = build_builtin_hand()
+        return model, tips, STAND_IN_NOTE
+    model = load_mano(source)
+    return model, model.fingertip_ids or FINGERTIP_IDS[config["mano"]["fingertips"]], Path(source).name
+
+
+def mano_layer(model, tips) -> MANOLayer:
+    """The MANO layer the network is trained with: right hand, axis-angle relative to the mean hand."""
+    return MANOLayer(model, side="right", pose_space="axis_angle", flat_hand_mean=False, fingertip_ids=tips, units="m")
+
+
+def open_dataset(config: dict, split: str, mano):
+    from . import datasets
+
+    data = config["data"]
+    name, root = data["dataset"], data["root"]
+    if root is None:
+        raise TrainingError("data.root is not set: point it at the data set (or make one with 'handssca data synth')")
+    if name == "freihand":
+        return datasets.FreiHAND(root, split, versions=tuple(data["versions"]) if split == "training" else (0,))
+    if name == "ho3d":
+        return datasets.HO3D(root, split, mano=mano, version=data["ho3d_version"])
+    if name == "dexycb":
+        return datasets.DexYCB(root, split, mano=mano)
+    raise TrainingError(f"data.dataset {name!r}: expected freihand, ho3d or dexycb")
+
+
+class _Subset:
+    def __init__(self, records, count):
+        self.records, self.count = records, min(count, len(records))
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, i):
+        return self.records[i]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's share of a permutation fixed by (seed, epoch), from batch ``skip`` on."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def _indices(self) -> list[int]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        per_rank = self.size // self.world  # equal shares keep DDP ranks in step
+        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+        return mine[self.skip * self.batch_size :]
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self):
+        return len(self._indices())
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+
+
+class Trainer:
+    """``Trainer(config).fit()`` -> the final validation metrics (or {})."""
+
+    def __init__(self, config: dict[str, Any], resume: str | Path | None = None, show_progress: bool = True):
+        from .samples import Augmentation, HandCrops
+
+        self.config = config
+        train = config["train"]
+        self.rank, self.world, local_rank = _distributed()
+        want = train["device"]
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise TrainingError("train.device is cuda but no CUDA GPU is available")
+        self.device = torch.device(f"cuda:{local_rank}" if want == "cuda" else "cpu")
+        self.amp = bool(train["amp"]) and self.device.type == "cuda"
+        self.out = Path(train["out"])
+        self.show_progress = show_progress and self.rank == 0
+        torch.manual_seed(train["seed"])
+
+        mano, tips, self.mano_note = load_mano_model(config)
+        self.mano = mano_layer(mano, tips).to(self.device)
+        try:
+            model_config = HandSSCAConfig.from_dict(dict(config["model"]))
+        except (TypeError, ValueError) as exc:
+            raise TrainingError(f"model: {exc}") from exc
+        self.model = HandSSCA(model_config, imagenet_weights=train["imagenet_weights"]).to(self.device)
+        self.weights = LossWeights(**config["loss"])
+
+        data = config["data"]
+        train_split, val_split = DEFAULT_SPLITS.get(data["dataset"], (None, None))
+        train_split = data["train_split"] or train_split
+        val_split = data["val_split"] or val_split
+        size = model_config.input_size
+        augment = Augmentation(occluders=data["occluders"]) if data["augment"] else None
+        self.train_set = HandCrops(
+            open_dataset(config, train_split, mano), size=size, augment=augment, seed=train["seed"]
+        )
+        self.val_set = None
+        if val_split:
+            records = open_dataset(config, val_split, mano)
+            if data["val_samples"]:
+                records = _Subset(records, data["val_samples"])
+            self.val_set = HandCrops(records, size=size, augment=None, seed=train["seed"])
+        batch = train["batch_size"]
+        if len(self.train_set) < batch * self.world:
+            raise TrainingError(
+                f"the training split has {len(self.train_set)} samples, fewer than one batch of {batch} per process"
+            )
+        self.sampler = EpochSampler(len(self.train_set), batch, train["seed"], self.rank, self.world)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=batch,
+            sampler=self.sampler,
+            num_workers=data["workers"],
+            collate_fn=_collate,
+            drop_last=True,
+            persistent_workers=False,
+        )
+        self.steps_per_epoch = len(self.sampler) // batch
+
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train["lr"])
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=train["lr_step_epochs"], gamma=train["lr_gamma"]
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch, self.epoch_step, self.global_step = 0, 0, 0
+        self.best = math.inf
+        self.history: list[dict] = []
+        if resume:
+            self._resume(Path(resume))
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _training_state(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch_step": self.epoch_step,
+            "best": self.best if math.isfinite(self.best) else None,
+            "config": self.config,
+        }
+
+    def save(self, name: str, metrics: dict | None = None) -> Path | None:
+        if self.rank != 0:
+            return None
+        return save_checkpoint(
+            self.out / name,
+            self.model,
+            epoch=self.epoch,
+            step=self.global_step,
+            metrics={k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and v is not None},
+            training=self._training_state(),
+        )
+
+    def _resume(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        training = state.get("training")
+        if training is None:
+            raise CheckpointError(f"{path}: holds weights only (no optimizer state): it cannot resume a run")
+        if state["model_config"] != self.model.config.to_dict():
+            raise CheckpointError(f"{path}: written for another model config; resume with the run's own config")
+        load_weights(self.model, state["model"], path)
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.scaler.load_state_dict(training["scaler"])
+        torch.set_rng_state(training["torch_rng"].cpu())
+        self.epoch, self.global_step, self.epoch_step = state["epoch"], state["step"], training["epoch_step"]
+        self.best = training["best"] if training["best"] is not None else math.inf
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.net.train()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            outputs = self.net(batch["image"])
+        vertices, joints = self.mano(outputs["pose"].float(), outputs["shape"].float())
+        root = joints[:, :1]
+        loss, terms = hand_loss(outputs, (vertices - root, joints - root), batch, self.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": float(loss.detach()), **terms}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Root-relative (joints (B,21,3), vertices (B,778,3)) in metres for normalised crops."""
+        self.model.eval()
+        outputs = self.model(images.to(self.device))
+        vertices, joints = self.mano(outputs["pose"].float(), outputs["shape"].float())
+        root = joints[:, :1]
+        return (joints - root).cpu().numpy(), (vertices - root).cpu().numpy()
+
+    def validate(self) -> dict:
+        from .metrics import HandMetrics
+
+        metrics = HandMetrics()
+        loader = torch.utils.data.DataLoader(
+            self.val_set, batch_size=self.config["train"]["batch_size"], collate_fn=_collate
+        )
+        for batch in loader:
+            joints, vertices = self.predict(batch["image"])
+            has_vertices = bool(batch["has_vertices"].all())
+            metrics.add(
+                joints,
+                batch["joints_3d"].numpy(),
+                vertices if has_vertices else None,
+                batch["vertices"].numpy() if has_vertices else None,
+            )
+        return metrics.summary()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        from tqdm import tqdm
+
+        train = self.config["train"]
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            write_atomically(self.out / "config.json", json.dumps(self.config, indent=2, default=str).encode())
+        log = _Log(self.out, enabled=self.rank == 0)
+        max_steps = train["max_steps"] or math.inf
+        final: dict = {}
+        try:
+            while self.epoch < train["epochs"] and self.global_step < max_steps:
+                self.sampler.set_epoch(self.epoch, self.epoch_step)
+                self.train_set.set_epoch(self.epoch)
+                bar = tqdm(
+                    self.loader,
+                    total=self.steps_per_epoch - self.epoch_step,
+                    desc=f"epoch {self.epoch + 1}/{train['epochs']}",
+                    unit="batch",
+                    disable=not self.show_progress,
+                )
+                started = time.perf_counter()
+                for batch in bar:
+                    row = self.train_step(batch)
+                    self.epoch_step += 1
+                    self.global_step += 1
+                    rate = self.epoch_step * train["batch_size"] / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{rate:.1f}")
+                    if self.global_step % train["log_every"] == 0 or self.global_step == 1:
+                        log.write(self.global_step, self.epoch, self.optimizer.param_groups[0]["lr"], row)
+                    self.history.append(row)
+                    if train["checkpoint_every"] and self.global_step % train["checkpoint_every"] == 0:
+                        self.save("last.pt")
+                    if self.global_step >= max_steps:
+                        break
+                bar.close()
+                if self.epoch_step < self.steps_per_epoch:  # stopped by max_steps mid-epoch
+                    self.save("last.pt")
+                    break
+                self.epoch += 1
+                self.epoch_step = 0
+                self.scheduler.step()
+                metrics = {}
+                if self.val_set is not None and self.epoch % train["validate_every"] == 0:
+                    metrics = self.validate()
+                    final = metrics
+                    log.validation(self.global_step, self.epoch, metrics)
+                    score = metrics.get("pa_mpjpe_mm")
+                    if score is not None and score < self.best:
+                        self.best = score
+                        self.save("best.pt", metrics)
+                self.save("last.pt", metrics)
+        finally:
+            log.close()
+        return final
+
+
+class _Log:
+    """CSV rows (always) and TensorBoard scalars (when tensorboard is installed)."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.file = self.writer = self.tensorboard = None
+        if not enabled:
+            return
+        path = out / "log.csv"
+        new = not path.exists()
+        self.file = open(path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(["step", "epoch", "lr", "name", "value"])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:  # tensorboard is optional; the CSV has everything
+            self.tensorboard = None
+
+    def write(self, step: int, epoch: int, lr: float, row: dict) -> None:
+        if not self.enabled:
+            return
+        for name, value in row.items():
+            self.writer.writerow([step, epoch, lr, f"train/{name}", value])
+            if self.tensorboard:
+                self.tensorboard.add_scalar(f"train/{name}", value, step)
+        self.file.flush()
+
+    def validation(self, step: int, epoch: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        for name, value in metrics.items():
+            if isinstance(value, int | float) and value is not None:
+                self.writer.writerow([step, epoch, "", f"val/{name}", value])
+                if self.tensorboard:
+                    self.tensorboard.add_scalar(f"val/{name}", value, step)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tensorboard:
+            self.tensorboard.close()
