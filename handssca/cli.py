@@ -320,6 +320,141 @@ def _input_size_of(path: str) -> int | None:
     return json.loads(meta)["input"]["shape"][2] if meta else None
 
 
+def _load_predictor(args: argparse.Namespace):
+    """A HandMeshPredictor from --model (.onnx / .engine) or --checkpoint, with --mano."""
+    from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano
+    from handssca.runtime.onnx_backend import OnnxModelError
+    from handssca.runtime.predictor import HandMeshPredictor, torch_model
+    from handssca.runtime.tensorrt_engine import TensorRTError
+
+    if args.mano == "builtin":
+        from handssca.runtime.builtin_hand import build_builtin_hand
+
+        mano, tips = build_builtin_hand()
+    else:
+        try:
+            mano = load_mano(args.mano)
+        except ManoFileError as exc:
+            raise CommandError(str(exc)) from exc
+        tips = mano.fingertip_ids or FINGERTIP_IDS["smplx"]
+    if bool(args.model) == bool(args.checkpoint):
+        raise CommandError("give exactly one of --model (.onnx or .engine) and --checkpoint")
+    try:
+        if args.checkpoint:
+            _require_torch("--checkpoint")
+            from handssca.training.checkpoint import CheckpointError, model_from_checkpoint
+
+            try:
+                return HandMeshPredictor(torch_model(model_from_checkpoint(args.checkpoint)), mano, tips)
+            except CheckpointError as exc:
+                raise CommandError(str(exc)) from exc
+        return HandMeshPredictor.from_file(args.model, mano, tips, plugin=getattr(args, "plugin", None))
+    except (OnnxModelError, TensorRTError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _parse_box(text: str | None):
+    if text is None:
+        return None
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
+        raise CommandError(f"--box {text}: expected x0,y0,x1,y1 with x0 < x1 and y0 < y1")
+    return box
+
+
+def cmd_webcam(args: argparse.Namespace) -> int:
+    """Hand meshes live from a camera, video, image folder or stream (headless: video + JSON)."""
+    from handssca.runtime.webcam import WebcamError, WebcamOptions, run_webcam
+
+    predictor = _load_predictor(args)
+    source = int(args.source) if args.source.isdigit() else args.source
+    if args.headless and not args.output:
+        raise CommandError("--headless needs -o/--output for the annotated video and JSON")
+    options = WebcamOptions(
+        box=_parse_box(args.box),
+        side=args.side,
+        smooth=not args.no_smooth,
+        headless=args.headless,
+        output=Path(args.output) if args.output else None,
+        save_meshes=args.save_meshes,
+        max_frames=args.max_frames,
+        min_confidence=args.min_confidence,
+    )
+    try:
+        report = run_webcam(predictor, source, options)
+    except WebcamError as exc:
+        raise CommandError(str(exc)) from exc
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
+    print(f"{report.frames} frames at {report.fps:.1f} FPS (median ms: {stages}); dropped {report.dropped}")
+    if report.video:
+        print(f"wrote {report.video} and {report.json_lines}")
+    if report.error:
+        raise CommandError(report.error)
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Images or a folder in; overlays, JSON and meshes out."""
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from handssca.runtime.files import write_atomically
+    from handssca.runtime.mesh_render import mesh_to_obj, render_perspective
+    from handssca.runtime.webcam import IMAGE_SUFFIXES, default_intrinsics, draw_skeleton
+
+    predictor = _load_predictor(args)
+    paths = []
+    for item in args.images:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise CommandError(f"{p}: no such image or folder")
+    if not paths:
+        raise CommandError("no images to run on")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    box, results, unreadable = _parse_box(args.box), [], 0
+    for path in tqdm(paths, desc="inferring", unit="img"):
+        frame = cv2.imread(str(path))
+        if frame is None:
+            unreadable += 1
+            print(f"skipped {path}: not a readable image")
+            continue
+        h, w = frame.shape[:2]
+        hand_box = box or (0, 0, w, h)
+        K = default_intrinsics(w, h)
+        (hand,) = predictor.predict(frame, [hand_box], sides=[args.side], K=K)
+        overlay = frame.copy()
+        faces = predictor.mano.faces if args.side == "right" else predictor.mano.faces[:, ::-1]
+        if hand.translation is not None and hand.translation[2] > 0:
+            render_perspective(overlay, hand.vertices_camera, faces, K, light=(0.3, 0.4, 1.0))
+        draw_skeleton(overlay, hand.keypoints_2d)
+        ok, png = cv2.imencode(".png", np.concatenate([frame, overlay], axis=1))
+        write_atomically(out / f"{path.stem}_overlay.png", png.tobytes())
+        write_atomically(out / f"{path.stem}.obj", mesh_to_obj(hand.vertices, predictor.mano.faces).encode())
+        results.append({"image": str(path), **hand.to_json()})
+    write_atomically(out / "predictions.json", json.dumps(results, indent=1).encode())
+    print(f"wrote overlays, meshes and predictions.json for {len(results)} images to {out}")
+    return 1 if unreadable and not results else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole pipeline on a fresh machine: data, model, export, parity, latency, webcam, report."""
+    _require_torch("demo")
+    from handssca.demo import run_demo
+
+    report = run_demo(Path(args.output), frames=args.frames, seed=args.seed, quick=args.quick)
+    print(f"demo finished: open {report}")
+    return 0
+
+
 def cmd_mano_convert(args: argparse.Namespace) -> int:
     """MANO_RIGHT.pkl / MANO_LEFT.pkl (as downloaded) -> a validated .npz (no torch needed)."""
     from handssca.runtime.mano import ManoFileError, load_mano, save_mano_npz
@@ -522,6 +657,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-o", "--output", default="eval.json", help="results JSON")
     evaluate.add_argument("--submission", help="also write the official pred.json (FreiHAND or HO3D format)")
     evaluate.set_defaults(handler=cmd_eval)
+
+    def model_arguments(p):
+        p.add_argument("--model", help="an exported .onnx (ONNX Runtime) or .engine (TensorRT)")
+        p.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
+        p.add_argument("--mano", default="builtin", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
+        p.add_argument("--plugin", help="TensorRT plugin library (for .engine models)")
+        p.add_argument("--box", help="hand box x0,y0,x1,y1 in pixels (default: webcam centre / whole image)")
+        p.add_argument("--side", choices=["right", "left"], default="right")
+
+    webcam = sub.add_parser("webcam", help="live hand meshes: camera index, video, image folder or stream URL")
+    webcam.add_argument("--source", default="0", help="camera index, video file, image folder or URL (default 0)")
+    model_arguments(webcam)
+    webcam.add_argument("--headless", action="store_true", help="no window: write the video and JSON to -o")
+    webcam.add_argument("-o", "--output", help="folder for annotated.mp4, frames.jsonl, summary.json")
+    webcam.add_argument("--save-meshes", action="store_true", help="also write one .obj per frame")
+    webcam.add_argument("--no-smooth", action="store_true", help="turn the One Euro smoothing off")
+    webcam.add_argument("--max-frames", type=int, default=0)
+    webcam.add_argument(
+        "--min-confidence", type=float, default=0.0, help="re-find the hand when confidence drops below this"
+    )
+    webcam.set_defaults(handler=cmd_webcam)
+
+    infer = sub.add_parser("infer", help="hand meshes for images or folders: overlays, JSON, .obj")
+    infer.add_argument("images", nargs="+", help="image files or folders")
+    model_arguments(infer)
+    infer.add_argument("-o", "--output", default="handssca_infer", help="output folder")
+    infer.set_defaults(handler=cmd_infer)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on this machine, nothing downloaded (a few minutes)")
+    demo.add_argument("-o", "--output", default="handssca_demo", help="output folder (default handssca_demo)")
+    demo.add_argument("--frames", type=int, default=48, help="frames of the synthetic video")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quick", action="store_true", help="fewer timing runs and frames (for tests)")
+    demo.set_defaults(handler=cmd_demo)
 
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
     mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)

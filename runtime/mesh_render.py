@@ -109,3 +109,10 @@ def render_perspective(
         cv2.fillConvexPoly(image, points[faces[fi]], c, lineType=cv2.LINE_AA, shift=4)
         cv2.fillConvexPoly(mask, points[faces[fi]], 1, shift=4)
     return mask.astype(bool)
+
+
+def mesh_to_obj(vertices: np.ndarray, faces: np.ndarray) -> str:
+    """Wavefront OBJ text of a triangle mesh (1-based face indices)."""
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
+    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces)]
+    return "\n".join(lines) + "\n"

@@ -190,3 +190,38 @@ def make_synthetic_dataset(
     }
     write_atomically(root / "synthetic.json", json.dumps(info, indent=2).encode())
     return root
+
+
+def render_sequence(model: ManoModel, fingertip_ids, frames: int, width: int = 320, height: int = 240, seed: int = 0):
+    """A hand turning and closing in front of a fixed background: (frames BGR list, per-frame
+    annotations with K, box, joints and vertices). For the demo's video and webcam tests."""
+    from handssca.runtime.crop import box_from_points
+    from handssca.runtime.hand_conventions import rotation_to_axis_angle
+    from handssca.runtime.mano import rodrigues
+
+    rng = np.random.default_rng(seed)
+    tips = tuple(fingertip_ids)
+    background = _background(rng, max(width, height))[:height, :width]
+    focal = 1.1 * max(width, height)
+    K = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
+    start_fingers, end_fingers = rng.normal(0, 0.15, 45), rng.normal(0, 0.15, 45) + np.tile([0.9, 0, 0], 15)
+    shape = np.clip(rng.normal(0, 0.8, 10), -2, 2)
+    images, annotations = [], []
+    for i in range(frames):
+        t = 0.5 - 0.5 * np.cos(2 * np.pi * i / max(frames, 2))  # there and back
+        pose = np.zeros(48)
+        turn = rodrigues(np.array([0.0, 0.0, 0.6 * (t - 0.5)])) @ rodrigues(np.array([0.0, np.pi, 0.0]))
+        pose[:3] = rotation_to_axis_angle(turn)
+        pose[3:] = (1 - t) * start_fingers + t * end_fingers
+        verts, joints = mano_forward(model, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=tips)
+        trans = np.array([0.04 * np.sin(2 * np.pi * i / max(frames, 2)), 0.0, 0.45]) - joints[0, 9]
+        verts, joints = verts[0] + trans, joints[0] + trans
+        image = background.copy()
+        layer = image.copy()
+        mask = render_perspective(layer, verts, model.faces, K, (150, 170, 215), light=(0.3, 0.4, 1.0))
+        image[mask] = layer[mask]
+        images.append(image)
+        annotations.append(
+            {"K": K, "box": box_from_points(project(joints, K)), "joints": joints, "vertices": verts, "pose": pose}
+        )
+    return images, annotations

@@ -1,0 +1,219 @@
+"""Frames and hand boxes in, hand meshes out, over any backend. No torch (unless the backend is).
+
+``HandMeshPredictor(model)`` takes an ``OnnxModel``, a ``TensorRTModel`` or ``torch_model(net)``
+(anything with ``run(images) -> dict`` and ``metadata``); pre-processing (crop size, colour
+order, mean/std) comes from the model's metadata, not from constants here. All hands of a frame
+go through the engine in one batch. Left hands are mirrored into right hands on the way in and
+back on the way out. MANO runs in numpy unless the engine already contains it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .crop import apply_affine, crop_affine, crop_image, invert_affine, normalise, square_from_box
+from .hand_conventions import mirror_pose
+from .mano import ManoModel, mano_forward
+
+
+@dataclass
+class HandPrediction:
+    box: np.ndarray  # (4,) the hand box used, image pixels
+    side: str  # "right" or "left"
+    keypoints_2d: np.ndarray  # (21, 2) image pixels, FreiHAND joint order
+    joints_3d: np.ndarray  # (21, 3) metres, root-relative (wrist at 0), camera axes
+    vertices: np.ndarray  # (778, 3) metres, root-relative
+    pose: np.ndarray  # (48,) MANO axis-angle of this hand (mean-hand relative)
+    shape: np.ndarray  # (10,)
+    confidence: float  # mean heatmap peak of the 21 joints, 0..1
+    translation: np.ndarray | None = None  # (3,) camera-frame wrist position, metres (given K)
+
+    @property
+    def joints_camera(self) -> np.ndarray | None:
+        return None if self.translation is None else self.joints_3d + self.translation
+
+    @property
+    def vertices_camera(self) -> np.ndarray | None:
+        return None if self.translation is None else self.vertices + self.translation
+
+    def to_json(self) -> dict:
+        out = {
+            "box": self.box.tolist(),
+            "side": self.side,
+            "confidence": round(float(self.confidence), 4),
+            "keypoints_2d": np.round(self.keypoints_2d, 2).tolist(),
+            "joints_3d": np.round(self.joints_3d, 5).tolist(),
+            "pose": np.round(self.pose, 5).tolist(),
+            "shape": np.round(self.shape, 5).tolist(),
+        }
+        if self.translation is not None:
+            out["translation"] = np.round(self.translation, 5).tolist()
+        return out
+
+
+def solve_translation(joints_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The camera-frame translation t with project(joints_3d + t) closest to keypoints_2d
+    (linear least squares in t: each keypoint gives two equations)."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x, y, z = joints_3d.T
+    du, dv = keypoints_2d[:, 0] - cx, keypoints_2d[:, 1] - cy
+    n = len(x)
+    A = np.zeros((2 * n, 3))
+    b = np.zeros(2 * n)
+    A[:n, 0], A[:n, 2], b[:n] = fx, -du, du * z - fx * x
+    A[n:, 1], A[n:, 2], b[n:] = fy, -dv, dv * z - fy * y
+    return np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+class torch_model:  # noqa: N801 - used like a function that returns a backend
+    """A PyTorch HandSSCA network as a predictor backend (metadata as the exporter writes it)."""
+
+    def __init__(self, net):
+        import torch
+
+        from handssca.export.onnx_export import IMAGE_MEAN, IMAGE_STD
+
+        self._torch, self.net = torch, net.eval()
+        size = net.config.input_size
+        self.metadata = {
+            "input": {"shape": ["batch", 3, size, size], "colour_order": "RGB", "mean": IMAGE_MEAN, "std": IMAGE_STD},
+            "mano": {"in_graph": False},
+        }
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        with self._torch.inference_mode():
+            return {k: v.float().numpy() for k, v in self.net(self._torch.from_numpy(images)).items()}
+
+
+class HandMeshPredictor:
+    def __init__(self, model, mano: ManoModel | None = None, fingertip_ids=None):
+        self.model = model
+        meta = getattr(model, "metadata", None) or {}
+        if "input" not in meta:
+            raise ValueError(f"{getattr(model, 'name', model)}: no HandSSCA metadata (export it with handssca export)")
+        self.size = int(meta["input"]["shape"][2])
+        self.rgb = meta["input"].get("colour_order", "RGB") == "RGB"
+        self.mean, self.std = meta["input"]["mean"], meta["input"]["std"]
+        fixed = meta["input"]["shape"][0]
+        self.max_batch = fixed if isinstance(fixed, int) else None
+        self.mano_in_graph = bool(meta.get("mano", {}).get("in_graph"))
+        if not self.mano_in_graph and (mano is None or fingertip_ids is None):
+            raise ValueError("this model outputs MANO parameters only: give the MANO model and its fingertip ids")
+        self.mano, self.tips = mano, tuple(fingertip_ids) if fingertip_ids is not None else None
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path, mano: ManoModel | None = None, fingertip_ids=None, plugin=None):
+        """An .onnx (ONNX Runtime) or .engine (TensorRT) file."""
+        path = Path(path)
+        if path.suffix == ".engine":
+            from .tensorrt_engine import TensorRTModel
+
+            return cls(TensorRTModel(path, plugin=plugin), mano, fingertip_ids)
+        from .onnx_backend import OnnxModel
+
+        return cls(OnnxModel(path), mano, fingertip_ids)
+
+    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.max_batch is None or len(images) == self.max_batch:
+            return self.model.run(images)
+        parts = [self.model.run(images[i : i + 1]) for i in range(len(images))]  # a fixed batch-1 engine
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def predict(self, frame: np.ndarray, boxes, *, colour: str = "bgr", sides=None, K=None) -> list[HandPrediction]:
+        """``frame`` (H, W, 3) uint8 in ``colour`` order; ``boxes`` [(x0, y0, x1, y1), ...];
+        ``sides`` "right"/"left" per box (default right); ``K`` (3, 3) intrinsics for camera-space
+        results."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be an (H, W, 3) uint8 image, got {getattr(frame, 'shape', frame)}")
+        boxes = [np.asarray(b, dtype=np.float64) for b in boxes]
+        if not boxes:
+            return []
+        sides = list(sides) if sides is not None else ["right"] * len(boxes)
+        if len(sides) != len(boxes) or any(s not in ("right", "left") for s in sides):
+            raise ValueError("sides must give 'right' or 'left' for every box")
+        start = time.perf_counter()
+        image = frame[..., ::-1] if (colour == "bgr") == self.rgb else frame
+        affines, crops = [], []
+        for box, side in zip(boxes, sides, strict=True):
+            affine = crop_affine(*square_from_box(box), self.size, mirror=side == "left")
+            affines.append(affine)
+            crops.append(normalise(crop_image(np.ascontiguousarray(image), affine, self.size), self.mean, self.std))
+        batch = np.stack(crops)
+        crop_done = time.perf_counter()
+        outputs = self._run(batch)
+        engine_done = time.perf_counter()
+        if self.mano_in_graph:
+            vertices, joints = outputs["vertices"].astype(np.float64), outputs["joints_3d"].astype(np.float64)
+        else:
+            vertices, joints = mano_forward(
+                self.mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=self.tips
+            )
+        mano_done = time.perf_counter()
+        confidence = outputs["heatmaps"].reshape(len(boxes), outputs["heatmaps"].shape[1], -1).max(-1).mean(-1)
+        results = []
+        for i, (box, side, affine) in enumerate(zip(boxes, sides, affines, strict=True)):
+            keypoints = apply_affine(invert_affine(affine), outputs["joints_2d"][i].astype(np.float64) * self.size)
+            root = joints[i, :1]
+            j3, v3, pose = joints[i] - root, vertices[i] - root, outputs["pose"][i].astype(np.float64)
+            if side == "left":  # the network saw the mirror image: mirror its answer back
+                j3, v3, pose = j3 * [-1, 1, 1], v3 * [-1, 1, 1], mirror_pose(pose)
+            translation = solve_translation(j3, keypoints, np.asarray(K, np.float64)) if K is not None else None
+            results.append(
+                HandPrediction(
+                    box=box,
+                    side=side,
+                    keypoints_2d=keypoints,
+                    joints_3d=j3,
+                    vertices=v3,
+                    pose=pose,
+                    shape=outputs["shape"][i].astype(np.float64),
+                    confidence=float(confidence[i]),
+                    translation=translation,
+                )
+            )
+        self.timings = {
+            "crop_ms": (crop_done - start) * 1e3,
+            "engine_ms": (engine_done - crop_done) * 1e3,
+            "mano_ms": (mano_done - engine_done) * 1e3,
+        }
+        return results
+
+
+@dataclass
+class Tracker:
+    """MediaPipe-style tracking: the next frame's box is the box of this frame's keypoints;
+    it is dropped (and the start box used again) when confidence falls below ``min_confidence``."""
+
+    start_box: np.ndarray | None = None
+    min_confidence: float = 0.0
+    box: np.ndarray | None = field(default=None, init=False)
+    lost: int = field(default=0, init=False)
+
+    def current(self, frame_shape) -> np.ndarray:
+        if self.box is not None:
+            return self.box
+        if self.start_box is not None:
+            return np.asarray(self.start_box, np.float64)
+        h, w = frame_shape[:2]  # no box given: the centred square, for a hand held up to the camera
+        side = 0.6 * min(h, w)
+        return np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
+
+    def update(self, prediction: HandPrediction, frame_shape) -> None:
+        from .crop import box_from_points
+
+        if prediction.confidence < self.min_confidence:
+            self.box, self.lost = None, self.lost + 1
+            return
+        box = box_from_points(prediction.keypoints_2d)
+        h, w = frame_shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = max(box[2] - box[0], box[3] - box[1], 8.0) / 2
+        if not (0 <= cx < w and 0 <= cy < h):
+            self.box, self.lost = None, self.lost + 1
+            return
+        self.box = np.array([cx - half, cy - half, cx + half, cy + half])

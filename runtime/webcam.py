@@ -1,0 +1,311 @@
+"""Real-time hand meshes from a camera, a video, an image folder or a stream URL.
+
+Live sources (a camera index, an rtsp/http URL) are read by a capture thread that keeps only
+the newest frame, so inference never waits on the camera and slow inference drops frames
+instead of queueing them; a stream that stops is reopened with back-off. Files and folders are
+read frame by frame (nothing is dropped). The hand box is the user's, or the centred square, and
+then follows the previous frame's keypoints (``predictor.Tracker``). Keypoints and vertices are
+smoothed with the One Euro filter. Each frame gets the shaded mesh, the skeleton and a HUD with
+FPS and per-stage latency; with ``headless`` the annotated video and one JSON line per frame
+(and optionally .obj meshes) are written instead of a window.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .filters import OneEuroFilter
+from .mesh_render import mesh_to_obj, render_perspective
+from .predictor import HandMeshPredictor, Tracker
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+BONES = [(0, 1), (1, 2), (2, 3), (3, 4)] + [(0, 5 + 4 * f) for f in range(4)]
+BONES += [(5 + 4 * f + i, 6 + 4 * f + i) for f in range(4) for i in range(3)]
+FINGER_COLOURS = [(0, 0, 255), (0, 165, 255), (0, 200, 0), (255, 128, 0), (200, 0, 200)]  # BGR, thumb..pinky
+
+
+class WebcamError(RuntimeError):
+    """The source cannot be opened or read; the message says which and why."""
+
+
+def is_live(source) -> bool:
+    return isinstance(source, int) or (isinstance(source, str) and "://" in source)
+
+
+class FolderSource:
+    """Images of a folder in name order, as frames; unreadable ones are skipped and counted."""
+
+    def __init__(self, folder: Path):
+        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise WebcamError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
+        self.index, self.unreadable, self.fps = 0, 0, 10.0
+
+    def read(self):
+        import cv2
+
+        while self.index < len(self.paths):
+            path = self.paths[self.index]
+            self.index += 1
+            frame = cv2.imread(str(path))
+            if frame is not None:
+                return True, frame
+            self.unreadable += 1
+        return False, None
+
+    def release(self):
+        pass
+
+
+def open_capture(source):
+    """A cv2.VideoCapture (or FolderSource) for a camera index, file, folder or URL."""
+    import cv2
+
+    if isinstance(source, str) and not is_live(source):
+        path = Path(source)
+        if path.is_dir():
+            return FolderSource(path)
+        if not path.is_file():
+            raise WebcamError(f"{path}: no such video file or image folder")
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        what = f"camera {source}" if isinstance(source, int) else str(source)
+        raise WebcamError(f"{what}: OpenCV cannot open it (no device, unsupported format or unreachable stream)")
+    return capture
+
+
+class LatestFrameGrabber:
+    """Reads a live source in a thread; ``latest()`` returns the newest frame not yet returned."""
+
+    def __init__(self, source, opener=open_capture, retries: int = 5, backoff_s: float = 0.5):
+        self.source, self.opener, self.retries, self.backoff_s = source, opener, retries, backoff_s
+        self.capture = opener(source)
+        self.frame, self.frame_id, self.taken_id = None, 0, 0
+        self.dropped = self.reconnects = 0
+        self.failed: str | None = None
+        self._lock = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        failures = 0
+        while not self._stop:
+            ok, frame = self.capture.read()
+            if not ok:
+                failures += 1
+                if failures > self.retries:
+                    with self._lock:
+                        self.failed = f"{self.source}: the stream stopped and {self.retries} reconnects failed"
+                        self._lock.notify_all()
+                    return
+                time.sleep(self.backoff_s * 2 ** (failures - 1))
+                try:
+                    self.capture.release()
+                    self.capture = self.opener(self.source)
+                    self.reconnects += 1
+                except WebcamError:
+                    pass
+                continue
+            failures = 0
+            with self._lock:
+                if self.frame_id > self.taken_id:
+                    self.dropped += 1
+                self.frame, self.frame_id = frame, self.frame_id + 1
+                self._lock.notify_all()
+
+    def latest(self, timeout: float = 5.0):
+        """The newest unseen frame, or None when the source has ended or failed."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self.frame_id > self.taken_id or self.failed, timeout):
+                return None
+            if self.frame_id <= self.taken_id:
+                return None
+            self.taken_id = self.frame_id
+            return self.frame
+
+    def close(self):
+        self._stop = True
+        self._thread.join(timeout=2.0)
+        self.capture.release()
+
+
+def draw_skeleton(image: np.ndarray, keypoints: np.ndarray) -> None:
+    import cv2
+
+    pts = np.round(keypoints * 16).astype(np.int32)
+    for a, b in BONES:
+        finger = 0 if b <= 4 else (b - 5) // 4 + 1
+        cv2.line(image, tuple(pts[a]), tuple(pts[b]), FINGER_COLOURS[finger], 2, cv2.LINE_AA, shift=4)
+    for p in pts:
+        cv2.circle(image, tuple(p), 3 * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
+
+
+def draw_hud(image: np.ndarray, lines: list[str]) -> None:
+    import cv2
+
+    for i, text in enumerate(lines):
+        y = 18 + 18 * i
+        cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def default_intrinsics(width: int, height: int) -> np.ndarray:
+    """A plausible webcam: focal length about the image's longer side, centred principal point."""
+    f = float(max(width, height))
+    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+
+
+@dataclass
+class WebcamOptions:
+    box: tuple | None = None
+    side: str = "right"
+    intrinsics: np.ndarray | None = None
+    smooth: bool = True
+    headless: bool = False
+    output: Path | None = None
+    save_meshes: bool = False
+    max_frames: int = 0
+    show_mesh: bool = True
+    show_skeleton: bool = True
+    min_confidence: float = 0.0
+
+
+@dataclass
+class WebcamReport:
+    frames: int = 0
+    dropped: int = 0
+    unreadable: int = 0
+    reconnects: int = 0
+    tracking_lost: int = 0
+    stage_ms: dict = field(default_factory=dict)  # median per stage
+    fps: float = 0.0
+    video: str | None = None
+    json_lines: str | None = None
+    error: str | None = None
+
+
+def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, opener=open_capture) -> WebcamReport:
+    """Runs until the source ends, ``max_frames``, or 'q' in the window; returns what happened."""
+    import cv2
+
+    report = WebcamReport()
+    live = is_live(source)
+    grabber = LatestFrameGrabber(source, opener) if live else None
+    capture = None if live else opener(source)
+    fps_in = 30.0 if live else float(getattr(capture, "fps", 0) or capture.get(cv2.CAP_PROP_FPS) or 30.0)
+    tracker = Tracker(np.asarray(options.box, np.float64) if options.box else None, options.min_confidence)
+    filters = {"keypoints": OneEuroFilter(1.5, 0.02), "vertices": OneEuroFilter(1.0, 0.5)}
+    writer = lines = None
+    out = Path(options.output) if options.output else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        lines = open(out / "frames.jsonl", "w")
+        report.json_lines = str(out / "frames.jsonl")
+    stages: dict[str, list[float]] = {k: [] for k in ("capture", "crop", "engine", "mano", "render")}
+    faces = predictor.mano.faces if predictor.mano is not None else None
+    show_mesh, show_skeleton, paused = options.show_mesh, options.show_skeleton, False
+    window = not options.headless
+    started = time.perf_counter()
+    try:
+        while not options.max_frames or report.frames < options.max_frames:
+            t0 = time.perf_counter()
+            if live:
+                frame = grabber.latest()
+                if frame is None:
+                    report.error = grabber.failed
+                    break
+            else:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+            t1 = time.perf_counter()
+            height, width = frame.shape[:2]
+            K = options.intrinsics if options.intrinsics is not None else default_intrinsics(width, height)
+            box = tracker.current(frame.shape)
+            (hand,) = predictor.predict(frame, [box], colour="bgr", sides=[options.side], K=K)
+            tracker.update(hand, frame.shape)
+            now = time.perf_counter() - started
+            if options.smooth:
+                hand.keypoints_2d = filters["keypoints"](hand.keypoints_2d, now)
+                hand.vertices = filters["vertices"](hand.vertices, now)
+            t2 = time.perf_counter()
+            annotated = frame.copy()
+            if show_mesh and faces is not None and hand.translation is not None and hand.translation[2] > 0:
+                layer = annotated.copy()
+                mesh_faces = faces if hand.side == "right" else faces[:, ::-1]
+                mask = render_perspective(layer, hand.vertices_camera, mesh_faces, K, light=(0.3, 0.4, 1.0))
+                annotated[mask] = (0.35 * annotated[mask] + 0.65 * layer[mask]).astype(np.uint8)
+            if show_skeleton:
+                draw_skeleton(annotated, hand.keypoints_2d)
+            t3 = time.perf_counter()
+            for name, value in (("capture", (t1 - t0) * 1e3), ("render", (t3 - t2) * 1e3)):
+                stages[name].append(value)
+            for name in ("crop", "engine", "mano"):
+                stages[name].append(predictor.timings[f"{name}_ms"])
+            report.frames += 1
+            fps = report.frames / max(time.perf_counter() - started, 1e-9)
+            draw_hud(
+                annotated,
+                [
+                    f"{fps:.1f} FPS  conf {hand.confidence:.2f}",
+                    "  ".join(f"{k} {stages[k][-1]:.1f}" for k in stages) + " ms",
+                ],
+            )
+            if out is not None:
+                if writer is None:
+                    writer = cv2.VideoWriter(
+                        str(out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (width, height)
+                    )
+                    report.video = str(out / "annotated.mp4")
+                writer.write(annotated)
+                record = {"frame": report.frames - 1, "time_s": round(now, 4), "hands": [hand.to_json()]}
+                record["stage_ms"] = {k: round(v[-1], 2) for k, v in stages.items()}
+                lines.write(json.dumps(record) + "\n")
+                if options.save_meshes:
+                    (out / f"mesh_{report.frames - 1:06d}.obj").write_text(
+                        mesh_to_obj(hand.vertices_camera if hand.translation is not None else hand.vertices, faces)
+                    )
+            if window:
+                try:
+                    cv2.imshow("handssca", annotated)
+                    key = cv2.waitKey(0 if paused else 1) & 0xFF
+                except cv2.error:  # no display: carry on headless
+                    window = False
+                    key = 255
+                if key == ord("q"):
+                    break
+                paused = (not paused) if key == ord(" ") else paused
+                show_mesh = (not show_mesh) if key == ord("m") else show_mesh
+                show_skeleton = (not show_skeleton) if key == ord("s") else show_skeleton
+    finally:
+        if grabber is not None:
+            grabber.close()
+            report.dropped, report.reconnects = grabber.dropped, grabber.reconnects
+        if capture is not None:
+            report.unreadable = getattr(capture, "unreadable", 0)
+            capture.release()
+        if writer is not None:
+            writer.release()
+        if lines is not None:
+            lines.close()
+        if options.headless is False:
+            try:
+                import cv2
+
+                cv2.destroyAllWindows()
+            except Exception:
+                pass
+    report.tracking_lost = tracker.lost
+    report.fps = report.frames / max(time.perf_counter() - started, 1e-9)
+    report.stage_ms = {k: float(np.median(v)) if v else 0.0 for k, v in stages.items()}
+    if out is not None:
+        summary = {k: v for k, v in vars(report).items()}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return report

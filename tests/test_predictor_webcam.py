@@ -1,0 +1,213 @@
+"""The predictor over ONNX Runtime and PyTorch, the webcam pipeline headless, and the demo."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from handssca.cli import main
+from handssca.export import export_onnx
+from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.runtime.crop import apply_affine, crop_affine, invert_affine, square_from_box
+from handssca.runtime.filters import OneEuroFilter
+from handssca.runtime.onnx_backend import OnnxModel
+from handssca.runtime.predictor import HandMeshPredictor, solve_translation, torch_model
+from handssca.runtime.webcam import WebcamError, WebcamOptions, open_capture, run_webcam
+from handssca.training.synthetic import render_sequence
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    net = HandSSCA(HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
+    folder = tmp_path_factory.mktemp("predictor")
+    export_onnx(net, folder / "tiny.onnx", validate=False)
+    mano, tips = build_builtin_hand()
+    images, truth = render_sequence(mano, tips, 10, seed=1)
+    video = folder / "hand.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, images[0].shape[1::-1])
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return net, folder / "tiny.onnx", mano, tips, images, truth, video
+
+
+def test_onnx_and_pytorch_predictors_agree(setup):
+    net, onnx_path, mano, tips, images, truth, _ = setup
+    onnx_predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, tips)
+    torch_predictor = HandMeshPredictor(torch_model(net), mano, tips)
+    boxes = [truth[0]["box"], truth[3]["box"] + [5, -3, 9, 4]]
+    a = onnx_predictor.predict(images[0], boxes, K=truth[0]["K"])
+    b = torch_predictor.predict(images[0], boxes, K=truth[0]["K"])
+    assert len(a) == 2 and set(onnx_predictor.timings) == {"crop_ms", "engine_ms", "mano_ms"}
+    for x, y in zip(a, b, strict=True):
+        assert x.keypoints_2d.shape == (21, 2) and x.vertices.shape == (778, 3)
+        np.testing.assert_allclose(x.keypoints_2d, y.keypoints_2d, atol=1e-3)
+        assert 1e3 * np.abs(x.vertices - y.vertices).max() < 1e-3  # mm
+        np.testing.assert_allclose(x.joints_3d[0], 0, atol=1e-12)  # root-relative
+        assert 0 < x.confidence <= 1 and x.translation.shape == (3,)
+
+
+def test_left_hands_are_mirrored_in_and_out(setup):
+    net, _, mano, tips, images, truth, _ = setup
+    predictor = HandMeshPredictor(torch_model(net), mano, tips)
+    frame, box = images[2], truth[2]["box"]
+    width = frame.shape[1]
+    (right,) = predictor.predict(frame, [box])
+    mirrored_box = np.array([width - 1 - box[2], box[1], width - 1 - box[0], box[3]])
+    (left,) = predictor.predict(np.ascontiguousarray(frame[:, ::-1]), [mirrored_box], sides=["left"])
+    np.testing.assert_allclose(left.keypoints_2d[:, 0], width - 1 - right.keypoints_2d[:, 0], atol=0.05)
+    # The two crops match up to warpAffine's fixed-point rounding.
+    np.testing.assert_allclose(left.vertices * [-1, 1, 1], right.vertices, atol=1e-5)
+    np.testing.assert_allclose(left.pose.reshape(16, 3) * [1, -1, -1], right.pose.reshape(16, 3), atol=1e-4)
+
+
+def test_predictor_rejects_bad_input(setup):
+    net, _, mano, tips, images, _, _ = setup
+    predictor = HandMeshPredictor(torch_model(net), mano, tips)
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict(images[0].astype(np.float32), [(0, 0, 10, 10)])
+    with pytest.raises(ValueError, match="is empty"):
+        predictor.predict(images[0], [(10, 10, 5, 20)])
+    with pytest.raises(ValueError, match="MANO"):
+        HandMeshPredictor(torch_model(net))
+
+
+def test_translation_and_crop_geometry():
+    rng = np.random.default_rng(0)
+    joints = rng.normal(0, 0.04, (21, 3))
+    K = np.array([[500.0, 0, 160], [0, 510, 120], [0, 0, 1]])
+    t = np.array([0.03, -0.02, 0.5])
+    uvw = (joints + t) @ K.T
+    np.testing.assert_allclose(solve_translation(joints, uvw[:, :2] / uvw[:, 2:], K), t, atol=1e-9)
+    cx, cy, side = square_from_box((10, 20, 50, 100))
+    assert (cx, cy, side) == (30, 60, 120)
+    for mirror in (False, True):
+        m = crop_affine(cx, cy, side, 128, rotation_deg=17, mirror=mirror)
+        np.testing.assert_allclose(apply_affine(m, [[cx, cy]]), [[63.5, 63.5]], atol=1e-9)
+        points = rng.uniform(0, 100, (5, 2))
+        np.testing.assert_allclose(apply_affine(invert_affine(m), apply_affine(m, points)), points, atol=1e-9)
+
+
+def test_one_euro_filter_smooths_noise_and_follows_motion():
+    rng = np.random.default_rng(0)
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    noisy = [f(np.array([1.0 + rng.normal(0, 0.1)]), i / 30) for i in range(300)]
+    assert np.std(noisy[50:]) < 0.5 * 0.1
+    f = OneEuroFilter(min_cutoff=1.0, beta=1.0)
+    track = [f(np.array([i / 30.0]), i / 30) for i in range(60)]  # a steady motion: small lag
+    assert abs(track[-1][0] - 59 / 30) < 0.1
+
+
+def test_webcam_headless_on_a_video(setup, tmp_path):
+    net, onnx_path, mano, tips, images, truth, video = setup
+    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, tips)
+    report = run_webcam(
+        predictor,
+        str(video),
+        WebcamOptions(box=tuple(truth[0]["box"]), headless=True, output=tmp_path, save_meshes=True),
+    )
+    assert report.frames == len(images) and report.error is None
+    lines = [json.loads(x) for x in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    assert [x["frame"] for x in lines] == list(range(len(images)))
+    assert set(lines[0]["stage_ms"]) == {"capture", "crop", "engine", "mano", "render"}
+    assert len(lines[0]["hands"][0]["keypoints_2d"]) == 21
+    written = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == len(images)
+    assert len(list(tmp_path.glob("mesh_*.obj"))) == len(images)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] == len(images) and summary["stage_ms"]["engine"] > 0
+
+
+class FailingStream:
+    """A live source that delivers some frames and then stops for good."""
+
+    def __init__(self, frames, fail_after):
+        self.frames, self.fail_after, self.reads = frames, fail_after, 0
+
+    def read(self):
+        self.reads += 1
+        if self.reads > self.fail_after:
+            return False, None
+        return True, self.frames[(self.reads - 1) % len(self.frames)]
+
+    def release(self):
+        pass
+
+
+def test_a_stream_that_fails_mid_way_ends_cleanly(setup, tmp_path):
+    net, onnx_path, mano, tips, images, truth, _ = setup
+    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, tips)
+    opened = []
+
+    def opener(source):
+        if opened:
+            raise WebcamError("reconnect refused")
+        opened.append(FailingStream(images, fail_after=4))
+        return opened[-1]
+
+    import handssca.runtime.webcam as webcam
+
+    grabber_backoff = webcam.LatestFrameGrabber.__init__.__defaults__
+    webcam.LatestFrameGrabber.__init__.__defaults__ = (grabber_backoff[0], 2, 0.01)
+    try:
+        report = run_webcam(
+            predictor, "rtsp://camera.invalid/stream", WebcamOptions(headless=True, output=tmp_path), opener=opener
+        )
+    finally:
+        webcam.LatestFrameGrabber.__init__.__defaults__ = grabber_backoff
+    assert 1 <= report.frames <= 4 and "reconnects failed" in report.error
+    assert len((tmp_path / "frames.jsonl").read_text().splitlines()) == report.frames  # closed, not truncated
+
+
+def test_sources_that_cannot_be_read(tmp_path, setup):
+    with pytest.raises(WebcamError, match="no such video file or image folder"):
+        open_capture(str(tmp_path / "missing.mp4"))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with pytest.raises(WebcamError, match="no images"):
+        open_capture(str(folder))
+    images = setup[4]
+    cv2.imwrite(str(folder / "a.png"), images[0])
+    (folder / "b.png").write_bytes(b"not an image")
+    cv2.imwrite(str(folder / "c.png"), images[1])
+    source = open_capture(str(folder))
+    assert source.read()[0] and source.read()[0] and not source.read()[0] and source.unreadable == 1
+
+
+def test_infer_and_webcam_commands(setup, tmp_path, capsys):
+    _, onnx_path, _, _, images, truth, video = setup
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.jpg"), images[i])
+    assert main(["infer", str(folder), "--model", str(onnx_path), "-o", str(tmp_path / "out")]) == 0
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(predictions) == 2 and (tmp_path / "out" / "0_overlay.png").is_file()
+    box = ",".join(str(v) for v in truth[0]["box"])
+    args = ["webcam", "--source", str(video), "--model", str(onnx_path), "--headless", "-o", str(tmp_path / "w")]
+    assert main([*args, "--box", box, "--max-frames", "3"]) == 0
+    assert "3 frames" in capsys.readouterr().out
+    assert main([*args[:-2], "--box", box]) == 1
+    assert "--headless needs -o" in capsys.readouterr().err
+    assert (
+        main(["webcam", "--source", str(tmp_path / "nope.mp4"), "--model", str(onnx_path), "--headless", "-o", "x"])
+        == 1
+    )
+    assert "no such video file" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path), "--quick"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "PyTorch vs ONNX Runtime" in report and "overlays.png" in report
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["scan_nodes"] == 2 and max(data["parity_max_abs"].values()) < 1e-4
+    assert data["webcam"]["frames"] == 12 and data["predictor_vertex_diff_mm"] < 1e-3
+    for name in ("overlays.png", "hand.obj", "webcam/annotated.mp4", "synthetic_input.mp4"):
+        assert (tmp_path / name).is_file(), name
