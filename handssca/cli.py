@@ -455,6 +455,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Latency and parity of every available backend against PyTorch: table, JSON and plots."""
+    _require_torch("bench")
+    from handssca.bench import format_table, run_bench
+
+    config = None if args.checkpoint else load_model_config(args.config, {"input_size": args.input_size})
+    batches = tuple(int(b) for b in args.batches.split(","))
+    report = run_bench(
+        Path(args.output),
+        model_config=config,
+        checkpoint=args.checkpoint,
+        batches=batches,
+        runs=args.runs,
+        compile_model=args.compile,
+        data_root=args.data,
+        data_samples=args.data_samples,
+    )
+    env = report["environment"]
+    print(
+        f"HandSSCA {report['model']['weights']}, input {report['model']['config']['input_size']}; "
+        f"{env['cpu']}, {env['torch_threads']} threads{', ' + env['gpu'] if env.get('gpu') else ''}"
+    )
+    print(format_table(report))
+    for name, row in report["selective_scan"].items():
+        parts = [f"{k} {v['median_ms']:.1f} ms" for k, v in row.items() if isinstance(v, dict) and "median_ms" in v]
+        print(f"scan {name} {tuple(row['shape'].values())}: " + ", ".join(parts))
+    print(f"wrote {Path(args.output) / 'bench.json'} and {', '.join(report['plots'])}")
+    return 0
+
+
 def cmd_mano_convert(args: argparse.Namespace) -> int:
     """MANO_RIGHT.pkl / MANO_LEFT.pkl (as downloaded) -> a validated .npz (no torch needed)."""
     from handssca.runtime.mano import ManoFileError, load_mano, save_mano_npz
@@ -691,6 +721,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="fewer timing runs and frames (for tests)")
     demo.set_defaults(handler=cmd_demo)
+
+    bench = sub.add_parser("bench", help="latency and parity of every available backend vs PyTorch")
+    bench.add_argument("--checkpoint", help="trained weights (default: the untrained paper model)")
+    bench.add_argument("--config", help="YAML with a 'model:' section (default: the paper model)")
+    bench.add_argument("--input-size", type=int)
+    bench.add_argument("--batches", default="1,2,4,8,16,32", help="batch sweep (comma-separated)")
+    bench.add_argument("--runs", type=int, default=20, help="timed runs at batch 1 (fewer at larger batches)")
+    bench.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
+    bench.add_argument("--data", help="a FreiHAND-layout folder: also compare the official metrics per backend")
+    bench.add_argument("--data-samples", type=int, default=64)
+    bench.add_argument("-o", "--output", default="bench_results", help="folder for bench.json and the plots")
+    bench.set_defaults(handler=cmd_bench)
 
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
     mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)

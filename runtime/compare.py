@@ -73,7 +73,7 @@ def _runner_class():
             import time
 
             start = time.perf_counter()
-            outputs = {k: np.asarray(v) for k, v in self._fn(dict(feed_dict)).items()}
+            outputs = {k: np.ascontiguousarray(v) for k, v in self._fn(dict(feed_dict)).items()}
             self.inference_time = time.perf_counter() - start
             return outputs
 

@@ -1,0 +1,476 @@
+"""``handssca bench``: every available backend against PyTorch, latency and parity, in one table.
+
+Backends are discovered, not assumed: each row is run when its requirements are here and
+listed as skipped with the reason otherwise (no GPU, no TensorRT, no mamba-ssm ...). For each
+backend: model-only latency (warm-up, then timed runs; median, p90, p99, mean, spread) over a
+batch sweep with throughput; end-to-end latency per stage through the predictor (crop, engine,
+MANO); parity against PyTorch fp32 on the same inputs (vertices and joints in mm, 2D keypoints
+in pixels, MANO parameters) through polygraphy; optionally the change in the official metrics
+on a data set. Also a micro-benchmark of the selective scan alone at the model's shapes.
+Writes a JSON with the environment and every raw timing, and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handssca.runtime.files import write_atomically
+
+
+@dataclass
+class Backend:
+    name: str
+    precision: str
+    runner: object | None = None  # .run(images) -> dict of arrays
+    skipped: str | None = None
+    size_mb: float | None = None
+    cuda: bool = False  # time with CUDA events / synchronisation
+    results: dict = field(default_factory=dict)
+
+
+class _TorchRunner:
+    def __init__(self, net, device: str, scan_backend: str | None = None, compiled=None):
+        self.net, self.device, self.scan_backend = net, torch.device(device), scan_backend
+        self.forward = compiled or net
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        from handssca.ops import use_scan_backend
+
+        with torch.inference_mode(), use_scan_backend(self.scan_backend or "auto"):
+            out = self.forward(torch.from_numpy(images).to(self.device))
+            return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def environment() -> dict:
+    import onnxruntime
+
+    env = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+    try:
+        import tensorrt
+
+        env["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        env["tensorrt"] = None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def stats(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+
+    def quantile(q):
+        return float(np.quantile(ordered, q))
+
+    return {
+        "median_ms": statistics.median(ordered),
+        "p90_ms": quantile(0.9),
+        "p99_ms": quantile(0.99),
+        "mean_ms": statistics.fmean(ordered),
+        "stdev_ms": statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
+        "min_ms": ordered[0],
+        "samples_ms": samples,
+    }
+
+
+def time_runner(run: Callable[[], object], warmup: int, runs: int, cuda: bool = False) -> dict:
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(runs):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end))
+        else:
+            start = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - start) * 1e3)
+    return stats(samples)
+
+
+def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=("fp32", "fp16")) -> list[Backend]:
+    """Every backend the bench knows, with a runner or the reason it is skipped here."""
+    from handssca.export import export_onnx
+    from handssca.ops.selective_scan import _mamba_available
+    from handssca.runtime.onnx_backend import OnnxModel
+
+    backends = [Backend("pytorch-cpu", "fp32", _TorchRunner(net, "cpu"))]
+    if compile_model:
+        try:
+            compiled = torch.compile(net)
+            runner = _TorchRunner(net, "cpu", compiled=compiled)
+            size = net.config.input_size
+            runner.run(np.zeros((1, 3, size, size), np.float32))  # compile now, fail here if it cannot
+            backends.append(Backend("pytorch-compile-cpu", "fp32", runner))
+        except Exception as exc:  # inductor failures come in many types
+            backends.append(Backend("pytorch-compile-cpu", "fp32", skipped=f"torch.compile failed: {exc!s:.120}"))
+    else:
+        backends.append(Backend("pytorch-compile-cpu", "fp32", skipped="not requested (--compile)"))
+    cuda = torch.cuda.is_available()
+    no_gpu = "no CUDA GPU on this machine"
+    if cuda:
+        gpu_net = type(net)(net.config).cuda().eval()
+        gpu_net.load_state_dict(net.state_dict())
+        backends.append(
+            Backend("pytorch-cuda-reference-scan", "fp32", _TorchRunner(gpu_net, "cuda", "reference"), cuda=True)
+        )
+        if _mamba_available():
+            backends.append(
+                Backend("pytorch-cuda-mamba-ssm", "fp32", _TorchRunner(gpu_net, "cuda", "mamba-ssm"), cuda=True)
+            )
+        else:
+            backends.append(Backend("pytorch-cuda-mamba-ssm", "fp32", skipped="mamba-ssm is not installed ([cuda])"))
+        backends.append(
+            Backend(
+                "pytorch-cuda-handssca-kernel",
+                "fp32",
+                skipped="our CUDA kernel runs in TensorRT (the tensorrt rows); its torch binding is not built",
+            )
+        )
+    else:
+        for name in ("pytorch-cuda-reference-scan", "pytorch-cuda-mamba-ssm", "pytorch-cuda-handssca-kernel"):
+            backends.append(Backend(name, "fp32", skipped=no_gpu))
+
+    files = {}
+    for variant, kw in (
+        ("custom", {}),
+        ("portable", {"scan": "portable"}),
+        ("fp16", {"precision": "fp16"}),
+    ):
+        if variant == "fp16" and "fp16" not in precisions:
+            continue
+        path = workdir / f"handssca_{variant}.onnx"
+        export_onnx(net, path, validate=False, **kw)
+        files[variant] = path
+    size_mb = {k: p.stat().st_size / 2**20 for k, p in files.items()}
+    backends.append(Backend("onnxruntime-cpu", "fp32", OnnxModel(files["custom"]), size_mb=size_mb["custom"]))
+    backends.append(
+        Backend("onnxruntime-cpu-portable", "fp32", OnnxModel(files["portable"]), size_mb=size_mb["portable"])
+    )
+    if "fp16" in files:
+        backends.append(Backend("onnxruntime-cpu", "fp16", OnnxModel(files["fp16"]), size_mb=size_mb["fp16"]))
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        backends.append(
+            Backend("onnxruntime-cuda", "fp32", OnnxModel(files["custom"], device="cuda"), size_mb=size_mb["custom"])
+        )
+    else:
+        backends.append(Backend("onnxruntime-cuda", "fp32", skipped="onnxruntime has no CUDA provider here"))
+    backends += _tensorrt_backends(files, workdir)
+    return backends
+
+
+def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
+    """TensorRT fp32 and fp16 engines with our plugin, built here when TensorRT, a GPU and the
+    plugin library ($HANDSSCA_TRT_PLUGIN) are all present."""
+    from handssca.runtime.tensorrt_engine import TensorRTError, TensorRTModel, build_engine, import_tensorrt
+
+    rows = []
+    for precision, variant in (("fp32", "custom"), ("fp16", "fp16")):
+        if variant not in files:
+            continue
+        try:
+            import_tensorrt()
+            engine = workdir / f"handssca_{precision}.engine"
+            build_engine(files[variant], engine, min_batch=1, opt_batch=1, max_batch=32)
+            rows.append(Backend("tensorrt", precision, TensorRTModel(engine), size_mb=engine.stat().st_size / 2**20))
+        except TensorRTError as exc:
+            rows.append(Backend("tensorrt", precision, skipped=str(exc).split(": on a machine")[0]))
+    return rows
+
+
+def mesh_outputs(outputs: dict[str, np.ndarray], mano, tips, size: int) -> dict[str, np.ndarray]:
+    """What users compare: vertices and joints (mm), keypoints (pixels), MANO parameters."""
+    from handssca.runtime.mano import mano_forward
+
+    vertices, joints = mano_forward(mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=tips)
+    return {
+        "vertices_mm": 1e3 * vertices,
+        "joints_mm": 1e3 * joints,
+        "keypoints_px": outputs["joints_2d"].astype(np.float64) * size,
+        "pose": outputs["pose"],
+        "shape": outputs["shape"],
+    }
+
+
+def parity(backends: list[Backend], mano, tips, size: int, seed: int = 0) -> dict:
+    from handssca.runtime.compare import compare_backends
+
+    image = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
+    active = {f"{b.name}:{b.precision}": b for b in backends if b.runner is not None}
+    functions = {
+        key: (lambda feed, b=b: mesh_outputs(b.runner.run(feed["image"]), mano, tips, size))
+        for key, b in active.items()
+    }
+    comparison = compare_backends(functions, {"image": image}, reference="pytorch-cpu:fp32", atol=1e-3)
+    return {
+        key: {name: {"max_abs": d.max_abs, "mean_abs": d.mean_abs} for name, d in outputs.items()}
+        for key, outputs in comparison.diffs.items()
+    }
+
+
+def end_to_end(backend: Backend, mano, tips, runs: int) -> dict:
+    """Per-stage medians of the predictor (crop, engine, MANO) on a 640x480 frame with one hand box."""
+    from handssca.runtime.predictor import HandMeshPredictor
+
+    runner = backend.runner
+    if not hasattr(runner, "metadata"):
+        from handssca.runtime.predictor import torch_model
+
+        runner = torch_model(runner.net)
+    predictor = HandMeshPredictor(runner, mano, tips)
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
+    stages: dict[str, list[float]] = {"crop_ms": [], "engine_ms": [], "mano_ms": [], "post_ms": [], "total_ms": []}
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        predictor.predict(frame, [(200, 120, 440, 360)], K=K)
+        total = (time.perf_counter() - start) * 1e3
+        if i == 0:
+            continue  # warm-up
+        for key in ("crop_ms", "engine_ms", "mano_ms"):
+            stages[key].append(predictor.timings[key])
+        stages["post_ms"].append(total - sum(predictor.timings.values()))
+        stages["total_ms"].append(total)
+    return {k: statistics.median(v) for k, v in stages.items()}
+
+
+def scan_microbenchmark(config, runs: int) -> dict:
+    """The two scans at the model's shapes: torch reference, CPU kernel, CUDA kernels when here."""
+    from handssca.ops import selective_scan_ref
+    from handssca.runtime import selective_scan_forward
+
+    s = config.feature_size
+    c = config.fpn_channels
+    shapes = {
+        "spatial": (1, 4 * config.spatial_expand * c, s * s, config.d_state, 4),
+        "channel": (1, 4 * config.channel_expand * s, s * c, config.d_state, 4),
+    }
+    rows = {}
+    rng = np.random.default_rng(0)
+    for name, (b, d, length, n, g) in shapes.items():
+        x = {
+            "u": rng.standard_normal((b, d, length), dtype=np.float32),
+            "delta": rng.standard_normal((b, d, length), dtype=np.float32) * 0.5 - 1,
+            "A": -np.exp(rng.standard_normal((d, n), dtype=np.float32) * 0.5),
+            "B": rng.standard_normal((b, g, n, length), dtype=np.float32),
+            "C": rng.standard_normal((b, g, n, length), dtype=np.float32),
+            "D": rng.standard_normal(d, dtype=np.float32),
+            "delta_bias": rng.standard_normal(d, dtype=np.float32) * 0.3,
+        }
+        t = {k: torch.from_numpy(v) for k, v in x.items()}
+        row = {"shape": {"batch": b, "dim": d, "L": length, "N": n, "G": g}}
+        row["cpu-kernel"] = time_runner(lambda x=x: selective_scan_forward(**x, delta_softplus=True), 1, runs)
+        with torch.inference_mode():
+            row["torch-reference-cpu"] = time_runner(
+                lambda t=t: selective_scan_ref(**t, delta_softplus=True), 0, max(1, runs // 5)
+            )
+        if torch.cuda.is_available():
+            tc = {k: v.cuda() for k, v in t.items()}
+            with torch.inference_mode():
+                row["torch-reference-cuda"] = time_runner(
+                    lambda tc=tc: selective_scan_ref(**tc, delta_softplus=True), 1, runs, cuda=True
+                )
+        else:
+            row["torch-reference-cuda"] = {"skipped": "no CUDA GPU on this machine"}
+            row["mamba-ssm-cuda"] = {"skipped": "no CUDA GPU on this machine"}
+            row["handssca-cuda-kernel"] = {"skipped": "no CUDA GPU on this machine"}
+        rows[name] = row
+    return rows
+
+
+def _plots(report: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["backends"] if r.get("latency")]
+    written = []
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(rows)))
+    labels = [f"{r['backend']} ({r['precision']})" for r in rows]
+    b1 = [r["latency"]["1"]["median_ms"] for r in rows]
+    spread = [r["latency"]["1"]["p90_ms"] - r["latency"]["1"]["median_ms"] for r in rows]
+    ax.barh(labels, b1, xerr=[np.zeros(len(spread)), spread], color="#4878a8")
+    ax.invert_yaxis()
+    ax.set_xlabel("latency at batch 1, ms (median, bar to p90)")
+    ax.set_title(f"HandSSCA latency, {report['environment']['cpu']}")
+    fig.tight_layout()
+    path = out / "latency_by_backend.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(str(path))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r, label in zip(rows, labels, strict=True):
+        batches = sorted(int(k) for k in r["latency"])
+        ax.plot(batches, [r["latency"][str(b)]["throughput_img_s"] for b in batches], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch")
+    ax.set_ylabel("images / s")
+    ax.set_title("throughput by batch")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "throughput_by_batch.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(str(path))
+    return written
+
+
+def format_table(report: dict) -> str:
+    header = (
+        f"{'backend':<30}{'precision':<10}{'size MB':>9}{'b1 ms':>9}{'p90 ms':>9}{'best img/s':>11}"
+        f"{'speed-up':>10}{'vertex mm':>11}{'keypt px':>10}  status"
+    )
+    lines = [header, "-" * len(header)]
+    for r in report["backends"]:
+        if r.get("skipped"):
+            lines.append(
+                f"{r['backend']:<30}{r['precision']:<10}{'':>9}{'':>9}{'':>9}{'':>11}{'':>10}{'':>11}{'':>10}  "
+                f"skipped: {r['skipped']}"
+            )
+            continue
+        b1 = r["latency"]["1"]
+        best = max(v["throughput_img_s"] for v in r["latency"].values())
+        size = f"{r['size_mb']:.1f}" if r.get("size_mb") else "-"
+        diff = r.get("parity") or {}
+        vertex = f"{diff['vertices_mm']['max_abs']:.1e}" if "vertices_mm" in diff else "ref"
+        keypoint = f"{diff['keypoints_px']['max_abs']:.1e}" if "keypoints_px" in diff else "ref"
+        lines.append(
+            f"{r['backend']:<30}{r['precision']:<10}{size:>9}{b1['median_ms']:>9.1f}{b1['p90_ms']:>9.1f}{best:>11.1f}"
+            f"{r['speedup_vs_pytorch']:>9.2f}x{vertex:>11}{keypoint:>10}  ok"
+        )
+    lines += ["", f"{'end to end (640x480 frame, 1 hand)':<40}" + "".join(f"{k:>10}" for k in STAGES)]
+    for r in report["backends"]:
+        if not r.get("skipped"):
+            stages = r["end_to_end_ms"]
+            lines.append(f"{r['backend'] + ' ' + r['precision']:<40}" + "".join(f"{stages[k]:>10.1f}" for k in STAGES))
+    return "\n".join(lines)
+
+
+STAGES = ("crop_ms", "engine_ms", "mano_ms", "post_ms", "total_ms")
+
+
+def run_bench(
+    out: Path,
+    *,
+    model_config=None,
+    checkpoint: str | None = None,
+    batches=(1, 2, 4, 8, 16, 32),
+    runs: int = 20,
+    warmup: int = 2,
+    compile_model: bool = True,
+    data_root: str | None = None,
+    data_samples: int = 64,
+    scan_runs: int = 10,
+    show_progress: bool = True,
+) -> dict:
+    from tqdm import tqdm
+
+    from handssca.models import HandSSCA, HandSSCAConfig
+    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+
+    out.mkdir(parents=True, exist_ok=True)
+    if checkpoint:
+        from handssca.training.checkpoint import model_from_checkpoint
+
+        net, weights = model_from_checkpoint(checkpoint), f"checkpoint {Path(checkpoint).name}"
+    else:
+        torch.manual_seed(0)
+        net, weights = HandSSCA(model_config or HandSSCAConfig()).eval(), "untrained (seed 0)"
+    mano, tips = build_builtin_hand()
+    size = net.config.input_size
+    report = {
+        "environment": environment(),
+        "model": {"config": net.config.to_dict(), "weights": weights, "mano": STAND_IN_NOTE},
+        "settings": {"batches": list(batches), "runs": runs, "warmup": warmup},
+        "backends": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = discover(net, Path(tmp), mano, tips, compile_model=compile_model)
+        active = [b for b in backends if b.runner is not None]
+        progress = tqdm(total=len(active) * len(batches), desc="timing", unit="run", disable=not show_progress)
+        for backend in active:
+            backend.results["latency"] = {}
+            for batch in batches:
+                images = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+                timing = time_runner(
+                    lambda b=backend, x=images: b.runner.run(x), warmup, max(3, runs // batch), cuda=backend.cuda
+                )
+                timing["throughput_img_s"] = 1e3 * batch / timing["median_ms"]
+                backend.results["latency"][str(batch)] = timing
+                progress.update(1)
+            backend.results["end_to_end_ms"] = end_to_end(backend, mano, tips, max(3, runs // 2))
+        progress.close()
+        diffs = parity(backends, mano, tips, size)
+        metrics = None
+        if data_root:
+            metrics = _dataset_metrics(active, data_root, mano, tips, size, data_samples)
+        base = next(b for b in backends if b.name == "pytorch-cpu").results["latency"]["1"]["median_ms"]
+        for b in backends:
+            row = {"backend": b.name, "precision": b.precision, "size_mb": b.size_mb}
+            if b.skipped:
+                row["skipped"] = b.skipped
+            else:
+                row.update(b.results)
+                row["speedup_vs_pytorch"] = base / b.results["latency"]["1"]["median_ms"]
+                row["parity"] = diffs.get(f"{b.name}:{b.precision}")
+                if metrics:
+                    row["dataset_metrics"] = metrics.get(f"{b.name}:{b.precision}")
+            report["backends"].append(row)
+    report["selective_scan"] = scan_microbenchmark(net.config, scan_runs)
+    report["plots"] = _plots(report, out)
+    write_atomically(out / "bench.json", json.dumps(report, indent=2, default=float).encode())
+    return report
+
+
+def _dataset_metrics(backends: list[Backend], root: str, mano, tips, size: int, samples: int) -> dict:
+    from handssca.training.datasets import FreiHAND
+    from handssca.training.evaluate import evaluate, mesh_from_outputs
+    from handssca.training.samples import HandCrops
+
+    crops = HandCrops(FreiHAND(root, "evaluation"), size=size, augment=None)
+    functions = {
+        f"{b.name}:{b.precision}": (lambda x, b=b: mesh_from_outputs(b.runner.run(x), mano, tips)) for b in backends
+    }
+    results = evaluate(functions, crops, limit=samples, progress=False)
+    results.pop("_predictions")
+    return results

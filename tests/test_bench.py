@@ -1,0 +1,54 @@
+"""The benchmark harness on a tiny model: every backend is timed or skipped with a reason."""
+
+from __future__ import annotations
+
+import json
+
+from handssca.bench import STAGES, format_table, run_bench
+from handssca.models import HandSSCAConfig
+
+TINY = HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+
+
+def test_bench_report_is_complete_and_consistent(tmp_path):
+    report = run_bench(
+        tmp_path, model_config=TINY, batches=(1, 2), runs=3, compile_model=False, scan_runs=2, show_progress=False
+    )
+    on_disk = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["backend"] for r in on_disk["backends"]] == [r["backend"] for r in report["backends"]]
+    names = {(r["backend"], r["precision"]) for r in report["backends"]}
+    expected = {
+        ("pytorch-cpu", "fp32"),
+        ("pytorch-compile-cpu", "fp32"),
+        ("pytorch-cuda-reference-scan", "fp32"),
+        ("pytorch-cuda-mamba-ssm", "fp32"),
+        ("onnxruntime-cpu", "fp32"),
+        ("onnxruntime-cpu-portable", "fp32"),
+        ("onnxruntime-cpu", "fp16"),
+        ("onnxruntime-cuda", "fp32"),
+        ("tensorrt", "fp32"),
+        ("tensorrt", "fp16"),
+    }
+    assert expected <= names
+    for row in report["backends"]:
+        if row.get("skipped"):
+            assert isinstance(row["skipped"], str) and row["skipped"] and "latency" not in row
+            continue
+        assert set(row["latency"]) == {"1", "2"}
+        for timing in row["latency"].values():
+            assert timing["median_ms"] > 0 and timing["p90_ms"] >= timing["median_ms"] >= timing["min_ms"]
+            assert len(timing["samples_ms"]) >= 3 and timing["throughput_img_s"] > 0
+        assert set(row["end_to_end_ms"]) == set(STAGES) and row["end_to_end_ms"]["total_ms"] > 0
+        if row["backend"] == "pytorch-cpu":
+            assert row["speedup_vs_pytorch"] == 1.0 and row["parity"] is None
+        else:
+            parity = row["parity"]
+            assert set(parity) == {"vertices_mm", "joints_mm", "keypoints_px", "pose", "shape"}
+            limit = 1e-3 if row["precision"] == "fp32" else 1.0  # mm; fp16 is only reported
+            assert parity["vertices_mm"]["max_abs"] < limit, row["backend"]
+    assert {"spatial", "channel"} == set(report["selective_scan"])
+    assert report["selective_scan"]["spatial"]["cpu-kernel"]["median_ms"] > 0
+    assert all((tmp_path / p).is_file() for p in ("latency_by_backend.png", "throughput_by_batch.png"))
+    table = format_table(report)
+    assert "skipped: no CUDA GPU" in table or "pytorch-cuda-reference-scan" in table
+    assert table.count("\n") >= len(report["backends"]) + 2 and "end to end" in table
