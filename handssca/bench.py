@@ -43,7 +43,7 @@ class Backend:
 class _TorchRunner:
     def __init__(self, net, device: str, scan_backend: str | None = None, compiled=None):
         self.net, self.device, self.scan_backend = net, torch.device(device), scan_backend
-        self.forward = compiled or net
+        self.forward = compiled if compiled is not None else net
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         from handssca.ops import use_scan_backend
