@@ -27,17 +27,12 @@ def load_model_config(path: str | None, overrides: dict):
 
     values: dict = {}
     if path:
-        import yaml
+        from handssca.training.config import ConfigError, read_yaml_mapping
 
-        p = Path(path)
-        if not p.is_file():
-            raise CommandError(f"{p}: config file not found")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise CommandError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(data, dict):
-            raise CommandError(f"{p}: expected a mapping at the top level")
+            data = read_yaml_mapping(path)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from exc
         values = dict(data.get("model", data))
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
@@ -132,18 +127,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"exporting the {weights} network: pass --checkpoint for trained weights")
     mano, tips = None, None
     if args.with_mano:
-        from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
-        from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano
+        from handssca.runtime.builtin_hand import load_hand_model
+        from handssca.runtime.mano import ManoFileError
 
-        if args.with_mano == "builtin":
-            mano, tips = build_builtin_hand()
-            print(f"MANO in the graph: {STAND_IN_NOTE} (pass --with-mano PATH for the real model)")
-        else:
-            try:
-                mano = load_mano(args.with_mano)
-            except ManoFileError as exc:
-                raise CommandError(str(exc)) from exc
-            tips = mano.fingertip_ids or FINGERTIP_IDS[args.fingertips]
+        try:
+            mano, tips, label = load_hand_model(args.with_mano, args.fingertips)
+        except ManoFileError as exc:
+            raise CommandError(str(exc)) from exc
+        print(
+            f"MANO in the graph: {label}"
+            + (" (pass --with-mano PATH for the real model)" if args.with_mano == "builtin" else "")
+        )
     try:
         result = export_onnx(
             model,
@@ -193,18 +187,14 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     """Renders a synthetic hand data set in FreiHAND's layout (the built-in hand unless --mano)."""
-    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
-    from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano
+    from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.mano import ManoFileError
     from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
-    if args.mano:
-        try:
-            model = load_mano(args.mano)
-        except ManoFileError as exc:
-            raise CommandError(str(exc)) from exc
-        tips, label = model.fingertip_ids or FINGERTIP_IDS[args.fingertips], Path(args.mano).name
-    else:
-        (model, tips), label = build_builtin_hand(), STAND_IN_NOTE
+    try:
+        model, tips, label = load_hand_model(args.mano, args.fingertips)
+    except ManoFileError as exc:
+        raise CommandError(str(exc)) from exc
     if args.train < 1 or args.evaluation < 0:
         raise CommandError("--train must be at least 1 and --evaluation at least 0")
     options = SynthOptions(
@@ -322,21 +312,16 @@ def _input_size_of(path: str) -> int | None:
 
 def _load_predictor(args: argparse.Namespace):
     """A HandMeshPredictor from --model (.onnx / .engine) or --checkpoint, with --mano."""
-    from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano
+    from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.mano import ManoFileError
     from handssca.runtime.onnx_backend import OnnxModelError
     from handssca.runtime.predictor import HandMeshPredictor, torch_model
     from handssca.runtime.tensorrt_engine import TensorRTError
 
-    if args.mano == "builtin":
-        from handssca.runtime.builtin_hand import build_builtin_hand
-
-        mano, tips = build_builtin_hand()
-    else:
-        try:
-            mano = load_mano(args.mano)
-        except ManoFileError as exc:
-            raise CommandError(str(exc)) from exc
-        tips = mano.fingertip_ids or FINGERTIP_IDS["smplx"]
+    try:
+        mano, tips, _ = load_hand_model(args.mano)
+    except ManoFileError as exc:
+        raise CommandError(str(exc)) from exc
     if bool(args.model) == bool(args.checkpoint):
         raise CommandError("give exactly one of --model (.onnx or .engine) and --checkpoint")
     try:
@@ -517,20 +502,15 @@ def cmd_mano_render(args: argparse.Namespace) -> int:
     """A picture of a MANO model (the built-in stand-in unless --mano) in a few poses."""
     import numpy as np
 
-    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+    from handssca.runtime.builtin_hand import load_hand_model
     from handssca.runtime.files import write_atomically
-    from handssca.runtime.mano import FINGERTIP_IDS, ManoFileError, load_mano, mano_forward
+    from handssca.runtime.mano import ManoFileError, mano_forward
     from handssca.runtime.mesh_render import look_at_rotation, render_orthographic
 
-    if args.mano:
-        try:
-            model = load_mano(args.mano)
-            tips = model.fingertip_ids or FINGERTIP_IDS[args.fingertips]
-            label = model.note or Path(args.mano).name
-        except ManoFileError as exc:
-            raise CommandError(str(exc)) from exc
-    else:
-        (model, tips), label = build_builtin_hand(), STAND_IN_NOTE
+    try:
+        model, tips, label = load_hand_model(args.mano, args.fingertips)
+    except ManoFileError as exc:
+        raise CommandError(str(exc)) from exc
     rng = np.random.default_rng(args.seed)
     fist = np.zeros(48)
     fist[3:] = np.tile([1.1, 0.0, 0.0], 15)

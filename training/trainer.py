@@ -42,17 +42,12 @@ class TrainingError(RuntimeError):
 
 def load_mano_model(config: dict):
     """(ManoModel, fingertip ids, description) from the run's ``mano`` section."""
-    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
-    from handssca.runtime.mano import FINGERTIP_IDS, load_mano
+    from handssca.runtime.builtin_hand import load_hand_model
 
     source = config["mano"]["model"]
     if not source:
         raise TrainingError("mano.model is not set: give the MANO_RIGHT.pkl (or 'builtin' for the stand-in hand)")
-    if source == "builtin":
-        model, tips = build_builtin_hand()
-        return model, tips, STAND_IN_NOTE
-    model = load_mano(source)
-    return model, model.fingertip_ids or FINGERTIP_IDS[config["mano"]["fingertips"]], Path(source).name
+    return load_hand_model(source, config["mano"]["fingertips"])
 
 
 def mano_layer(model, tips) -> MANOLayer:
