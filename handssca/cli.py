@@ -12,6 +12,17 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
 
 
+def _hand_model(source, fingertips: str = "smplx"):
+    """(model, fingertip ids, label) for --mano PATH or the built-in hand; one-line errors."""
+    from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.mano import ManoFileError
+
+    try:
+        return load_hand_model(source, fingertips)
+    except ManoFileError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 def _require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -127,13 +138,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"exporting the {weights} network: pass --checkpoint for trained weights")
     mano, tips = None, None
     if args.with_mano:
-        from handssca.runtime.builtin_hand import load_hand_model
-        from handssca.runtime.mano import ManoFileError
-
-        try:
-            mano, tips, label = load_hand_model(args.with_mano, args.fingertips)
-        except ManoFileError as exc:
-            raise CommandError(str(exc)) from exc
+        mano, tips, label = _hand_model(args.with_mano, args.fingertips)
         print(
             f"MANO in the graph: {label}"
             + (" (pass --with-mano PATH for the real model)" if args.with_mano == "builtin" else "")
@@ -187,14 +192,9 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     """Renders a synthetic hand data set in FreiHAND's layout (the built-in hand unless --mano)."""
-    from handssca.runtime.builtin_hand import load_hand_model
-    from handssca.runtime.mano import ManoFileError
     from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
-    try:
-        model, tips, label = load_hand_model(args.mano, args.fingertips)
-    except ManoFileError as exc:
-        raise CommandError(str(exc)) from exc
+    model, tips, label = _hand_model(args.mano, args.fingertips)
     if args.train < 1 or args.evaluation < 0:
         raise CommandError("--train must be at least 1 and --evaluation at least 0")
     options = SynthOptions(
@@ -312,16 +312,11 @@ def _input_size_of(path: str) -> int | None:
 
 def _load_predictor(args: argparse.Namespace):
     """A HandMeshPredictor from --model (.onnx / .engine) or --checkpoint, with --mano."""
-    from handssca.runtime.builtin_hand import load_hand_model
-    from handssca.runtime.mano import ManoFileError
     from handssca.runtime.onnx_backend import OnnxModelError
     from handssca.runtime.predictor import HandMeshPredictor, torch_model
     from handssca.runtime.tensorrt_engine import TensorRTError
 
-    try:
-        mano, tips, _ = load_hand_model(args.mano)
-    except ManoFileError as exc:
-        raise CommandError(str(exc)) from exc
+    mano, tips, _ = _hand_model(args.mano)
     if bool(args.model) == bool(args.checkpoint):
         raise CommandError("give exactly one of --model (.onnx or .engine) and --checkpoint")
     try:
@@ -502,15 +497,11 @@ def cmd_mano_render(args: argparse.Namespace) -> int:
     """A picture of a MANO model (the built-in stand-in unless --mano) in a few poses."""
     import numpy as np
 
-    from handssca.runtime.builtin_hand import load_hand_model
     from handssca.runtime.files import write_atomically
-    from handssca.runtime.mano import ManoFileError, mano_forward
+    from handssca.runtime.mano import mano_forward
     from handssca.runtime.mesh_render import look_at_rotation, render_orthographic
 
-    try:
-        model, tips, label = load_hand_model(args.mano, args.fingertips)
-    except ManoFileError as exc:
-        raise CommandError(str(exc)) from exc
+    model, tips, label = _hand_model(args.mano, args.fingertips)
     rng = np.random.default_rng(args.seed)
     fist = np.zeros(48)
     fist[3:] = np.tile([1.1, 0.0, 0.0], 15)

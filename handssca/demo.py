@@ -10,7 +10,6 @@ and report.md.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +35,11 @@ def _model():
     )
 
 
-def _median_ms(fn, runs: int) -> float:
-    fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(samples))
-
-
 def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) -> Path:
     import cv2
     import torch
 
+    from handssca.bench import time_runner
     from handssca.export import export_onnx
     from handssca.export.onnx_export import pytorch_backend
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
@@ -100,8 +90,8 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
             net(tensor)
 
     latency = {
-        "pytorch": _median_ms(torch_call, runs),
-        "onnxruntime": _median_ms(lambda: onnx_model.run(feed["image"]), runs),
+        "pytorch": time_runner(torch_call, 1, runs)["median_ms"],
+        "onnxruntime": time_runner(lambda: onnx_model.run(feed["image"]), 1, runs)["median_ms"],
     }
 
     print("[6/6] webcam pipeline, headless, on the synthetic video; overlays of test frames")
