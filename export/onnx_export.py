@@ -20,6 +20,7 @@ from handssca import __version__
 from handssca.models import HandSSCA
 from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
+from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
 from handssca.runtime.files import write_atomically
 from handssca.runtime.mano import ManoModel
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
@@ -44,8 +45,6 @@ OUTPUTS = {
 JOINT_ORDER = ["wrist"] + [
     f"{finger}_{i}" for finger in ("thumb", "index", "middle", "ring", "pinky") for i in range(1, 5)
 ]
-IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0..1 pixel values
-IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 MANO_OUTPUTS = {

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 BOX_EXPAND = 1.5  # crop side / hand box's longer edge, as HandOccNet's training crops
+IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0..1 pixel values
+IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 def square_from_box(box, expand: float = BOX_EXPAND) -> tuple[float, float, float]:

@@ -188,11 +188,25 @@ def _plain(value, key: str):
     return value
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle names a global outside the allowed numpy/container set: it was not loaded."""
+
+
+def safe_unpickle(data: bytes):
+    """Loads a pickle of numpy arrays and plain containers (as the MANO and HO3D files are);
+    any other global raises UnsafePickleError before anything runs. Python 2 pickles read
+    as latin-1."""
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _RefusedGlobal as exc:
+        raise UnsafePickleError(str(exc)) from exc
+
+
 def _read_pickle(path: Path) -> dict:
     data = path.read_bytes()
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except _RefusedGlobal as exc:
+        obj = safe_unpickle(data)
+    except UnsafePickleError as exc:
         raise ManoFileError(f"{path}: unsafe pickle, not loaded ({exc})") from exc
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise ManoFileError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc

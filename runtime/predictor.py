@@ -75,7 +75,7 @@ class torch_model:  # noqa: N801 - used like a function that returns a backend
     def __init__(self, net):
         import torch
 
-        from handssca.export.onnx_export import IMAGE_MEAN, IMAGE_STD
+        from .crop import IMAGE_MEAN, IMAGE_STD
 
         self._torch, self.net = torch, net.eval()
         size = net.config.input_size

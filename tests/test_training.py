@@ -1,0 +1,114 @@
+"""Training on a generated synthetic set: the loss falls, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from handssca.cli import main
+from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.training.checkpoint import load_checkpoint
+from handssca.training.config import load_config
+from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
+from handssca.training.trainer import Trainer, TrainingError
+
+TINY_MODEL = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    mano, tips = build_builtin_hand()
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_dataset(root, mano, tips, SynthOptions(train=8, evaluation=4, seed=1), show_progress=False)
+    return root
+
+
+def config_for(root, out, *extra):
+    overrides = [
+        f"data.root={root}",
+        "mano.model=builtin",
+        "train.batch_size=4",
+        "train.lr=0.001",
+        "train.log_every=1",
+        "train.checkpoint_every=0",
+        f"train.out={out}",
+        "data.occluders=0.0",
+        *TINY_MODEL,
+        *extra,
+    ]
+    return load_config(None, overrides)
+
+
+def test_the_loss_falls_on_synthetic_data(synthetic_root, tmp_path):
+    torch.set_num_threads(2)
+    trainer = Trainer(config_for(synthetic_root, tmp_path, "train.epochs=4", "train.max_steps=30"), show_progress=False)
+    trainer.fit()
+    losses = [row["loss"] for row in trainer.history]
+    assert len(losses) == 30
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    print(f"loss: first 5 steps {first:.4g}, last 5 steps {last:.4g}")
+    assert last < 0.7 * first
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "log.csv").is_file()
+    assert (tmp_path / "best.pt").is_file()  # validation ran at the epoch ends
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["metrics"]["pa_mpjpe_mm"] > 0 and best["training"]["config"]["train"]["lr"] == 0.001
+
+
+def test_resume_continues_exactly(synthetic_root, tmp_path):
+    torch.set_num_threads(1)
+    straight = Trainer(
+        config_for(synthetic_root, tmp_path / "a", "train.epochs=2", "train.max_steps=12"), show_progress=False
+    )
+    straight.fit()
+    first = Trainer(
+        config_for(synthetic_root, tmp_path / "b", "train.epochs=2", "train.max_steps=5"), show_progress=False
+    )
+    first.fit()
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert state["step"] == 5 and state["epoch"] == 0 and state["training"]["epoch_step"] == 5
+    resumed = Trainer(
+        config_for(synthetic_root, tmp_path / "b", "train.epochs=2", "train.max_steps=12"),
+        resume=tmp_path / "b" / "last.pt",
+        show_progress=False,
+    )
+    resumed.fit()
+    assert resumed.global_step == straight.global_step == 12
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    torch.set_num_threads(2)
+
+
+def test_train_and_eval_commands(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--set", f"data.root={synthetic_root}", "--set", "mano.model=builtin", "--set", f"train.out={out}"]
+    args += ["--set", "train.batch_size=4", "--set", "train.epochs=1", "--set", "train.max_steps=2"]
+    for item in TINY_MODEL:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert "checkpoints in" in capsys.readouterr().out
+    assert main([*args, "--auto-resume"]) == 0  # continues from last.pt (already done: no more steps)
+    result = tmp_path / "eval.json"
+    export = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(out / "last.pt"), "-o", str(export)]) == 0
+    args = ["eval", "--root", str(synthetic_root), "--checkpoint", str(out / "last.pt"), "--onnx", str(export)]
+    assert main([*args, "-o", str(result), "--submission", str(tmp_path / "pred.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "pytorch" in printed and "onnxruntime" in printed
+    results = json.loads(result.read_text())["results"]
+    torch_row, onnx_row = results["pytorch"], results["onnxruntime:m.onnx"]
+    assert torch_row["count"] == 4 and abs(torch_row["pa_mpjpe_mm"] - onnx_row["pa_mpjpe_mm"]) < 1e-3
+    assert (tmp_path / "pred.json").is_file()
+
+
+def test_training_errors_are_clear(synthetic_root, tmp_path, capsys):
+    with pytest.raises(TrainingError, match="data.root is not set"):
+        Trainer(load_config(None, ["mano.model=builtin", *TINY_MODEL]), show_progress=False)
+    with pytest.raises(TrainingError, match="mano.model is not set"):
+        Trainer(load_config(None, [f"data.root={synthetic_root}", "mano.model=null"]), show_progress=False)
+    assert main(["train", "--set", "train.epoch=3"]) == 1
+    assert "unknown key 'epoch'" in capsys.readouterr().err
+    assert main(["train", "--set", f"data.root={tmp_path / 'nothing'}", "--set", "mano.model=builtin"]) == 1
+    assert "nothing" in capsys.readouterr().err

@@ -1,0 +1,154 @@
+"""HandRecords -> training samples: a square crop around the hand, augmented, with labels in it.
+
+The crop geometry is the runtime's (``handssca.runtime.crop``), so the predictor sees what
+training saw. Augmentation follows HandOccNet's: scale x(1 + 0.25 clip(N, -1, 1)), rotation
+30 clip(N, -2, 2) degrees with probability 0.6, per-channel colour x U(0.8, 1.2); plus a
+translation jitter of up to 5% of the crop and, optionally, synthetic occluders. Rotating the
+crop by theta is rotating the camera about its optical axis, so 3D labels and the MANO global
+rotation turn with it, and the crop's intrinsics are built so the 3D joints project exactly
+onto the 2D labels. Randomness is a function of (seed, epoch, index): the same whatever the
+worker or the resume point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from handssca.runtime.crop import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    apply_affine,
+    box_from_points,
+    crop_affine,
+    crop_image,
+    normalise,
+    square_from_box,
+)
+from handssca.runtime.hand_conventions import rotation_to_axis_angle
+from handssca.runtime.mano import rodrigues
+from handssca.runtime.mesh_render import project
+
+from .datasets import DatasetError, HandRecord
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    scale: float = 0.25
+    rotation_deg: float = 30.0
+    rotation_probability: float = 0.6
+    translation: float = 0.05  # of the crop side
+    colour: float = 0.2
+    occluders: float = 0.0  # probability of pasting 1-3 random shapes over the hand
+
+
+def _occlude(image: np.ndarray, rng, keypoints: np.ndarray) -> None:
+    import cv2
+
+    centre = keypoints.mean(axis=0)
+    radius = max(float(np.linalg.norm(keypoints.max(0) - keypoints.min(0))) / 2, 4.0)
+    for _ in range(rng.integers(1, 4)):
+        c = centre + rng.normal(0, radius * 0.5, 2)
+        n = int(rng.integers(3, 8))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = radius * rng.uniform(0.15, 0.5) * rng.uniform(0.6, 1.0, n)
+        polygon = np.stack([c[0] + radii * np.cos(angles), c[1] + radii * np.sin(angles)], 1)
+        colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+        cv2.fillPoly(image, [np.round(polygon * 16).astype(np.int32)], colour, cv2.LINE_AA, shift=4)
+
+
+class HandCrops:
+    """``HandCrops(records, size, augment, seed)[i]`` -> dict of numpy arrays (see the keys below)."""
+
+    def __init__(
+        self, records, size: int = 256, augment: Augmentation | None = None, seed: int = 0, max_bad_fraction=0.01
+    ):
+        self.records, self.size, self.augment, self.seed = records, size, augment, seed
+        self.max_bad_fraction = max_bad_fraction
+        self.epoch = 0
+        self.bad_images = self.unannotated = self.seen = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        import cv2
+
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            record: HandRecord = self.records[i]
+            self.seen += 1
+            if record.box is None and record.joints_3d is None:
+                self.unannotated += 1
+                continue
+            image = cv2.imread(str(record.image_path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return self._sample(record, image[..., ::-1], i)
+            self.bad_images += 1
+            if self.bad_images > max(1, self.max_bad_fraction * self.seen):
+                raise DatasetError(
+                    f"{record.image_path}: unreadable image; {self.bad_images} of {self.seen} images so far are "
+                    "corrupt or missing, more than the allowed fraction"
+                )
+        raise DatasetError(
+            f"{getattr(self.records, 'name', 'data set')}: no usable sample (all unannotated or corrupt)"
+        )
+
+    def _sample(self, record: HandRecord, rgb: np.ndarray, index: int) -> dict[str, np.ndarray]:
+        size = self.size
+        K = np.asarray(record.K, dtype=np.float64)
+        has_3d = record.joints_3d is not None
+        uv = project(record.joints_3d, K) if has_3d else None
+        cx, cy, side = square_from_box(record.box if record.box is not None else box_from_points(uv))
+        rotation, rng = 0.0, None
+        if self.augment is not None:
+            a = self.augment
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            side *= 1 + a.scale * np.clip(rng.standard_normal(), -1, 1)
+            if rng.random() < a.rotation_probability:
+                rotation = a.rotation_deg * float(np.clip(rng.standard_normal(), -2, 2))
+            cx += a.translation * side * rng.uniform(-1, 1)
+            cy += a.translation * side * rng.uniform(-1, 1)
+        affine = crop_affine(cx, cy, side, size, rotation_deg=rotation)
+        crop = crop_image(np.ascontiguousarray(rgb), affine, size)
+        # The crop's rotation as a camera rotation about z, in the same sense as the 2D map.
+        angle = np.deg2rad(rotation)
+        R = np.array([[np.cos(angle), np.sin(angle), 0.0], [-np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+        A = np.vstack([affine, [0.0, 0.0, 1.0]])
+        sample = {
+            "joints_2d": np.zeros((21, 2), np.float32),
+            "joints_3d": np.zeros((21, 3), np.float32),
+            "vertices": np.zeros((778, 3), np.float32),
+            "pose": np.zeros(48, np.float32),
+            "shape": np.zeros(10, np.float32),
+            "K": (A @ K @ R.T).astype(np.float32),
+        }
+        if has_3d:
+            keypoints = apply_affine(affine, uv)
+            sample["joints_2d"] = (keypoints / size).astype(np.float32)
+            joints = record.joints_3d @ R.T
+            root = joints[:1]
+            sample["joints_3d"] = (joints - root).astype(np.float32)
+            if record.vertices is not None:
+                sample["vertices"] = (record.vertices @ R.T - root).astype(np.float32)
+        if record.pose is not None:
+            pose = np.asarray(record.pose, dtype=np.float64).copy()
+            pose[:3] = rotation_to_axis_angle(R @ rodrigues(pose[:3]))
+            sample["pose"] = pose.astype(np.float32)
+            sample["shape"] = np.asarray(record.shape, dtype=np.float32)
+        if rng is not None:
+            if self.augment.occluders and has_3d and rng.random() < self.augment.occluders:
+                _occlude(crop, rng, sample["joints_2d"] * size)
+            gains = rng.uniform(1 - self.augment.colour, 1 + self.augment.colour, 3)
+            crop = np.clip(crop.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+        sample["image"] = normalise(crop, IMAGE_MEAN, IMAGE_STD)
+        flag = np.float32
+        sample["has_2d"] = flag(has_3d)
+        sample["has_3d"] = flag(has_3d)
+        sample["has_vertices"] = flag(has_3d and record.vertices is not None)
+        sample["has_mano"] = flag(record.pose is not None)
+        return sample
