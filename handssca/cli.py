@@ -198,7 +198,14 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     if args.train < 1 or args.evaluation < 0:
         raise CommandError("--train must be at least 1 and --evaluation at least 0")
     options = SynthOptions(
-        train=args.train, evaluation=args.evaluation, occluder_probability=args.occluders, seed=args.seed
+        train=args.train,
+        evaluation=args.evaluation,
+        occluder_probability=args.occluders,
+        finger_pose_std=args.finger_pose_std,
+        roll_deg=args.roll,
+        tilt_std=args.tilt,
+        back_probability=args.back,
+        seed=args.seed,
     )
     root = make_synthetic_dataset(args.output, model, tips, options)
     print(f"wrote {root}: {args.train} training hands x 4 backgrounds, {args.evaluation} evaluation ({label})")
@@ -630,6 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--train", type=int, default=256, help="training hands (each in 4 backgrounds)")
     synth.add_argument("--evaluation", type=int, default=64, help="evaluation hands")
     synth.add_argument("--occluders", type=float, default=0.3, help="probability of occluding shapes per image")
+    synth.add_argument("--finger-pose-std", type=float, default=0.35, help="radians per finger pose component")
+    synth.add_argument("--roll", type=float, default=180.0, help="in-plane rotation range, +- degrees")
+    synth.add_argument("--tilt", type=float, default=0.6, help="out-of-plane tilt, std in radians")
+    synth.add_argument("--back", type=float, default=0.5, help="probability that the back of the hand faces the camera")
     synth.add_argument("--mano", metavar="PATH", help="MANO .pkl/.npz (default: the built-in stand-in hand)")
     synth.add_argument("--fingertips", choices=["smplx", "manopth"], default="smplx")
     synth.add_argument("--seed", type=int, default=0)

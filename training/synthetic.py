@@ -40,19 +40,22 @@ class SynthOptions:
     image_size: int = IMAGE_SIZE
     occluder_probability: float = 0.3
     finger_pose_std: float = 0.35  # radians, per axis-angle component
+    roll_deg: float = 180.0  # in-plane rotation drawn from +-roll_deg
+    tilt_std: float = 0.6  # radians, out-of-plane tilt
+    back_probability: float = 0.5  # chance the back of the hand faces the camera instead of the palm
     seed: int = 0
     jpeg_quality: int = 92
 
 
-def _random_rotation(rng) -> np.ndarray:
-    """Global hand rotation: palm broadly towards the camera, any roll, some tilt."""
+def _random_rotation(rng, options: SynthOptions) -> np.ndarray:
+    """Global hand rotation: palm or back towards the camera, a roll, some tilt."""
     from handssca.runtime.mano import rodrigues
 
-    roll = rodrigues(np.array([0.0, 0.0, rng.uniform(-np.pi, np.pi)]))
-    tilt = rodrigues(rng.normal(0.0, 0.6, 3))
+    roll = rodrigues(np.array([0.0, 0.0, np.deg2rad(rng.uniform(-options.roll_deg, options.roll_deg))]))
+    tilt = rodrigues(rng.normal(0.0, options.tilt_std, 3))
     # The stand-in's and MANO's palms face +z in the model frame; the camera looks along +z, so
     # a half turn about y shows the palm.
-    face = rodrigues(np.array([0.0, np.pi if rng.random() < 0.5 else 0.0, 0.0]))
+    face = rodrigues(np.array([0.0, 0.0 if rng.random() < options.back_probability else np.pi, 0.0]))
     return roll @ tilt @ face
 
 
@@ -96,7 +99,7 @@ def render_sample(model: ManoModel, tips, rng, options: SynthOptions):
     pose = np.zeros(48)
     from handssca.runtime.hand_conventions import rotation_to_axis_angle
 
-    pose[:3] = rotation_to_axis_angle(_random_rotation(rng))
+    pose[:3] = rotation_to_axis_angle(_random_rotation(rng, options))
     pose[3:] = rng.normal(0.0, options.finger_pose_std, 45)
     shape = np.clip(rng.normal(0.0, 1.0, 10), -2.5, 2.5)
     verts, joints = mano_forward(model, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=tips)
@@ -186,6 +189,10 @@ def make_synthetic_dataset(
         "versions": VERSIONS,
         "image_size": options.image_size,
         "occluder_probability": options.occluder_probability,
+        "finger_pose_std": options.finger_pose_std,
+        "roll_deg": options.roll_deg,
+        "tilt_std": options.tilt_std,
+        "back_probability": options.back_probability,
         "mano_convention": "axis-angle, flat_hand_mean=False, OpenCV camera, metres",
     }
     write_atomically(root / "synthetic.json", json.dumps(info, indent=2).encode())
