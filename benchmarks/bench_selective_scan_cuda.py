@@ -52,13 +52,13 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU on this machine: nothing to measure (run this on a GPU machine)")
         return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "selective_scan" / "python"))
-    from scan_kernel import ScanKernel
+    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
 
-    if not args.kernel.is_file():
-        print(f"{args.kernel}: kernel library not found; build plugins/ with CMake first (see plugins/README.md)")
+    try:
+        kernel = CudaScanKernel(args.kernel)
+    except CudaKernelError as exc:
+        print(exc)
         return 1
-    kernel = ScanKernel(args.kernel)
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception:  # not installed, or installed without its compiled extension

@@ -157,13 +157,20 @@ def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=
             )
         else:
             backends.append(Backend("pytorch-cuda-mamba-ssm", "fp32", skipped="mamba-ssm is not installed ([cuda])"))
-        backends.append(
-            Backend(
-                "pytorch-cuda-handssca-kernel",
-                "fp32",
-                skipped="our CUDA kernel runs in TensorRT (the tensorrt rows); its torch binding is not built",
+        from handssca.ops.selective_scan import _cuda_kernel_available
+
+        if _cuda_kernel_available():
+            backends.append(
+                Backend("pytorch-cuda-handssca-kernel", "fp32", _TorchRunner(gpu_net, "cuda", "cuda-kernel"), cuda=True)
             )
-        )
+        else:
+            backends.append(
+                Backend(
+                    "pytorch-cuda-handssca-kernel",
+                    "fp32",
+                    skipped="$HANDSSCA_CUDA_KERNEL does not name a loadable libhandssca_selective_scan_kernel.so",
+                )
+            )
     else:
         for name in ("pytorch-cuda-reference-scan", "pytorch-cuda-mamba-ssm", "pytorch-cuda-handssca-kernel"):
             backends.append(Backend(name, "fp32", skipped=no_gpu))
@@ -304,11 +311,26 @@ def scan_microbenchmark(config, runs: int) -> dict:
                 lambda t=t: selective_scan_ref(**t, delta_softplus=True), 0, max(1, runs // 5)
             )
         if torch.cuda.is_available():
+            from handssca.ops.cuda_kernel import cuda_kernel_forward
+            from handssca.ops.selective_scan import _cuda_kernel_available, _mamba_available, _mamba_fn
+
             tc = {k: v.cuda() for k, v in t.items()}
+            ordered = [tc[k] for k in ("u", "delta", "A", "B", "C", "D")]
             with torch.inference_mode():
                 row["torch-reference-cuda"] = time_runner(
                     lambda tc=tc: selective_scan_ref(**tc, delta_softplus=True), 1, runs, cuda=True
                 )
+                if _mamba_available():
+                    row["mamba-ssm-cuda"] = time_runner(
+                        lambda a=ordered, tc=tc: _mamba_fn()(*a, None, tc["delta_bias"], True), 3, runs, cuda=True
+                    )
+                else:
+                    row["mamba-ssm-cuda"] = {"skipped": "mamba-ssm is not installed ([cuda])"}
+                if _cuda_kernel_available():
+                    ours = lambda a=ordered, tc=tc: cuda_kernel_forward(*a, None, tc["delta_bias"], True)  # noqa: E731
+                    row["handssca-cuda-kernel"] = time_runner(ours, 3, runs, cuda=True)
+                else:
+                    row["handssca-cuda-kernel"] = {"skipped": "$HANDSSCA_CUDA_KERNEL is not set to the kernel library"}
         else:
             row["torch-reference-cuda"] = {"skipped": "no CUDA GPU on this machine"}
             row["mamba-ssm-cuda"] = {"skipped": "no CUDA GPU on this machine"}

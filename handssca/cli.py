@@ -241,6 +241,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint_slim(args: argparse.Namespace) -> int:
+    """Writes a checkpoint's weights and model config without the training state."""
+    _require_torch("checkpoint slim")
+    from handssca.training.checkpoint import CheckpointError, save_weights_only
+
+    try:
+        state = save_weights_only(args.checkpoint, args.output)
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from exc
+    size = Path(args.output).stat().st_size / 1e6
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in state["metrics"].items())
+    print(f"wrote {args.output} ({size:.1f} MB; epoch {state['epoch']}{'; ' + metrics if metrics else ''})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Scores a checkpoint and/or exported models on a data set with the official metrics."""
     import numpy as np
@@ -248,13 +263,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from handssca.runtime.mano import ManoFileError
     from handssca.training.config import load_config
     from handssca.training.datasets import DatasetError
-    from handssca.training.evaluate import evaluate, onnx_backend, pytorch_backend, tensorrt_backend
+    from handssca.training.evaluate import (
+        evaluate,
+        mean_hand_backend,
+        onnx_backend,
+        pytorch_backend,
+        tensorrt_backend,
+    )
     from handssca.training.metrics import format_table
     from handssca.training.samples import HandCrops
     from handssca.training.trainer import DEFAULT_SPLITS, TrainingError, load_mano_model, open_dataset
 
-    if not (args.checkpoint or args.onnx or args.engine):
-        raise CommandError("give at least one model: --checkpoint, --onnx or --engine")
+    if not (args.checkpoint or args.onnx or args.engine or args.mean_hand):
+        raise CommandError("give at least one model: --checkpoint, --onnx, --engine or --mean-hand")
     overrides = [f"data.dataset={args.dataset}", f"data.root={args.root}", f"mano.model={args.mano}"]
     config = load_config(None, overrides)
     try:
@@ -289,6 +310,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             backends[f"tensorrt:{Path(path).name}"] = tensorrt_backend(path, mano, tips, plugin=args.plugin)
         except TensorRTError as exc:
             raise CommandError(str(exc)) from exc
+    if args.mean_hand:
+        try:
+            train_records = open_dataset(config, DEFAULT_SPLITS[args.dataset][0] or "training", mano)
+        except (DatasetError, TrainingError) as exc:
+            raise CommandError(str(exc)) from exc
+        backends["mean hand (baseline)"] = mean_hand_backend(train_records)
     crops = HandCrops(records, size=size or 256, augment=None)
     results = evaluate(backends, crops, batch_size=args.batch, limit=args.samples)
     predictions = results.pop("_predictions")
@@ -655,6 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--auto-resume", action="store_true", help="continue from train.out/last.pt when it exists")
     train.set_defaults(handler=cmd_train)
 
+    checkpoint = sub.add_parser("checkpoint", help="training checkpoints: slim one down for shipping")
+    checkpoint_sub = checkpoint.add_subparsers(dest="checkpoint_command", required=True)
+    slim = checkpoint_sub.add_parser("slim", help="weights + model config only (no optimizer/RNG state)")
+    slim.add_argument("checkpoint", help="a training checkpoint (last.pt / best.pt)")
+    slim.add_argument("-o", "--output", required=True, help="the weight-only checkpoint to write")
+    slim.set_defaults(handler=cmd_checkpoint_slim)
+
     evaluate = sub.add_parser("eval", help="official metrics of a checkpoint / ONNX / engine on a data set")
     evaluate.add_argument("--dataset", choices=["freihand", "ho3d", "dexycb"], default="freihand")
     evaluate.add_argument("--root", required=True, help="the data set's folder (or a synthetic set)")
@@ -664,6 +698,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--engine", action="append", help="a TensorRT engine (repeatable)")
     evaluate.add_argument("--plugin", help="the TensorRT plugin library for --engine")
     evaluate.add_argument("--mano", default="builtin", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
+    evaluate.add_argument(
+        "--mean-hand",
+        action="store_true",
+        help="also score the training split's mean hand (a baseline: what predicting no pose at all scores)",
+    )
     evaluate.add_argument("--samples", type=int, default=0, help="evaluate the first N samples (0: all)")
     evaluate.add_argument("--batch", type=int, default=16)
     evaluate.add_argument("-o", "--output", default="eval.json", help="results JSON")

@@ -48,6 +48,10 @@ def test_bad_checkpoints_get_one_line_errors(checkpoint, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated.pt: truncated or not a PyTorch checkpoint"):
         load_checkpoint(truncated)
+    text = tmp_path / "notes.pt"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 20)
+    with pytest.raises(CheckpointError, match="notes.pt: truncated or not a PyTorch checkpoint"):
+        load_checkpoint(text)
     with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
     foreign = tmp_path / "foreign.pt"
@@ -60,6 +64,27 @@ def test_bad_checkpoints_get_one_line_errors(checkpoint, tmp_path):
     torch.save(state, other)
     with pytest.raises(CheckpointError, match="weights do not fit the model: .*missing"):
         model_from_checkpoint(other)
+
+
+def test_slim_keeps_weights_and_drops_training_state(checkpoint, tmp_path, capsys):
+    model, path = checkpoint
+    state = load_checkpoint(path)
+    state["training"] = {"optimizer": {"exp_avg": torch.zeros(1_000_000)}, "rng": torch.get_rng_state()}
+    full = tmp_path / "full.pt"
+    torch.save(state, full)
+    slim = tmp_path / "slim.pt"
+    assert main(["checkpoint", "slim", str(full), "-o", str(slim)]) == 0
+    assert "epoch 4" in capsys.readouterr().out
+    slimmed = load_checkpoint(slim)
+    assert "training" not in slimmed and slimmed["metrics"] == {"pa_mpjpe_mm": 9.5}
+    assert slim.stat().st_size < full.stat().st_size
+    for (name, a), b in zip(model.state_dict().items(), model_from_checkpoint(slim).state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 64)
+    assert main(["checkpoint", "slim", str(bad), "-o", str(tmp_path / "out.pt")]) == 1
+    assert "bad.pt: truncated or not a PyTorch checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()
 
 
 class Boom:

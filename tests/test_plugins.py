@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +71,40 @@ def test_cuda_kernel_compiles_for_every_architecture(kernel_build):
             assert f"sm_{arch}" in listing, f"no code for sm_{arch}"
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True).stdout
     assert "handsscaSelectiveScanForward" in symbols
+
+
+def test_the_kernel_library_loads_through_ctypes_and_refuses_cpu_tensors(kernel_build):
+    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+
+    build, result = kernel_build
+    assert result.returncode == 0
+    kernel = CudaScanKernel(build / "selective_scan" / "libhandssca_selective_scan_kernel.so")
+    u = torch.zeros(1, 4, 8)
+    with pytest.raises(CudaKernelError, match="needs CUDA tensors, got cpu"):
+        kernel(u, u, torch.zeros(4, 2), torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 2, 8))
+
+
+def test_cuda_kernel_backend_dispatch_and_errors(tmp_path, monkeypatch):
+    from handssca.ops import available_backends, scan_backend, use_scan_backend
+    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+
+    monkeypatch.delenv("HANDSSCA_CUDA_KERNEL", raising=False)
+    assert "cuda-kernel" not in available_backends("cuda")
+    with pytest.raises(CudaKernelError, match="HANDSSCA_CUDA_KERNEL is not set"):
+        with use_scan_backend("cuda-kernel"):
+            scan_backend("cuda")
+    monkeypatch.setenv("HANDSSCA_CUDA_KERNEL", str(tmp_path / "missing.so"))
+    assert "cuda-kernel" not in available_backends("cuda")
+    with pytest.raises(CudaKernelError, match="missing.so: CUDA kernel library not found"):
+        with use_scan_backend("cuda-kernel"):
+            scan_backend("cuda")
+    with pytest.raises(RuntimeError, match="'cuda-kernel' is not available on cpu"):
+        with use_scan_backend("cuda-kernel"):
+            scan_backend("cpu")
+    not_a_library = tmp_path / "notes.so"
+    not_a_library.write_text("not ELF")
+    with pytest.raises(CudaKernelError, match="notes.so: not a loadable HandSSCA kernel library"):
+        CudaScanKernel(not_a_library)
 
 
 def test_plugin_host_side(tmp_path):
@@ -188,13 +221,10 @@ def gpu_kernel(kernel_build):
         pytest.skip("no CUDA GPU here: the kernel compiles (above) but cannot run")
     build, result = kernel_build
     assert result.returncode == 0
-    sys.path.insert(0, str(PLUGINS / "selective_scan" / "python"))
-    from scan_kernel import ScanKernel
+    from handssca.ops.cuda_kernel import LIBRARY_ENV, CudaScanKernel
 
-    library = (
-        os.environ.get("HANDSSCA_SCAN_KERNEL_LIB") or build / "selective_scan" / "libhandssca_selective_scan_kernel.so"
-    )
-    return ScanKernel(library)
+    built = build / "selective_scan" / "libhandssca_selective_scan_kernel.so"
+    return CudaScanKernel(os.environ.get(LIBRARY_ENV) or built)
 
 
 SHAPES = [
@@ -224,3 +254,22 @@ def test_cuda_kernel_matches_the_reference(gpu_kernel, rng, shape, dtype, tolera
     assert got.dtype == dtype
     scale = expected.float().abs().max().item()
     torch.testing.assert_close(got.float(), expected.float(), rtol=tolerance, atol=tolerance * max(scale, 1.0))
+
+
+def test_the_model_runs_on_our_cuda_kernel_like_the_reference(gpu_kernel, monkeypatch):
+    """PyTorch with the scans on our kernel (the backend the benchmark times) matches the reference."""
+    from handssca.models import HandSSCA, HandSSCAConfig
+    from handssca.ops import scan_backend, use_scan_backend
+
+    monkeypatch.setenv("HANDSSCA_CUDA_KERNEL", str(gpu_kernel.path))
+    torch.manual_seed(0)
+    net = HandSSCA(HandSSCAConfig(input_size=96, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).cuda().eval()
+    image = torch.randn(3, 3, 96, 96, device="cuda")
+    with torch.inference_mode():
+        with use_scan_backend("cuda-kernel"):
+            assert scan_backend("cuda") == "cuda-kernel"
+            ours = net(image)
+        with use_scan_backend("reference"):
+            reference = net(image)
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-4, atol=1e-4, msg=name)

@@ -65,7 +65,14 @@ def test_synthetic_set_is_deterministic_by_seed(synthetic, tmp_path):
 def test_config_defaults_file_and_overrides(tmp_path):
     config = load_config()
     assert config["train"]["lr"] == 1e-4 and config["train"]["batch_size"] == 32
-    assert config["loss"] == {"theta": 10.0, "beta": 0.1, "joints_2d": 1e2, "joints_3d": 1e4, "vertices": 1e4}
+    assert config["loss"] == {
+        "theta": 10.0,
+        "beta": 0.1,
+        "joints_2d": 1e2,
+        "joints_3d": 1e4,
+        "vertices": 1e4,
+        "rotation": "axis_angle",
+    }
     path = tmp_path / "run.yaml"
     path.write_text("model:\n  input_size: 128\n  resnet_width: 8\ntrain:\n  epochs: 3\n")
     config = load_config(path, ["train.lr=0.001", "model.attention=ssa", "data.versions=[0, 2]"])
@@ -109,3 +116,41 @@ def test_loss_terms_and_weights():
     # The camera's zero is the crop centre at the prior scale.
     points = torch.tensor([[[0.0, 0.0, 0.3], [0.1, -0.05, 0.3]]])
     np.testing.assert_allclose(weak_perspective(points, torch.zeros(1, 3))[0].numpy(), [[0.5, 0.5], [0.8, 0.35]])
+
+
+def test_matrix_rotation_loss_sees_through_the_axis_angle_wrap():
+    # A half turn about y written as +pi and as -(pi - 0.01): almost the same rotation.
+    pred, target = torch.zeros(2, 48), torch.zeros(2, 48)
+    pred[:, 1], target[:, 1] = np.pi, -(np.pi - 0.01)
+    pred[1, 10] = 0.5  # a finger error, scored the same either way
+    batch = {"pose": target, "has_mano": torch.ones(2)}
+    from handssca.training.losses import _masked_mean, _pose_error
+
+    axis_angle = _pose_error(pred, batch["pose"], "axis_angle")
+    matrix = _pose_error(pred, batch["pose"], "matrix")
+    assert float(axis_angle[0, :3].sum()) > 39.0  # (2 pi - 0.01)^2
+    assert float(matrix[0, :3].sum()) < 1e-3  # ~ 2 * 0.01^2 * 2
+    assert float(matrix[1, 10]) == float(axis_angle[1, 10]) == pytest.approx(0.25)
+    assert float(_masked_mean(matrix, batch["has_mano"])) < float(_masked_mean(axis_angle, batch["has_mano"])) / 100
+    with pytest.raises(ValueError, match="loss.rotation 'euler'"):
+        LossWeights(rotation="euler")
+
+
+def test_viewpoint_options_bound_the_hand_rotation():
+    from handssca.training.synthetic import _random_rotation
+
+    rng = np.random.default_rng(0)
+    narrow = SynthOptions(roll_deg=10.0, tilt_std=0.0, back_probability=0.0)
+    palm_normal_camera = []
+    for _ in range(200):
+        rotation = _random_rotation(rng, narrow)
+        assert np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
+        # The palm (+z in the model) is turned to face the camera (-z), rolled about the view axis only.
+        palm_normal_camera.append(rotation @ np.array([0.0, 0.0, 1.0]))
+        roll = np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0]))
+        assert abs(abs(roll) - 180.0) <= 10.0 + 1e-4
+    assert np.allclose(np.array(palm_normal_camera), [0.0, 0.0, -1.0], atol=1e-6)
+    backs = [_random_rotation(rng, SynthOptions(back_probability=1.0, tilt_std=0.0))[2, 2] for _ in range(50)]
+    assert np.allclose(backs, 1.0, atol=1e-6)  # back towards the camera: the model's +z stays +z
+    broad = [_random_rotation(rng, SynthOptions())[2, 2] for _ in range(400)]
+    assert min(broad) < -0.5 and max(broad) > 0.5  # both sides seen with the defaults

@@ -93,13 +93,18 @@ def test_train_and_eval_commands(synthetic_root, tmp_path, capsys):
     result = tmp_path / "eval.json"
     export = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(out / "last.pt"), "-o", str(export)]) == 0
+    log = (out / "log.csv").read_text()
+    assert "\n0,0,,val/pa_mpjpe_mm," in log  # the untrained score comes first
     args = ["eval", "--root", str(synthetic_root), "--checkpoint", str(out / "last.pt"), "--onnx", str(export)]
+    args.append("--mean-hand")
     assert main([*args, "-o", str(result), "--submission", str(tmp_path / "pred.json")]) == 0
     printed = capsys.readouterr().out
     assert "pytorch" in printed and "onnxruntime" in printed
     results = json.loads(result.read_text())["results"]
     torch_row, onnx_row = results["pytorch"], results["onnxruntime:m.onnx"]
     assert torch_row["count"] == 4 and abs(torch_row["pa_mpjpe_mm"] - onnx_row["pa_mpjpe_mm"]) < 1e-3
+    baseline = results["mean hand (baseline)"]
+    assert baseline["count"] == 4 and 0 < baseline["pa_mpjpe_mm"] < 100
     assert (tmp_path / "pred.json").is_file()
 
 

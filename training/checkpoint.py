@@ -66,14 +66,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path}: truncated or not a PyTorch checkpoint (not a complete zip archive, which torch.save writes)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but plain data: this file holds code or foreign objects.
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: refused to load (not plain tensors and data: {first})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # torch.load on foreign bytes raises almost any exception type
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({detail})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not a HandSSCA checkpoint (format {found!r}, expected {FORMAT!r})")
@@ -115,3 +120,14 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path:
             )
         raise CheckpointError(f"{path}: weights do not fit the model: {'; '.join(parts)}")
     model.load_state_dict(weights)
+
+
+def save_weights_only(source: str | Path, destination: str | Path) -> dict[str, Any]:
+    """Copies a checkpoint without its training state (optimizer, RNG, config): the file to ship
+    or export from. Returns the written dict (model, config, epoch, step, metrics)."""
+    state = load_checkpoint(source)
+    state.pop("training", None)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomically(Path(destination), buffer.getvalue())
+    return state

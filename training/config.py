@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "imagenet_weights": None,  # torchvision resnet50-*.pth for the backbone
         "out": "runs/handssca",
     },
-    "loss": {"theta": 10.0, "beta": 0.1, "joints_2d": 1e2, "joints_3d": 1e4, "vertices": 1e4},
+    "loss": {"theta": 10.0, "beta": 0.1, "joints_2d": 1e2, "joints_3d": 1e4, "vertices": 1e4, "rotation": "axis_angle"},
     "mano": {
         "model": "builtin",  # builtin (the stand-in hand, NOT MANO) or a MANO_RIGHT.pkl / .npz path
         "fingertips": "smplx",  # fingertip vertex convention of a MANO file

@@ -55,6 +55,22 @@ def pytorch_backend(model, mano: ManoModel, tips) -> Predict:
     return predict
 
 
+def mean_hand_backend(records) -> Predict:
+    """The training split's mean root-relative hand for every input: the floor a trained model
+    must beat (after Procrustes alignment it scores the pose and shape alone)."""
+    joints = [r.joints_3d - r.joints_3d[:1] for r in records if r.joints_3d is not None and r.vertices is not None]
+    vertices = [r.vertices - r.joints_3d[:1] for r in records if r.joints_3d is not None and r.vertices is not None]
+    if not joints:
+        raise ValueError("the mean-hand baseline needs training records with 3D joints and vertices")
+    mean_joints, mean_vertices = np.mean(joints, axis=0), np.mean(vertices, axis=0)
+
+    def predict(images: np.ndarray):
+        count = len(images)
+        return np.repeat(mean_joints[None], count, axis=0), np.repeat(mean_vertices[None], count, axis=0)
+
+    return predict
+
+
 def evaluate(backends: dict[str, Predict], crops, batch_size: int = 16, limit: int = 0, progress=True) -> dict:
     """{backend: metrics summary} over the first ``limit`` crops (all when 0); also returns the
     predictions of each backend under "_predictions" for submission files."""

@@ -7,6 +7,11 @@ layer applied to the predicted pose and shape, root-relative (wrist), in metres.
 compares, in crop coordinates [0, 1], both the heatmaps' soft-argmax joints and the predicted 3D
 joints projected with the weak-perspective camera (HandOccNet's reason for regressing one).
 Each term is averaged over the samples that have that annotation.
+
+``rotation="matrix"`` (not the paper's) scores the global rotation in theta by the distance of
+rotation matrices instead of axis-angle values: a hand whose palm faces the camera is a half
+turn from MANO's frame, where axis-angle jumps between +pi and -pi for nearly equal rotations,
+so an L2 on it asks the network for a discontinuous answer.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ class LossWeights:
     joints_2d: float = 1e2
     joints_3d: float = 1e4
     vertices: float = 1e4
+    rotation: str = "axis_angle"  # how theta's global rotation is compared: axis_angle | matrix
+
+    def __post_init__(self):
+        if self.rotation not in ("axis_angle", "matrix"):
+            raise ValueError(f"loss.rotation {self.rotation!r}: expected 'axis_angle' or 'matrix'")
 
 
 def weak_perspective(points: Tensor, camera: Tensor) -> Tensor:
@@ -44,6 +54,23 @@ def _masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return (per_sample * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _pose_error(pred: Tensor, target: Tensor, rotation: str) -> Tensor:
+    """(B, 48) axis-angle poses -> (B, 48) squared errors (global rotation first)."""
+    if rotation == "axis_angle":
+        return (pred - target) ** 2
+    from smplx.lbs import batch_rodrigues
+
+    batch = pred.shape[0]
+    matrices = batch_rodrigues(torch.cat([pred[:, :3], target[:, :3]]))
+    global_error = ((matrices[:batch] - matrices[batch:]) ** 2).flatten(1).sum(dim=1, keepdim=True)
+    # Spread over the three global components so the mean over 48 keeps the paper's scale.
+    return torch.cat([global_error.expand(-1, 3) / 3, (pred[:, 3:] - target[:, 3:]) ** 2], dim=1)
+
+
+def _masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
+    return (per_sample.flatten(1).mean(dim=1) * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 def hand_loss(outputs: dict[str, Tensor], mesh: tuple[Tensor, Tensor], batch: dict[str, Tensor], weights: LossWeights):
     """(total, {term: value}) for network ``outputs``, MANO ``mesh`` = (vertices, joints) of the
     predicted pose/shape (root-relative), and a training ``batch`` from HandCrops."""
@@ -52,7 +79,7 @@ def hand_loss(outputs: dict[str, Tensor], mesh: tuple[Tensor, Tensor], batch: di
     has_mano, has_vertices = batch["has_mano"].float(), batch["has_vertices"].float()
     projected = weak_perspective(joints, outputs["camera"].float())
     terms = {
-        "theta": _masked_mse(outputs["pose"].float(), batch["pose"], has_mano),
+        "theta": _masked_mean(_pose_error(outputs["pose"].float(), batch["pose"], weights.rotation), has_mano),
         "beta": _masked_mse(outputs["shape"].float(), batch["shape"], has_mano),
         "joints_2d": _masked_mse(outputs["joints_2d"].float(), batch["joints_2d"], has_2d)
         + _masked_mse(projected, batch["joints_2d"], has_2d),

@@ -148,7 +148,10 @@ class Trainer:
         except (TypeError, ValueError) as exc:
             raise TrainingError(f"model: {exc}") from exc
         self.model = HandSSCA(model_config, imagenet_weights=train["imagenet_weights"]).to(self.device)
-        self.weights = LossWeights(**config["loss"])
+        try:
+            self.weights = LossWeights(**config["loss"])
+        except (TypeError, ValueError) as exc:
+            raise TrainingError(f"loss config: {exc}") from exc
 
         data = config["data"]
         train_split, val_split = DEFAULT_SPLITS.get(data["dataset"], (None, None))
@@ -294,6 +297,12 @@ class Trainer:
         max_steps = train["max_steps"] or math.inf
         final: dict = {}
         try:
+            if self.global_step == 0 and self.val_set is not None and self.rank == 0:
+                # The untrained score, so the log shows what training gained; the RNG is restored
+                # so that validating does not change the run.
+                rng = torch.get_rng_state()
+                log.validation(0, 0, self.validate())
+                torch.set_rng_state(rng)
             while self.epoch < train["epochs"] and self.global_step < max_steps:
                 self.sampler.set_epoch(self.epoch, self.epoch_step)
                 self.train_set.set_epoch(self.epoch)

@@ -8,6 +8,8 @@ torch.export and the ONNX exporter see as a single node. Its implementation is p
 
 * ``cpu-kernel``: the compiled, torch-free kernel of ``handssca.runtime`` (forward and backward);
 * ``mamba-ssm``: mamba-ssm's CUDA kernel, for CUDA tensors when mamba-ssm is installed;
+* ``cuda-kernel``: our TensorRT plugin's CUDA kernel (``cuda_kernel.py``, forward only), for
+  CUDA tensors when ``$HANDSSCA_CUDA_KERNEL`` names its library;
 * ``reference``: ``selective_scan_ref`` (any device; the CUDA fallback).
 
 ``scan_backend(device)`` says which one runs; ``use_scan_backend(name)`` or the environment
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ("cpu-kernel", "mamba-ssm", "reference")
+BACKENDS = ("cpu-kernel", "mamba-ssm", "cuda-kernel", "reference")
 _ENV_VAR = "HANDSSCA_SCAN_BACKEND"
 _forced_backend: str | None = None
 
@@ -108,14 +110,27 @@ def _mamba_available() -> bool:
     return True
 
 
+def _cuda_kernel_available() -> bool:
+    """Our CUDA kernel library, when $HANDSSCA_CUDA_KERNEL names one that loads."""
+    from .cuda_kernel import CudaKernelError, cuda_kernel_from_env
+
+    try:
+        return cuda_kernel_from_env() is not None
+    except CudaKernelError:
+        return False
+
+
 def available_backends(device: torch.device | str) -> list[str]:
-    """Implementations that can run on ``device``, fastest first."""
+    """Implementations that can run on ``device``, fastest first (mamba-ssm's kernel before ours,
+    whose speed is measured by the benchmarks, not assumed)."""
     device = torch.device(device)
     names = []
     if device.type == "cpu" and _cpu_kernel_available():
         names.append("cpu-kernel")
     if device.type == "cuda" and _mamba_available():
         names.append("mamba-ssm")
+    if device.type == "cuda" and _cuda_kernel_available():
+        names.append("cuda-kernel")
     names.append("reference")
     return names
 
@@ -128,6 +143,10 @@ def scan_backend(device: torch.device | str) -> str:
         return available[0]
     if forced not in BACKENDS:
         raise ValueError(f"{_ENV_VAR}={forced!r}: expected 'auto' or one of {', '.join(BACKENDS)}")
+    if forced == "cuda-kernel" and torch.device(device).type == "cuda" and forced not in available:
+        from .cuda_kernel import require_cuda_kernel
+
+        require_cuda_kernel()  # raises the precise reason (unset, missing or unloadable library)
     if forced not in available:
         raise RuntimeError(
             f"selective-scan backend {forced!r} is not available on {torch.device(device)} "
@@ -150,6 +169,10 @@ def describe_scan_backend(device: torch.device | str) -> str:
         import mamba_ssm
 
         return f"mamba-ssm {getattr(mamba_ssm, '__version__', '?')} CUDA kernel"
+    if name == "cuda-kernel":
+        from .cuda_kernel import require_cuda_kernel
+
+        return f"cuda-kernel (our plugin's kernel, {require_cuda_kernel().path})"
     return "reference (handssca.ops.selective_scan_ref)"
 
 
@@ -207,6 +230,11 @@ def _selective_scan_op(
         return torch.from_numpy(out).to(u.dtype)
     if backend == "mamba-ssm":
         return _mamba_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(u.dtype)
+    if backend == "cuda-kernel":
+        from .cuda_kernel import cuda_kernel_forward, kernel_supports
+
+        if kernel_supports(u, A, B, C):
+            return cuda_kernel_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
