@@ -154,3 +154,14 @@ def test_viewpoint_options_bound_the_hand_rotation():
     assert np.allclose(backs, 1.0, atol=1e-6)  # back towards the camera: the model's +z stays +z
     broad = [_random_rotation(rng, SynthOptions())[2, 2] for _ in range(400)]
     assert min(broad) < -0.5 and max(broad) > 0.5  # both sides seen with the defaults
+
+
+@pytest.mark.parametrize("name", ["freihand", "ho3d", "dexycb", "synthetic_small", "synthetic_demo"])
+def test_shipped_training_configs_load_and_build_their_loss(name):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).parent.parent / "configs" / "train" / f"{name}.yaml")
+    weights = LossWeights(**config["loss"])
+    assert weights.rotation in ("axis_angle", "matrix") and config["train"]["epochs"] >= 1
+    if name in ("freihand", "ho3d", "dexycb"):  # the paper's loss, unchanged
+        assert weights == LossWeights()
