@@ -405,6 +405,19 @@ def format_table(report: dict) -> str:
         if not r.get("skipped"):
             stages = r["end_to_end_ms"]
             lines.append(f"{r['backend'] + ' ' + r['precision']:<40}" + "".join(f"{stages[k]:>10.1f}" for k in STAGES))
+    scored = [r for r in report["backends"] if r.get("dataset_metrics")]
+    if scored:
+        reference = scored[0]["dataset_metrics"]
+        lines += ["", f"{'on the data set (' + str(reference['count']) + ' samples)':<40}" + "".join(
+            f"{name:>11}" for name in ("PA-MPJPE", "PA-MPVPE", "F@5", "F@15", "dPA-MPJPE")
+        )]  # fmt: skip
+        for r in scored:
+            m = r["dataset_metrics"]
+            change = m["pa_mpjpe_mm"] - reference["pa_mpjpe_mm"]
+            lines.append(
+                f"{r['backend'] + ' ' + r['precision']:<40}{m['pa_mpjpe_mm']:>11.3f}{m['pa_mpvpe_mm'] or 0:>11.3f}"
+                f"{100 * (m['f5'] or 0):>10.2f}%{100 * (m['f15'] or 0):>10.2f}%{change:>+11.2e}"
+            )
     return "\n".join(lines)
 
 

@@ -486,16 +486,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         data_root=args.data,
         data_samples=args.data_samples,
     )
+    from handssca.runtime.files import write_atomically
+
     env = report["environment"]
-    print(
+    lines = [
         f"HandSSCA {report['model']['weights']}, input {report['model']['config']['input_size']}; "
-        f"{env['cpu']}, {env['torch_threads']} threads{', ' + env['gpu'] if env.get('gpu') else ''}"
-    )
-    print(format_table(report))
+        f"{env['cpu']}, {env['torch_threads']} threads{', ' + env['gpu'] if env.get('gpu') else ''}; {env['date']}",
+        format_table(report),
+    ]
     for name, row in report["selective_scan"].items():
         parts = [f"{k} {v['median_ms']:.1f} ms" for k, v in row.items() if isinstance(v, dict) and "median_ms" in v]
-        print(f"scan {name} {tuple(row['shape'].values())}: " + ", ".join(parts))
-    print(f"wrote {Path(args.output) / 'bench.json'} and {', '.join(report['plots'])}")
+        lines.append(f"scan {name} {tuple(row['shape'].values())}: " + ", ".join(parts))
+    text = "\n".join(lines)
+    print(text)
+    write_atomically(Path(args.output) / "table.txt", (text + "\n").encode())
+    print(f"wrote {Path(args.output) / 'bench.json'}, table.txt and {', '.join(report['plots'])}")
     return 0
 
 

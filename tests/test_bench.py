@@ -11,9 +11,24 @@ TINY = HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidd
 
 
 def test_bench_report_is_complete_and_consistent(tmp_path):
+    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
+
+    data = tmp_path / "data"
+    options = SynthOptions(train=1, evaluation=3, seed=2)
+    make_synthetic_dataset(data, *build_builtin_hand(), options, show_progress=False)
     report = run_bench(
-        tmp_path, model_config=TINY, batches=(1, 2), runs=3, compile_model=False, scan_runs=2, show_progress=False
+        tmp_path / "out",
+        model_config=TINY,
+        batches=(1, 2),
+        runs=3,
+        compile_model=False,
+        scan_runs=2,
+        show_progress=False,
+        data_root=str(data),
+        data_samples=3,
     )
+    tmp_path = tmp_path / "out"
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in on_disk["backends"]] == [r["backend"] for r in report["backends"]]
     names = {(r["backend"], r["precision"]) for r in report["backends"]}
@@ -46,9 +61,28 @@ def test_bench_report_is_complete_and_consistent(tmp_path):
             assert set(parity) == {"vertices_mm", "joints_mm", "keypoints_px", "pose", "shape"}
             limit = 1e-3 if row["precision"] == "fp32" else 1.0  # mm; fp16 is only reported
             assert parity["vertices_mm"]["max_abs"] < limit, row["backend"]
+        metrics = row["dataset_metrics"]
+        assert metrics["count"] == 3 and metrics["pa_mpjpe_mm"] > 0
+        reference = report["backends"][0]["dataset_metrics"]
+        if row["precision"] == "fp32":  # the same model scores the same on every fp32 backend
+            assert abs(metrics["pa_mpjpe_mm"] - reference["pa_mpjpe_mm"]) < 1e-3, row["backend"]
     assert {"spatial", "channel"} == set(report["selective_scan"])
     assert report["selective_scan"]["spatial"]["cpu-kernel"]["median_ms"] > 0
     assert all((tmp_path / p).is_file() for p in ("latency_by_backend.png", "throughput_by_batch.png"))
     table = format_table(report)
     assert "skipped: no CUDA GPU" in table or "pytorch-cuda-reference-scan" in table
     assert table.count("\n") >= len(report["backends"]) + 2 and "end to end" in table
+    assert "on the data set (3 samples)" in table and "dPA-MPJPE" in table
+
+
+def test_bench_command_prints_and_writes_the_table(tmp_path, capsys):
+    from pathlib import Path
+
+    from handssca.cli import main
+
+    tiny = Path(__file__).parent.parent / "configs" / "model" / "tiny.yaml"
+    assert main(["bench", "--config", str(tiny), "--batches", "1", "--runs", "3", "-o", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    table = (tmp_path / "table.txt").read_text()
+    assert "onnxruntime-cpu" in table and "skipped:" in table and "scan spatial" in table
+    assert table.splitlines()[0] in printed and (tmp_path / "bench.json").is_file()
