@@ -281,13 +281,11 @@ def export_onnx(
 
 
 def pytorch_backend(model: torch.nn.Module):
-    """The float32 PyTorch network as a comparison backend (feed dict -> numpy outputs)."""
+    """The float32 PyTorch network as a polygraphy comparison backend (feed dict -> numpy outputs)."""
+    from handssca.models import TorchModel
 
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            return {k: v.float().numpy() for k, v in model(torch.from_numpy(feed[INPUT_NAME])).items()}
-
-    return run
+    runner = TorchModel(model)
+    return lambda feed: runner.run(feed[INPUT_NAME])
 
 
 def compare_with_pytorch(model: torch.nn.Module, onnx_model: bytes | str | Path, batch: int, tolerance: float):

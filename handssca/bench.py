@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from handssca.models import TorchModel
 from handssca.runtime.files import write_atomically
 
 
@@ -38,19 +39,6 @@ class Backend:
     size_mb: float | None = None
     cuda: bool = False  # time with CUDA events / synchronisation
     results: dict = field(default_factory=dict)
-
-
-class _TorchRunner:
-    def __init__(self, net, device: str, scan_backend: str | None = None, compiled=None):
-        self.net, self.device, self.scan_backend = net, torch.device(device), scan_backend
-        self.forward = compiled if compiled is not None else net
-
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        from handssca.ops import use_scan_backend
-
-        with torch.inference_mode(), use_scan_backend(self.scan_backend or "auto"):
-            out = self.forward(torch.from_numpy(images).to(self.device))
-            return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
 def environment() -> dict:
@@ -131,11 +119,11 @@ def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=
     from handssca.ops.selective_scan import _mamba_available
     from handssca.runtime.onnx_backend import OnnxModel
 
-    backends = [Backend("pytorch-cpu", "fp32", _TorchRunner(net, "cpu"))]
+    backends = [Backend("pytorch-cpu", "fp32", TorchModel(net, "cpu"))]
     if compile_model:
         try:
             compiled = torch.compile(net)
-            runner = _TorchRunner(net, "cpu", compiled=compiled)
+            runner = TorchModel(net, "cpu", forward=compiled)
             size = net.config.input_size
             runner.run(np.zeros((1, 3, size, size), np.float32))  # compile now, fail here if it cannot
             backends.append(Backend("pytorch-compile-cpu", "fp32", runner))
@@ -149,11 +137,11 @@ def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=
         gpu_net = type(net)(net.config).cuda().eval()
         gpu_net.load_state_dict(net.state_dict())
         backends.append(
-            Backend("pytorch-cuda-reference-scan", "fp32", _TorchRunner(gpu_net, "cuda", "reference"), cuda=True)
+            Backend("pytorch-cuda-reference-scan", "fp32", TorchModel(gpu_net, "cuda", "reference"), cuda=True)
         )
         if _mamba_available():
             backends.append(
-                Backend("pytorch-cuda-mamba-ssm", "fp32", _TorchRunner(gpu_net, "cuda", "mamba-ssm"), cuda=True)
+                Backend("pytorch-cuda-mamba-ssm", "fp32", TorchModel(gpu_net, "cuda", "mamba-ssm"), cuda=True)
             )
         else:
             backends.append(Backend("pytorch-cuda-mamba-ssm", "fp32", skipped="mamba-ssm is not installed ([cuda])"))
@@ -161,7 +149,7 @@ def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=
 
         if _cuda_kernel_available():
             backends.append(
-                Backend("pytorch-cuda-handssca-kernel", "fp32", _TorchRunner(gpu_net, "cuda", "cuda-kernel"), cuda=True)
+                Backend("pytorch-cuda-handssca-kernel", "fp32", TorchModel(gpu_net, "cuda", "cuda-kernel"), cuda=True)
             )
         else:
             backends.append(
@@ -258,12 +246,7 @@ def end_to_end(backend: Backend, mano, tips, runs: int) -> dict:
     """Per-stage medians of the predictor (crop, engine, MANO) on a 640x480 frame with one hand box."""
     from handssca.runtime.predictor import HandMeshPredictor
 
-    runner = backend.runner
-    if not hasattr(runner, "metadata"):
-        from handssca.runtime.predictor import torch_model
-
-        runner = torch_model(runner.net)
-    predictor = HandMeshPredictor(runner, mano, tips)
+    predictor = HandMeshPredictor(backend.runner, mano, tips)
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
     stages: dict[str, list[float]] = {"crop_ms": [], "engine_ms": [], "mano_ms": [], "post_ms": [], "total_ms": []}

@@ -263,13 +263,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from handssca.runtime.mano import ManoFileError
     from handssca.training.config import load_config
     from handssca.training.datasets import DatasetError
-    from handssca.training.evaluate import (
-        evaluate,
-        mean_hand_backend,
-        onnx_backend,
-        pytorch_backend,
-        tensorrt_backend,
-    )
+    from handssca.training.evaluate import evaluate, mean_hand_backend, model_backend
     from handssca.training.metrics import format_table
     from handssca.training.samples import HandCrops
     from handssca.training.trainer import DEFAULT_SPLITS, TrainingError, load_mano_model, open_dataset
@@ -287,29 +281,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     backends, size = {}, None
     if args.checkpoint:
         _require_torch("eval --checkpoint")
+        from handssca.models import TorchModel
         from handssca.training.checkpoint import CheckpointError, model_from_checkpoint
 
         try:
             model = model_from_checkpoint(args.checkpoint)
         except CheckpointError as exc:
             raise CommandError(str(exc)) from exc
-        backends["pytorch"] = pytorch_backend(model, mano, tips)
+        backends["pytorch"] = model_backend(TorchModel(model), mano, tips)
         size = model.config.input_size
     for path in args.onnx or []:
-        from handssca.runtime.onnx_backend import OnnxModelError
+        from handssca.runtime.onnx_backend import OnnxModel, OnnxModelError
 
         try:
-            backends[f"onnxruntime:{Path(path).name}"] = onnx_backend(path, mano, tips)
+            onnx_model = OnnxModel(path)
         except OnnxModelError as exc:
             raise CommandError(str(exc)) from exc
-        size = size or _input_size_of(path)
+        backends[f"onnxruntime:{Path(path).name}"] = model_backend(onnx_model, mano, tips)
+        size = size or (onnx_model.metadata.get("input", {}).get("shape") or [None] * 3)[2]
     for path in args.engine or []:
-        from handssca.runtime.tensorrt_engine import TensorRTError
+        from handssca.runtime.tensorrt_engine import TensorRTError, TensorRTModel
 
         try:
-            backends[f"tensorrt:{Path(path).name}"] = tensorrt_backend(path, mano, tips, plugin=args.plugin)
+            engine = TensorRTModel(path, plugin=args.plugin)
         except TensorRTError as exc:
             raise CommandError(str(exc)) from exc
+        backends[f"tensorrt:{Path(path).name}"] = model_backend(engine, mano, tips)
     if args.mean_hand:
         try:
             train_records = open_dataset(config, DEFAULT_SPLITS[args.dataset][0] or "training", mano)
@@ -336,18 +333,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_size_of(path: str) -> int | None:
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    meta = {p.key: p.value for p in model.metadata_props}.get("handssca")
-    return json.loads(meta)["input"]["shape"][2] if meta else None
-
-
 def _load_predictor(args: argparse.Namespace):
     """A HandMeshPredictor from --model (.onnx / .engine) or --checkpoint, with --mano."""
     from handssca.runtime.onnx_backend import OnnxModelError
-    from handssca.runtime.predictor import HandMeshPredictor, torch_model
+    from handssca.runtime.predictor import HandMeshPredictor
     from handssca.runtime.tensorrt_engine import TensorRTError
 
     mano, tips, _ = _hand_model(args.mano)
@@ -356,10 +345,11 @@ def _load_predictor(args: argparse.Namespace):
     try:
         if args.checkpoint:
             _require_torch("--checkpoint")
+            from handssca.models import TorchModel
             from handssca.training.checkpoint import CheckpointError, model_from_checkpoint
 
             try:
-                return HandMeshPredictor(torch_model(model_from_checkpoint(args.checkpoint)), mano, tips)
+                return HandMeshPredictor(TorchModel(model_from_checkpoint(args.checkpoint)), mano, tips)
             except CheckpointError as exc:
                 raise CommandError(str(exc)) from exc
         return HandMeshPredictor.from_file(args.model, mano, tips, plugin=getattr(args, "plugin", None))

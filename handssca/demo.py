@@ -42,12 +42,13 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     from handssca.bench import time_runner
     from handssca.export import export_onnx
     from handssca.export.onnx_export import pytorch_backend
+    from handssca.models import TorchModel
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.runtime.compare import compare_backends
     from handssca.runtime.files import write_atomically
     from handssca.runtime.mesh_render import mesh_to_obj, render_perspective
     from handssca.runtime.onnx_backend import OnnxModel
-    from handssca.runtime.predictor import HandMeshPredictor, torch_model
+    from handssca.runtime.predictor import HandMeshPredictor
     from handssca.runtime.webcam import WebcamOptions, draw_skeleton, run_webcam
     from handssca.training.synthetic import render_sequence
 
@@ -101,7 +102,7 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
         str(video),
         WebcamOptions(box=tuple(truth[0]["box"] + [-8, -8, 8, 8]), headless=True, output=out / "webcam"),
     )
-    torch_predictor = HandMeshPredictor(torch_model(net), mano, tips)
+    torch_predictor = HandMeshPredictor(TorchModel(net), mano, tips)
     tiles, mesh_error = [], []
     for index in np.linspace(0, frames - 1, 4).astype(int):
         frame, gt = images[index], truth[index]

@@ -1,6 +1,6 @@
 """Frames and hand boxes in, hand meshes out, over any backend. No torch (unless the backend is).
 
-``HandMeshPredictor(model)`` takes an ``OnnxModel``, a ``TensorRTModel`` or ``torch_model(net)``
+``HandMeshPredictor(model)`` takes an ``OnnxModel``, a ``TensorRTModel`` or ``handssca.models.TorchModel(net)``
 (anything with ``run(images) -> dict`` and ``metadata``); pre-processing (crop size, colour
 order, mean/std) comes from the model's metadata, not from constants here. All hands of a frame
 go through the engine in one batch. Left hands are mirrored into right hands on the way in and
@@ -67,26 +67,6 @@ def solve_translation(joints_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.nda
     A[:n, 0], A[:n, 2], b[:n] = fx, -du, du * z - fx * x
     A[n:, 1], A[n:, 2], b[n:] = fy, -dv, dv * z - fy * y
     return np.linalg.lstsq(A, b, rcond=None)[0]
-
-
-class torch_model:  # noqa: N801 - used like a function that returns a backend
-    """A PyTorch HandSSCA network as a predictor backend (metadata as the exporter writes it)."""
-
-    def __init__(self, net):
-        import torch
-
-        from .crop import IMAGE_MEAN, IMAGE_STD
-
-        self._torch, self.net = torch, net.eval()
-        size = net.config.input_size
-        self.metadata = {
-            "input": {"shape": ["batch", 3, size, size], "colour_order": "RGB", "mean": IMAGE_MEAN, "std": IMAGE_STD},
-            "mano": {"in_graph": False},
-        }
-
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        with self._torch.inference_mode():
-            return {k: v.float().numpy() for k, v in self.net(self._torch.from_numpy(images)).items()}
 
 
 class HandMeshPredictor:

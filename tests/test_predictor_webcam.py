@@ -11,12 +11,12 @@ import torch
 
 from handssca.cli import main
 from handssca.export import export_onnx
-from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.models import HandSSCA, HandSSCAConfig, TorchModel
 from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.crop import apply_affine, crop_affine, invert_affine, square_from_box
 from handssca.runtime.filters import OneEuroFilter
 from handssca.runtime.onnx_backend import OnnxModel
-from handssca.runtime.predictor import HandMeshPredictor, solve_translation, torch_model
+from handssca.runtime.predictor import HandMeshPredictor, solve_translation
 from handssca.runtime.webcam import WebcamError, WebcamOptions, open_capture, run_webcam
 from handssca.training.synthetic import render_sequence
 
@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 def test_onnx_and_pytorch_predictors_agree(setup):
     net, onnx_path, mano, tips, images, truth, _ = setup
     onnx_predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, tips)
-    torch_predictor = HandMeshPredictor(torch_model(net), mano, tips)
+    torch_predictor = HandMeshPredictor(TorchModel(net), mano, tips)
     boxes = [truth[0]["box"], truth[3]["box"] + [5, -3, 9, 4]]
     a = onnx_predictor.predict(images[0], boxes, K=truth[0]["K"])
     b = torch_predictor.predict(images[0], boxes, K=truth[0]["K"])
@@ -55,7 +55,7 @@ def test_onnx_and_pytorch_predictors_agree(setup):
 
 def test_left_hands_are_mirrored_in_and_out(setup):
     net, _, mano, tips, images, truth, _ = setup
-    predictor = HandMeshPredictor(torch_model(net), mano, tips)
+    predictor = HandMeshPredictor(TorchModel(net), mano, tips)
     frame, box = images[2], truth[2]["box"]
     width = frame.shape[1]
     (right,) = predictor.predict(frame, [box])
@@ -69,13 +69,13 @@ def test_left_hands_are_mirrored_in_and_out(setup):
 
 def test_predictor_rejects_bad_input(setup):
     net, _, mano, tips, images, _, _ = setup
-    predictor = HandMeshPredictor(torch_model(net), mano, tips)
+    predictor = HandMeshPredictor(TorchModel(net), mano, tips)
     with pytest.raises(ValueError, match="uint8"):
         predictor.predict(images[0].astype(np.float32), [(0, 0, 10, 10)])
     with pytest.raises(ValueError, match="is empty"):
         predictor.predict(images[0], [(10, 10, 5, 20)])
     with pytest.raises(ValueError, match="MANO"):
-        HandMeshPredictor(torch_model(net))
+        HandMeshPredictor(TorchModel(net))
 
 
 def test_translation_and_crop_geometry():

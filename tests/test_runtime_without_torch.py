@@ -80,3 +80,20 @@ def test_mano_runtime_and_convert_without_torch(tmp_path):
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_no_runtime_module_imports_torch_anywhere():
+    """Not even lazily inside a function: torch adapters live in handssca.models (TorchModel)."""
+    import ast
+
+    runtime = Path(__file__).parent.parent / "runtime"
+    offenders = []
+    for path in sorted(runtime.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}:{node.lineno}" for n in names if n == "torch" or n.startswith("torch.")]
+    assert not offenders, f"runtime modules import torch: {offenders}"

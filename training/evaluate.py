@@ -30,29 +30,10 @@ def mesh_from_outputs(outputs: dict[str, np.ndarray], mano: ManoModel, tips) -> 
     return joints - root, vertices - root
 
 
-def onnx_backend(path, mano: ManoModel, tips, device: str = "cpu") -> Predict:
-    from handssca.runtime.onnx_backend import OnnxModel
-
-    model = OnnxModel(path, device=device)
+def model_backend(model, mano: ManoModel, tips) -> Predict:
+    """Any runner with ``run(images) -> outputs`` (OnnxModel, TensorRTModel, TorchModel) as a
+    Predict: root-relative joints and vertices."""
     return lambda images: mesh_from_outputs(model.run(images), mano, tips)
-
-
-def tensorrt_backend(path, mano: ManoModel, tips, plugin=None) -> Predict:
-    from handssca.runtime.tensorrt_engine import TensorRTModel
-
-    model = TensorRTModel(path, plugin=plugin)
-    return lambda images: mesh_from_outputs(model.run(images), mano, tips)
-
-
-def pytorch_backend(model, mano: ManoModel, tips) -> Predict:
-    import torch
-
-    def predict(images: np.ndarray):
-        with torch.inference_mode():
-            outputs = {k: v.float().numpy() for k, v in model(torch.from_numpy(images)).items()}
-        return mesh_from_outputs(outputs, mano, tips)
-
-    return predict
 
 
 def mean_hand_backend(records) -> Predict:

@@ -4,6 +4,7 @@ from .attention import ATTENTION_KINDS, build_attention
 from .handssca import HandSSCA, HandSSCAConfig
 from .resnet import ResNet50, load_torchvision_resnet50
 from .summary import PAPER_PARAMETERS, parameter_summary
+from .torch_model import TorchModel
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -11,6 +12,7 @@ __all__ = [
     "HandSSCA",
     "HandSSCAConfig",
     "ResNet50",
+    "TorchModel",
     "build_attention",
     "load_torchvision_resnet50",
     "parameter_summary",
