@@ -7,6 +7,18 @@
 // The state at the end of a chunk carries into the next, so any length works with a fixed block.
 // One state index n at a time: N up to kMaxScanStates costs only the carry array in shared memory.
 // Math in fp32 (exp2f with A scaled by log2 e), whatever the input dtype, as in mamba-ssm.
+//
+// Why it is laid out this way (mamba-ssm's selective_scan_fwd_kernel.cuh is the model):
+// * Block shape by length (ScanShape below): up to 16 consecutive steps per thread, and only as
+//   many threads as the sequence needs, so short scans do not pay for idle lanes in every shuffle
+//   and barrier, and long scans take few chunks (the block scan is paid once per chunk and state).
+// * One block barrier per state and chunk: warp totals and the carry are double-buffered in
+//   shared memory, so a buffer is rewritten only after the next barrier, when every thread has
+//   read it. The carry is the chunk's total map applied to the incoming state, which every
+//   thread can form from the warp totals it reads anyway; thread 0 stores it.
+// * Loads of u, delta, B, C and stores of y are 16-byte vectors when a thread's steps are
+//   aligned and in range (scalar otherwise), and B/C of the next state are fetched before this
+//   state's shuffles and barrier, so their latency hides behind the scan.
 #include "selectiveScanKernel.h"
 
 #include <cuda_bf16.h>
@@ -17,12 +29,9 @@ namespace handssca
 namespace
 {
 
-constexpr int kThreads = 128;
-constexpr int kItems = 4;
-constexpr int kChunk = kThreads * kItems;
-constexpr int kWarps = kThreads / 32;
 constexpr float kLog2e = 1.4426950408889634F;
 constexpr unsigned kFullMask = 0xffffffffU;
+constexpr int kWarpSize = 32;
 
 template <typename T>
 __device__ __forceinline__ float toFloat(T value);
@@ -79,73 +88,163 @@ __device__ __forceinline__ float softplus(float x)
     return x <= 20.F ? log1pf(expf(x)) : x;
 }
 
-template <typename T>
+// kItems consecutive values from row[first...] as floats; zeros past ``length``.
+template <int kItems, typename T>
+__device__ __forceinline__ void loadItems(T const* row, int64_t first, int64_t length, float (&values)[kItems])
+{
+    constexpr int kBytes = kItems * static_cast<int>(sizeof(T));
+    if constexpr (kBytes % 16 == 0)
+    {
+        T const* src = row + first;
+        if (first + kItems <= length && (reinterpret_cast<uintptr_t>(src) & 15U) == 0)
+        {
+            uint4 raw[kBytes / 16];
+#pragma unroll
+            for (int k = 0; k < kBytes / 16; ++k)
+            {
+                raw[k] = reinterpret_cast<uint4 const*>(src)[k];
+            }
+            T const* loaded = reinterpret_cast<T const*>(raw);
+#pragma unroll
+            for (int i = 0; i < kItems; ++i)
+            {
+                values[i] = toFloat(loaded[i]);
+            }
+            return;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < kItems; ++i)
+    {
+        values[i] = first + i < length ? toFloat(row[first + i]) : 0.F;
+    }
+}
+
+template <int kItems, typename T>
+__device__ __forceinline__ void storeItems(T* row, int64_t first, int64_t length, float const (&values)[kItems])
+{
+    constexpr int kBytes = kItems * static_cast<int>(sizeof(T));
+    if constexpr (kBytes % 16 == 0)
+    {
+        T* dst = row + first;
+        if (first + kItems <= length && (reinterpret_cast<uintptr_t>(dst) & 15U) == 0)
+        {
+            uint4 raw[kBytes / 16];
+            T* packed = reinterpret_cast<T*>(raw);
+#pragma unroll
+            for (int i = 0; i < kItems; ++i)
+            {
+                packed[i] = fromFloat<T>(values[i]);
+            }
+#pragma unroll
+            for (int k = 0; k < kBytes / 16; ++k)
+            {
+                reinterpret_cast<uint4*>(dst)[k] = raw[k];
+            }
+            return;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < kItems; ++i)
+    {
+        if (first + i < length)
+        {
+            row[first + i] = fromFloat<T>(values[i]);
+        }
+    }
+}
+
+template <typename T, int kThreads, int kItems>
 __global__ void __launch_bounds__(kThreads) selectiveScanKernel(SelectiveScanParams p)
 {
+    constexpr int kWarps = kThreads / kWarpSize;
+    constexpr int kChunk = kThreads * kItems;
+    static_assert(kThreads % kWarpSize == 0, "whole warps only");
+
     int const d = blockIdx.x;
     int const b = blockIdx.y;
     int const g = d / (p.dim / p.groups);
     int const tid = threadIdx.x;
-    int const lane = tid & 31;
-    int const warp = tid >> 5;
+    int const lane = tid & (kWarpSize - 1);
+    int const warp = tid / kWarpSize;
     int64_t const length = p.length;
+    int const dstate = p.dstate;
 
     int64_t const row = (static_cast<int64_t>(b) * p.dim + d) * length;
     T const* u = static_cast<T const*>(p.u) + row;
     T const* delta = static_cast<T const*>(p.delta) + row;
     T* out = static_cast<T*>(p.out) + row;
-    int64_t const groupOffset = (static_cast<int64_t>(b) * p.groups + g) * p.dstate * length;
+    int64_t const groupOffset = (static_cast<int64_t>(b) * p.groups + g) * dstate * length;
     T const* bBase = static_cast<T const*>(p.B) + groupOffset;
     T const* cBase = static_cast<T const*>(p.C) + groupOffset;
-    float const* aRow = p.A + static_cast<int64_t>(d) * p.dstate;
+    float const* aRow = p.A + static_cast<int64_t>(d) * dstate;
     float const skip = p.D != nullptr ? p.D[d] : 0.F;
     float const bias = p.deltaBias != nullptr ? p.deltaBias[d] : 0.F;
 
-    __shared__ float carry[kMaxScanStates];
-    __shared__ AffineMap warpTotals[kWarps];
-    for (int n = tid; n < p.dstate; n += kThreads)
+    // [parity][...]: written in one round, read after its barrier, rewritten two rounds later.
+    __shared__ AffineMap warpTotals[2][kWarps];
+    __shared__ float carry[2][kMaxScanStates];
+    for (int n = tid; n < dstate; n += kThreads)
     {
-        carry[n] = 0.F;
+        carry[0][n] = 0.F;
     }
     __syncthreads();
 
-    for (int64_t start = 0; start < length; start += kChunk)
+    int round = 0;
+    int parity = 0;
+    for (int64_t start = 0; start < length; start += kChunk, parity ^= 1)
     {
+        float const* carryIn = carry[parity];
+        float* carryOut = carry[parity ^ 1];
         int64_t const first = start + static_cast<int64_t>(tid) * kItems;
+
         float dt[kItems];
-        float uu[kItems];
+        float dtu[kItems];
         float y[kItems];
+        loadItems<kItems>(u, first, length, dtu);
+        loadItems<kItems>(delta, first, length, dt);
 #pragma unroll
         for (int i = 0; i < kItems; ++i)
         {
-            int64_t const l = first + i;
-            bool const valid = l < length;
-            uu[i] = valid ? toFloat(u[l]) : 0.F;
-            float const raw = valid ? toFloat(delta[l]) + bias : 0.F;
+            bool const valid = first + i < length;
+            float const raw = dt[i] + bias;
+            // Steps past the end get dt = 0: the identity map (a = 1, b = 0), which changes
+            // neither the prefixes nor the carry.
             dt[i] = valid ? (p.deltaSoftplus ? softplus(raw) : raw) : 0.F;
-            y[i] = 0.F;
+            y[i] = skip * dtu[i]; // the skip term D u first, so u need not stay in registers
+            dtu[i] *= dt[i];
         }
 
-        for (int n = 0; n < p.dstate; ++n)
+        float bNext[kItems];
+        loadItems<kItems>(bBase, first, length, bNext);
+        for (int n = 0; n < dstate; ++n, ++round)
         {
+            float bNow[kItems];
+            float cNow[kItems];
+#pragma unroll
+            for (int i = 0; i < kItems; ++i)
+            {
+                bNow[i] = bNext[i];
+            }
+            loadItems<kItems>(cBase + static_cast<int64_t>(n) * length, first, length, cNow);
+            if (n + 1 < dstate)
+            {
+                loadItems<kItems>(bBase + static_cast<int64_t>(n + 1) * length, first, length, bNext);
+            }
+
             float const aScaled = aRow[n] * kLog2e;
-            T const* bRow = bBase + static_cast<int64_t>(n) * length;
-            T const* cRow = cBase + static_cast<int64_t>(n) * length;
             AffineMap step[kItems];
             AffineMap mine{1.F, 0.F};
 #pragma unroll
             for (int i = 0; i < kItems; ++i)
             {
-                int64_t const l = first + i;
-                // Steps past the end are the identity, so they change neither prefixes nor the carry.
-                step[i] = l < length ? AffineMap{exp2f(dt[i] * aScaled), dt[i] * uu[i] * toFloat(bRow[l])}
-                                     : AffineMap{1.F, 0.F};
+                step[i] = AffineMap{exp2f(dt[i] * aScaled), dtu[i] * bNow[i]};
                 mine = compose(step[i], mine);
             }
 
             AffineMap inclusive = mine;
 #pragma unroll
-            for (int offset = 1; offset < 32; offset <<= 1)
+            for (int offset = 1; offset < kWarpSize; offset <<= 1)
             {
                 float const a = __shfl_up_sync(kFullMask, inclusive.a, offset);
                 float const bb = __shfl_up_sync(kFullMask, inclusive.b, offset);
@@ -154,59 +253,84 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(SelectiveScanPar
                     inclusive = compose(inclusive, AffineMap{a, bb});
                 }
             }
-            if (lane == 31)
-            {
-                warpTotals[warp] = inclusive;
-            }
             float const ea = __shfl_up_sync(kFullMask, inclusive.a, 1);
             float const eb = __shfl_up_sync(kFullMask, inclusive.b, 1);
             AffineMap const exclusive = lane == 0 ? AffineMap{1.F, 0.F} : AffineMap{ea, eb};
+
+            AffineMap* totals = warpTotals[round & 1];
+            if (lane == kWarpSize - 1)
+            {
+                totals[warp] = inclusive;
+            }
             __syncthreads();
 
             AffineMap before{1.F, 0.F};
-            for (int w = 0; w < warp; ++w)
+            AffineMap chunkTotal{1.F, 0.F};
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w)
             {
-                before = compose(warpTotals[w], before);
+                if (w == warp)
+                {
+                    before = chunkTotal;
+                }
+                chunkTotal = compose(totals[w], chunkTotal);
             }
+            float const entering = carryIn[n];
             AffineMap const prefix = compose(exclusive, before);
-            float h = fmaf(prefix.a, carry[n], prefix.b);
+            float h = fmaf(prefix.a, entering, prefix.b);
 #pragma unroll
             for (int i = 0; i < kItems; ++i)
             {
                 h = fmaf(step[i].a, h, step[i].b);
-                int64_t const l = first + i;
-                if (l < length)
-                {
-                    y[i] = fmaf(h, toFloat(cRow[l]), y[i]);
-                }
+                y[i] = fmaf(h, cNow[i], y[i]);
             }
-            // Every thread has read carry[n] and warpTotals before they change.
-            __syncthreads();
-            if (tid == kThreads - 1)
+            if (tid == 0)
             {
-                carry[n] = h; // the state after the chunk's last step
+                carryOut[n] = fmaf(chunkTotal.a, entering, chunkTotal.b);
             }
         }
 
-#pragma unroll
-        for (int i = 0; i < kItems; ++i)
-        {
-            int64_t const l = first + i;
-            if (l < length)
-            {
-                out[l] = fromFloat<T>(fmaf(skip, uu[i], y[i]));
-            }
-        }
-        __syncthreads();
+        storeItems<kItems>(out, first, length, y);
     }
 }
 
+template <typename T, int kThreads, int kItems>
+cudaError_t launchShaped(SelectiveScanParams const& params, cudaStream_t stream)
+{
+    dim3 const grid(static_cast<unsigned>(params.dim), static_cast<unsigned>(params.batch));
+    selectiveScanKernel<T, kThreads, kItems><<<grid, kThreads, 0, stream>>>(params);
+    return cudaGetLastError();
+}
+
+// Threads x steps per thread by length, as mamba-ssm chooses them: a short scan gets one warp
+// (no idle lanes in the shuffles), a long one 16 steps per thread so that it takes few chunks.
+// Past 2048 steps, 256 threads: the model's channel scan (L = 8192) then takes 2 chunks instead
+// of 4, and each SM gets 8 warps from the few blocks (D x batch = 128 at batch 1) it has.
 template <typename T>
 cudaError_t launchTyped(SelectiveScanParams const& params, cudaStream_t stream)
 {
-    dim3 const grid(static_cast<unsigned>(params.dim), static_cast<unsigned>(params.batch));
-    selectiveScanKernel<T><<<grid, kThreads, 0, stream>>>(params);
-    return cudaGetLastError();
+    int32_t const length = params.length;
+    if (length <= 128)
+    {
+        return launchShaped<T, 32, 4>(params, stream);
+    }
+    if (length <= 256)
+    {
+        return launchShaped<T, 32, 8>(params, stream);
+    }
+    if (length <= 512)
+    {
+        return launchShaped<T, 32, 16>(params, stream);
+    }
+    if (length <= 1024)
+    {
+        return launchShaped<T, 64, 16>(params, stream);
+    }
+    if (length <= 2048)
+    {
+        return launchShaped<T, 128, 16>(params, stream);
+    }
+    return launchShaped<T, 256, 16>(params, stream);
 }
 
 } // namespace
@@ -233,6 +357,15 @@ cudaError_t launchSelectiveScan(SelectiveScanParams const& params, cudaStream_t 
 
 } // namespace handssca
 
+#ifndef HANDSSCA_CUDA_ARCHITECTURES
+#define HANDSSCA_CUDA_ARCHITECTURES "unknown"
+#endif
+
+extern "C" char const* handsscaSelectiveScanArchitectures()
+{
+    return HANDSSCA_CUDA_ARCHITECTURES;
+}
+
 extern "C" int32_t handsscaSelectiveScanForward(int32_t batch, int32_t dim, int32_t length, int32_t dstate,
     int32_t groups, int32_t deltaSoftplus, int32_t dtype, void const* u, void const* delta, float const* A,
     void const* B, void const* C, float const* D, float const* deltaBias, void* out, void* stream)
@@ -257,5 +390,5 @@ extern "C" int32_t handsscaSelectiveScanForward(int32_t batch, int32_t dim, int3
     params.D = D;
     params.deltaBias = deltaBias;
     params.out = out;
-    return static_cast<int32_t>(handssca::launchSelectiveScan(params, static_cast<cudaStream_t>(stream)));
+    return static_cast<int32_t>(handssca::launchSelectiveScan(params, stream == nullptr ? nullptr : static_cast<cudaStream_t>(stream)));
 }

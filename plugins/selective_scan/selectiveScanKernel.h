@@ -51,3 +51,6 @@ cudaError_t launchSelectiveScan(SelectiveScanParams const& params, cudaStream_t 
 extern "C" int32_t handsscaSelectiveScanForward(int32_t batch, int32_t dim, int32_t length, int32_t dstate,
     int32_t groups, int32_t deltaSoftplus, int32_t dtype, void const* u, void const* delta, float const* A,
     void const* B, void const* C, float const* D, float const* deltaBias, void* out, void* stream);
+
+// The CUDA architectures the library was built for, as CMake was given them ("75-real,80-real,...").
+extern "C" char const* handsscaSelectiveScanArchitectures();
