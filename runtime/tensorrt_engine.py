@@ -79,9 +79,31 @@ def find_plugin_library(path: str | Path | None) -> Path:
     return candidate
 
 
+PLUGIN_CREATOR = ("HandSSCASelectiveScan", "1", "")  # name, version, namespace the ONNX parser looks up
+# Per plugin registry (one per process in real TensorRT): the registry, and the digest and path of
+# the library we loaded into it.
+_LOADED_PLUGINS: dict[int, tuple[object, str, Path]] = {}
+
+
 def load_plugin_library(trt, path: Path) -> None:
-    """Loads the plugin through the registry (getCreators), as trtexec --dynamicPlugins does."""
+    """Loads the plugin through the registry (getCreators), as trtexec --dynamicPlugins does, once
+    per process: IPluginRegistry::loadLibrary "will fail and return nullptr if any of the plugins
+    are already registered" (NvInferRuntimeCommon.h), so a second build or engine in one process
+    reuses the first load. Another build of the library cannot replace it in the same process; a
+    creator registered by someone else (a preloaded library) is used as it is."""
     registry = trt.get_plugin_registry()
+    digest = sha256_file(path)
+    loaded = _LOADED_PLUGINS.get(id(registry))
+    if loaded is not None:
+        if loaded[1] == digest:
+            return
+        raise TensorRTError(
+            f"{path}: another build of the plugin library ({loaded[2]}) is already loaded in this process, "
+            "and TensorRT keeps the first: use that library, or a new process"
+        )
+    get_creator = getattr(registry, "get_creator", None)
+    if get_creator is not None and get_creator(*PLUGIN_CREATOR) is not None:
+        return
     try:
         handle = registry.load_library(str(path))
     except Exception as exc:  # the bindings raise on dlopen or symbol failures
@@ -90,6 +112,7 @@ def load_plugin_library(trt, path: Path) -> None:
         raise TensorRTError(
             f"{path}: TensorRT refused the plugin library (built for another TensorRT version, or missing getCreators)"
         )
+    _LOADED_PLUGINS[id(registry)] = (registry, digest, path)
 
 
 def batch_profile(input_shape: list, min_batch: int, opt_batch: int, max_batch: int) -> tuple[tuple, tuple, tuple]:
@@ -225,7 +248,13 @@ def build_engine(
     cache_path = Path(timing_cache) if timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    # setTimingCache: "true if set successfully, false otherwise" (NvInfer.h); a cache from another
+    # GPU or TensorRT version is refused, and building on without it would drop it silently.
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise TensorRTError(
+            f"{cache_path}: TensorRT cannot use this timing cache (made on another GPU or TensorRT version, or "
+            "corrupt): delete it, or pass another --timing-cache"
+        )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
@@ -294,11 +323,11 @@ def buffer_bytes(spec: TensorSpec, batch: int) -> int:
 class TensorRTModel:
     """``TensorRTModel(engine_path).run(image)`` -> dict of output arrays, like OnnxModel.
 
-    Buffers are allocated for the profile's largest batch once and reused; ``cuda_graph=True``
-    captures the launch per batch size after a first ordinary run and replays it.
+    Buffers are allocated for the profile's largest batch once and reused. (No CUDA-graph replay:
+    released pycuda has no stream capture; ``trtexec --useCudaGraph`` measures what it would give.)
     """
 
-    def __init__(self, engine_path: str | Path, plugin: str | Path | None = None, cuda_graph: bool = False):
+    def __init__(self, engine_path: str | Path, plugin: str | Path | None = None):
         path = Path(engine_path)
         self.name = str(path)
         if not path.is_file():
@@ -344,8 +373,6 @@ class TensorRTModel:
             }
             for s in self._specs:
                 self._context.set_tensor_address(s.name, int(self._device[s.name]))
-            self._cuda_graph = cuda_graph
-            self._graphs: dict[int, object] = {}
         finally:
             self._context_cuda.pop()
 
@@ -364,29 +391,21 @@ class TensorRTModel:
             )
         return batch
 
-    def _launch(self, batch: int) -> None:
-        graph = self._graphs.get(batch)
-        if graph is not None:
-            graph.launch(self._stream)
-            return
-        if not self._context.execute_async_v3(self._stream.handle):
-            raise TensorRTError(f"{self.name}: TensorRT execution failed (see the messages above)")
-        if self._cuda_graph and hasattr(self._stream, "begin_capture"):
-            # A first ordinary run lets TensorRT finish shape-dependent setup before capture.
-            self._stream.begin_capture()
-            self._context.execute_async_v3(self._stream.handle)
-            self._graphs[batch] = self._stream.end_capture().instance()
-
     def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
         batch = self._check(image)
         cuda = self._cuda
         self._context_cuda.push()
         try:
-            self._context.set_input_shape(self.input.name, resolve_shape(self.input.shape, batch))
+            shape = resolve_shape(self.input.shape, batch)
+            # setInputShape: "false if the provided name does not map to an input tensor, or if some
+            # other error occurred" (NvInferRuntime.h); the context would then run the previous shape.
+            if not self._context.set_input_shape(self.input.name, shape):
+                raise TensorRTError(f"{self.name}: TensorRT refused input shape {shape} for {self.input.name}")
             host_in = self._host[self.input.name][:batch]
             np.copyto(host_in, image)
             cuda.memcpy_htod_async(self._device[self.input.name], host_in, self._stream)
-            self._launch(batch)
+            if not self._context.execute_async_v3(self._stream.handle):
+                raise TensorRTError(f"{self.name}: TensorRT execution failed (see the messages above)")
             outputs = {}
             for name in self.output_names:
                 host = self._host[name][:batch]

@@ -47,6 +47,35 @@ def _nvcc_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def fatbin_entries(library: Path) -> set[tuple[str, int]]:
+    """("elf" | "ptx", sm) for each code object in the library's .nv_fatbin section (what cuobjdump
+    --list-elf/--list-ptx print; the toolkit here has no cuobjdump). Containers: magic 0xBA55ED50,
+    u16 version, u16 header size, u64 payload size; entries: u16 kind (1 PTX, 2 ELF), u16, u32
+    header size, u64 payload size, ..., u32 sm at byte 28."""
+    import struct
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        section = Path(folder) / "fatbin"
+        subprocess.run(
+            ["objcopy", "-O", "binary", "--only-section=.nv_fatbin", str(library), str(section)], check=True
+        )
+        data = section.read_bytes()
+    entries, pos = set(), 0
+    while pos + 16 <= len(data):
+        magic, _, header, size = struct.unpack_from("<IHHQ", data, pos)
+        if magic != 0xBA55ED50:
+            pos += 8
+            continue
+        entry, end = pos + header, pos + header + size
+        while entry < end:
+            kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, entry)
+            entries.add(({1: "ptx", 2: "elf"}.get(kind, str(kind)), struct.unpack_from("<I", data, entry + 28)[0]))
+            entry += entry_header + payload
+        pos = end
+    return entries
+
+
 def _need_toolchain():
     if shutil.which("cmake") is None:
         pytest.skip("cmake is not installed")
@@ -76,12 +105,9 @@ def test_the_default_build_has_code_for_every_current_gpu(kernel_build):
     assert "TensorRT headers not found: building the CUDA kernel libraries only" in result.stdout
     if _nvcc_version() < (12, 8):
         pytest.skip("the SASS list below is what nvcc 12.8+ builds")
-    if shutil.which("cuobjdump"):
-        listing = subprocess.run(["cuobjdump", "--list-elf", str(library)], capture_output=True, text=True).stdout
-        built = set(re.findall(r"sm_(\d+)", listing))
-        assert built == set(ARCHITECTURES), f"SASS for sm_{sorted(built)}"
-        ptx = subprocess.run(["cuobjdump", "--list-ptx", str(library)], capture_output=True, text=True).stdout
-        assert set(re.findall(r"sm_(\d+)", ptx)) == {"120"}  # PTX only for the newest: JIT on later GPUs
+    code = fatbin_entries(library)
+    assert {arch for kind, arch in code if kind == "elf"} == {int(a) for a in ARCHITECTURES}, code
+    assert {arch for kind, arch in code if kind == "ptx"} == {120}  # PTX only for the newest: JIT on later GPUs
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True).stdout
     assert "handsscaSelectiveScanForward" in symbols and "handsscaSelectiveScanArchitectures" in symbols
     import ctypes
@@ -138,6 +164,41 @@ def test_the_kernel_library_loads_through_ctypes_and_refuses_cpu_tensors(kernel_
     u = torch.zeros(1, 4, 8)
     with pytest.raises(CudaKernelError, match="needs CUDA tensors, got cpu"):
         kernel(u, u, torch.zeros(4, 2), torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 2, 8))
+
+
+@pytest.mark.parametrize(
+    "name, shape, message",
+    [
+        ("delta", (1, 4, 7), r"delta has shape \(1, 4, 7\), expected \(1, 4, 8\)"),
+        ("B", (1, 1, 3, 8), r"B has shape \(1, 1, 3, 8\), expected \(1, 1, 2, 8\)"),
+        ("C", (1, 1, 2, 9), r"C has shape \(1, 1, 2, 9\), expected \(1, 1, 2, 8\)"),
+        ("D", (5,), r"D has shape \(5,\), expected \(4,\)"),
+        ("delta_bias", (3,), r"delta_bias has shape \(3,\), expected \(4,\)"),
+        ("A", (3, 2), r"A must be \(4, N\)"),
+    ],
+)
+def test_the_kernel_binding_checks_every_shape_before_the_kernel(kernel_build, name, shape, message):
+    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+
+    build, _ = kernel_build
+    kernel = CudaScanKernel(build / "selective_scan" / "libhandssca_selective_scan_kernel.so")
+    args = {
+        "u": torch.zeros(1, 4, 8), "delta": torch.zeros(1, 4, 8), "A": torch.zeros(4, 2),
+        "B": torch.zeros(1, 1, 2, 8), "C": torch.zeros(1, 1, 2, 8), "D": torch.zeros(4), "delta_bias": torch.zeros(4),
+    }  # fmt: skip
+    args[name] = torch.zeros(shape)
+    with pytest.raises(CudaKernelError, match=message):
+        kernel(**args)
+
+
+def test_the_kernel_binding_wants_one_device(kernel_build):
+    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+
+    build, _ = kernel_build
+    kernel = CudaScanKernel(build / "selective_scan" / "libhandssca_selective_scan_kernel.so")
+    u, A, BC = torch.zeros(1, 4, 8), torch.zeros(4, 2), torch.zeros(1, 1, 2, 8)
+    with pytest.raises(CudaKernelError, match="delta is on meta, u on cpu: one device for all"):
+        kernel(u, torch.zeros(1, 4, 8, device="meta"), A, BC, BC)
 
 
 def test_cuda_kernel_backend_dispatch_and_errors(tmp_path, monkeypatch):
@@ -247,3 +308,15 @@ def test_the_model_runs_on_our_cuda_kernel_like_the_reference(gpu_kernel, monkey
             reference = net(image)
     for name in reference:
         torch.testing.assert_close(ours[name], reference[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_the_kernel_runs_on_a_gpu_that_is_not_the_current_one(gpu_kernel, rng):
+    from scan_inputs import make_scan_inputs
+
+    x = make_scan_inputs(rng, 1, 4, 100, 4, 1, with_z=False)
+    t = {k: torch.from_numpy(v).to("cuda:1") for k, v in x.items() if v is not None}
+    assert torch.cuda.current_device() == 0
+    got = gpu_kernel(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["delta_bias"], True)
+    expected = selective_scan_ref(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], None, t["delta_bias"], True)
+    torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-5)

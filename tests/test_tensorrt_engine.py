@@ -113,11 +113,26 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
     trt.init_libnvinfer_plugins = lambda logger, ns: True
 
     class Registry:
+        """IPluginRegistry, one per process. loadLibrary: "The call will fail and return nullptr if
+        any of the plugins are already registered" (NvInferRuntimeCommon.h); getCreator returns
+        nullptr for a creator that is not registered. Every library given here registers our one
+        creator; ``loads=False`` is a library built for another TensorRT (its getCreators fails)."""
+
+        def __init__(self):
+            self.creators = set()
+
         def load_library(self, path):
             trt.calls.append(("load_library", path))
-            return object() if loads else None
+            if not loads or ("HandSSCASelectiveScan", "1", "") in self.creators:
+                return None
+            self.creators.add(("HandSSCASelectiveScan", "1", ""))
+            return object()
 
-    trt.get_plugin_registry = lambda: Registry()
+        def get_creator(self, name, version, namespace=""):
+            return object() if (name, version, namespace) in self.creators else None
+
+    trt.registry = Registry()
+    trt.get_plugin_registry = lambda: trt.registry
 
     class ParserError:
         def desc(self):
@@ -145,6 +160,9 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
     trt.OnnxParser = OnnxParser
 
     class Cache:
+        def __init__(self, data=b""):
+            self.data = data
+
         def serialize(self):
             return b"timing-cache"
 
@@ -157,10 +175,13 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
 
         def create_timing_cache(self, data):
             trt.calls.append(("timing_cache_in", data))
-            return Cache()
+            return Cache(data)
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            pass
+            """setTimingCache: "A failure will be reported if the CUDA device property in the provided
+            cache is different from current environment" ... "\\return true if set successfully, false
+            otherwise" (NvInfer.h). Here a cache is ours when empty or what serialize() wrote."""
+            return ignore_mismatch or cache.data in (b"", b"timing-cache")
 
         def get_timing_cache(self):
             return Cache()
@@ -190,7 +211,11 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
 
     shapes = {"image": (-1, 3, 4, 4), "heatmaps": (-1, 3, 4, 4), "total": (-1,)}
 
+    profile = [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)]
+
     class Context:
+        refused: set = set()  # shapes TensorRT refuses for "some other error"
+
         def __init__(self):
             self.address, self.shape = {}, None
 
@@ -198,9 +223,20 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
             self.address[name] = pointer
 
         def set_input_shape(self, name, shape):
-            self.shape = tuple(shape)
+            """setInputShape: "\\return True on success, false if the provided name does not map to an
+            input tensor, or if some other error occurred" (NvInferRuntime.h); on failure the context
+            keeps the shape it had."""
+            shape = tuple(shape)
+            inside = name == "image" and all(lo <= d <= hi for lo, d, hi in zip(profile[0], shape, profile[2]))
+            if not inside or shape in self.refused:
+                return False
+            self.shape = shape
+            return True
 
         def execute_async_v3(self, stream):
+            """enqueueV3: false when the shapes are not all specified."""
+            if self.shape is None:
+                return False
             batch = self.shape[0]
             count = int(np.prod(self.shape))
             image = cuda.memory[self.address["image"]][: 4 * count].view(np.float32).reshape(self.shape)
@@ -225,7 +261,7 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
             return shapes[name]
 
         def get_tensor_profile_shape(self, name, index):
-            return [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)]
+            return profile
 
         def create_execution_context(self):
             return Context()
@@ -235,9 +271,12 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
             pass
 
         def deserialize_cuda_engine(self, data):
+            """deserializeCudaEngine: "\\return The engine, or nullptr if it could not be deserialized"
+            (NvInferRuntime.h), as for an engine of another TensorRT version."""
             return Engine() if data == b"serialized-engine" else None
 
     trt.Runtime = Runtime
+    trt.Context = Context
     return trt
 
 
@@ -391,3 +430,59 @@ def test_runtime_module_imports_without_tensorrt_or_torch():
     )
     assert out.returncode == 0, out.stderr
     assert "TensorRT is not installed" in out.stdout
+
+
+def test_one_process_builds_and_opens_several_engines(tmp_path, fakes, plugin):
+    """The plugin library is loaded once per process: a second load would be refused by TensorRT
+    (bench builds then opens; eval opens several engines)."""
+    trt, _ = fakes
+    first = te.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
+    second = te.build_engine(onnx_file(tmp_path), tmp_path / "b.engine", plugin=plugin)
+    models = [te.TensorRTModel(first.engine), te.TensorRTModel(second.engine)]
+    image = np.ones((2, 3, 4, 4), np.float32)
+    for model in models:
+        np.testing.assert_array_equal(model.run(image)["heatmaps"], 2 * image)
+    assert [c for c in trt.calls if c[0] == "load_library"] == [("load_library", str(plugin))]
+
+
+def test_another_build_of_the_plugin_cannot_replace_the_loaded_one(tmp_path, fakes, plugin):
+    te.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
+    other = tmp_path / "other" / plugin.name
+    other.parent.mkdir()
+    other.write_bytes(b"\x7fELF another build")
+    with pytest.raises(te.TensorRTError, match="another build of the plugin library .* is already loaded"):
+        te.build_engine(onnx_file(tmp_path), tmp_path / "b.engine", plugin=other)
+    copy = tmp_path / "copy.so"
+    copy.write_bytes(plugin.read_bytes())  # the same build under another name is the same plugin
+    te.build_engine(onnx_file(tmp_path), tmp_path / "c.engine", plugin=copy)
+
+
+def test_a_preloaded_plugin_is_used_as_it_is(tmp_path, fakes, plugin):
+    trt, _ = fakes
+    trt.registry.load_library("/elsewhere/libhandssca_plugins.so")  # e.g. loaded by the user's own code
+    te.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
+
+
+def test_a_timing_cache_from_another_gpu_is_refused(tmp_path, fakes, plugin):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"a cache written on another GPU")
+    with pytest.raises(te.TensorRTError, match="timing.cache: TensorRT cannot use this timing cache"):
+        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, timing_cache=cache)
+    assert not (tmp_path / "m.engine").exists()
+    assert cache.read_bytes() == b"a cache written on another GPU"  # left as it was
+
+
+def test_a_shape_tensorrt_refuses_is_an_error_not_the_previous_shape(tmp_path, fakes, plugin):
+    trt, _ = fakes
+    model = te.TensorRTModel(te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
+    model.run(np.zeros((1, 3, 4, 4), np.float32))
+    trt.Context.refused = {(3, 3, 4, 4)}
+    with pytest.raises(te.TensorRTError, match=r"refused input shape \(3, 3, 4, 4\) for image"):
+        model.run(np.zeros((3, 3, 4, 4), np.float32))
+
+
+def test_no_cuda_graph_option_that_does_nothing():
+    """pycuda has no stream capture, so the option is gone rather than silently ignored."""
+    import inspect
+
+    assert "cuda_graph" not in inspect.signature(te.TensorRTModel).parameters

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .selective_scan import check_shapes
+
 LIBRARY_ENV = "HANDSSCA_CUDA_KERNEL"
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 MAX_STATE = 256  # the kernel's limit on N (selectiveScanKernel.h)
@@ -61,26 +63,34 @@ class CudaScanKernel:
         delta_bias=None,
         delta_softplus: bool = True,
     ) -> Tensor:
+        # Shapes and devices are checked before anything reaches the kernel: it trusts its sizes, so
+        # a mismatched tensor would be read out of bounds.
+        try:
+            batch, dim, length, dstate, groups = check_shapes(u, delta, A, B, C, D, None, delta_bias)
+        except ValueError as exc:
+            raise CudaKernelError(f"{self.path}: {exc}") from exc
+        named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "delta_bias": delta_bias}
+        for name, tensor in named.items():
+            if tensor is not None and tensor.device != u.device:
+                raise CudaKernelError(f"{self.path}: {name} is on {tensor.device}, u on {u.device}: one device for all")
         if u.device.type != "cuda":
             raise CudaKernelError(f"{self.path}: the CUDA kernel needs CUDA tensors, got {u.device}")
         if u.dtype not in DTYPE_CODES:
             raise CudaKernelError(f"{self.path}: u must be float32, float16 or bfloat16, got {u.dtype}")
-        if B.dim() != 4 or C.dim() != 4:
-            raise CudaKernelError(f"{self.path}: B and C must be grouped (B, G, N, L), got {tuple(B.shape)}")
-        batch, dim, length = u.shape
-        groups, dstate = B.shape[1], A.shape[1]
         if dstate > MAX_STATE:
             raise CudaKernelError(f"{self.path}: d_state {dstate} exceeds the kernel's {MAX_STATE}")
-        u, delta, B, C = (t.to(u.dtype).contiguous() for t in (u, delta, B, C))
-        A, D, delta_bias = (None if t is None else t.float().contiguous() for t in (A, D, delta_bias))
-        out = torch.empty_like(u)
-        stream = torch.cuda.current_stream(u.device).cuda_stream
-        status = self._fn(
-            batch, dim, length, dstate, groups, int(delta_softplus), DTYPE_CODES[u.dtype],
-            u.data_ptr(), delta.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
-            0 if D is None else D.data_ptr(), 0 if delta_bias is None else delta_bias.data_ptr(),
-            out.data_ptr(), stream,
-        )  # fmt: skip
+        # The launch goes to the current device: make it the tensors' (else "invalid resource handle").
+        with torch.cuda.device(u.device):
+            u, delta, B, C = (t.to(u.dtype).contiguous() for t in (u, delta, B, C))
+            A, D, delta_bias = (None if t is None else t.float().contiguous() for t in (A, D, delta_bias))
+            out = torch.empty_like(u)
+            stream = torch.cuda.current_stream(u.device).cuda_stream
+            status = self._fn(
+                batch, dim, length, dstate, groups, int(delta_softplus), DTYPE_CODES[u.dtype],
+                u.data_ptr(), delta.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
+                0 if D is None else D.data_ptr(), 0 if delta_bias is None else delta_bias.data_ptr(),
+                out.data_ptr(), stream,
+            )  # fmt: skip
         if status != 0:
             raise CudaKernelError(f"{self.path}: handsscaSelectiveScanForward failed (cudaError {status})")
         return out

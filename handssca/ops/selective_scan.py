@@ -330,11 +330,12 @@ def selective_scan(
         B = B.unsqueeze(1)
     if C.dim() == 3:
         C = C.unsqueeze(1)
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    check_shapes(u, delta, A, B, C, D, z, delta_bias)
     return torch.ops.handssca.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
+def check_shapes(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, int]:
+    """ValueError naming the first argument whose shape disagrees; else (batch, dim, L, N, G)."""
     if u.dim() != 3:
         raise ValueError(f"selective_scan: u must be (batch, dim, L), got shape {tuple(u.shape)}")
     batch, dim, L = u.shape
@@ -355,3 +356,4 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
     for name, (t, shape) in expected.items():
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"selective_scan: {name} has shape {tuple(t.shape)}, expected {shape}")
+    return batch, dim, L, N, G
