@@ -92,6 +92,7 @@ def run_emulated(
     lagging_warp: int = -1,
     seed: int = 0,
     layout: str = "tail",
+    segments: int = 0,
 ) -> dict:
     """Runs the kernel once in a subprocess: {"status", "message", "out" (a tensor), "counters"}."""
     case = {name: to_words(inputs[name], dtype) for name in ("u", "delta", "B", "C")}
@@ -100,7 +101,7 @@ def run_emulated(
             case[name] = np.ascontiguousarray(inputs[name], np.float32)
     case.update(
         dtype=DTYPES[dtype], softplus=int(softplus), schedule=SCHEDULES[schedule], lagging_warp=lagging_warp,
-        seed=seed, layout=layout,
+        seed=seed, layout=layout, segments=segments,
     )  # fmt: skip
     case_path, result_path = tmp_path / "case.npz", tmp_path / "result.npz"
     np.savez(case_path, **case)

@@ -38,55 +38,91 @@ def check_against_reference(result, inputs, dtype, softplus):
     return error / scale
 
 
-# batch, dim, length, N, groups, dtype, softplus, with D, with delta_bias, schedule, layout
+# batch, dim, length, N, groups, dtype, softplus, with D, with delta_bias, schedule, layout, segments
+# (segments 0: the kernel's own plan, which splits long sequences of these few channels into
+# segments; 1: no split, so long ones take several chunks; 3: an odd forced split).
 CASES = [
-    (1, 1, 1, 1, 1, F32, True, True, True, "in-order", "tail"),
-    (2, 4, 5, 16, 4, F16, True, False, False, "reverse", "tail"),
-    (1, 2, 511, 16, 1, BF16, False, True, True, "lagging-warp", "aligned"),
-    (2, 8, 512, 1, 4, F32, True, True, True, "random", "aligned"),
-    (1, 4, 513, 256, 4, F32, False, False, True, "lagging-warp", "tail"),
-    (2, 2, 129, 1, 1, F16, False, True, True, "lagging-warp", "aligned"),
-    (2, 4, 1500, 16, 2, F16, True, True, False, "lagging-warp", "tail"),
-    (1, 8, 1500, 256, 4, BF16, True, True, True, "random", "aligned"),
-    (1, 4, 2049, 16, 4, F32, True, True, True, "lagging-warp", "tail"),
-    (1, 2, 4097, 4, 1, F16, True, True, True, "reverse", "aligned"),
-    (1, 2, 8192, 16, 1, F32, True, True, True, "lagging-warp", "aligned"),
-    (2, 2, 8192, 16, 2, BF16, True, True, True, "random", "tail"),
+    (1, 1, 1, 1, 1, F32, True, True, True, "in-order", "tail", 0),
+    (2, 4, 5, 16, 4, F16, True, False, False, "reverse", "tail", 0),
+    (1, 2, 511, 16, 1, BF16, False, True, True, "lagging-warp", "aligned", 0),
+    (2, 8, 512, 1, 4, F32, True, True, True, "random", "aligned", 0),
+    (1, 4, 513, 256, 4, F32, False, False, True, "lagging-warp", "tail", 0),
+    (2, 2, 129, 1, 1, F16, False, True, True, "lagging-warp", "aligned", 0),
+    (2, 4, 1500, 16, 2, F16, True, True, False, "lagging-warp", "tail", 0),
+    (1, 8, 1500, 256, 4, BF16, True, True, True, "random", "aligned", 0),
+    (1, 4, 2049, 16, 4, F32, True, True, True, "lagging-warp", "tail", 0),
+    (1, 4, 4097, 4, 1, F16, True, True, True, "reverse", "aligned", 0),
+    (1, 3, 5000, 16, 1, F32, True, False, True, "lagging-warp", "tail", 3),
+    (1, 2, 5000, 4, 1, F16, False, True, True, "lagging-warp", "aligned", 1),
+    (1, 2, 8192, 16, 1, F32, True, True, True, "lagging-warp", "aligned", 1),
+    (2, 2, 8192, 16, 2, BF16, True, True, True, "random", "tail", 0),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-{str(c[5])[6:]}-{c[9]}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-{str(c[5])[6:]}-{c[9]}-s{c[11]}")
 def test_the_kernel_source_matches_the_reference_on_the_cpu(kernel_library, rng, tmp_path, case):
-    batch, dim, length, dstate, groups, dtype, softplus, with_d, with_bias, schedule, layout = case
+    batch, dim, length, dstate, groups, dtype, softplus, with_d, with_bias, schedule, layout, segments = case
     x = make_scan_inputs(
         rng, batch, dim, length, dstate, groups, with_D=with_d, with_z=False, with_bias=with_bias, softplus=softplus
     )
     if with_bias and softplus:
         x["delta_bias"][0] = 25.0  # past softplus's threshold of 20
-    result = run_emulated(kernel_library, x, dtype, softplus, tmp_path, schedule=schedule, seed=7, layout=layout)
+    result = run_emulated(
+        kernel_library, x, dtype, softplus, tmp_path, schedule=schedule, seed=7, layout=layout, segments=segments
+    )
     check_against_reference(result, x, dtype, softplus)
-    assert result["counters"][1] == batch * dim  # one block per (channel, batch)
 
 
-def test_one_barrier_per_state_and_chunk(kernel_library, rng, tmp_path):
-    """The model's channel scan (L = 8192, N = 16): 4096-step chunks (256 threads x 16 steps), one
-    block barrier per state and chunk plus the one after clearing the carry."""
+def test_the_channel_scan_is_split_over_more_blocks_at_batch_1(kernel_library, rng, tmp_path):
+    """L = 8192, N = 16 on 2 channels: the plan cuts the sequence into 8 segments of 1024 steps (one
+    64 x 16 chunk each), a totals pass over the first 7 (one barrier per chunk and one at the end),
+    and the scan pass with one barrier per state and chunk plus the one after setting the carry."""
     x = make_scan_inputs(rng, 1, 2, 8192, 16, 1, with_z=False)
     result = run_emulated(kernel_library, x, F32, True, tmp_path)
     check_against_reference(result, x, F32, True)
     launches, blocks, barriers, exchanges = result["counters"]
+    assert (launches, blocks) == (2, 2 * 7 + 2 * 8)
+    assert barriers == 2 * 7 * (1 + 1) + 2 * 8 * (1 + 16)
+    # per thread: totals 6 shuffles per chunk + 5 per state; scan 12 per state and chunk
+    assert exchanges == 2 * 7 * 64 * (6 + 5 * 16) + 2 * 8 * 64 * 16 * 12
+    assert result["workspace_bytes"] == 2 * 8 * 16 * 8
+
+
+def test_one_barrier_per_state_and_chunk(kernel_library, rng, tmp_path):
+    """Unsplit (as at batch >= 4): 4096-step chunks (256 threads x 16 steps), one block barrier per
+    state and chunk plus the one after setting the carry, 12 shuffles per state and chunk."""
+    x = make_scan_inputs(rng, 1, 2, 8192, 16, 1, with_z=False)
+    result = run_emulated(kernel_library, x, F32, True, tmp_path, segments=1)
+    check_against_reference(result, x, F32, True)
+    launches, blocks, barriers, exchanges = result["counters"]
     assert (launches, blocks) == (1, 2)
     assert barriers == blocks * (1 + 2 * 16)
-    assert exchanges == blocks * 256 * 2 * 16 * 12  # 12 shuffles per thread, state and chunk
+    assert exchanges == blocks * 256 * 2 * 16 * 12
+    assert result["workspace_bytes"] == 0
 
 
 MUTATIONS = {
     "exp 1% off": ("exp2f(dt[i] * aScaled)", "1.01F * exp2f(dt[i] * aScaled)"),
-    "carry between chunks dropped": ("float const entering = carryIn[n];", "float const entering = 0.F;"),
+    "carry dropped": ("float const entering = carryIn[n];", "float const entering = 0.F;"),
     "warp totals single-buffered": ("warpTotals[round & 1]", "warpTotals[0]"),
     "carry single-buffered": ("float* carryOut = carry[parity ^ 1];", "float* carryOut = carry[parity];"),
     "barrier removed": ("            __syncthreads();\n\n            AffineMap before", "\n            AffineMap before"),
+    "segment decay dropped": ("AffineMap{exp2f(later * row.A[n] * kLog2e), sum}", "AffineMap{1.F, sum}"),
+    "dt suffix off by one step": ("suffix[i] = after;", "suffix[i] = after + dt[i];"),
+    "dt sums single-buffered": ("warpDtSums[parity][warp] = inclusive;", "warpDtSums[0][warp] = inclusive;"),
 }
+# (length, segments): split by the plan (one chunk per segment), unsplit (two chunks), and two
+# segments of two chunks each, so every buffer and carry of both passes is used.
+MUTATION_RUNS = [(5000, 0), (5000, 1), (10000, 2)]
+
+
+def slow_decay_inputs(rng, length, dim=2, dstate=4):
+    """Long memory (|A| dt ~ 1e-3 per step): every step still counts thousands of steps later, so a
+    wrong carry or segment total anywhere shows in the outputs (with the usual decays, a step's
+    weight is ~0 after a hundred steps, and so would be a race on it)."""
+    x = make_scan_inputs(rng, 1, dim, length, dstate, 1, with_z=False)
+    x["A"] = x["A"] * 0.002
+    return x
 
 
 @pytest.mark.parametrize("mutation", MUTATIONS)
@@ -95,10 +131,22 @@ def test_a_broken_kernel_fails(rng, tmp_path, mutation):
     source = KERNEL_SOURCE.read_text()
     assert source.count(original) == 1, f"the kernel changed: update the '{mutation}' mutation"
     library = build_library(source.replace(original, broken), tmp_path / "build", "mutant")
-    x = make_scan_inputs(rng, 1, 2, 5000, 4, 1, with_z=False)
-    result = run_emulated(library, x, F32, True, tmp_path, schedule="lagging-warp")
-    with pytest.raises(AssertionError, match="max error"):
-        check_against_reference(result, x, F32, True)
+    errors = []
+    for length, segments in MUTATION_RUNS:
+        x = slow_decay_inputs(rng, length)
+        result = run_emulated(library, x, F32, True, tmp_path, schedule="lagging-warp", segments=segments)
+        try:
+            check_against_reference(result, x, F32, True)
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert errors, f"the '{mutation}' mutant matches the reference on every run"
+
+
+@pytest.mark.parametrize("length, segments", MUTATION_RUNS)
+def test_long_memory_carries_across_chunks_and_segments(kernel_library, rng, tmp_path, length, segments):
+    x = slow_decay_inputs(rng, length)
+    result = run_emulated(kernel_library, x, F32, True, tmp_path, schedule="lagging-warp", segments=segments)
+    check_against_reference(result, x, F32, True)
 
 
 def test_the_kernels_own_checks_refuse_bad_sizes(kernel_library, rng, tmp_path):

@@ -46,11 +46,19 @@ class CudaScanKernel:
         try:
             self.library = ctypes.CDLL(str(self.path))
             fn = self.library.handsscaSelectiveScanForward
+            workspace = self.library.handsscaSelectiveScanWorkspaceSize
+            architectures = self.library.handsscaSelectiveScanArchitectures
         except (OSError, AttributeError) as exc:
-            raise CudaKernelError(f"{self.path}: not a loadable HandSSCA kernel library ({exc})") from exc
+            raise CudaKernelError(
+                f"{self.path}: not a loadable HandSSCA kernel library of this version ({exc}): rebuild plugins/"
+            ) from exc
         fn.restype = ctypes.c_int32
-        fn.argtypes = [ctypes.c_int32] * 7 + [ctypes.c_void_p] * 9
-        self._fn = fn
+        fn.argtypes = [ctypes.c_int32] * 7 + [ctypes.c_void_p] * 10 + [ctypes.c_int32, ctypes.c_void_p]
+        workspace.restype = ctypes.c_uint64
+        workspace.argtypes = [ctypes.c_int32] * 5
+        architectures.restype = ctypes.c_char_p
+        self._fn, self._workspace_size = fn, workspace
+        self.architectures = architectures().decode()  # as CMake built it, e.g. "75-real,80-real,...,120"
 
     def __call__(
         self,
@@ -62,7 +70,10 @@ class CudaScanKernel:
         D=None,
         delta_bias=None,
         delta_softplus: bool = True,
+        segments: int = 0,
     ) -> Tensor:
+        """``segments``: 0 lets the kernel decide whether to split the sequence over more blocks
+        (small batch x channels); a positive count forces that many (tests, benchmarks)."""
         # Shapes and devices are checked before anything reaches the kernel: it trusts its sizes, so
         # a mismatched tensor would be read out of bounds.
         try:
@@ -84,12 +95,14 @@ class CudaScanKernel:
             u, delta, B, C = (t.to(u.dtype).contiguous() for t in (u, delta, B, C))
             A, D, delta_bias = (None if t is None else t.float().contiguous() for t in (A, D, delta_bias))
             out = torch.empty_like(u)
+            workspace_bytes = self._workspace_size(batch, dim, length, dstate, segments)
+            workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=u.device) if workspace_bytes else None
             stream = torch.cuda.current_stream(u.device).cuda_stream
             status = self._fn(
                 batch, dim, length, dstate, groups, int(delta_softplus), DTYPE_CODES[u.dtype],
                 u.data_ptr(), delta.data_ptr(), A.data_ptr(), B.data_ptr(), C.data_ptr(),
                 0 if D is None else D.data_ptr(), 0 if delta_bias is None else delta_bias.data_ptr(),
-                out.data_ptr(), stream,
+                out.data_ptr(), None if workspace is None else workspace.data_ptr(), segments, stream,
             )  # fmt: skip
         if status != 0:
             raise CudaKernelError(f"{self.path}: handsscaSelectiveScanForward failed (cudaError {status})")

@@ -9,7 +9,7 @@
 // Math in fp32 (exp2f with A scaled by log2 e), whatever the input dtype, as in mamba-ssm.
 //
 // Why it is laid out this way (mamba-ssm's selective_scan_fwd_kernel.cuh is the model):
-// * Block shape by length (ScanShape below): up to 16 consecutive steps per thread, and only as
+// * Block shape by length (launchTyped below): up to 16 consecutive steps per thread, and only as
 //   many threads as the sequence needs, so short scans do not pay for idle lanes in every shuffle
 //   and barrier, and long scans take few chunks (the block scan is paid once per chunk and state).
 // * One block barrier per state and chunk: warp totals and the carry are double-buffered in
@@ -19,10 +19,17 @@
 // * Loads of u, delta, B, C and stores of y are 16-byte vectors when a thread's steps are
 //   aligned and in range (scalar otherwise), and B/C of the next state are fetched before this
 //   state's shuffles and barrier, so their latency hides behind the scan.
+// * Enough blocks when batch x dim is small (the model's channel scan: 128 at batch 1, fewer than
+//   an H100's 132 SMs): a long sequence is cut into segments, one block each (planSelectiveScan).
+//   A first pass gives each segment's total map per state in closed form, with no scan: the
+//   decays multiply to exp2(A' sum dt), and the offset is sum_l exp2(A' * (dt after l)) dt_l u_l B_l,
+//   one reduction per state. The scan pass starts each segment from the totals before it.
 #include "selectiveScanKernel.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 namespace handssca
 {
@@ -154,8 +161,173 @@ __device__ __forceinline__ void storeItems(T* row, int64_t first, int64_t length
     }
 }
 
+// One (batch item, channel) row of every operand.
+template <typename T>
+struct ScanRow
+{
+    T const* u;
+    T const* delta;
+    T* out;
+    T const* B; // state n's steps at B + n * length
+    T const* C;
+    float const* A;
+    float skip;
+    float bias;
+
+    __device__ ScanRow(SelectiveScanParams const& p, int b, int d)
+    {
+        int64_t const row = (static_cast<int64_t>(b) * p.dim + d) * p.length;
+        int const g = d / (p.dim / p.groups);
+        int64_t const group = (static_cast<int64_t>(b) * p.groups + g) * p.dstate * p.length;
+        u = static_cast<T const*>(p.u) + row;
+        delta = static_cast<T const*>(p.delta) + row;
+        out = static_cast<T*>(p.out) + row;
+        B = static_cast<T const*>(p.B) + group;
+        C = static_cast<T const*>(p.C) + group;
+        A = p.A + static_cast<int64_t>(d) * p.dstate;
+        skip = p.D != nullptr ? p.D[d] : 0.F;
+        bias = p.deltaBias != nullptr ? p.deltaBias[d] : 0.F;
+    }
+
+    // Step sizes dt (softplus'd, biased) and dt * u of kItems steps from ``first``; 0 from ``end``
+    // on, which makes those steps the identity map (a = 1, b = 0). ``uOut`` gets u itself.
+    template <int kItems>
+    __device__ __forceinline__ void steps(int64_t first, int64_t end, bool softplusDelta, float (&dt)[kItems],
+        float (&dtu)[kItems], float (&uOut)[kItems]) const
+    {
+        loadItems<kItems>(u, first, end, uOut);
+        loadItems<kItems>(delta, first, end, dt);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i)
+        {
+            float const raw = dt[i] + bias;
+            dt[i] = first + i < end ? (softplusDelta ? softplus(raw) : raw) : 0.F;
+            dtu[i] = dt[i] * uOut[i];
+        }
+    }
+};
+
+__device__ __forceinline__ int64_t totalIndex(SelectiveScanParams const& p, ScanPlan plan, int b, int d, int segment)
+{
+    return ((static_cast<int64_t>(b) * p.dim + d) * plan.segments + segment) * p.dstate;
+}
+
+// Pass 1 when the sequence is split: each segment's total map per state (all but the last segment).
+// Chunks are taken from the segment's end backwards, so the dt still to come after each step is a
+// running sum plus a suffix scan within the chunk (one barrier per chunk, not per state).
 template <typename T, int kThreads, int kItems>
-__global__ void __launch_bounds__(kThreads) selectiveScanKernel(SelectiveScanParams p)
+__global__ void __launch_bounds__(kThreads)
+    segmentTotalsKernel(SelectiveScanParams p, ScanPlan plan, AffineMap* totals)
+{
+    constexpr int kWarps = kThreads / kWarpSize;
+    constexpr int kChunk = kThreads * kItems;
+    int const d = blockIdx.x;
+    int const b = blockIdx.y;
+    int const segment = blockIdx.z;
+    int const tid = threadIdx.x;
+    int const lane = tid & (kWarpSize - 1);
+    int const warp = tid / kWarpSize;
+    int const dstate = p.dstate;
+    ScanRow<T> const row(p, b, d);
+    int64_t const segmentStart = segment * plan.segmentLength;
+    int64_t const segmentEnd = segmentStart + plan.segmentLength < p.length ? segmentStart + plan.segmentLength : p.length;
+
+    // Each warp sums its own row (lane 0 only): no atomics, and a fixed order of additions.
+    __shared__ float warpPartials[kWarps][kMaxScanStates];
+    __shared__ float warpDtSums[2][kWarps];
+    for (int n = lane; n < dstate; n += kWarpSize)
+    {
+        warpPartials[warp][n] = 0.F;
+    }
+
+    float later = 0.F; // dt of the segment after the current chunk
+    int parity = 0;
+    int64_t const chunks = (segmentEnd - segmentStart + kChunk - 1) / kChunk;
+    for (int64_t k = chunks - 1; k >= 0; --k, parity ^= 1)
+    {
+        int64_t const first = segmentStart + k * kChunk + static_cast<int64_t>(tid) * kItems;
+        float dt[kItems];
+        float dtu[kItems];
+        float uu[kItems];
+        row.steps(first, segmentEnd, p.deltaSoftplus, dt, dtu, uu);
+        float mine = 0.F;
+#pragma unroll
+        for (int i = 0; i < kItems; ++i)
+        {
+            mine += dt[i];
+        }
+        float inclusive = mine; // dt of this lane and the lanes after it
+#pragma unroll
+        for (int offset = 1; offset < kWarpSize; offset <<= 1)
+        {
+            float const next = __shfl_down_sync(kFullMask, inclusive, offset);
+            if (lane + offset < kWarpSize)
+            {
+                inclusive += next;
+            }
+        }
+        float const laterLanes = __shfl_down_sync(kFullMask, inclusive, 1);
+        if (lane == 0)
+        {
+            warpDtSums[parity][warp] = inclusive;
+        }
+        __syncthreads();
+        float after = later + (lane == kWarpSize - 1 ? 0.F : laterLanes);
+        float chunkSum = 0.F;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w)
+        {
+            float const sum = warpDtSums[parity][w];
+            chunkSum += sum;
+            after += w > warp ? sum : 0.F;
+        }
+        later += chunkSum;
+        float suffix[kItems]; // dt after each step, to the segment's end
+#pragma unroll
+        for (int i = kItems - 1; i >= 0; --i)
+        {
+            suffix[i] = after;
+            after += dt[i];
+        }
+
+        for (int n = 0; n < dstate; ++n)
+        {
+            float bNow[kItems];
+            loadItems<kItems>(row.B + static_cast<int64_t>(n) * p.length, first, segmentEnd, bNow);
+            float const aScaled = row.A[n] * kLog2e;
+            float part = 0.F;
+#pragma unroll
+            for (int i = 0; i < kItems; ++i)
+            {
+                part = fmaf(exp2f(suffix[i] * aScaled), dtu[i] * bNow[i], part);
+            }
+#pragma unroll
+            for (int offset = kWarpSize / 2; offset > 0; offset >>= 1)
+            {
+                part += __shfl_xor_sync(kFullMask, part, offset);
+            }
+            if (lane == 0)
+            {
+                warpPartials[warp][n] += part;
+            }
+        }
+    }
+    __syncthreads();
+    AffineMap* mineOut = totals + totalIndex(p, plan, b, d, segment);
+    for (int n = tid; n < dstate; n += kThreads)
+    {
+        float sum = 0.F;
+        for (int w = 0; w < kWarps; ++w)
+        {
+            sum += warpPartials[w][n];
+        }
+        mineOut[n] = AffineMap{exp2f(later * row.A[n] * kLog2e), sum};
+    }
+}
+
+template <typename T, int kThreads, int kItems>
+__global__ void __launch_bounds__(kThreads)
+    selectiveScanKernel(SelectiveScanParams p, ScanPlan plan, AffineMap const* totals)
 {
     constexpr int kWarps = kThreads / kWarpSize;
     constexpr int kChunk = kThreads * kItems;
@@ -163,36 +335,34 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(SelectiveScanPar
 
     int const d = blockIdx.x;
     int const b = blockIdx.y;
-    int const g = d / (p.dim / p.groups);
+    int const segment = blockIdx.z;
     int const tid = threadIdx.x;
     int const lane = tid & (kWarpSize - 1);
     int const warp = tid / kWarpSize;
-    int64_t const length = p.length;
     int const dstate = p.dstate;
-
-    int64_t const row = (static_cast<int64_t>(b) * p.dim + d) * length;
-    T const* u = static_cast<T const*>(p.u) + row;
-    T const* delta = static_cast<T const*>(p.delta) + row;
-    T* out = static_cast<T*>(p.out) + row;
-    int64_t const groupOffset = (static_cast<int64_t>(b) * p.groups + g) * dstate * length;
-    T const* bBase = static_cast<T const*>(p.B) + groupOffset;
-    T const* cBase = static_cast<T const*>(p.C) + groupOffset;
-    float const* aRow = p.A + static_cast<int64_t>(d) * dstate;
-    float const skip = p.D != nullptr ? p.D[d] : 0.F;
-    float const bias = p.deltaBias != nullptr ? p.deltaBias[d] : 0.F;
+    ScanRow<T> const row(p, b, d);
+    int64_t const segmentStart = segment * plan.segmentLength;
+    int64_t const segmentEnd = segmentStart + plan.segmentLength < p.length ? segmentStart + plan.segmentLength : p.length;
 
     // [parity][...]: written in one round, read after its barrier, rewritten two rounds later.
     __shared__ AffineMap warpTotals[2][kWarps];
     __shared__ float carry[2][kMaxScanStates];
     for (int n = tid; n < dstate; n += kThreads)
     {
-        carry[0][n] = 0.F;
+        // The state entering the segment: the totals of the segments before it, applied in order.
+        float h = 0.F;
+        for (int s = 0; s < segment; ++s)
+        {
+            AffineMap const total = totals[totalIndex(p, plan, b, d, s) + n];
+            h = fmaf(total.a, h, total.b);
+        }
+        carry[0][n] = h;
     }
     __syncthreads();
 
     int round = 0;
     int parity = 0;
-    for (int64_t start = 0; start < length; start += kChunk, parity ^= 1)
+    for (int64_t start = segmentStart; start < segmentEnd; start += kChunk, parity ^= 1)
     {
         float const* carryIn = carry[parity];
         float* carryOut = carry[parity ^ 1];
@@ -201,22 +371,15 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(SelectiveScanPar
         float dt[kItems];
         float dtu[kItems];
         float y[kItems];
-        loadItems<kItems>(u, first, length, dtu);
-        loadItems<kItems>(delta, first, length, dt);
+        row.steps(first, segmentEnd, p.deltaSoftplus, dt, dtu, y);
 #pragma unroll
         for (int i = 0; i < kItems; ++i)
         {
-            bool const valid = first + i < length;
-            float const raw = dt[i] + bias;
-            // Steps past the end get dt = 0: the identity map (a = 1, b = 0), which changes
-            // neither the prefixes nor the carry.
-            dt[i] = valid ? (p.deltaSoftplus ? softplus(raw) : raw) : 0.F;
-            y[i] = skip * dtu[i]; // the skip term D u first, so u need not stay in registers
-            dtu[i] *= dt[i];
+            y[i] *= row.skip; // the skip term D u first, so u need not stay in registers
         }
 
         float bNext[kItems];
-        loadItems<kItems>(bBase, first, length, bNext);
+        loadItems<kItems>(row.B, first, segmentEnd, bNext);
         for (int n = 0; n < dstate; ++n, ++round)
         {
             float bNow[kItems];
@@ -226,13 +389,13 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(SelectiveScanPar
             {
                 bNow[i] = bNext[i];
             }
-            loadItems<kItems>(cBase + static_cast<int64_t>(n) * length, first, length, cNow);
+            loadItems<kItems>(row.C + static_cast<int64_t>(n) * p.length, first, segmentEnd, cNow);
             if (n + 1 < dstate)
             {
-                loadItems<kItems>(bBase + static_cast<int64_t>(n + 1) * length, first, length, bNext);
+                loadItems<kItems>(row.B + static_cast<int64_t>(n + 1) * p.length, first, segmentEnd, bNext);
             }
 
-            float const aScaled = aRow[n] * kLog2e;
+            float const aScaled = row.A[n] * kLog2e;
             AffineMap step[kItems];
             AffineMap mine{1.F, 0.F};
 #pragma unroll
@@ -290,52 +453,107 @@ __global__ void __launch_bounds__(kThreads) selectiveScanKernel(SelectiveScanPar
             }
         }
 
-        storeItems<kItems>(out, first, length, y);
+        storeItems<kItems>(row.out, first, segmentEnd, y);
     }
 }
 
 template <typename T, int kThreads, int kItems>
-cudaError_t launchShaped(SelectiveScanParams const& params, cudaStream_t stream)
+cudaError_t launchShaped(SelectiveScanParams const& params, ScanPlan plan, AffineMap* totals, cudaStream_t stream)
 {
-    dim3 const grid(static_cast<unsigned>(params.dim), static_cast<unsigned>(params.batch));
-    selectiveScanKernel<T, kThreads, kItems><<<grid, kThreads, 0, stream>>>(params);
+    auto const batch = static_cast<unsigned>(params.batch);
+    auto const dim = static_cast<unsigned>(params.dim);
+    auto const segments = static_cast<unsigned>(plan.segments);
+    if (segments > 1)
+    {
+        segmentTotalsKernel<T, kThreads, kItems><<<dim3(dim, batch, segments - 1), kThreads, 0, stream>>>(
+            params, plan, totals);
+    }
+    selectiveScanKernel<T, kThreads, kItems><<<dim3(dim, batch, segments), kThreads, 0, stream>>>(params, plan, totals);
     return cudaGetLastError();
 }
 
-// Threads x steps per thread by length, as mamba-ssm chooses them: a short scan gets one warp
-// (no idle lanes in the shuffles), a long one 16 steps per thread so that it takes few chunks.
-// Past 2048 steps, 256 threads: the model's channel scan (L = 8192) then takes 2 chunks instead
-// of 4, and each SM gets 8 warps from the few blocks (D x batch = 128 at batch 1) it has.
+// Threads x steps per thread by the length a block scans, as mamba-ssm chooses them: a short scan
+// gets one warp (no idle lanes in the shuffles), a long one 16 steps per thread so that it takes
+// few chunks. Past 2048 steps, 256 threads: a 4096-step chunk, and 8 warps per block for the SMs.
 template <typename T>
-cudaError_t launchTyped(SelectiveScanParams const& params, cudaStream_t stream)
+cudaError_t launchTyped(SelectiveScanParams const& params, ScanPlan plan, AffineMap* totals, cudaStream_t stream)
 {
-    int32_t const length = params.length;
+    int64_t const length = plan.segmentLength;
     if (length <= 128)
     {
-        return launchShaped<T, 32, 4>(params, stream);
+        return launchShaped<T, 32, 4>(params, plan, totals, stream);
     }
     if (length <= 256)
     {
-        return launchShaped<T, 32, 8>(params, stream);
+        return launchShaped<T, 32, 8>(params, plan, totals, stream);
     }
     if (length <= 512)
     {
-        return launchShaped<T, 32, 16>(params, stream);
+        return launchShaped<T, 32, 16>(params, plan, totals, stream);
     }
     if (length <= 1024)
     {
-        return launchShaped<T, 64, 16>(params, stream);
+        return launchShaped<T, 64, 16>(params, plan, totals, stream);
     }
     if (length <= 2048)
     {
-        return launchShaped<T, 128, 16>(params, stream);
+        return launchShaped<T, 128, 16>(params, plan, totals, stream);
     }
-    return launchShaped<T, 256, 16>(params, stream);
+    return launchShaped<T, 256, 16>(params, plan, totals, stream);
 }
+
+// Blocks wanted in flight: about 4 per SM on the largest GPUs (132 SMs on an H100), a constant so
+// that the plan, and the workspace TensorRT reserves for it, do not depend on the GPU.
+constexpr int64_t kTargetBlocks = 512;
+// A segment is at least this long, so the totals pass stays small next to the scan itself.
+constexpr int64_t kMinSegmentSteps = 1024;
 
 } // namespace
 
-cudaError_t launchSelectiveScan(SelectiveScanParams const& params, cudaStream_t stream)
+ScanPlan planSelectiveScan(int32_t batch, int32_t dim, int32_t length, int32_t segments)
+{
+    ScanPlan plan;
+    plan.segmentLength = length;
+    int64_t const rows = static_cast<int64_t>(batch) * dim;
+    if (rows <= 0 || length <= 0)
+    {
+        return plan;
+    }
+    int64_t wanted = segments;
+    if (wanted <= 0)
+    {
+        wanted = rows >= kTargetBlocks ? 1 : std::min<int64_t>((kTargetBlocks + rows - 1) / rows, length / kMinSegmentSteps);
+    }
+    if (wanted < 2)
+    {
+        return plan;
+    }
+    // Whole 256-step pieces, so that a segment's chunks stay aligned for vector loads.
+    int64_t const piece = 256;
+    plan.segmentLength = ((length + wanted - 1) / wanted + piece - 1) / piece * piece;
+    plan.segments = static_cast<int32_t>((length + plan.segmentLength - 1) / plan.segmentLength);
+    return plan;
+}
+
+size_t selectiveScanWorkspaceSize(int32_t batch, int32_t dim, int32_t length, int32_t dstate, int32_t segments)
+{
+    ScanPlan const plan = planSelectiveScan(batch, dim, length, segments);
+    if (plan.segments <= 1 || batch <= 0 || dim <= 0 || dstate <= 0)
+    {
+        return 0;
+    }
+    return static_cast<size_t>(batch) * dim * plan.segments * dstate * sizeof(AffineMap);
+}
+
+size_t selectiveScanMaxWorkspaceSize(int32_t dstate)
+{
+    // Splitting needs batch x dim = rows < kTargetBlocks, and then rows x segments
+    // <= rows x ceil(kTargetBlocks / rows) < kTargetBlocks + rows < 2 kTargetBlocks.
+    return dstate > 0 ? static_cast<size_t>(2 * kTargetBlocks) * dstate * sizeof(AffineMap) : 0;
+}
+
+cudaError_t launchSelectiveScan(
+    SelectiveScanParams const& params, void* workspace, cudaStream_t stream, int32_t segments)
 {
     bool const sizesOk = params.batch > 0 && params.batch <= 65535 && params.dim > 0 && params.length > 0
         && params.dstate > 0 && params.dstate <= kMaxScanStates && params.groups > 0
@@ -346,11 +564,17 @@ cudaError_t launchSelectiveScan(SelectiveScanParams const& params, cudaStream_t 
     {
         return cudaErrorInvalidValue;
     }
+    ScanPlan const plan = planSelectiveScan(params.batch, params.dim, params.length, segments);
+    auto* totals = static_cast<AffineMap*>(workspace);
+    if (plan.segments > 1 && (totals == nullptr || reinterpret_cast<uintptr_t>(totals) % alignof(AffineMap) != 0))
+    {
+        return cudaErrorInvalidValue;
+    }
     switch (params.dtype)
     {
-    case ScanDataType::kFLOAT32: return launchTyped<float>(params, stream);
-    case ScanDataType::kFLOAT16: return launchTyped<__half>(params, stream);
-    case ScanDataType::kBFLOAT16: return launchTyped<__nv_bfloat16>(params, stream);
+    case ScanDataType::kFLOAT32: return launchTyped<float>(params, plan, totals, stream);
+    case ScanDataType::kFLOAT16: return launchTyped<__half>(params, plan, totals, stream);
+    case ScanDataType::kBFLOAT16: return launchTyped<__nv_bfloat16>(params, plan, totals, stream);
     }
     return cudaErrorInvalidValue;
 }
@@ -368,7 +592,7 @@ extern "C" char const* handsscaSelectiveScanArchitectures()
 
 extern "C" int32_t handsscaSelectiveScanForward(int32_t batch, int32_t dim, int32_t length, int32_t dstate,
     int32_t groups, int32_t deltaSoftplus, int32_t dtype, void const* u, void const* delta, float const* A,
-    void const* B, void const* C, float const* D, float const* deltaBias, void* out, void* stream)
+    void const* B, void const* C, float const* D, float const* deltaBias, void* out, void* workspace, int32_t segments, void* stream)
 {
     if (dtype < 0 || dtype > 2)
     {
@@ -390,5 +614,11 @@ extern "C" int32_t handsscaSelectiveScanForward(int32_t batch, int32_t dim, int3
     params.D = D;
     params.deltaBias = deltaBias;
     params.out = out;
-    return static_cast<int32_t>(handssca::launchSelectiveScan(params, stream == nullptr ? nullptr : static_cast<cudaStream_t>(stream)));
+    return static_cast<int32_t>(handssca::launchSelectiveScan(params, workspace, static_cast<cudaStream_t>(stream), segments));
+}
+
+extern "C" uint64_t handsscaSelectiveScanWorkspaceSize(
+    int32_t batch, int32_t dim, int32_t length, int32_t dstate, int32_t segments)
+{
+    return handssca::selectiveScanWorkspaceSize(batch, dim, length, dstate, segments);
 }

@@ -8,6 +8,7 @@
 // u, delta, B, C and the output share one dtype (fp32, fp16 or bf16); A, D, delta_bias are fp32.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cuda_runtime_api.h>
 
@@ -42,15 +43,39 @@ struct SelectiveScanParams
     void* out{nullptr};             // (batch, dim, length)
 };
 
-// cudaErrorInvalidValue for bad sizes or pointers (checked before launching), else the launch's status.
-cudaError_t launchSelectiveScan(SelectiveScanParams const& params, cudaStream_t stream);
+// How a scan is laid over the GPU: the sequence in ``segments`` pieces of ``segmentLength``
+// steps (one block each per channel and batch item). ``segments`` 0 chooses: 1 unless batch x dim
+// gives too few blocks for the GPU; a positive count forces one (tests, benchmarks).
+struct ScanPlan
+{
+    int32_t segments{1};
+    int64_t segmentLength{0};
+};
+ScanPlan planSelectiveScan(int32_t batch, int32_t dim, int32_t length, int32_t segments = 0);
+
+// Bytes of device workspace launchSelectiveScan needs for these sizes (0 when the plan has one segment).
+size_t selectiveScanWorkspaceSize(int32_t batch, int32_t dim, int32_t length, int32_t dstate, int32_t segments = 0);
+
+// The most selectiveScanWorkspaceSize can ask for with the automatic plan, whatever the batch and
+// length: a split has fewer than 2 x 512 blocks per pass (what TensorRT reserves).
+size_t selectiveScanMaxWorkspaceSize(int32_t dstate);
+
+// cudaErrorInvalidValue for bad sizes or pointers, or a missing workspace (checked before
+// launching), else the launches' status. ``workspace``: selectiveScanWorkspaceSize bytes, 8-aligned.
+cudaError_t launchSelectiveScan(
+    SelectiveScanParams const& params, void* workspace, cudaStream_t stream, int32_t segments = 0);
 
 } // namespace handssca
 
 // A C entry point for ctypes (pointers as integers from torch.Tensor.data_ptr()).
 extern "C" int32_t handsscaSelectiveScanForward(int32_t batch, int32_t dim, int32_t length, int32_t dstate,
     int32_t groups, int32_t deltaSoftplus, int32_t dtype, void const* u, void const* delta, float const* A,
-    void const* B, void const* C, float const* D, float const* deltaBias, void* out, void* stream);
+    void const* B, void const* C, float const* D, float const* deltaBias, void* out, void* workspace, int32_t segments,
+    void* stream);
+
+// handssca::selectiveScanWorkspaceSize for ctypes.
+extern "C" uint64_t handsscaSelectiveScanWorkspaceSize(
+    int32_t batch, int32_t dim, int32_t length, int32_t dstate, int32_t segments);
 
 // The CUDA architectures the library was built for, as CMake was given them ("75-real,80-real,...").
 extern "C" char const* handsscaSelectiveScanArchitectures();

@@ -227,10 +227,17 @@ int32_t SelectiveScanPlugin::getNbOutputs() const noexcept
     return 1;
 }
 
-size_t SelectiveScanPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* /*inputs*/,
-    int32_t /*nbInputs*/, nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+size_t SelectiveScanPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
-    return 0; // the state lives in registers and shared memory
+    // Segment totals when a long scan is split over more blocks (small batch x channels): a bound
+    // that holds for every batch and length of the profile.
+    if (inputs == nullptr || nbInputs != kNbInputs || inputs[kA].max.nbDims != 2)
+    {
+        return selectiveScanMaxWorkspaceSize(kMaxScanStates);
+    }
+    int64_t const dstate = inputs[kA].max.d[1];
+    return selectiveScanMaxWorkspaceSize(dstate > 0 && dstate <= kMaxScanStates ? static_cast<int32_t>(dstate) : kMaxScanStates);
 }
 
 int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
@@ -250,7 +257,7 @@ int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in,
 
 int32_t SelectiveScanPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     nvinfer1::PluginTensorDesc const* /*outputDesc*/, void const* const* inputs, void* const* outputs,
-    void* /*workspace*/, cudaStream_t stream) noexcept
+    void* workspace, cudaStream_t stream) noexcept
 {
     if (inputDesc == nullptr || inputs == nullptr || outputs == nullptr)
     {
@@ -273,7 +280,7 @@ int32_t SelectiveScanPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc
     params.D = static_cast<float const*>(inputs[kD]);
     params.deltaBias = static_cast<float const*>(inputs[kDeltaBias]);
     params.out = outputs[0];
-    cudaError_t const status = launchSelectiveScan(params, stream);
+    cudaError_t const status = launchSelectiveScan(params, workspace, stream);
     if (status != cudaSuccess)
     {
         std::string const message = std::string("HandSSCASelectiveScan: kernel launch failed: ")

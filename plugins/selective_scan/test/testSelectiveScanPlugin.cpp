@@ -3,6 +3,7 @@
 // the library's getCreators, field parsing, serialization round trip, clone, the format
 // table, output types and shapes, shape checks and logging. Exit status: number of failures.
 #include "NvInferRuntime.h"
+#include "selectiveScanKernel.h"
 #include "selectiveScanPlugin.h"
 
 #include <cstdint>
@@ -295,7 +296,9 @@ void testTypesAndShapes(nvinfer1::IPluginV3* plugin)
     auto mismatch = descs(2, 8, 33, 16, 4);
     mismatch[2].desc.dims = dims({9, 16});
     check(b->configurePlugin(mismatch.data(), 7, mismatch.data() + 7, 1) != 0, "A with the wrong rows is refused");
-    check(b->getWorkspaceSize(good.data(), 7, good.data() + 7, 1) == 0, "no workspace");
+    check(b->getWorkspaceSize(good.data(), 7, good.data() + 7, 1) == handssca::selectiveScanMaxWorkspaceSize(16)
+            && handssca::selectiveScanMaxWorkspaceSize(16) == 2 * 512 * 16 * 8,
+        "workspace: the segment totals' bound for N = 16");
 
     std::vector<nvinfer1::PluginTensorDesc> runtimeDescs;
     for (auto const& dd : good)
