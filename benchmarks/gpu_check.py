@@ -17,6 +17,7 @@ Without a CUDA GPU it says so and exits 1: nothing was checked.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -111,13 +112,14 @@ def check_scans(kernel, batches, runs) -> list[dict]:
             ordered = [x[k] for k in ("u", "delta", "A", "B", "C", "D")]
             with torch.inference_mode():
                 expected = selective_scan_ref(*ordered, None, x["delta_bias"], True)
+                kernel_args = (*ordered, x["delta_bias"], True)
                 calls = {
-                    "ours": lambda: kernel(*ordered, x["delta_bias"], True),
-                    "ours-unsplit": lambda: kernel(*ordered, x["delta_bias"], True, segments=1),
-                    "reference": lambda: selective_scan_ref(*ordered, None, x["delta_bias"], True),
+                    "ours": functools.partial(kernel, *kernel_args),
+                    "ours-unsplit": functools.partial(kernel, *kernel_args, segments=1),
+                    "reference": functools.partial(selective_scan_ref, *ordered, None, x["delta_bias"], True),
                 }
                 if mamba is not None:
-                    calls["mamba-ssm"] = lambda: mamba(*ordered, None, x["delta_bias"], True)
+                    calls["mamba-ssm"] = functools.partial(mamba, *ordered, None, x["delta_bias"], True)
                 for label, call in calls.items():
                     timing = time_runner(call, 2, runs if label != "reference" else max(3, runs // 10), cuda=True)
                     timing.pop("samples_ms")
@@ -148,7 +150,9 @@ def check_model(batches, precisions, runs) -> list[dict]:
             cast = image if precision == "fp32" else image.half()
             for backend in backends:
                 with torch.inference_mode(), use_scan_backend(backend):
-                    timing = time_runner(lambda: net(cast), 3, runs if backend != "reference" else 3, cuda=True)
+                    timing = time_runner(
+                        functools.partial(net, cast), 3, runs if backend != "reference" else 3, cuda=True
+                    )
                     outputs = net(cast)
                 timing.pop("samples_ms")
                 parity = {key: relative_difference(outputs[key], expected[key]) for key in expected}

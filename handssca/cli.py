@@ -105,6 +105,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this machine can run; exit 1 when something installed is broken."""
+    from handssca.doctor import as_json, diagnose, format_findings
+
+    findings = diagnose()
+    print(json.dumps(as_json(findings), indent=2) if args.json else format_findings(findings))
+    return 1 if any(f.status == "broken" for f in findings) else 0
+
+
 def load_network(args: argparse.Namespace):
     """The network a command works on: --checkpoint's, or an untrained one from --config/flags.
 
@@ -587,6 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(handler=cmd_info)
+
+    doctor = sub.add_parser("doctor", help="what this machine can run: kernels, runtimes, GPU, TensorRT plugin")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(handler=cmd_doctor)
 
     export = sub.add_parser("export", help="export the network to ONNX (one custom node per selective scan)")
     export.add_argument(

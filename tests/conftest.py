@@ -1,4 +1,8 @@
+import importlib.util
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,3 +14,29 @@ def rng(request):
     seed = int(os.environ.get("HANDSSCA_TEST_SEED", 0)) or int.from_bytes(os.urandom(4), "little")
     print(f"{request.node.name}: HANDSSCA_TEST_SEED={seed}")
     return np.random.default_rng(seed)
+
+
+GPU_CHECK = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+
+
+def load_gpu_check():
+    """benchmarks/gpu_check.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def sm90_kernel_library(tmp_path_factory):
+    """The kernel library for sm_90 alone, built the way gpu_check builds it without CMake."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    check = load_gpu_check()
+    real_which = shutil.which
+    check.shutil.which = lambda name: None if name == "cmake" else real_which(name)
+    try:
+        return check.build_kernel(tmp_path_factory.mktemp("sm90"), "90")
+    finally:
+        check.shutil.which = real_which

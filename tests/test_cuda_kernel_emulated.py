@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from emulated_cuda import KERNEL_SOURCE, build_library, reference, run_emulated
+
 from scan_inputs import make_scan_inputs
 
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
@@ -106,7 +107,10 @@ MUTATIONS = {
     "carry dropped": ("float const entering = carryIn[n];", "float const entering = 0.F;"),
     "warp totals single-buffered": ("warpTotals[round & 1]", "warpTotals[0]"),
     "carry single-buffered": ("float* carryOut = carry[parity ^ 1];", "float* carryOut = carry[parity];"),
-    "barrier removed": ("            __syncthreads();\n\n            AffineMap before", "\n            AffineMap before"),
+    "barrier removed": (
+        "            __syncthreads();\n\n            AffineMap before",
+        "\n            AffineMap before",
+    ),
     "segment decay dropped": ("AffineMap{exp2f(later * row.A[n] * kLog2e), sum}", "AffineMap{1.F, sum}"),
     "dt suffix off by one step": ("suffix[i] = after;", "suffix[i] = after + dt[i];"),
     "dt sums single-buffered": ("warpDtSums[parity][warp] = inclusive;", "warpDtSums[0][warp] = inclusive;"),
@@ -261,4 +265,3 @@ def test_broken_synchronisation_and_launch_limits_fail_the_launch(probes):
     status, message, _ = probes(0, blocks_y=65536)
     assert status == 9 and "65535" in message
     assert probes(0)[0] == 0  # and the next launch is clean
-

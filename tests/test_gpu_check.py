@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_gpu_check
+
+    return load_gpu_check()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would run")
@@ -28,14 +19,10 @@ def test_without_a_gpu_it_checks_nothing_and_says_so(gpu_check, capsys):
     assert "no CUDA GPU on this machine: nothing was checked" in capsys.readouterr().out
 
 
-def test_without_cmake_it_builds_the_kernel_with_nvcc(gpu_check, tmp_path, monkeypatch):
-    if shutil.which("nvcc") is None:
-        pytest.skip("nvcc is not installed")
+def test_without_cmake_it_builds_the_kernel_with_nvcc(sm90_kernel_library):
     from handssca.ops.cuda_kernel import CudaScanKernel
 
-    real_which = shutil.which
-    monkeypatch.setattr(gpu_check.shutil, "which", lambda name: None if name == "cmake" else real_which(name))
-    library, how = gpu_check.build_kernel(tmp_path, "90")
+    library, how = sm90_kernel_library
     assert how == "nvcc -arch=sm_90 (no cmake here)"
     assert CudaScanKernel(library).architectures == "90"
 
@@ -45,7 +32,9 @@ def test_the_table_names_the_machine_and_every_row(gpu_check):
         "environment": {"date": "2026-11-24", "gpu": "NVIDIA H100", "cuda": "13.0", "torch": "2.11"},
         "build": "cmake, CMAKE_CUDA_ARCHITECTURES=90",
         "tests": {"summary": "97 passed, 2 skipped in 80.0s"},
-        "scans": [{"scan": "channel", "batch": 1, "impl": "ours", "median_ms": 0.5, "p90_ms": 0.6, "max_rel_diff": 1e-6}],
+        "scans": [
+            {"scan": "channel", "batch": 1, "impl": "ours", "median_ms": 0.5, "p90_ms": 0.6, "max_rel_diff": 1e-6}
+        ],
         "model": [
             {"batch": 32, "precision": "fp16", "scan": "cuda-kernel", "median_ms": 12.0, "images_per_s": 2666.7,
              "max_rel_diff_vs_fp32_reference": 2e-3}

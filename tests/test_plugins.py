@@ -18,7 +18,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -57,9 +56,7 @@ def fatbin_entries(library: Path) -> set[tuple[str, int]]:
 
     with tempfile.TemporaryDirectory() as folder:
         section = Path(folder) / "fatbin"
-        subprocess.run(
-            ["objcopy", "-O", "binary", "--only-section=.nv_fatbin", str(library), str(section)], check=True
-        )
+        subprocess.run(["objcopy", "-O", "binary", "--only-section=.nv_fatbin", str(library), str(section)], check=True)
         data = section.read_bytes()
     entries, pos = set(), 0
     while pos + 16 <= len(data):

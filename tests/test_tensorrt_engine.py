@@ -227,7 +227,9 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
             input tensor, or if some other error occurred" (NvInferRuntime.h); on failure the context
             keeps the shape it had."""
             shape = tuple(shape)
-            inside = name == "image" and all(lo <= d <= hi for lo, d, hi in zip(profile[0], shape, profile[2]))
+            inside = name == "image" and all(
+                lo <= d <= hi for lo, d, hi in zip(profile[0], shape, profile[2], strict=True)
+            )
             if not inside or shape in self.refused:
                 return False
             self.shape = shape
