@@ -25,5 +25,7 @@ def make_scan_inputs(
         "C": normal(batch, groups, d_state, length),
         "D": normal(dim) if with_D else None,
         "z": normal(batch, dim, length) if with_z else None,
-        "delta_bias": normal(dim, scale=0.3) if with_bias else None,
+        # Without softplus the step is delta + delta_bias itself, which must stay positive: a negative
+        # bias over many steps grows the state past float32's range (the float64 reference too).
+        "delta_bias": (normal(dim, scale=0.3) if softplus else np.abs(normal(dim, scale=0.3))) if with_bias else None,
     }

@@ -113,7 +113,7 @@ MUTATIONS = {
     ),
     "segment decay dropped": ("AffineMap{exp2f(later * row.A[n] * kLog2e), sum}", "AffineMap{1.F, sum}"),
     "dt suffix off by one step": ("suffix[i] = after;", "suffix[i] = after + dt[i];"),
-    "dt sums single-buffered": ("warpDtSums[parity][warp] = inclusive;", "warpDtSums[0][warp] = inclusive;"),
+    "dt sums single-buffered": ("warpDtSums[parity][at.warp] = inclusive;", "warpDtSums[0][at.warp] = inclusive;"),
 }
 # (length, segments): split by the plan (one chunk per segment), unsplit (two chunks), and two
 # segments of two chunks each, so every buffer and carry of both passes is used.

@@ -207,6 +207,32 @@ struct ScanRow
     }
 };
 
+// Where this block and thread are: channel d, batch item b, segment, lane and warp, and the
+// block's steps [start, end) of the sequence.
+struct BlockPlace
+{
+    int d;
+    int b;
+    int segment;
+    int tid;
+    int lane;
+    int warp;
+    int64_t start;
+    int64_t end;
+
+    __device__ BlockPlace(SelectiveScanParams const& p, ScanPlan plan)
+        : d(static_cast<int>(blockIdx.x))
+        , b(static_cast<int>(blockIdx.y))
+        , segment(static_cast<int>(blockIdx.z))
+        , tid(static_cast<int>(threadIdx.x))
+        , lane(tid & (kWarpSize - 1))
+        , warp(tid / kWarpSize)
+        , start(segment * plan.segmentLength)
+        , end(start + plan.segmentLength < p.length ? start + plan.segmentLength : p.length)
+    {
+    }
+};
+
 __device__ __forceinline__ int64_t totalIndex(SelectiveScanParams const& p, ScanPlan plan, int b, int d, int segment)
 {
     return ((static_cast<int64_t>(b) * p.dim + d) * plan.segments + segment) * p.dstate;
@@ -221,68 +247,61 @@ __global__ void __launch_bounds__(kThreads)
 {
     constexpr int kWarps = kThreads / kWarpSize;
     constexpr int kChunk = kThreads * kItems;
-    int const d = blockIdx.x;
-    int const b = blockIdx.y;
-    int const segment = blockIdx.z;
-    int const tid = threadIdx.x;
-    int const lane = tid & (kWarpSize - 1);
-    int const warp = tid / kWarpSize;
+    BlockPlace const at(p, plan);
     int const dstate = p.dstate;
-    ScanRow<T> const row(p, b, d);
-    int64_t const segmentStart = segment * plan.segmentLength;
-    int64_t const segmentEnd = segmentStart + plan.segmentLength < p.length ? segmentStart + plan.segmentLength : p.length;
+    ScanRow<T> const row(p, at.b, at.d);
 
-    // Each warp sums its own row (lane 0 only): no atomics, and a fixed order of additions.
+    // Each at.warp sums its own row (at.lane 0 only): no atomics, and a fixed order of additions.
     __shared__ float warpPartials[kWarps][kMaxScanStates];
     __shared__ float warpDtSums[2][kWarps];
-    for (int n = lane; n < dstate; n += kWarpSize)
+    for (int n = at.lane; n < dstate; n += kWarpSize)
     {
-        warpPartials[warp][n] = 0.F;
+        warpPartials[at.warp][n] = 0.F;
     }
 
-    float later = 0.F; // dt of the segment after the current chunk
+    float later = 0.F; // dt of the at.segment after the current chunk
     int parity = 0;
-    int64_t const chunks = (segmentEnd - segmentStart + kChunk - 1) / kChunk;
+    int64_t const chunks = (at.end - at.start + kChunk - 1) / kChunk;
     for (int64_t k = chunks - 1; k >= 0; --k, parity ^= 1)
     {
-        int64_t const first = segmentStart + k * kChunk + static_cast<int64_t>(tid) * kItems;
+        int64_t const first = at.start + k * kChunk + static_cast<int64_t>(at.tid) * kItems;
         float dt[kItems];
         float dtu[kItems];
         float uu[kItems];
-        row.steps(first, segmentEnd, p.deltaSoftplus, dt, dtu, uu);
+        row.steps(first, at.end, p.deltaSoftplus, dt, dtu, uu);
         float mine = 0.F;
 #pragma unroll
         for (int i = 0; i < kItems; ++i)
         {
             mine += dt[i];
         }
-        float inclusive = mine; // dt of this lane and the lanes after it
+        float inclusive = mine; // dt of this at.lane and the lanes after it
 #pragma unroll
         for (int offset = 1; offset < kWarpSize; offset <<= 1)
         {
             float const next = __shfl_down_sync(kFullMask, inclusive, offset);
-            if (lane + offset < kWarpSize)
+            if (at.lane + offset < kWarpSize)
             {
                 inclusive += next;
             }
         }
         float const laterLanes = __shfl_down_sync(kFullMask, inclusive, 1);
-        if (lane == 0)
+        if (at.lane == 0)
         {
-            warpDtSums[parity][warp] = inclusive;
+            warpDtSums[parity][at.warp] = inclusive;
         }
         __syncthreads();
-        float after = later + (lane == kWarpSize - 1 ? 0.F : laterLanes);
+        float after = later + (at.lane == kWarpSize - 1 ? 0.F : laterLanes);
         float chunkSum = 0.F;
 #pragma unroll
         for (int w = 0; w < kWarps; ++w)
         {
             float const sum = warpDtSums[parity][w];
             chunkSum += sum;
-            after += w > warp ? sum : 0.F;
+            after += w > at.warp ? sum : 0.F;
         }
         later += chunkSum;
-        float suffix[kItems]; // dt after each step, to the segment's end
+        float suffix[kItems]; // dt after each step, to the at.segment's end
 #pragma unroll
         for (int i = kItems - 1; i >= 0; --i)
         {
@@ -293,7 +312,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int n = 0; n < dstate; ++n)
         {
             float bNow[kItems];
-            loadItems<kItems>(row.B + static_cast<int64_t>(n) * p.length, first, segmentEnd, bNow);
+            loadItems<kItems>(row.B + static_cast<int64_t>(n) * p.length, first, at.end, bNow);
             float const aScaled = row.A[n] * kLog2e;
             float part = 0.F;
 #pragma unroll
@@ -306,15 +325,15 @@ __global__ void __launch_bounds__(kThreads)
             {
                 part += __shfl_xor_sync(kFullMask, part, offset);
             }
-            if (lane == 0)
+            if (at.lane == 0)
             {
-                warpPartials[warp][n] += part;
+                warpPartials[at.warp][n] += part;
             }
         }
     }
     __syncthreads();
-    AffineMap* mineOut = totals + totalIndex(p, plan, b, d, segment);
-    for (int n = tid; n < dstate; n += kThreads)
+    AffineMap* mineOut = totals + totalIndex(p, plan, at.b, at.d, at.segment);
+    for (int n = at.tid; n < dstate; n += kThreads)
     {
         float sum = 0.F;
         for (int w = 0; w < kWarps; ++w)
@@ -333,27 +352,20 @@ __global__ void __launch_bounds__(kThreads)
     constexpr int kChunk = kThreads * kItems;
     static_assert(kThreads % kWarpSize == 0, "whole warps only");
 
-    int const d = blockIdx.x;
-    int const b = blockIdx.y;
-    int const segment = blockIdx.z;
-    int const tid = threadIdx.x;
-    int const lane = tid & (kWarpSize - 1);
-    int const warp = tid / kWarpSize;
+    BlockPlace const at(p, plan);
     int const dstate = p.dstate;
-    ScanRow<T> const row(p, b, d);
-    int64_t const segmentStart = segment * plan.segmentLength;
-    int64_t const segmentEnd = segmentStart + plan.segmentLength < p.length ? segmentStart + plan.segmentLength : p.length;
+    ScanRow<T> const row(p, at.b, at.d);
 
     // [parity][...]: written in one round, read after its barrier, rewritten two rounds later.
     __shared__ AffineMap warpTotals[2][kWarps];
     __shared__ float carry[2][kMaxScanStates];
-    for (int n = tid; n < dstate; n += kThreads)
+    for (int n = at.tid; n < dstate; n += kThreads)
     {
-        // The state entering the segment: the totals of the segments before it, applied in order.
+        // The state entering the at.segment: the totals of the segments before it, applied in order.
         float h = 0.F;
-        for (int s = 0; s < segment; ++s)
+        for (int s = 0; s < at.segment; ++s)
         {
-            AffineMap const total = totals[totalIndex(p, plan, b, d, s) + n];
+            AffineMap const total = totals[totalIndex(p, plan, at.b, at.d, s) + n];
             h = fmaf(total.a, h, total.b);
         }
         carry[0][n] = h;
@@ -362,16 +374,16 @@ __global__ void __launch_bounds__(kThreads)
 
     int round = 0;
     int parity = 0;
-    for (int64_t start = segmentStart; start < segmentEnd; start += kChunk, parity ^= 1)
+    for (int64_t start = at.start; start < at.end; start += kChunk, parity ^= 1)
     {
         float const* carryIn = carry[parity];
         float* carryOut = carry[parity ^ 1];
-        int64_t const first = start + static_cast<int64_t>(tid) * kItems;
+        int64_t const first = start + static_cast<int64_t>(at.tid) * kItems;
 
         float dt[kItems];
         float dtu[kItems];
         float y[kItems];
-        row.steps(first, segmentEnd, p.deltaSoftplus, dt, dtu, y);
+        row.steps(first, at.end, p.deltaSoftplus, dt, dtu, y);
 #pragma unroll
         for (int i = 0; i < kItems; ++i)
         {
@@ -379,7 +391,7 @@ __global__ void __launch_bounds__(kThreads)
         }
 
         float bNext[kItems];
-        loadItems<kItems>(row.B, first, segmentEnd, bNext);
+        loadItems<kItems>(row.B, first, at.end, bNext);
         for (int n = 0; n < dstate; ++n, ++round)
         {
             float bNow[kItems];
@@ -389,10 +401,10 @@ __global__ void __launch_bounds__(kThreads)
             {
                 bNow[i] = bNext[i];
             }
-            loadItems<kItems>(row.C + static_cast<int64_t>(n) * p.length, first, segmentEnd, cNow);
+            loadItems<kItems>(row.C + static_cast<int64_t>(n) * p.length, first, at.end, cNow);
             if (n + 1 < dstate)
             {
-                loadItems<kItems>(row.B + static_cast<int64_t>(n + 1) * p.length, first, segmentEnd, bNext);
+                loadItems<kItems>(row.B + static_cast<int64_t>(n + 1) * p.length, first, at.end, bNext);
             }
 
             float const aScaled = row.A[n] * kLog2e;
@@ -411,19 +423,19 @@ __global__ void __launch_bounds__(kThreads)
             {
                 float const a = __shfl_up_sync(kFullMask, inclusive.a, offset);
                 float const bb = __shfl_up_sync(kFullMask, inclusive.b, offset);
-                if (lane >= offset)
+                if (at.lane >= offset)
                 {
                     inclusive = compose(inclusive, AffineMap{a, bb});
                 }
             }
             float const ea = __shfl_up_sync(kFullMask, inclusive.a, 1);
             float const eb = __shfl_up_sync(kFullMask, inclusive.b, 1);
-            AffineMap const exclusive = lane == 0 ? AffineMap{1.F, 0.F} : AffineMap{ea, eb};
+            AffineMap const exclusive = at.lane == 0 ? AffineMap{1.F, 0.F} : AffineMap{ea, eb};
 
             AffineMap* totals = warpTotals[round & 1];
-            if (lane == kWarpSize - 1)
+            if (at.lane == kWarpSize - 1)
             {
-                totals[warp] = inclusive;
+                totals[at.warp] = inclusive;
             }
             __syncthreads();
 
@@ -432,7 +444,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
             for (int w = 0; w < kWarps; ++w)
             {
-                if (w == warp)
+                if (w == at.warp)
                 {
                     before = chunkTotal;
                 }
@@ -447,13 +459,13 @@ __global__ void __launch_bounds__(kThreads)
                 h = fmaf(step[i].a, h, step[i].b);
                 y[i] = fmaf(h, cNow[i], y[i]);
             }
-            if (tid == 0)
+            if (at.tid == 0)
             {
                 carryOut[n] = fmaf(chunkTotal.a, entering, chunkTotal.b);
             }
         }
 
-        storeItems<kItems>(row.out, first, segmentEnd, y);
+        storeItems<kItems>(row.out, first, at.end, y);
     }
 }
 
