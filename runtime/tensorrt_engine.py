@@ -251,6 +251,8 @@ def build_engine(
     # setTimingCache: "true if set successfully, false otherwise" (NvInfer.h); a cache from another
     # GPU or TensorRT version is refused, and building on without it would drop it silently.
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        if cache_path is None:
+            raise TensorRTError(f"{onnx_path}: TensorRT could not set up a timing cache (see the messages above)")
         raise TensorRTError(
             f"{cache_path}: TensorRT cannot use this timing cache (made on another GPU or TensorRT version, or "
             "corrupt): delete it, or pass another --timing-cache"
@@ -367,7 +369,13 @@ class TensorRTModel:
             profile = self._engine.get_tensor_profile_shape(self.input.name, 0)
             self.min_batch, self.max_batch = int(profile[0][0]), int(profile[2][0])
             self._stream = cuda.Stream()
-            self._device = {s.name: cuda.mem_alloc(buffer_bytes(s, self.max_batch)) for s in self._specs}
+            try:
+                self._device = {s.name: cuda.mem_alloc(buffer_bytes(s, self.max_batch)) for s in self._specs}
+            except cuda.MemoryError as exc:
+                raise TensorRTError(
+                    f"{path}: not enough GPU memory for the buffers of batch {self.max_batch} ({exc}): "
+                    "build the engine with a smaller --max-batch"
+                ) from exc
             self._host = {
                 s.name: cuda.pagelocked_empty(resolve_shape(s.shape, self.max_batch), s.dtype) for s in self._specs
             }

@@ -43,10 +43,14 @@ class FakeCuda(types.ModuleType):
     class Error(Exception):
         pass
 
-    def __init__(self, devices=1):
+    class MemoryError(Error):  # pycuda.driver.MemoryError derives from pycuda.driver.Error
+        pass
+
+    def __init__(self, devices=1, device_bytes=1 << 30):
         super().__init__("pycuda.driver")
         self.memory: dict[int, np.ndarray] = {}
         self.devices = devices
+        self.device_bytes = device_bytes
         cuda = self
 
         class Device:
@@ -78,6 +82,10 @@ class FakeCuda(types.ModuleType):
         pass
 
     def mem_alloc(self, nbytes):
+        """pycuda's mem_alloc raises pycuda.driver.MemoryError ("cuMemAlloc failed: out of memory")
+        when the device has no room, like cuMemAlloc's CUDA_ERROR_OUT_OF_MEMORY."""
+        if sum(m.size for m in self.memory.values()) + nbytes > self.device_bytes:
+            raise self.MemoryError("cuMemAlloc failed: out of memory")
         pointer = 0x1000 * (len(self.memory) + 1)
         self.memory[pointer] = np.zeros(nbytes, np.uint8)
         return pointer
@@ -94,7 +102,7 @@ class FakeCuda(types.ModuleType):
         raw[:] = self.memory[int(pointer)][: raw.size]
 
 
-def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
+def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0", builds=True):
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
@@ -205,7 +213,9 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0"):
             return Profile()
 
         def build_serialized_network(self, network, config):
-            return b"serialized-engine"
+            """buildSerializedNetwork: "\\return A pointer to a IHostMemory object that contains a
+            serialized network", nullptr when the build fails (NvInfer.h)."""
+            return b"serialized-engine" if builds else None
 
     trt.Builder = Builder
 
@@ -488,3 +498,23 @@ def test_no_cuda_graph_option_that_does_nothing():
     import inspect
 
     assert "cuda_graph" not in inspect.signature(te.TensorRTModel).parameters
+
+
+def test_a_failed_build_writes_nothing(tmp_path, monkeypatch, plugin):
+    cuda = FakeCuda()
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = cuda
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, builds=False))
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+    with pytest.raises(te.TensorRTError, match="m.onnx: TensorRT could not build an engine"):
+        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
+    assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
+
+
+def test_too_little_gpu_memory_for_the_profile_is_one_line(tmp_path, fakes, plugin):
+    _, cuda = fakes
+    result = te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4)
+    cuda.device_bytes = 100  # less than the buffers of batch 4
+    with pytest.raises(te.TensorRTError, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "):
+        te.TensorRTModel(result.engine)
