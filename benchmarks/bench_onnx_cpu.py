@@ -27,12 +27,12 @@ import torch
 from bench_selective_scan_cpu import environment, summarize, write_json_atomically
 
 from handssca.export import export_onnx
-from handssca.export.onnx_export import HandSSCAWithMANO, pytorch_backend
-from handssca.models import HandSSCA
+from handssca.export.onnx_export import HandSSCAWithMANO
+from handssca.models import HandSSCA, TorchModel
 from handssca.models.mano import MANOGraph
 from handssca.runtime.builtin_hand import build_builtin_hand
-from handssca.runtime.compare import compare_backends
-from handssca.runtime.onnx_backend import OnnxModel
+from handssca.runtime.compare import compare_models
+from handssca.runtime.onnx_model import OnnxModel
 from handssca.runtime.scan_node import register_ort_scan_op
 
 
@@ -74,30 +74,31 @@ def main(argv=None) -> int:
             "onnxruntime_fp16": OnnxModel(files["fp16"]),
         }
         runners = {
-            "pytorch_eager": pytorch_backend(model),
-            "onnxruntime": lambda feed: models["onnxruntime"].run(feed["image"]),
-            "onnxruntime_bridge": (lambda bridge: lambda feed: bridge(feed["image"]))(plain_session(files["custom"])),
-            "onnxruntime_portable": lambda feed: models["onnxruntime_portable"].run(feed["image"]),
-            "onnxruntime_fp16": lambda feed: models["onnxruntime_fp16"].run(feed["image"]),
+            "pytorch_eager": TorchModel(model),
+            "onnxruntime": models["onnxruntime"],
+            "onnxruntime_bridge": plain_session(files["custom"]),
+            "onnxruntime_portable": models["onnxruntime_portable"],
+            "onnxruntime_fp16": models["onnxruntime_fp16"],
         }
 
         image = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
-        comparison = compare_backends(runners, {"image": image}, reference="pytorch_eager", atol=1e-4)
+        comparison = compare_models(runners, image, reference="pytorch_eager", atol=1e-4)
 
         results, scan_share = {}, {}
         for batch in args.batches:
-            feed = {"image": np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)}
-            for fn in runners.values():  # warm-up
-                fn(feed)
+            images = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+            calls = {name: getattr(runner, "run", runner) for name, runner in runners.items()}
+            for call in calls.values():  # warm-up
+                call(images)
             samples = {name: [] for name in runners}
             split = {"scan_ms": 0.0, "ort_ms": 0.0}
             rounds = args.repeats if batch == 1 else max(3, args.repeats // 3)
             for _ in range(rounds):
-                for name, fn in runners.items():
+                for name, call in calls.items():
                     start = time.perf_counter()
-                    fn(feed)
+                    call(images)
                     samples[name].append((time.perf_counter() - start) * 1e3)
-                models["onnxruntime"].run(feed["image"], timings=split)
+                models["onnxruntime"].run(images, timings=split)
             results[batch] = {name: summarize(s) for name, s in samples.items()}
             scan_share[batch] = split["scan_ms"] / (split["scan_ms"] + split["ort_ms"])
 

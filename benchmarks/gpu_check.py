@@ -162,7 +162,7 @@ def check_model(batches, precisions, runs) -> list[dict]:
     return rows
 
 
-def format_table(report: dict) -> str:
+def format_check_table(report: dict) -> str:
     env = report["environment"]
     lines = [
         f"GPU check, {env['date']}: {env.get('gpu')} (CUDA {env.get('cuda')}, torch {env['torch']}), "
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     print(f"GPU tests: {report['tests']['summary']}")
     report["scans"] = check_scans(CudaScanKernel(library), args.batches, args.runs)
     report["model"] = check_model(args.batches, ("fp32", "fp16"), args.runs)
-    table = format_table(report)
+    table = format_check_table(report)
     gpu = re.sub(r"[^A-Za-z0-9._-]+", "_", report["environment"].get("gpu") or "gpu").strip("_")
     out = args.out or ROOT / "benchmarks" / "results" / "gpu_check" / gpu
     write_atomically(out / "check.json", json.dumps(report, indent=2).encode())

@@ -25,11 +25,11 @@ from handssca.runtime.files import write_atomically
 from handssca.runtime.mano import ManoModel
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
+from ..errors import HandSSCAError
+from .options import PRECISIONS, SCAN_VARIANTS
 from .portable import PortableError, lower_scan_nodes
 from .scan_node import count_scan_nodes, register_scan_schema, scan_translation
 
-PRECISIONS = ("fp32", "fp16")
-SCAN_VARIANTS = ("custom", "portable")
 # Largest |ONNX Runtime - PyTorch fp32| accepted by the export check, per precision. fp16 is
 # judged against the fp32 network: its error is reported, and only a gross one fails the export.
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}
@@ -88,7 +88,7 @@ class Float16Network(torch.nn.Module):
         return {k: v.float() for k, v in self.net(image.half()).items()}
 
 
-class ExportError(RuntimeError):
+class ExportError(HandSSCAError, RuntimeError):
     """The export or its validation failed; the message says which check and by how much."""
 
 
@@ -280,23 +280,13 @@ def export_onnx(
     return ExportResult(path, sidecar, nodes, comparison)
 
 
-def pytorch_backend(model: torch.nn.Module):
-    """The float32 PyTorch network as a polygraphy comparison backend (feed dict -> numpy outputs)."""
-    from handssca.models import TorchModel
-
-    runner = TorchModel(model)
-    return lambda feed: runner.run(feed[INPUT_NAME])
-
-
 def compare_with_pytorch(model: torch.nn.Module, onnx_model: bytes | str | Path, batch: int, tolerance: float):
     """polygraphy's comparison of the ONNX file in ONNX Runtime against ``model`` on a seeded input."""
-    from handssca.runtime.compare import compare_backends
-    from handssca.runtime.onnx_backend import OnnxModel
+    from handssca.models import TorchModel
+    from handssca.runtime.compare import compare_models
+    from handssca.runtime.onnx_model import OnnxModel
 
     size = model.config.input_size
     image = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    backends = {
-        "pytorch": pytorch_backend(model),
-        "onnxruntime": lambda feed: OnnxModel(onnx_model).run(feed[INPUT_NAME]),
-    }
-    return compare_backends(backends, {INPUT_NAME: image}, reference="pytorch", atol=tolerance)
+    models = {"pytorch": TorchModel(model), "onnxruntime": OnnxModel(onnx_model)}
+    return compare_models(models, image, reference="pytorch", atol=tolerance)

@@ -22,11 +22,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE
 
+from ..errors import HandSSCAError
+
 MIN_OPSET = 15  # CastLike; Unsqueeze and ReduceSum with axes as inputs
 SOFTPLUS_THRESHOLD = 20.0
 
 
-class PortableError(ValueError):
+class PortableError(HandSSCAError, ValueError):
     """The model cannot be rewritten in standard ops; the message says why."""
 
 

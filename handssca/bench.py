@@ -117,7 +117,7 @@ def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=
     """Every backend the bench knows, with a runner or the reason it is skipped here."""
     from handssca.export import export_onnx
     from handssca.ops.selective_scan import _mamba_available
-    from handssca.runtime.onnx_backend import OnnxModel
+    from handssca.runtime.onnx_model import OnnxModel
 
     backends = [Backend("pytorch-cpu", "fp32", TorchModel(net, "cpu"))]
     if compile_model:
@@ -196,7 +196,7 @@ def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=
 def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
     """TensorRT fp32 and fp16 engines with our plugin, built here when TensorRT, a GPU and the
     plugin library ($HANDSSCA_TRT_PLUGIN) are all present."""
-    from handssca.runtime.tensorrt_engine import TensorRTError, TensorRTModel, build_engine, import_tensorrt
+    from handssca.runtime.tensorrt_model import TensorRTError, TensorRTModel, build_engine, import_tensorrt
 
     rows = []
     for precision, variant in (("fp32", "custom"), ("fp16", "fp16")):
@@ -214,9 +214,9 @@ def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
 
 def mesh_outputs(outputs: dict[str, np.ndarray], mano, tips, size: int) -> dict[str, np.ndarray]:
     """What users compare: vertices and joints (mm), keypoints (pixels), MANO parameters."""
-    from handssca.runtime.mano import mano_forward
+    from handssca.runtime.models import meshes_from_outputs
 
-    vertices, joints = mano_forward(mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=tips)
+    vertices, joints = meshes_from_outputs(outputs, mano, tips)
     return {
         "vertices_mm": 1e3 * vertices,
         "joints_mm": 1e3 * joints,
@@ -227,15 +227,14 @@ def mesh_outputs(outputs: dict[str, np.ndarray], mano, tips, size: int) -> dict[
 
 
 def parity(backends: list[Backend], mano, tips, size: int, seed: int = 0) -> dict:
-    from handssca.runtime.compare import compare_backends
+    from handssca.runtime.compare import compare_models
 
     image = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
     active = {f"{b.name}:{b.precision}": b for b in backends if b.runner is not None}
     functions = {
-        key: (lambda feed, b=b: mesh_outputs(b.runner.run(feed["image"]), mano, tips, size))
-        for key, b in active.items()
+        key: (lambda images, b=b: mesh_outputs(b.runner.run(images), mano, tips, size)) for key, b in active.items()
     }
-    comparison = compare_backends(functions, {"image": image}, reference="pytorch-cpu:fp32", atol=1e-3)
+    comparison = compare_models(functions, image, reference="pytorch-cpu:fp32", atol=1e-3)
     return {
         key: {name: {"max_abs": d.max_abs, "mean_abs": d.mean_abs} for name, d in outputs.items()}
         for key, outputs in comparison.diffs.items()
@@ -360,7 +359,7 @@ def _plots(report: dict, out: Path) -> list[str]:
     return written
 
 
-def format_table(report: dict) -> str:
+def format_bench_table(report: dict) -> str:
     header = (
         f"{'backend':<30}{'precision':<10}{'size MB':>9}{'b1 ms':>9}{'p90 ms':>9}{'best img/s':>11}"
         f"{'speed-up':>10}{'vertex mm':>11}{'keypt px':>10}  status"
@@ -423,17 +422,12 @@ def run_bench(
 ) -> dict:
     from tqdm import tqdm
 
-    from handssca.models import HandSSCA, HandSSCAConfig
+    from handssca.models import HandSSCAConfig
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+    from handssca.training.checkpoint import load_network
 
     out.mkdir(parents=True, exist_ok=True)
-    if checkpoint:
-        from handssca.training.checkpoint import model_from_checkpoint
-
-        net, weights = model_from_checkpoint(checkpoint), f"checkpoint {Path(checkpoint).name}"
-    else:
-        torch.manual_seed(0)
-        net, weights = HandSSCA(model_config or HandSSCAConfig()).eval(), "untrained (seed 0)"
+    net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
     mano, tips = build_builtin_hand()
     size = net.config.input_size
     report = {
@@ -477,18 +471,31 @@ def run_bench(
     report["selective_scan"] = scan_microbenchmark(net.config, scan_runs)
     report["plots"] = _plots(report, out)
     write_atomically(out / "bench.json", json.dumps(report, indent=2, default=float).encode())
+    write_atomically(out / "table.txt", (summary_text(report) + "\n").encode())
     return report
+
+
+def summary_text(report: dict) -> str:
+    """The machine, the table of every backend, and the scan micro-benchmark, as table.txt has them."""
+    env = report["environment"]
+    lines = [
+        f"HandSSCA {report['model']['weights']}, input {report['model']['config']['input_size']}; "
+        f"{env['cpu']}, {env['torch_threads']} threads{', ' + env['gpu'] if env.get('gpu') else ''}; {env['date']}",
+        format_bench_table(report),
+    ]
+    for name, row in report["selective_scan"].items():
+        parts = [f"{k} {v['median_ms']:.1f} ms" for k, v in row.items() if isinstance(v, dict) and "median_ms" in v]
+        lines.append(f"scan {name} {tuple(row['shape'].values())}: " + ", ".join(parts))
+    return "\n".join(lines)
 
 
 def _dataset_metrics(backends: list[Backend], root: str, mano, tips, size: int, samples: int) -> dict:
     from handssca.training.datasets import FreiHAND
-    from handssca.training.evaluate import evaluate, mesh_from_outputs
+    from handssca.training.evaluate import evaluate, model_backend
     from handssca.training.samples import HandCrops
 
     crops = HandCrops(FreiHAND(root, "evaluation"), size=size, augment=None)
-    functions = {
-        f"{b.name}:{b.precision}": (lambda x, b=b: mesh_from_outputs(b.runner.run(x), mano, tips)) for b in backends
-    }
+    functions = {f"{b.name}:{b.precision}": model_backend(b.runner, mano, tips) for b in backends}
     results = evaluate(functions, crops, limit=samples, progress=False)
     results.pop("_predictions")
     return results

@@ -15,22 +15,18 @@ from pathlib import Path
 import numpy as np
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "assets" / "demo_synthetic_tiny.pt"
-UNTRAINED_CONFIG = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
 
 
 def _model():
-    import torch
-
-    from handssca.models import HandSSCA, HandSSCAConfig
-    from handssca.training.checkpoint import model_from_checkpoint
+    from handssca.configs import config_path
+    from handssca.training.checkpoint import load_network
 
     if SHIPPED_CHECKPOINT.is_file():
-        return model_from_checkpoint(SHIPPED_CHECKPOINT), (
+        return load_network(SHIPPED_CHECKPOINT)[0], (
             f"shipped checkpoint {SHIPPED_CHECKPOINT.name} (tiny network trained on synthetic images of the "
             "built-in stand-in hand: it knows that hand, not real hands)"
         )
-    torch.manual_seed(0)
-    return HandSSCA(HandSSCAConfig(**UNTRAINED_CONFIG)).eval(), (
+    return load_network(config=config_path("model/tiny.yaml"))[0], (
         "UNTRAINED tiny network (no shipped checkpoint): the pipeline runs, the meshes are meaningless"
     )
 
@@ -41,15 +37,15 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
 
     from handssca.bench import time_runner
     from handssca.export import export_onnx
-    from handssca.export.onnx_export import pytorch_backend
     from handssca.models import TorchModel
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
-    from handssca.runtime.compare import compare_backends
-    from handssca.runtime.files import write_atomically
-    from handssca.runtime.mesh_render import mesh_to_obj, render_perspective
-    from handssca.runtime.onnx_backend import OnnxModel
+    from handssca.runtime.compare import compare_models
+    from handssca.runtime.files import write_atomically, write_image
+    from handssca.runtime.mesh_render import mesh_to_obj
+    from handssca.runtime.onnx_model import OnnxModel
+    from handssca.runtime.overlay import draw_hand
     from handssca.runtime.predictor import HandMeshPredictor
-    from handssca.runtime.webcam import WebcamOptions, draw_skeleton, run_webcam
+    from handssca.runtime.webcam import WebcamOptions, run_webcam
     from handssca.training.synthetic import render_sequence
 
     out.mkdir(parents=True, exist_ok=True)
@@ -74,16 +70,13 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     export = export_onnx(net, onnx_path, weights=weights.split(" (")[0])
     onnx_model = OnnxModel(onnx_path)
     size = net.config.input_size
-    feed = {"image": np.random.default_rng(seed).standard_normal((1, 3, size, size)).astype(np.float32)}
-    comparison = compare_backends(
-        {"pytorch": pytorch_backend(net), "onnxruntime": lambda f: onnx_model.run(f["image"])},
-        feed,
-        reference="pytorch",
-        atol=1e-4,
+    image = np.random.default_rng(seed).standard_normal((1, 3, size, size)).astype(np.float32)
+    comparison = compare_models(
+        {"pytorch": TorchModel(net), "onnxruntime": onnx_model}, image, reference="pytorch", atol=1e-4
     )
 
     print("[5/6] latency, PyTorch vs ONNX Runtime, batch 1")
-    tensor = torch.from_numpy(feed["image"])
+    tensor = torch.from_numpy(image)
     runs = 5 if quick else 30
 
     def torch_call():
@@ -92,7 +85,7 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
 
     latency = {
         "pytorch": time_runner(torch_call, 1, runs)["median_ms"],
-        "onnxruntime": time_runner(lambda: onnx_model.run(feed["image"]), 1, runs)["median_ms"],
+        "onnxruntime": time_runner(lambda: onnx_model.run(image), 1, runs)["median_ms"],
     }
 
     print("[6/6] webcam pipeline, headless, on the synthetic video; overlays of test frames")
@@ -111,13 +104,9 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
         (reference,) = torch_predictor.predict(frame, [box], K=gt["K"])
         mesh_error.append(float(np.abs(hand.vertices - reference.vertices).max()))
         overlay = frame.copy()
-        if hand.translation is not None and hand.translation[2] > 0:
-            render_perspective(overlay, hand.vertices_camera, mano.faces, gt["K"], light=(0.3, 0.4, 1.0))
-        draw_skeleton(overlay, hand.keypoints_2d)
+        draw_hand(overlay, hand, mano.faces, gt["K"])
         tiles.append(np.concatenate([frame, overlay], axis=0))
-    sheet = np.concatenate(tiles, axis=1)
-    ok, png = cv2.imencode(".png", sheet)
-    write_atomically(out / "overlays.png", png.tobytes())
+    write_image(out / "overlays.png", np.concatenate(tiles, axis=1))
     write_atomically(out / "hand.obj", mesh_to_obj(hand.vertices, mano.faces).encode())
 
     diffs = comparison.diffs["onnxruntime"]

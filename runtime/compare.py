@@ -1,9 +1,9 @@
-"""Compare the outputs of several backends on the same input, with polygraphy's Comparator.
+"""Compare the outputs of several models on the same images, with polygraphy's Comparator.
 
-Every backend (PyTorch, ONNX Runtime with the custom node, the portable file, TensorRT) is a
-function from a feed dict to a dict of output arrays; polygraphy runs them on the same inputs
-and computes the differences, so the export check, the benchmarks and a TensorRT engine are all
-judged by the same tool. No torch here: the PyTorch side passes its own function.
+Each model is a runner of the one contract (``runtime.models``: ``run(images) -> outputs``:
+PyTorch, ONNX Runtime with the custom node, the portable file, TensorRT) or a plain function of
+the images; polygraphy runs them on the same input and computes the differences, so the export
+check, the benchmarks and a TensorRT engine are all judged by the same tool. No torch here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Backend = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+ImageFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+INPUT = "image"
 
 
 @dataclass
@@ -55,9 +56,9 @@ def _runner_class():
     from polygraphy.backend.base import BaseRunner
 
     class FunctionRunner(BaseRunner):
-        """A polygraphy runner around any feed-dict -> outputs function."""
+        """A polygraphy runner around a function of the images."""
 
-        def __init__(self, name: str, fn: Backend, feed: dict[str, np.ndarray]):
+        def __init__(self, name: str, fn: ImageFunction, feed: dict[str, np.ndarray]):
             super().__init__(name=name, prefix="handssca")
             self._fn, self._feed = fn, feed
 
@@ -73,22 +74,23 @@ def _runner_class():
             import time
 
             start = time.perf_counter()
-            outputs = {k: np.ascontiguousarray(v) for k, v in self._fn(dict(feed_dict)).items()}
+            outputs = {k: np.ascontiguousarray(v) for k, v in self._fn(feed_dict[INPUT]).items()}
             self.inference_time = time.perf_counter() - start
             return outputs
 
     return FunctionRunner
 
 
-def compare_backends(
-    backends: Mapping[str, Backend],
-    feed: dict[str, np.ndarray],
+def compare_models(
+    models: Mapping[str, object],
+    images: np.ndarray,
     *,
     reference: str,
     atol: float | Mapping[str, float],
     rtol: float | Mapping[str, float] = 0.0,
 ) -> Comparison:
-    """Runs every backend on ``feed`` and compares each with ``reference``.
+    """Runs every model (a runner with ``run(images)``, or a function of the images) on ``images``
+    and compares each with ``reference``.
 
     An output passes where every element is within ``atol`` or ``rtol`` (polygraphy's simple
     comparison); both may be a per-output mapping.
@@ -98,11 +100,12 @@ def compare_backends(
         from polygraphy.logger import G_LOGGER
     except ImportError as exc:
         raise RuntimeError("comparing backends needs polygraphy (pip install polygraphy)") from exc
-    if reference not in backends:
-        raise ValueError(f"reference backend {reference!r} is not among {list(backends)}")
+    if reference not in models:
+        raise ValueError(f"reference model {reference!r} is not among {list(models)}")
     FunctionRunner = _runner_class()
-    names = [reference] + [b for b in backends if b != reference]
-    runners = [FunctionRunner(name, backends[name], feed) for name in names]
+    feed = {INPUT: images}
+    names = [reference] + [m for m in models if m != reference]
+    runners = [FunctionRunner(name, getattr(models[name], "run", models[name]), feed) for name in names]
     severity = G_LOGGER.module_severity
     G_LOGGER.module_severity = G_LOGGER.CRITICAL  # polygraphy reports every step on stdout
     try:

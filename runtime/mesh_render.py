@@ -116,3 +116,37 @@ def mesh_to_obj(vertices: np.ndarray, faces: np.ndarray) -> str:
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces)]
     return "\n".join(lines) + "\n"
+
+
+def pose_sheet(model, fingertip_ids, label: str, size: int = 320, seed: int = 0) -> np.ndarray:
+    """``handssca mano render``: the hand model in four poses (flat, a fist, two random, the last
+    with shape +2), side by side under a banner naming the model (H, W, 3 uint8 BGR)."""
+    import cv2
+
+    from .mano import mano_forward
+
+    rng = np.random.default_rng(seed)
+    fist = np.zeros(48)
+    fist[3:] = np.tile([1.1, 0.0, 0.0], 15)
+    fist[3 + 3 * 12 : 3 + 3 * 15] = [0.3, 0.4, 0.6, 0.2, 0.1, 0.5, 0.1, 0.0, 0.5]  # thumb joints 13-15
+    poses = {
+        "rest (flat)": np.zeros(48),
+        "fist": fist,
+        "random": np.concatenate([np.zeros(3), rng.normal(scale=0.35, size=45)]),
+        "random, shape +2": np.concatenate([np.zeros(3), rng.normal(scale=0.35, size=45)]),
+    }
+    shapes = np.zeros((len(poses), 10))
+    shapes[3] = 2.0
+    verts, _ = mano_forward(
+        model, np.stack(list(poses.values())), shapes, flat_hand_mean=True, fingertip_ids=fingertip_ids
+    )
+    rotation = look_at_rotation(0.5, -0.6)
+    tiles = []
+    for name, v in zip(poses, verts, strict=True):
+        tile = render_orthographic(v, model.faces, rotation, size=size, scale=size * 3.2)
+        cv2.putText(tile, name, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (40, 40, 40), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    sheet = np.concatenate(tiles, axis=1)
+    banner = np.full((28, sheet.shape[1], 3), 255, np.uint8)
+    cv2.putText(banner, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 160), 1, cv2.LINE_AA)
+    return np.concatenate([banner, sheet], axis=0)

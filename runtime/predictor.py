@@ -1,7 +1,8 @@
 """Frames and hand boxes in, hand meshes out, over any backend. No torch (unless the backend is).
 
-``HandMeshPredictor(model)`` takes an ``OnnxModel``, a ``TensorRTModel`` or ``handssca.models.TorchModel(net)``
-(anything with ``run(images) -> dict`` and ``metadata``); pre-processing (crop size, colour
+``HandMeshPredictor(model)`` takes any runner of the one contract (``runtime.models``: an
+``OnnxModel``, a ``TensorRTModel`` or a ``TorchModel``); ``HandMeshPredictor.open(path)`` opens
+one with ``open_model``. Pre-processing (crop size, colour
 order, mean/std) comes from the model's metadata, not from constants here. All hands of a frame
 go through the engine in one batch. Left hands are mirrored into right hands on the way in and
 back on the way out. MANO runs in numpy unless the engine already contains it.
@@ -10,14 +11,16 @@ back on the way out. MANO runs in numpy unless the engine already contains it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from .crop import apply_affine, crop_affine, crop_image, invert_affine, normalise, square_from_box
 from .hand_conventions import mirror_pose
-from .mano import ManoModel, mano_forward
+from .mano import ManoModel
+from .models import ModelFileError, meshes_from_outputs, open_model
+
+SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
 
 
 @dataclass
@@ -74,7 +77,8 @@ class HandMeshPredictor:
         self.model = model
         meta = getattr(model, "metadata", None) or {}
         if "input" not in meta:
-            raise ValueError(f"{getattr(model, 'name', model)}: no HandSSCA metadata (export it with handssca export)")
+            name = getattr(model, "name", model)
+            raise ModelFileError(f"{name}: no HandSSCA metadata (export it with handssca export)")
         self.size = int(meta["input"]["shape"][2])
         self.rgb = meta["input"].get("colour_order", "RGB") == "RGB"
         self.mean, self.std = meta["input"]["mean"], meta["input"]["std"]
@@ -87,16 +91,9 @@ class HandMeshPredictor:
         self.timings: dict[str, float] = {}
 
     @classmethod
-    def from_file(cls, path: str | Path, mano: ManoModel | None = None, fingertip_ids=None, plugin=None):
-        """An .onnx (ONNX Runtime) or .engine (TensorRT) file."""
-        path = Path(path)
-        if path.suffix == ".engine":
-            from .tensorrt_engine import TensorRTModel
-
-            return cls(TensorRTModel(path, plugin=plugin), mano, fingertip_ids)
-        from .onnx_backend import OnnxModel
-
-        return cls(OnnxModel(path), mano, fingertip_ids)
+    def open(cls, source, mano: ManoModel | None = None, fingertip_ids=None, plugin=None):
+        """A predictor over ``open_model(source)``: an .onnx, .engine or .pt file, or a torch network."""
+        return cls(open_model(source, plugin=plugin), mano, fingertip_ids)
 
     def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         if self.max_batch is None or len(images) == self.max_batch:
@@ -114,7 +111,7 @@ class HandMeshPredictor:
         if not boxes:
             return []
         sides = list(sides) if sides is not None else ["right"] * len(boxes)
-        if len(sides) != len(boxes) or any(s not in ("right", "left") for s in sides):
+        if len(sides) != len(boxes) or any(s not in SIDES for s in sides):
             raise ValueError("sides must give 'right' or 'left' for every box")
         start = time.perf_counter()
         image = frame[..., ::-1] if (colour == "bgr") == self.rgb else frame
@@ -127,12 +124,7 @@ class HandMeshPredictor:
         crop_done = time.perf_counter()
         outputs = self._run(batch)
         engine_done = time.perf_counter()
-        if self.mano_in_graph:
-            vertices, joints = outputs["vertices"].astype(np.float64), outputs["joints_3d"].astype(np.float64)
-        else:
-            vertices, joints = mano_forward(
-                self.mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=self.tips
-            )
+        vertices, joints = meshes_from_outputs(outputs, self.mano, self.tips)
         mano_done = time.perf_counter()
         confidence = outputs["heatmaps"].reshape(len(boxes), outputs["heatmaps"].shape[1], -1).max(-1).mean(-1)
         results = []
@@ -162,38 +154,3 @@ class HandMeshPredictor:
             "mano_ms": (mano_done - engine_done) * 1e3,
         }
         return results
-
-
-@dataclass
-class Tracker:
-    """MediaPipe-style tracking: the next frame's box is the box of this frame's keypoints;
-    it is dropped (and the start box used again) when confidence falls below ``min_confidence``."""
-
-    start_box: np.ndarray | None = None
-    min_confidence: float = 0.0
-    box: np.ndarray | None = field(default=None, init=False)
-    lost: int = field(default=0, init=False)
-
-    def current(self, frame_shape) -> np.ndarray:
-        if self.box is not None:
-            return self.box
-        if self.start_box is not None:
-            return np.asarray(self.start_box, np.float64)
-        h, w = frame_shape[:2]  # no box given: the centred square, for a hand held up to the camera
-        side = 0.6 * min(h, w)
-        return np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
-
-    def update(self, prediction: HandPrediction, frame_shape) -> None:
-        from .crop import box_from_points
-
-        if prediction.confidence < self.min_confidence:
-            self.box, self.lost = None, self.lost + 1
-            return
-        box = box_from_points(prediction.keypoints_2d)
-        h, w = frame_shape[:2]
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        half = max(box[2] - box[0], box[3] - box[1], 8.0) / 2
-        if not (0 <= cx < w and 0 <= cy < h):
-            self.box, self.lost = None, self.lost + 1
-            return
-        self.box = np.array([cx - half, cy - half, cx + half, cy + half])

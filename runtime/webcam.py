@@ -4,7 +4,7 @@ Live sources (a camera index, an rtsp/http URL) are read by a capture thread tha
 the newest frame, so inference never waits on the camera and slow inference drops frames
 instead of queueing them; a stream that stops is reopened with back-off. Files and folders are
 read frame by frame (nothing is dropped). The hand box is the user's, or the centred square, and
-then follows the previous frame's keypoints (``predictor.Tracker``). Keypoints and vertices are
+then follows the previous frame's keypoints (``Tracker``). Keypoints and vertices are
 smoothed with the One Euro filter. Each frame gets the shaded mesh, the skeleton and a HUD with
 FPS and per-stage latency; with ``headless`` the annotated video and one JSON line per frame
 (and optionally .obj meshes) are written instead of a window.
@@ -20,17 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HandSSCAError
+from .files import IMAGE_SUFFIXES
 from .filters import OneEuroFilter
-from .mesh_render import mesh_to_obj, render_perspective
-from .predictor import HandMeshPredictor, Tracker
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-BONES = [(0, 1), (1, 2), (2, 3), (3, 4)] + [(0, 5 + 4 * f) for f in range(4)]
-BONES += [(5 + 4 * f + i, 6 + 4 * f + i) for f in range(4) for i in range(3)]
-FINGER_COLOURS = [(0, 0, 255), (0, 165, 255), (0, 200, 0), (255, 128, 0), (200, 0, 200)]  # BGR, thumb..pinky
+from .mesh_render import mesh_to_obj
+from .overlay import default_intrinsics, draw_hand, draw_hud
+from .predictor import HandMeshPredictor, HandPrediction
 
 
-class WebcamError(RuntimeError):
+class WebcamError(HandSSCAError, RuntimeError):
     """The source cannot be opened or read; the message says which and why."""
 
 
@@ -136,32 +134,6 @@ class LatestFrameGrabber:
         self.capture.release()
 
 
-def draw_skeleton(image: np.ndarray, keypoints: np.ndarray) -> None:
-    import cv2
-
-    pts = np.round(keypoints * 16).astype(np.int32)
-    for a, b in BONES:
-        finger = 0 if b <= 4 else (b - 5) // 4 + 1
-        cv2.line(image, tuple(pts[a]), tuple(pts[b]), FINGER_COLOURS[finger], 2, cv2.LINE_AA, shift=4)
-    for p in pts:
-        cv2.circle(image, tuple(p), 3 * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
-
-
-def draw_hud(image: np.ndarray, lines: list[str]) -> None:
-    import cv2
-
-    for i, text in enumerate(lines):
-        y = 18 + 18 * i
-        cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-
-
-def default_intrinsics(width: int, height: int) -> np.ndarray:
-    """A plausible webcam: focal length about the image's longer side, centred principal point."""
-    f = float(max(width, height))
-    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
-
-
 @dataclass
 class WebcamOptions:
     box: tuple | None = None
@@ -189,6 +161,41 @@ class WebcamReport:
     video: str | None = None
     json_lines: str | None = None
     error: str | None = None
+
+
+@dataclass
+class Tracker:
+    """MediaPipe-style tracking: the next frame's box is the box of this frame's keypoints;
+    it is dropped (and the start box used again) when confidence falls below ``min_confidence``."""
+
+    start_box: np.ndarray | None = None
+    min_confidence: float = 0.0
+    box: np.ndarray | None = field(default=None, init=False)
+    lost: int = field(default=0, init=False)
+
+    def current(self, frame_shape) -> np.ndarray:
+        if self.box is not None:
+            return self.box
+        if self.start_box is not None:
+            return np.asarray(self.start_box, np.float64)
+        h, w = frame_shape[:2]  # no box given: the centred square, for a hand held up to the camera
+        side = 0.6 * min(h, w)
+        return np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
+
+    def update(self, prediction: HandPrediction, frame_shape) -> None:
+        from .crop import box_from_points
+
+        if prediction.confidence < self.min_confidence:
+            self.box, self.lost = None, self.lost + 1
+            return
+        box = box_from_points(prediction.keypoints_2d)
+        h, w = frame_shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = max(box[2] - box[0], box[3] - box[1], 8.0) / 2
+        if not (0 <= cx < w and 0 <= cy < h):
+            self.box, self.lost = None, self.lost + 1
+            return
+        self.box = np.array([cx - half, cy - half, cx + half, cy + half])
 
 
 def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, opener=open_capture) -> WebcamReport:
@@ -237,13 +244,7 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
                 hand.vertices = filters["vertices"](hand.vertices, now)
             t2 = time.perf_counter()
             annotated = frame.copy()
-            if show_mesh and faces is not None and hand.translation is not None and hand.translation[2] > 0:
-                layer = annotated.copy()
-                mesh_faces = faces if hand.side == "right" else faces[:, ::-1]
-                mask = render_perspective(layer, hand.vertices_camera, mesh_faces, K, light=(0.3, 0.4, 1.0))
-                annotated[mask] = (0.35 * annotated[mask] + 0.65 * layer[mask]).astype(np.uint8)
-            if show_skeleton:
-                draw_skeleton(annotated, hand.keypoints_2d)
+            draw_hand(annotated, hand, faces, K, mesh=show_mesh, skeleton=show_skeleton, opacity=0.65)
             t3 = time.perf_counter()
             for name, value in (("capture", (t1 - t0) * 1e3), ("render", (t3 - t2) * 1e3)):
                 stages[name].append(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from handssca.bench import STAGES, format_table, run_bench
+from handssca.bench import STAGES, format_bench_table, run_bench
 from handssca.models import HandSSCAConfig
 
 TINY = HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
@@ -69,7 +69,7 @@ def test_bench_report_is_complete_and_consistent(tmp_path):
     assert {"spatial", "channel"} == set(report["selective_scan"])
     assert report["selective_scan"]["spatial"]["cpu-kernel"]["median_ms"] > 0
     assert all((tmp_path / p).is_file() for p in ("latency_by_backend.png", "throughput_by_batch.png"))
-    table = format_table(report)
+    table = format_bench_table(report)
     assert "skipped: no CUDA GPU" in table or "pytorch-cuda-reference-scan" in table
     assert table.count("\n") >= len(report["backends"]) + 2 and "end to end" in table
     assert "on the data set (3 samples)" in table and "dPA-MPJPE" in table

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from handssca.cli import load_model_config, main
+from handssca.cli import main
+from handssca.training.config import load_model_config
 
 
 def test_info_json_reports_counts_backend_and_outputs(capsys):

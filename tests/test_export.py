@@ -11,13 +11,12 @@ import torch
 from test_runtime_without_torch import run_without_torch
 
 from handssca.export import ExportError, export_onnx
-from handssca.export.onnx_export import pytorch_backend
 from handssca.export.portable import PortableError, lower_scan_nodes
 from handssca.export.scan_node import count_scan_nodes, register_scan_schema
-from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.models import HandSSCA, HandSSCAConfig, TorchModel
 from handssca.ops import selective_scan_ref
-from handssca.runtime.compare import compare_backends
-from handssca.runtime.onnx_backend import OnnxModel, OnnxModelError
+from handssca.runtime.compare import compare_models
+from handssca.runtime.onnx_model import OnnxModel, OnnxModelError
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE
 
 TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
@@ -109,7 +108,7 @@ def test_exported_file_runs_without_torch(exported):
     out = run_without_torch(
         f"""
         import numpy as np
-        from handssca.runtime.onnx_backend import OnnxModel
+        from handssca.runtime.onnx_model import OnnxModel
         model = OnnxModel({str(result.path)!r})
         outputs = model.run(np.zeros((2, 3, 128, 128), np.float32))
         assert outputs["pose"].shape == (2, 48) and np.isfinite(outputs["heatmaps"]).all()
@@ -236,15 +235,15 @@ def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
 
     reference = HandSSCAWithMANO(model, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=tips)).eval()
     image = np.random.default_rng(1).standard_normal((2, 3, 128, 128)).astype(np.float32)
-    backends = {
-        "pytorch": pytorch_backend(reference),
-        "ort-custom": lambda feed: OnnxModel(custom.path).run(feed["image"]),
-        "ort-portable": lambda feed: OnnxModel(portable.path).run(feed["image"]),
+    models = {
+        "pytorch": TorchModel(reference),
+        "ort-custom": OnnxModel(custom.path),
+        "ort-portable": OnnxModel(portable.path),
     }
     mesh_tolerance = 1e-6  # metres: 1e-3 mm
     tolerances = {"vertices": mesh_tolerance, "joints_3d": mesh_tolerance}
     tolerances.update({k: 1e-5 for k in ("heatmaps", "joints_2d", "pose", "shape", "camera")})
-    comparison = compare_backends(backends, {"image": image}, reference="pytorch", atol=tolerances, rtol=1e-4)
+    comparison = compare_models(models, image, reference="pytorch", atol=tolerances, rtol=1e-4)
     for backend in ("ort-custom", "ort-portable"):
         worst_mm = 1e3 * max(comparison.diffs[backend][k].max_abs for k in ("vertices", "joints_3d"))
         print(f"{backend}: worst vertex/joint difference {worst_mm:.2e} mm; {comparison.summary(backend)}")
@@ -269,15 +268,13 @@ def test_fp16_export_keeps_scan_parameters_in_fp32_and_reports_its_error(tmp_pat
     assert 0 < max(diffs.values()) < 5e-2  # fp16 really ran, and not grossly wrong
 
 
-def test_compare_backends_fails_on_a_real_difference():
-    feed = {"x": np.ones((2, 3), np.float32)}
-    same = compare_backends(
-        {"a": lambda f: {"y": f["x"] * 2}, "b": lambda f: {"y": f["x"] * 2 + 1e-6}}, feed, reference="a", atol=1e-5
+def test_compare_models_fails_on_a_real_difference():
+    x = np.ones((2, 3), np.float32)
+    same = compare_models(
+        {"a": lambda x: {"y": x * 2}, "b": lambda x: {"y": x * 2 + 1e-6}}, x, reference="a", atol=1e-5
     )
     assert same.passed and same.diffs["b"]["y"].max_abs == pytest.approx(1e-6, rel=0.1)
-    off = compare_backends(
-        {"a": lambda f: {"y": f["x"] * 2}, "b": lambda f: {"y": f["x"] * 2 + 1e-3}}, feed, reference="a", atol=1e-5
-    )
+    off = compare_models({"a": lambda x: {"y": x * 2}, "b": lambda x: {"y": x * 2 + 1e-3}}, x, reference="a", atol=1e-5)
     assert not off.passed and off.worst("b")[0] == "y"
 
 

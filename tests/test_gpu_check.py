@@ -40,6 +40,6 @@ def test_the_table_names_the_machine_and_every_row(gpu_check):
              "max_rel_diff_vs_fp32_reference": 2e-3}
         ],
     }  # fmt: skip
-    table = gpu_check.format_table(report)
+    table = gpu_check.format_check_table(report)
     assert "NVIDIA H100 (CUDA 13.0, torch 2.11)" in table and "97 passed" in table
     assert "channel      1  ours" in table and "fp16      32  cuda-kernel" in table and "2666.7" in table

@@ -7,7 +7,7 @@ import pytest
 
 from handssca.runtime.hand_conventions import rotation_to_axis_angle  # noqa: F401 (rotation helpers)
 from handssca.runtime.mano import rodrigues
-from handssca.training.metrics import HandMetrics, f_score, format_table, pck_auc, procrustes_align
+from handssca.training.metrics import HandMetrics, f_score, format_metrics_table, pck_auc, procrustes_align
 
 
 def random_similarity(rng):
@@ -111,5 +111,5 @@ def test_vectorised_metrics_match_the_literal_definition(rng):
     got = (summary["pa_mpjpe_mm"], summary["pa_mpvpe_mm"], summary["f5"], summary["f15"])
     np.testing.assert_allclose(got, expected, rtol=1e-9)
     assert 0 < summary["auc_pa_vertices"] < 1
-    table = format_table({"pytorch": summary})
+    table = format_metrics_table({"pytorch": summary})
     assert "PA-MPJPE" in table and f"{summary['pa_mpjpe_mm']:.2f}" in table

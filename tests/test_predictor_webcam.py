@@ -15,7 +15,7 @@ from handssca.models import HandSSCA, HandSSCAConfig, TorchModel
 from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.crop import apply_affine, crop_affine, invert_affine, square_from_box
 from handssca.runtime.filters import OneEuroFilter
-from handssca.runtime.onnx_backend import OnnxModel
+from handssca.runtime.onnx_model import OnnxModel
 from handssca.runtime.predictor import HandMeshPredictor, solve_translation
 from handssca.runtime.webcam import WebcamError, WebcamOptions, open_capture, run_webcam
 from handssca.training.synthetic import render_sequence

@@ -11,9 +11,9 @@ import torch
 from handssca.cli import main
 from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.training.checkpoint import load_checkpoint
-from handssca.training.config import load_config
+from handssca.training.config import ConfigError, load_config
 from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
-from handssca.training.trainer import Trainer, TrainingError
+from handssca.training.trainer import Trainer
 
 TINY_MODEL = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
 
@@ -109,9 +109,9 @@ def test_train_and_eval_commands(synthetic_root, tmp_path, capsys):
 
 
 def test_training_errors_are_clear(synthetic_root, tmp_path, capsys):
-    with pytest.raises(TrainingError, match="data.root is not set"):
+    with pytest.raises(ConfigError, match="data.root is not set"):
         Trainer(load_config(None, ["mano.model=builtin", *TINY_MODEL]), show_progress=False)
-    with pytest.raises(TrainingError, match="mano.model is not set"):
+    with pytest.raises(ConfigError, match="mano.model is not set"):
         Trainer(load_config(None, [f"data.root={synthetic_root}", "mano.model=null"]), show_progress=False)
     assert main(["train", "--set", "train.epoch=3"]) == 1
     assert "unknown key 'epoch'" in capsys.readouterr().err

@@ -27,10 +27,12 @@ from handssca import __version__
 from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.runtime.files import write_atomically
 
+from ..errors import HandSSCAError
+
 FORMAT = "handssca-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HandSSCAError, ValueError):
     """The checkpoint cannot be used: names the file and the problem."""
 
 
@@ -131,3 +133,22 @@ def save_weights_only(source: str | Path, destination: str | Path) -> dict[str, 
     torch.save(state, buffer)
     write_atomically(Path(destination), buffer.getvalue())
     return state
+
+
+def load_network(checkpoint=None, config=None, overrides: dict | None = None, seed: int = 0):
+    """(network in eval mode, description of its weights): the checkpoint's, or an untrained one
+    with ``seed`` from ``config`` (a HandSSCAConfig, or a YAML file's path; None: the paper's)
+    and ``overrides`` (said plainly, for trying the pipeline)."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if checkpoint:
+        if config is not None or overrides:
+            raise CheckpointError(
+                f"{checkpoint}: --checkpoint fixes the model; drop --config, --attention and --input-size"
+            )
+        return model_from_checkpoint(checkpoint), f"checkpoint {Path(checkpoint).name}"
+    if not isinstance(config, HandSSCAConfig):
+        from .config import load_model_config
+
+        config = load_model_config(config, overrides)
+    torch.manual_seed(seed)
+    return HandSSCA(config).eval(), f"untrained (seed {seed})"

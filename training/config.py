@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from ..errors import HandSSCAError
+
 DEFAULTS: dict[str, Any] = {
     "model": {},  # HandSSCAConfig fields; empty = the paper's model
     "data": {
@@ -52,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(HandSSCAError, ValueError):
     """A bad config file or override: names it and the key."""
 
 
@@ -102,3 +104,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             update = {key: update}
         _merge(config, update, f"--set {dotted}")
     return config
+
+
+def load_model_config(path: str | Path | None, overrides: dict):
+    """A HandSSCAConfig from a YAML file's ``model:`` section (or its top level), then the
+    overrides that are not None; ConfigError naming the file for an unknown or bad field."""
+    from handssca.models import HandSSCAConfig
+
+    values: dict = {}
+    if path:
+        data = read_yaml_mapping(path)
+        values = dict(data.get("model", data))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return HandSSCAConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or 'model config'}: {exc}") from exc

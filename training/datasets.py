@@ -18,8 +18,11 @@ import numpy as np
 from handssca.runtime.hand_conventions import dexycb_pose_to_axis_angle, opengl_to_opencv_mano, rest_root_joint
 from handssca.runtime.mano import MANO_TO_FREIHAND, ManoModel, mano_forward
 
+from ..errors import HandSSCAError
+from .config import ConfigError
 
-class DatasetError(ValueError):
+
+class DatasetError(HandSSCAError, ValueError):
     """A missing, partial or inconsistent data set: names the file or split and the problem."""
 
 
@@ -295,3 +298,37 @@ class DexYCB:
             self.mano, pose, betas[None], flat_hand_mean=False, fingertip_ids=(0,) * 5, trans=trans
         )
         return HandRecord(image, K, joints, vertices[0], pose[0], betas, source=source)
+
+
+# What a run's config opens (training, evaluation, handssca eval).
+
+DEFAULT_SPLITS = {
+    "freihand": ("training", "evaluation"),
+    "ho3d": ("train", None),  # HO3D's evaluation split has no public 3D ground truth
+    "dexycb": ("train", "test"),
+}
+
+
+def load_mano_model(config: dict):
+    """(ManoModel, fingertip ids, description) from the run's ``mano`` section."""
+    from handssca.runtime.builtin_hand import load_hand_model
+
+    source = config["mano"]["model"]
+    if not source:
+        raise ConfigError("mano.model is not set: give the MANO_RIGHT.pkl (or 'builtin' for the stand-in hand)")
+    return load_hand_model(source, config["mano"]["fingertips"])
+
+
+def open_dataset(config: dict, split: str, mano):
+    """The records of ``split`` of the run's data set (``data`` section), in its raw layout."""
+    data = config["data"]
+    name, root = data["dataset"], data["root"]
+    if root is None:
+        raise ConfigError("data.root is not set: point it at the data set (or make one with 'handssca data synth')")
+    if name == "freihand":
+        return FreiHAND(root, split, versions=tuple(data["versions"]) if split == "training" else (0,))
+    if name == "ho3d":
+        return HO3D(root, split, mano=mano, version=data["ho3d_version"])
+    if name == "dexycb":
+        return DexYCB(root, split, mano=mano)
+    raise ConfigError(f"data.dataset {name!r}: expected freihand, ho3d or dexycb")

@@ -8,32 +8,29 @@ exactly as training accuracy is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from handssca.runtime.mano import ManoModel, mano_forward
+from handssca.runtime.mano import ManoModel
+from handssca.runtime.models import meshes_from_outputs
 
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def mesh_from_outputs(outputs: dict[str, np.ndarray], mano: ManoModel, tips) -> tuple[np.ndarray, np.ndarray]:
-    """Root-relative joints and vertices from a model's outputs: taken from the graph when MANO
-    is inside it, else from the runtime's numpy MANO (pose relative to the mean hand)."""
-    if "vertices" in outputs and "joints_3d" in outputs:
-        joints, vertices = outputs["joints_3d"].astype(np.float64), outputs["vertices"].astype(np.float64)
-    else:
-        vertices, joints = mano_forward(
-            mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=tuple(tips)
-        )
+def root_relative_meshes(outputs: dict[str, np.ndarray], mano: ManoModel, fingertip_ids) -> tuple:
+    """Root-relative joints and vertices (metres) from any runner's outputs (the one conversion,
+    ``runtime.models.meshes_from_outputs``), as the metrics compare them."""
+    vertices, joints = meshes_from_outputs(outputs, mano, fingertip_ids)
     root = joints[:, :1]
     return joints - root, vertices - root
 
 
-def model_backend(model, mano: ManoModel, tips) -> Predict:
-    """Any runner with ``run(images) -> outputs`` (OnnxModel, TensorRTModel, TorchModel) as a
-    Predict: root-relative joints and vertices."""
-    return lambda images: mesh_from_outputs(model.run(images), mano, tips)
+def model_backend(model, mano: ManoModel, fingertip_ids) -> Predict:
+    """Any runner (OnnxModel, TensorRTModel, TorchModel) as a Predict: root-relative joints and vertices."""
+    return lambda images: root_relative_meshes(model.run(images), mano, fingertip_ids)
 
 
 def mean_hand_backend(records) -> Predict:
@@ -83,3 +80,67 @@ def evaluate(backends: dict[str, Predict], crops, batch_size: int = 16, limit: i
         if preds
     }
     return results
+
+
+def run_evaluation(
+    *,
+    dataset: str,
+    root: str,
+    mano: str = "builtin",
+    split: str | None = None,
+    checkpoint: str | None = None,
+    onnx=(),
+    engines=(),
+    plugin: str | None = None,
+    mean_hand: bool = False,
+    batch_size: int = 16,
+    samples: int = 0,
+    output: str | Path = "eval.json",
+    submission: str | Path | None = None,
+) -> list[str]:
+    """``handssca eval``: every model given (a checkpoint, ONNX files, TensorRT engines, the mean
+    hand) scored on one split with the official metrics; writes the JSON report (and the official
+    submission file of the first model) atomically, and returns the lines to show."""
+    from handssca.runtime.files import write_atomically
+    from handssca.runtime.models import open_model
+
+    from .config import ConfigError, load_config
+    from .datasets import DEFAULT_SPLITS, load_mano_model, open_dataset
+    from .metrics import format_metrics_table
+    from .samples import HandCrops
+
+    if not (checkpoint or onnx or engines or mean_hand):
+        raise ConfigError("give at least one model: a checkpoint, an ONNX file, an engine or the mean hand")
+    config = load_config(None, [f"data.dataset={dataset}", f"data.root={root}", f"mano.model={mano}"])
+    mano_model, tips, note = load_mano_model(config)
+    split = split or DEFAULT_SPLITS[dataset][1] or "evaluation"
+    records = open_dataset(config, split, mano_model)
+    sources = [("pytorch", checkpoint)] if checkpoint else []
+    for kind, paths in (("onnxruntime", onnx), ("tensorrt", engines)):
+        sources += [(f"{kind}:{Path(path).name}", path) for path in paths]
+    predictors, size = {}, None
+    for label, path in sources:
+        model = open_model(path, plugin=plugin)
+        predictors[label] = model_backend(model, mano_model, tips)
+        size = size or (model.metadata.get("input", {}).get("shape") or [None] * 3)[2]
+    if mean_hand:
+        predictors["mean hand (baseline)"] = mean_hand_backend(
+            open_dataset(config, DEFAULT_SPLITS[dataset][0] or "training", mano_model)
+        )
+    crops = HandCrops(records, size=size or 256, augment=None)
+    results = evaluate(predictors, crops, batch_size=batch_size, limit=samples)
+    predictions = results.pop("_predictions")
+    lines = [f"{dataset} {split}, {min(len(crops), samples or len(crops))} samples, MANO: {note}"]
+    lines.append(format_metrics_table(results))
+    report = {"dataset": dataset, "split": split, "mano": note, "results": results}
+    write_atomically(Path(output), json.dumps(report, indent=2).encode())
+    lines.append(f"wrote {output}")
+    if submission:
+        from .submission import write_freihand_submission, write_ho3d_submission
+
+        first = next(iter(predictions))
+        joints, vertices = predictions[first]
+        writer = write_ho3d_submission if dataset == "ho3d" else write_freihand_submission
+        writer(submission, np.asarray(joints), np.asarray(vertices))
+        lines.append(f"wrote {submission} (root-relative predictions of {first})")
+    return lines

@@ -143,7 +143,7 @@ class HandMetrics:
         }
 
 
-def format_table(rows: dict[str, dict]) -> str:
+def format_metrics_table(rows: dict[str, dict]) -> str:
     """One line per model/backend: PA-MPJPE, PA-MPVPE, MPJPE (mm), F@5, F@15, AUC."""
 
     def cell(value, scale=1.0, fmt="{:.2f}"):

@@ -26,49 +26,19 @@ from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.models.mano import MANOLayer
 from handssca.runtime.files import write_atomically
 
+from ..errors import HandSSCAError
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .datasets import DEFAULT_SPLITS, load_mano_model, open_dataset
 from .losses import LossWeights, hand_loss
 
-DEFAULT_SPLITS = {
-    "freihand": ("training", "evaluation"),
-    "ho3d": ("train", None),  # HO3D's evaluation split has no public 3D ground truth
-    "dexycb": ("train", "test"),
-}
 
-
-class TrainingError(RuntimeError):
+class TrainingError(HandSSCAError, RuntimeError):
     """A run that cannot start or continue; the message says why."""
-
-
-def load_mano_model(config: dict):
-    """(ManoModel, fingertip ids, description) from the run's ``mano`` section."""
-    from handssca.runtime.builtin_hand import load_hand_model
-
-    source = config["mano"]["model"]
-    if not source:
-        raise TrainingError("mano.model is not set: give the MANO_RIGHT.pkl (or 'builtin' for the stand-in hand)")
-    return load_hand_model(source, config["mano"]["fingertips"])
 
 
 def mano_layer(model, tips) -> MANOLayer:
     """The MANO layer the network is trained with: right hand, axis-angle relative to the mean hand."""
     return MANOLayer(model, side="right", pose_space="axis_angle", flat_hand_mean=False, fingertip_ids=tips, units="m")
-
-
-def open_dataset(config: dict, split: str, mano):
-    from . import datasets
-
-    data = config["data"]
-    name, root = data["dataset"], data["root"]
-    if root is None:
-        raise TrainingError("data.root is not set: point it at the data set (or make one with 'handssca data synth')")
-    if name == "freihand":
-        return datasets.FreiHAND(root, split, versions=tuple(data["versions"]) if split == "training" else (0,))
-    if name == "ho3d":
-        return datasets.HO3D(root, split, mano=mano, version=data["ho3d_version"])
-    if name == "dexycb":
-        return datasets.DexYCB(root, split, mano=mano)
-    raise TrainingError(f"data.dataset {name!r}: expected freihand, ho3d or dexycb")
 
 
 class _Subset:
@@ -267,22 +237,15 @@ class Trainer:
         return (joints - root).cpu().numpy(), (vertices - root).cpu().numpy()
 
     def validate(self) -> dict:
-        from .metrics import HandMetrics
+        """The validation split's official metrics, through the same evaluation as ``handssca eval``."""
+        from .evaluate import evaluate
 
-        metrics = HandMetrics()
-        loader = torch.utils.data.DataLoader(
-            self.val_set, batch_size=self.config["train"]["batch_size"], collate_fn=_collate
-        )
-        for batch in loader:
-            joints, vertices = self.predict(batch["image"])
-            has_vertices = bool(batch["has_vertices"].all())
-            metrics.add(
-                joints,
-                batch["joints_3d"].numpy(),
-                vertices if has_vertices else None,
-                batch["vertices"].numpy() if has_vertices else None,
-            )
-        return metrics.summary()
+        def predict(images: np.ndarray):
+            with torch.inference_mode():
+                return self.predict(torch.from_numpy(images))
+
+        batch = self.config["train"]["batch_size"]
+        return evaluate({"model": predict}, self.val_set, batch_size=batch, progress=False)["model"]
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -394,3 +357,22 @@ class _Log:
             self.file.close()
         if self.tensorboard:
             self.tensorboard.close()
+
+
+def train(config_path, overrides=(), resume=None, auto_resume: bool = False) -> list[str]:
+    """``handssca train``: a run from a YAML config and ``section.key=value`` overrides, resumed
+    from ``resume`` (or from the run folder's last.pt with ``auto_resume``); the lines to show."""
+    from .config import load_config
+
+    config = load_config(config_path, list(overrides))
+    out = Path(config["train"]["out"])
+    if resume is None and auto_resume and (out / "last.pt").is_file():
+        resume = str(out / "last.pt")
+    trainer = Trainer(config, resume=resume)
+    print(f"MANO: {trainer.mano_note}; device {trainer.device}; {len(trainer.train_set)} training samples")
+    metrics = trainer.fit()
+    best = ", best.pt" if (out / "best.pt").exists() else ""
+    lines = [f"checkpoints in {out} (last.pt{best}); log {out / 'log.csv'}"]
+    if metrics:
+        lines.append("validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return lines

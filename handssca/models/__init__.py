@@ -1,19 +1,29 @@
-"""The HandSSCA network and its parts."""
+"""The HandSSCA network and its parts.
 
-from .attention import ATTENTION_KINDS, build_attention
-from .handssca import HandSSCA, HandSSCAConfig
-from .resnet import ResNet50, load_torchvision_resnet50
-from .summary import PAPER_PARAMETERS, parameter_summary
-from .torch_model import TorchModel
+Names are imported on first use (PEP 562), so that ``handssca.models.config`` (the configuration,
+torch-free) can be read where torch is not installed.
+"""
 
-__all__ = [
-    "ATTENTION_KINDS",
-    "PAPER_PARAMETERS",
-    "HandSSCA",
-    "HandSSCAConfig",
-    "ResNet50",
-    "TorchModel",
-    "build_attention",
-    "load_torchvision_resnet50",
-    "parameter_summary",
-]
+from importlib import import_module
+
+_HOMES = {
+    "ATTENTION_KINDS": ".config",
+    "HandSSCAConfig": ".config",
+    "build_attention": ".attention",
+    "HandSSCA": ".handssca",
+    "ResNet50": ".resnet",
+    "load_torchvision_resnet50": ".resnet",
+    "PAPER_PARAMETERS": ".summary",
+    "format_model_report": ".summary",
+    "model_report": ".summary",
+    "parameter_summary": ".summary",
+    "TorchModel": ".torch_model",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_HOMES[name], __name__), name)

@@ -15,9 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .config import ATTENTION_KINDS
 from .ss2d import SS2D
-
-ATTENTION_KINDS = ("none", "self_attention", "ssa", "ssca")
 
 
 class SpatialScan(nn.Module):

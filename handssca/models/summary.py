@@ -30,3 +30,57 @@ def parameter_summary(model: nn.Module) -> list[tuple[str, int]]:
     ]
     rows.append(("total", count_parameters(model)))
     return rows
+
+
+def model_report(config, batch: int = 1, imagenet_weights=None) -> dict:
+    """``handssca info``: parameters per module next to the paper's, the scan implementation, the
+    outputs' shapes and a timed CPU forward pass of a network built from ``config``."""
+    import time
+
+    import torch
+
+    from handssca import __version__
+    from handssca.ops import describe_scan_backend
+
+    from .handssca import HandSSCA
+
+    torch.manual_seed(0)
+    model = HandSSCA(config, imagenet_weights=imagenet_weights).eval()
+    rows = parameter_summary(model)
+    image = torch.randn(batch, 3, config.input_size, config.input_size)
+    with torch.inference_mode():
+        model(image)  # warm-up
+        start = time.perf_counter()
+        outputs = model(image)
+        forward_ms = (time.perf_counter() - start) * 1e3
+    paper = {"total": PAPER_PARAMETERS["model"] if config.attention == "ssca" else None}
+    attention_key = next(name for name, _ in rows if name.startswith("attention"))
+    paper[attention_key] = PAPER_PARAMETERS.get(config.attention)
+    return {
+        "version": __version__,
+        "config": config.to_dict(),
+        "parameters": dict(rows),
+        "paper_parameters": {k: v for k, v in paper.items() if v},
+        "selective_scan": describe_scan_backend("cpu"),
+        "outputs": {k: list(v.shape) for k, v in outputs.items()},
+        "forward_ms": round(forward_ms, 1),
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def format_model_report(report: dict) -> str:
+    config = report["config"]
+    lines = [
+        f"HandSSCA {report['version']}  attention={config['attention']}  "
+        f"input={config['input_size']}x{config['input_size']}",
+        f"{'module':<30}{'parameters':>14}{'paper':>10}{'diff':>8}",
+    ]
+    for name, count in report["parameters"].items():
+        target = report["paper_parameters"].get(name)
+        extra = f"{target / 1e6:>9.2f}M{(count - target) / target:>+8.1%}" if target else ""
+        lines.append(f"{name:<30}{count / 1e6:>13.3f}M{extra}")
+    lines.append("outputs: " + ", ".join(f"{k} {tuple(v)}" for k, v in report["outputs"].items()))
+    lines.append(f"selective scan (cpu): {report['selective_scan']}")
+    lines.append(f"forward, batch {report['batch']}, CPU, {report['threads']} threads: {report['forward_ms']:.1f} ms")
+    return "\n".join(lines)

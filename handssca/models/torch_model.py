@@ -1,4 +1,4 @@
-"""A PyTorch HandSSCA network behind the runtime backends' interface (``metadata`` + ``run``).
+"""A PyTorch HandSSCA network behind the runners' contract (``handssca.runtime.models``).
 
 ``OnnxModel``, ``TensorRTModel`` and ``TorchModel`` look alike to the predictor, the evaluation
 and the benchmarks, so PyTorch is compared with the deployed engines through the same code.
@@ -22,7 +22,8 @@ class TorchModel:
     replacement for ``net`` (e.g. ``torch.compile(net)``) with the same outputs.
     """
 
-    def __init__(self, net, device: str = "cpu", scan_backend: str | None = None, forward=None):
+    def __init__(self, net, device: str = "cpu", scan_backend: str | None = None, forward=None, name: str = "pytorch"):
+        self.name = name
         self.net = net.eval()
         self.device, self.scan_backend = torch.device(device), scan_backend
         self.forward = forward if forward is not None else self.net
@@ -37,3 +38,8 @@ class TorchModel:
         with torch.inference_mode(), use_scan_backend(self.scan_backend or "auto"):
             outputs = self.forward(torch.from_numpy(images).to(self.device))
             return {k: v.float().cpu().numpy() for k, v in outputs.items()}
+
+    def warmup(self, runs: int = 2) -> None:
+        size = self.net.config.input_size
+        for _ in range(runs):
+            self.run(np.zeros((1, 3, size, size), np.float32))

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from handssca.errors import HandSSCAError
+
 from .selective_scan import check_shapes
 
 LIBRARY_ENV = "HANDSSCA_CUDA_KERNEL"
@@ -27,7 +29,7 @@ DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 MAX_STATE = 256  # the kernel's limit on N (selectiveScanKernel.h)
 
 
-class CudaKernelError(RuntimeError):
+class CudaKernelError(HandSSCAError, RuntimeError):
     """The kernel library cannot be used: names the file and the problem."""
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
-from handssca.runtime import tensorrt_engine as te
+from handssca.runtime import tensorrt_model as te
 
 
 def onnx_file(tmp_path, batch="batch"):
@@ -433,7 +433,7 @@ def test_runtime_module_imports_without_tensorrt_or_torch():
     out = run_without_torch(
         """
         sys.modules["tensorrt"] = None
-        from handssca.runtime.tensorrt_engine import TensorRTError, import_tensorrt
+        from handssca.runtime.tensorrt_model import TensorRTError, import_tensorrt
         try:
             import_tensorrt()
         except TensorRTError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HandSSCAError
 from .scan_node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
 from .selective_scan import selective_scan_forward
 
@@ -30,7 +31,7 @@ _OPTIMIZATION = {
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-class OnnxModelError(RuntimeError):
+class OnnxModelError(HandSSCAError, RuntimeError):
     """The model file cannot be run: names the file and the problem."""
 
 
@@ -110,7 +111,6 @@ class OnnxModel:
                 )
             providers = _PROVIDERS[device]
         self.providers = providers
-        self._providers = providers
         self._ort = ort
         self._constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
         try:
@@ -154,7 +154,7 @@ class OnnxModel:
             self.run(np.zeros(shape, np.float32))
 
     def _session(self, model_bytes: bytes):
-        return self._ort.InferenceSession(model_bytes, self._options, providers=self._providers)
+        return self._ort.InferenceSession(model_bytes, self._options, providers=self.providers)
 
     def _build_stages(self, model) -> list[_Stage]:
         import onnx

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HandSSCAError
 from .files import write_atomically
 
 SIDECAR_FORMAT = "handssca-engine/1"
 PLUGIN_ENV = "HANDSSCA_TRT_PLUGIN"  # where the plugin library is, when not given
 
 
-class TensorRTError(RuntimeError):
+class TensorRTError(HandSSCAError, RuntimeError):
     """A one-line, user-facing TensorRT problem (names the file and what to do)."""
 
 

@@ -1,0 +1,53 @@
+"""Drawing predicted hands on images: the one overlay of ``handssca infer``, the demo and the webcam."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .mesh_render import render_perspective
+
+# FreiHAND's 21 joints: wrist, then four per finger from the palm out (thumb .. pinky).
+BONES = [(0, 1), (1, 2), (2, 3), (3, 4)] + [(0, 5 + 4 * f) for f in range(4)]
+BONES += [(5 + 4 * f + i, 6 + 4 * f + i) for f in range(4) for i in range(3)]
+FINGER_COLOURS = [(0, 0, 255), (0, 165, 255), (0, 200, 0), (255, 128, 0), (200, 0, 200)]  # BGR, thumb..pinky
+
+
+def default_intrinsics(width: int, height: int) -> np.ndarray:
+    """A plausible webcam: focal length about the image's longer side, centred principal point."""
+    f = float(max(width, height))
+    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+
+
+def draw_skeleton(image: np.ndarray, keypoints: np.ndarray) -> None:
+    import cv2
+
+    pts = np.round(keypoints * 16).astype(np.int32)
+    for a, b in BONES:
+        finger = 0 if b <= 4 else (b - 5) // 4 + 1
+        cv2.line(image, tuple(pts[a]), tuple(pts[b]), FINGER_COLOURS[finger], 2, cv2.LINE_AA, shift=4)
+    for p in pts:
+        cv2.circle(image, tuple(p), 3 * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
+
+
+def draw_hud(image: np.ndarray, lines: list[str]) -> None:
+    import cv2
+
+    for i, text in enumerate(lines):
+        y = 18 + 18 * i
+        cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def draw_hand(image: np.ndarray, hand, faces, K, *, mesh=True, skeleton=True, opacity: float = 1.0) -> None:
+    """``hand`` (a HandPrediction with a camera translation) drawn into ``image`` in place: the
+    shaded mesh, blended at ``opacity``, then the skeleton. A left hand's mesh is a mirrored right
+    hand, whose faces wind the other way: they are flipped here, or back-face culling would drop
+    them all."""
+    if mesh and faces is not None and hand.translation is not None and hand.translation[2] > 0:
+        layer = image.copy() if opacity < 1.0 else image
+        mesh_faces = faces if hand.side == "right" else faces[:, ::-1]
+        mask = render_perspective(layer, hand.vertices_camera, mesh_faces, K, light=(0.3, 0.4, 1.0))
+        if opacity < 1.0:
+            image[mask] = ((1 - opacity) * image[mask] + opacity * layer[mask]).astype(np.uint8)
+    if skeleton:
+        draw_skeleton(image, hand.keypoints_2d)
