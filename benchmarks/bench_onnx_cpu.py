@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_selective_scan_cpu import environment, summarize, write_json_atomically
 
 from handssca.export import export_onnx
 from handssca.export.onnx_export import HandSSCAWithMANO
+from handssca.measure import environment, stats, write_json
 from handssca.models import HandSSCA, TorchModel
 from handssca.models.mano import MANOGraph
 from handssca.runtime.builtin_hand import build_builtin_hand
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                     call(images)
                     samples[name].append((time.perf_counter() - start) * 1e3)
                 models["onnxruntime"].run(images, timings=split)
-            results[batch] = {name: summarize(s) for name, s in samples.items()}
+            results[batch] = {name: stats(s) for name, s in samples.items()}
             scan_share[batch] = split["scan_ms"] / (split["scan_ms"] + split["ort_ms"])
 
     print(f"\nHandSSCA + MANO ({size}x{size}) on the CPU, {environment()['cpu']}, {torch.get_num_threads()} threads")
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
             name: 1e3 * max(d["vertices"].max_abs, d["joints_3d"].max_abs) for name, d in comparison.diffs.items()
         },
     }
-    write_json_atomically(args.out, report)
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

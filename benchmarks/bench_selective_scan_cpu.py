@@ -13,20 +13,15 @@ Prints a table and writes JSON (environment + every raw timing):
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
-import statistics
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from handssca.measure import environment, time_runner, write_json
 from handssca.runtime import kernel_info, selective_scan_backward, selective_scan_forward
-from handssca.runtime.files import write_atomically
+from handssca.runtime.scan_node import make_scan_inputs
 
 # (batch, dim, L, N, G) of the two scans in the paper model (input 256, features 256 x 32 x 32).
 SHAPES = {
@@ -37,28 +32,7 @@ SHAPES = {
 
 def make_inputs(shape, seed=0):
     batch, dim, length, n, g = shape
-    rng = np.random.default_rng(seed)
-    return {
-        "u": rng.standard_normal((batch, dim, length), dtype=np.float32),
-        "delta": (rng.standard_normal((batch, dim, length), dtype=np.float32) * 0.5 - 4.0),
-        "A": -np.tile(np.arange(1, n + 1, dtype=np.float32), (dim, 1)),
-        "B": rng.standard_normal((batch, g, n, length), dtype=np.float32),
-        "C": rng.standard_normal((batch, g, n, length), dtype=np.float32),
-        "D": np.ones(dim, np.float32),
-        "z": None,
-        "delta_bias": rng.uniform(-6.9, -2.3, dim).astype(np.float32),
-    }
-
-
-def timed(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
+    return make_scan_inputs(np.random.default_rng(seed), batch, dim, length, n, g, with_z=False)
 
 
 def scalar_loop():
@@ -96,16 +70,6 @@ def scalar_loop():
     return run
 
 
-def summarize(samples):
-    return {
-        "median_ms": statistics.median(samples),
-        "min_ms": min(samples),
-        "mean_ms": statistics.fmean(samples),
-        "stdev_ms": statistics.stdev(samples) if len(samples) > 1 else 0.0,
-        "samples_ms": samples,
-    }
-
-
 def bench_scans(repeats, with_reference):
     baseline = scalar_loop()
     results = {}
@@ -113,19 +77,19 @@ def bench_scans(repeats, with_reference):
         x = make_inputs(shape)
         row = {"shape": dict(zip(("batch", "dim", "L", "N", "G"), shape, strict=True)), "timings": {}, "notes": []}
         out = selective_scan_forward(**x, delta_softplus=True)
-        row["timings"]["kernel_forward"] = summarize(
-            timed(lambda x=x: selective_scan_forward(**x, delta_softplus=True), repeats)
+        row["timings"]["kernel_forward"] = time_runner(
+            lambda x=x: selective_scan_forward(**x, delta_softplus=True), 1, repeats
         )
-        row["timings"]["kernel_forward_1thread"] = summarize(
-            timed(lambda x=x: selective_scan_forward(**x, delta_softplus=True, num_threads=1), repeats)
+        row["timings"]["kernel_forward_1thread"] = time_runner(
+            lambda x=x: selective_scan_forward(**x, delta_softplus=True, num_threads=1), 1, repeats
         )
         dout = np.ones_like(out)
-        row["timings"]["kernel_backward"] = summarize(
-            timed(lambda x=x, dout=dout: selective_scan_backward(dout, **x, delta_softplus=True), max(3, repeats // 2))
+        row["timings"]["kernel_backward"] = time_runner(
+            lambda x=x, dout=dout: selective_scan_backward(dout, **x, delta_softplus=True), 1, max(3, repeats // 2)
         )
         if baseline is not None:
             reference_out = baseline(x)
-            row["timings"]["scalar_loop"] = summarize(timed(lambda x=x: baseline(x), max(3, repeats // 3)))
+            row["timings"]["scalar_loop"] = time_runner(lambda x=x: baseline(x), 1, max(3, repeats // 3))
             row["max_abs_diff_vs_scalar_loop"] = float(np.abs(out - reference_out).max())
         else:
             row["notes"].append("scalar loop skipped: numba is not installed (pip install 'handssca[dev]')")
@@ -136,8 +100,8 @@ def bench_scans(repeats, with_reference):
 
             t = {k: None if v is None else torch.from_numpy(v) for k, v in x.items()}
             with torch.inference_mode():
-                row["timings"]["torch_reference"] = summarize(
-                    timed(lambda t=t: selective_scan_ref(**t, delta_softplus=True), 2, warmup=0)
+                row["timings"]["torch_reference"] = time_runner(
+                    lambda t=t: selective_scan_ref(**t, delta_softplus=True), 0, 2
                 )
         results[name] = row
     return results
@@ -153,35 +117,8 @@ def bench_model(repeats):
     model = HandSSCA().eval()
     image = torch.randn(1, 3, 256, 256)
     with torch.inference_mode():
-        samples = timed(lambda: model(image), repeats, warmup=2)
-    return {"forward_batch1": summarize(samples), "threads": torch.get_num_threads()}
-
-
-def environment():
-    info = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cpu": platform.processor() or "unknown",
-        "cpu_count": os.cpu_count(),
-        "kernel": kernel_info(),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    for module in ("torch", "numba"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = None
-    return info
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    write_atomically(path, json.dumps(data, indent=2).encode())
+        timing = time_runner(lambda: model(image), 2, repeats)
+    return {"forward_batch1": timing, "threads": torch.get_num_threads()}
 
 
 def main(argv=None) -> int:
@@ -192,7 +129,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selective_scan_cpu.json"))
     args = parser.parse_args(argv)
 
-    report = {"environment": environment(), "scans": bench_scans(args.repeats, not args.no_reference)}
+    report = {
+        "environment": environment(kernel=kernel_info()),
+        "scans": bench_scans(args.repeats, not args.no_reference),
+    }
     if not args.no_model:
         report["model"] = bench_model(args.repeats)
 
@@ -227,7 +167,7 @@ def main(argv=None) -> int:
             f"{scans_ms:.1f} ms = {scans_ms / forward:.0%} of it (rest {forward - scans_ms:.1f} ms)"
         )
     report["summary"] = summary
-    write_json_atomically(args.out, report)
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

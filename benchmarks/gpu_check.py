@@ -72,34 +72,17 @@ def run_gpu_tests(library: Path) -> dict:
             "tail": run.stdout[-4000:]}  # fmt: skip
 
 
-def scan_inputs(batch, dim, length, dstate, groups, seed=0):
-    import torch
-
-    generator = torch.Generator(device="cuda").manual_seed(seed)
-
-    def normal(*shape, scale=1.0, shift=0.0):
-        return torch.randn(*shape, device="cuda", generator=generator) * scale + shift
-
-    return {
-        "u": normal(batch, dim, length),
-        "delta": normal(batch, dim, length, scale=0.5, shift=-1.0),
-        "A": -torch.exp(normal(dim, dstate, scale=0.5)),
-        "B": normal(batch, groups, dstate, length),
-        "C": normal(batch, groups, dstate, length),
-        "D": normal(dim),
-        "delta_bias": normal(dim, scale=0.3),
-    }
-
-
 def relative_difference(got, expected) -> float:
     return float((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-12))
 
 
 def check_scans(kernel, batches, runs) -> list[dict]:
+    import numpy as np
     import torch
 
-    from handssca.bench import time_runner
+    from handssca.measure import time_runner
     from handssca.ops import available_backends, selective_scan_ref
+    from handssca.runtime.scan_node import make_scan_inputs
 
     mamba = None
     if "mamba-ssm" in available_backends("cuda"):
@@ -108,7 +91,8 @@ def check_scans(kernel, batches, runs) -> list[dict]:
     rows = []
     for name, (dim, length, dstate, groups) in SCAN_SHAPES.items():
         for batch in batches:
-            x = scan_inputs(batch, dim, length, dstate, groups)
+            x = make_scan_inputs(np.random.default_rng(0), batch, dim, length, dstate, groups, with_z=False)
+            x = {k: torch.from_numpy(v).cuda() for k, v in x.items() if v is not None}
             ordered = [x[k] for k in ("u", "delta", "A", "B", "C", "D")]
             with torch.inference_mode():
                 expected = selective_scan_ref(*ordered, None, x["delta_bias"], True)
@@ -131,7 +115,7 @@ def check_scans(kernel, batches, runs) -> list[dict]:
 def check_model(batches, precisions, runs) -> list[dict]:
     import torch
 
-    from handssca.bench import time_runner
+    from handssca.measure import time_runner
     from handssca.models import HandSSCA, HandSSCAConfig
     from handssca.ops import available_backends, use_scan_backend
 
@@ -198,7 +182,7 @@ def main(argv=None) -> int:
         print("gpu_check: no CUDA GPU on this machine: nothing was checked (run it where torch sees a GPU)")
         return 1
     ensure_package()
-    from handssca.bench import environment
+    from handssca.measure import environment
     from handssca.ops.cuda_kernel import CudaScanKernel
     from handssca.runtime.files import write_atomically
 

@@ -22,13 +22,21 @@ from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
 from handssca.runtime.files import write_atomically
-from handssca.runtime.mano import ManoModel
-from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from handssca.runtime.mano import JOINT_ORDER, ManoModel
+from handssca.runtime.scan_node import (
+    DOMAIN,
+    OP_TYPE,
+    OP_VERSION,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    count_scan_nodes,
+    register_scan_schema,
+)
 
 from ..errors import HandSSCAError
 from .options import PRECISIONS, SCAN_VARIANTS
 from .portable import PortableError, lower_scan_nodes
-from .scan_node import count_scan_nodes, register_scan_schema, scan_translation
+from .scan_translation import scan_translation
 
 # Largest |ONNX Runtime - PyTorch fp32| accepted by the export check, per precision. fp16 is
 # judged against the fp32 network: its error is reported, and only a gross one fails the export.
@@ -42,9 +50,6 @@ OUTPUTS = {
     "shape": "(B, 10) MANO betas",
     "camera": "(B, 3) weak-perspective camera (scale, tx, ty)",
 }
-JOINT_ORDER = ["wrist"] + [
-    f"{finger}_{i}" for finger in ("thumb", "index", "middle", "ring", "pinky") for i in range(1, 5)
-]
 
 
 MANO_OUTPUTS = {

@@ -13,19 +13,16 @@ Writes a JSON with the environment and every raw timing, and PNG plots.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from handssca.measure import environment, time_runner
 from handssca.models import TorchModel
 from handssca.runtime.files import write_atomically
 
@@ -39,78 +36,6 @@ class Backend:
     size_mb: float | None = None
     cuda: bool = False  # time with CUDA events / synchronisation
     results: dict = field(default_factory=dict)
-
-
-def environment() -> dict:
-    import onnxruntime
-
-    env = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.machine(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-    }
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-        env["cuda"] = torch.version.cuda
-    try:
-        import tensorrt
-
-        env["tensorrt"] = tensorrt.__version__
-    except ImportError:
-        env["tensorrt"] = None
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def stats(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-
-    def quantile(q):
-        return float(np.quantile(ordered, q))
-
-    return {
-        "median_ms": statistics.median(ordered),
-        "p90_ms": quantile(0.9),
-        "p99_ms": quantile(0.99),
-        "mean_ms": statistics.fmean(ordered),
-        "stdev_ms": statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
-        "min_ms": ordered[0],
-        "samples_ms": samples,
-    }
-
-
-def time_runner(run: Callable[[], object], warmup: int, runs: int, cuda: bool = False) -> dict:
-    for _ in range(warmup):
-        run()
-    samples = []
-    for _ in range(runs):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            run()
-            samples.append((time.perf_counter() - start) * 1e3)
-    return stats(samples)
 
 
 def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=("fp32", "fp16")) -> list[Backend]:
@@ -264,8 +189,9 @@ def end_to_end(backend: Backend, mano, tips, runs: int) -> dict:
 
 def scan_microbenchmark(config, runs: int) -> dict:
     """The two scans at the model's shapes: torch reference, CPU kernel, CUDA kernels when here."""
-    from handssca.ops import selective_scan_ref
+    from handssca.ops import available_backends, selective_scan, selective_scan_ref, use_scan_backend
     from handssca.runtime import selective_scan_forward
+    from handssca.runtime.scan_node import make_scan_inputs
 
     s = config.feature_size
     c = config.fpn_channels
@@ -276,47 +202,30 @@ def scan_microbenchmark(config, runs: int) -> dict:
     rows = {}
     rng = np.random.default_rng(0)
     for name, (b, d, length, n, g) in shapes.items():
-        x = {
-            "u": rng.standard_normal((b, d, length), dtype=np.float32),
-            "delta": rng.standard_normal((b, d, length), dtype=np.float32) * 0.5 - 1,
-            "A": -np.exp(rng.standard_normal((d, n), dtype=np.float32) * 0.5),
-            "B": rng.standard_normal((b, g, n, length), dtype=np.float32),
-            "C": rng.standard_normal((b, g, n, length), dtype=np.float32),
-            "D": rng.standard_normal(d, dtype=np.float32),
-            "delta_bias": rng.standard_normal(d, dtype=np.float32) * 0.3,
-        }
-        t = {k: torch.from_numpy(v) for k, v in x.items()}
+        x = make_scan_inputs(rng, b, d, length, n, g, with_z=False)
+        t = {k: torch.from_numpy(v) for k, v in x.items() if v is not None}
         row = {"shape": {"batch": b, "dim": d, "L": length, "N": n, "G": g}}
         row["cpu-kernel"] = time_runner(lambda x=x: selective_scan_forward(**x, delta_softplus=True), 1, runs)
         with torch.inference_mode():
             row["torch-reference-cpu"] = time_runner(
                 lambda t=t: selective_scan_ref(**t, delta_softplus=True), 0, max(1, runs // 5)
             )
-        if torch.cuda.is_available():
-            from handssca.ops.cuda_kernel import cuda_kernel_forward
-            from handssca.ops.selective_scan import _cuda_kernel_available, _mamba_available, _mamba_fn
-
-            tc = {k: v.cuda() for k, v in t.items()}
-            ordered = [tc[k] for k in ("u", "delta", "A", "B", "C", "D")]
-            with torch.inference_mode():
-                row["torch-reference-cuda"] = time_runner(
-                    lambda tc=tc: selective_scan_ref(**tc, delta_softplus=True), 1, runs, cuda=True
-                )
-                if _mamba_available():
-                    row["mamba-ssm-cuda"] = time_runner(
-                        lambda a=ordered, tc=tc: _mamba_fn()(*a, None, tc["delta_bias"], True), 3, runs, cuda=True
-                    )
-                else:
-                    row["mamba-ssm-cuda"] = {"skipped": "mamba-ssm is not installed ([cuda])"}
-                if _cuda_kernel_available():
-                    ours = lambda a=ordered, tc=tc: cuda_kernel_forward(*a, None, tc["delta_bias"], True)  # noqa: E731
-                    row["handssca-cuda-kernel"] = time_runner(ours, 3, runs, cuda=True)
-                else:
-                    row["handssca-cuda-kernel"] = {"skipped": "$HANDSSCA_CUDA_KERNEL is not set to the kernel library"}
-        else:
-            row["torch-reference-cuda"] = {"skipped": "no CUDA GPU on this machine"}
-            row["mamba-ssm-cuda"] = {"skipped": "no CUDA GPU on this machine"}
-            row["handssca-cuda-kernel"] = {"skipped": "no CUDA GPU on this machine"}
+        if not torch.cuda.is_available():
+            for key in ("torch-reference-cuda", "mamba-ssm-cuda", "handssca-cuda-kernel"):
+                row[key] = {"skipped": "no CUDA GPU on this machine"}
+            rows[name] = row
+            continue
+        tc = {k: v.cuda() for k, v in t.items()}
+        available = available_backends("cuda")
+        reasons = {"mamba-ssm": "mamba-ssm is not installed ([cuda])",
+                   "cuda-kernel": "$HANDSSCA_CUDA_KERNEL is not set to the kernel library"}  # fmt: skip
+        for key, backend in (("torch-reference-cuda", "reference"), ("mamba-ssm-cuda", "mamba-ssm"),
+                             ("handssca-cuda-kernel", "cuda-kernel")):  # fmt: skip
+            if backend not in available:
+                row[key] = {"skipped": reasons[backend]}
+                continue
+            with torch.inference_mode(), use_scan_backend(backend):
+                row[key] = time_runner(lambda tc=tc: selective_scan(**tc, delta_softplus=True), 3, runs, cuda=True)
         rows[name] = row
     return rows
 

@@ -35,8 +35,8 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     import cv2
     import torch
 
-    from handssca.bench import time_runner
     from handssca.export import export_onnx
+    from handssca.measure import time_runner
     from handssca.models import TorchModel
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.runtime.compare import compare_models

@@ -12,7 +12,6 @@ working); the command fails only on broken items.
 from __future__ import annotations
 
 import os
-import platform
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,18 +30,11 @@ class Finding:
 
 
 def cpu() -> Finding:
-    flags: set[str] = set()
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    sets = [s for s in ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni") if s in flags]
-    return Finding("cpu", "ok", f"{name}, {os.cpu_count()} cores, {' '.join(sets) or 'instruction sets unknown'}")
+    from handssca.measure import cpu_info
+
+    info = cpu_info()
+    features = " ".join(info["features"]) or "instruction sets unknown"
+    return Finding("cpu", "ok", f"{info['name']}, {info['cores']} cores, {features}")
 
 
 def cpu_scan_kernel() -> Finding:

@@ -1,8 +1,29 @@
 """handssca.runtime: low-latency inference without torch (numpy + ONNX Runtime or TensorRT).
 
-Nothing in this package imports torch; a test runs it with torch hidden.
+Nothing in this package imports torch; a test runs it with torch hidden. The entry points:
+``open_model`` (any runner: ONNX Runtime, TensorRT, or PyTorch where installed),
+``HandMeshPredictor`` (frames and boxes in, meshes out), the CPU scan kernel. Names are imported
+on first use (PEP 562), so ``import handssca.runtime`` loads nothing it does not need.
 """
 
-from .selective_scan import kernel_info, selective_scan_backward, selective_scan_forward
+from importlib import import_module
 
-__all__ = ["kernel_info", "selective_scan_backward", "selective_scan_forward"]
+_HOMES = {
+    "kernel_info": ".selective_scan",
+    "selective_scan_forward": ".selective_scan",
+    "selective_scan_backward": ".selective_scan",
+    "open_model": ".models",
+    "meshes_from_outputs": ".models",
+    "OnnxModel": ".onnx_model",
+    "TensorRTModel": ".tensorrt_model",
+    "HandMeshPredictor": ".predictor",
+    "HandPrediction": ".predictor",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_HOMES[name], __name__), name)

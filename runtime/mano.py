@@ -48,6 +48,10 @@ FINGERTIP_IDS = {
 # MANO's 16 joints + 5 tips (thumb, index, middle, ring, pinky) -> FreiHAND's 21-joint order:
 # wrist, thumb 1-4, index 1-4, middle 1-4, ring 1-4, pinky 1-4 (each base to tip).
 MANO_TO_FREIHAND = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
+# The 21 joints' names in that order (the exported files' metadata "joint_order").
+JOINT_ORDER = ["wrist"] + [
+    f"{finger}_{i}" for finger in ("thumb", "index", "middle", "ring", "pinky") for i in range(1, 5)
+]
 
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 

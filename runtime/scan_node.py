@@ -1,14 +1,34 @@
-"""The selective scan as one custom ONNX node: its name, and its CPU kernel for ONNX Runtime.
+"""The selective scan's contract: one custom ONNX node, its shapes, and where each implementation lives.
 
-The exporter (handssca.export) writes every scan as one node of these constants; TensorRT runs
-it through our plugin (same op_type, version and namespace), ONNX Runtime through
-onnxruntime-extensions, which calls the compiled CPU kernel of handssca.runtime.
+The scan (Mamba's S6, mamba-ssm's ``selective_scan_ref`` semantics without the z gate):
+  inputs u, delta (B, D, L); A (D, N); B, C (B, G, N, L) with D % G == 0; D, delta_bias (D,)
+  delta' = softplus(delta + delta_bias) (threshold 20) when delta_softplus, else delta + delta_bias
+  h_l = exp(delta'_l A) h_{l-1} + delta'_l B_l u_l,  y_l = <h_l, C_l> + D u_l   (state in fp32)
+``scan_shapes`` is the one check of those shapes; ``make_scan_inputs`` makes random arguments in
+the network's ranges for every test and benchmark.
 
-Node: inputs (u, delta, A, B, C, D, delta_bias), output y; attributes delta_softplus (INT),
-plugin_version, plugin_namespace (STRING). Shapes as handssca.runtime.selective_scan.
+The node: ``HandSSCASelectiveScan`` in domain ``ai.onnx.contrib``, version 1; inputs as above,
+output y (u's shape and type); attributes delta_softplus (INT), plugin_version and
+plugin_namespace (STRING), which TensorRT's ONNX parser uses to find our plugin.
+
+Every implementation, and where it lives:
+  reference          handssca/ops/selective_scan.py  ``selective_scan_ref`` (torch; every fast path
+                     is tested against it) and the registered op ``torch.ops.handssca.selective_scan``
+                     that dispatches to the others
+  CPU kernel         runtime/csrc/selective_scan_cpu.cpp via runtime/selective_scan.py (torch-free,
+                     forward and backward; the ``cpu-kernel`` scan backend and ONNX Runtime's node)
+  CUDA kernel        plugins/selective_scan/selectiveScanKernel.cu, called from torch through
+                     handssca/ops/cuda_kernel.py (ctypes; the ``cuda-kernel`` scan backend)
+  mamba-ssm          its CUDA kernel, the ``mamba-ssm`` scan backend when installed
+  ONNX node          written by export/scan_translation.py; run by ONNX Runtime through this
+                     module's kernel binding (runtime/onnx_model.py cuts the graph at the nodes)
+  portable ONNX      export/portable.py: the node rewritten as a standard ONNX ``Scan``
+  TensorRT plugin    plugins/selective_scan/selectiveScanPlugin.cpp (IPluginV3) on the CUDA kernel
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 OP_TYPE = "HandSSCASelectiveScan"  # not "SelectiveScan": TensorRT-LLM registers that name
 DOMAIN = "ai.onnx.contrib"  # the domain onnxruntime-extensions runs Python ops in
@@ -93,3 +113,62 @@ def register_ort_scan_op() -> str:
 
         _registered = True
     return get_library_path()
+
+
+def scan_shapes(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> tuple[int, int, int, int, int]:
+    """The one shape check of the scan's arguments (numpy arrays or torch tensors alike):
+    ValueError naming the first one that disagrees; else (batch, dim, L, N, G)."""
+
+    def shape(x):
+        return tuple(getattr(x, "shape", ()))
+
+    if len(shape(u)) != 3:
+        raise ValueError(f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}")
+    batch, dim, L = shape(u)
+    if len(shape(A)) != 2 or shape(A)[0] != dim:
+        raise ValueError(f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}")
+    N = shape(A)[1]
+    if len(shape(B)) != 4:
+        raise ValueError(f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}")
+    G = shape(B)[1]
+    if G < 1 or dim % G != 0:
+        raise ValueError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
+    expected = {
+        "delta": (delta, (batch, dim, L)),
+        "B": (B, (batch, G, N, L)),
+        "C": (C, (batch, G, N, L)),
+        "D": (D, (dim,)),
+        "z": (z, (batch, dim, L)),
+        "delta_bias": (delta_bias, (dim,)),
+    }
+    for name, (x, want) in expected.items():
+        if x is not None and shape(x) != want:
+            raise ValueError(f"selective_scan: {name} has shape {shape(x)}, expected {want}")
+    return batch, dim, L, N, G
+
+
+def make_scan_inputs(
+    rng, batch, dim, length, d_state, groups, dtype=np.float32, with_D=True, with_z=True, with_bias=True, softplus=True
+):
+    """Random scan arguments (numpy, ``rng`` a numpy Generator) in the ranges the network
+    produces, for tests and benchmarks alike: negative A, and delta around softplus's knee
+    (or, without softplus, already positive, as a step size must be)."""
+
+    def normal(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    delta = normal(batch, dim, length, scale=0.7) - 1.0
+    if not softplus:
+        delta = np.log1p(np.exp(delta)) + 0.3
+    return {
+        "u": normal(batch, dim, length),
+        "delta": delta,
+        "A": (-np.exp(rng.standard_normal((dim, d_state)) * 0.5)).astype(dtype),
+        "B": normal(batch, groups, d_state, length),
+        "C": normal(batch, groups, d_state, length),
+        "D": normal(dim) if with_D else None,
+        "z": normal(batch, dim, length) if with_z else None,
+        # Without softplus the step is delta + delta_bias itself, which must stay positive: a negative
+        # bias over many steps grows the state past float32's range (the float64 reference too).
+        "delta_bias": (normal(dim, scale=0.3) if softplus else np.abs(normal(dim, scale=0.3))) if with_bias else None,
+    }

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _selective_scan_cpu as _kernel
+from .scan_node import scan_shapes
 
 __all__ = ["ScanGrads", "kernel_info", "selective_scan_backward", "selective_scan_forward"]
 
@@ -55,29 +56,14 @@ def _check(name: str, x, shape: tuple[int, ...]) -> None:
 
 
 def _validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, int]:
-    if not isinstance(u, np.ndarray) or u.ndim != 3:
-        raise ValueError(f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}")
-    batch, dim, L = u.shape
-    if not isinstance(A, np.ndarray) or A.ndim != 2 or A.shape[0] != dim:
-        raise ValueError(f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}")
-    N = A.shape[1]
-    if not isinstance(B, np.ndarray) or B.ndim != 4:
-        raise ValueError(f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}")
-    G = B.shape[1]
-    if G < 1 or dim % G != 0:
-        raise ValueError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
-    _check("u", u, (batch, dim, L))
-    _check("delta", delta, (batch, dim, L))
-    _check("A", A, (dim, N))
-    _check("B", B, (batch, G, N, L))
-    _check("C", C, (batch, G, N, L))
-    if D is not None:
-        _check("D", D, (dim,))
-    if z is not None:
-        _check("z", z, (batch, dim, L))
-    if delta_bias is not None:
-        _check("delta_bias", delta_bias, (dim,))
-    return batch, dim, L, N, G
+    for name, x in {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}.items():
+        if x is None and name in ("D", "z", "delta_bias"):
+            continue
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
+        if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
+            raise TypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
+    return scan_shapes(u, delta, A, B, C, D, z, delta_bias)
 
 
 def _prepared(x, dtype):

@@ -17,9 +17,10 @@ import ctypes
 import numpy as np
 import pytest
 import torch
-from emulated_cuda import KERNEL_SOURCE, build_library, reference, run_emulated
 
-from scan_inputs import make_scan_inputs
+from handssca.runtime.scan_node import make_scan_inputs
+
+from emulated_cuda import KERNEL_SOURCE, build_library, reference, run_emulated
 
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16

@@ -12,12 +12,11 @@ from test_runtime_without_torch import run_without_torch
 
 from handssca.export import ExportError, export_onnx
 from handssca.export.portable import PortableError, lower_scan_nodes
-from handssca.export.scan_node import count_scan_nodes, register_scan_schema
 from handssca.models import HandSSCA, HandSSCAConfig, TorchModel
 from handssca.ops import selective_scan_ref
 from handssca.runtime.compare import compare_models
 from handssca.runtime.onnx_model import OnnxModel, OnnxModelError
-from handssca.runtime.scan_node import DOMAIN, OP_TYPE
+from handssca.runtime.scan_node import DOMAIN, OP_TYPE, count_scan_nodes, register_scan_schema
 
 TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
 
@@ -186,7 +185,7 @@ def one_scan_node_model(dtype=onnx.TensorProto.FLOAT, softplus=1, opset=18):
     [(3, 6, 7, 5, 2, 1, False), (1, 8, 33, 16, 4, 1, False), (2, 3, 1, 1, 1, 0, False), (2, 12, 19, 3, 4, 1, True)],
 )
 def test_portable_scan_matches_the_reference(rng, batch, dim, length, d_state, groups, softplus, half):
-    from scan_inputs import make_scan_inputs
+    from handssca.runtime.scan_node import make_scan_inputs
 
     ort = pytest.importorskip("onnxruntime")
     dtype = onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT

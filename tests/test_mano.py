@@ -169,10 +169,14 @@ def test_layer_units_and_argument_checks(rng, arrays):
         MANOLayer(model, units="m", **{**common, "side": "both"})
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("flat_hand_mean", [True, False])
-def test_graph_layer_matches_runtime(rng, arrays, flat_hand_mean):
+def test_graph_layer_matches_runtime(rng, arrays, flat_hand_mean, side):
+    """The export's torch MANO (MANOGraph) and the runtime's numpy MANO, step for step the same."""
     from handssca.models.mano import MANOGraph
 
+    if side == "left":  # a left file is the mirror image of a right one
+        arrays = {**arrays, "v_template": arrays["v_template"] * [-1, 1, 1]}
     model = mano_from_arrays(arrays)
     tips = FINGERTIP_IDS["manopth"]
     layer = MANOGraph(model, flat_hand_mean=flat_hand_mean, fingertip_ids=tips).double()

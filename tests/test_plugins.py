@@ -171,7 +171,7 @@ def test_the_kernel_library_loads_through_ctypes_and_refuses_cpu_tensors(kernel_
         ("C", (1, 1, 2, 9), r"C has shape \(1, 1, 2, 9\), expected \(1, 1, 2, 8\)"),
         ("D", (5,), r"D has shape \(5,\), expected \(4,\)"),
         ("delta_bias", (3,), r"delta_bias has shape \(3,\), expected \(4,\)"),
-        ("A", (3, 2), r"A must be \(4, N\)"),
+        ("A", (3, 2), r"A must have shape \(4, N\)"),
     ],
 )
 def test_the_kernel_binding_checks_every_shape_before_the_kernel(kernel_build, name, shape, message):
@@ -274,7 +274,7 @@ SHAPES = [
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 2e-5), (torch.float16, 2e-2), (torch.bfloat16, 8e-2)])
 @pytest.mark.parametrize("softplus", [True, False])
 def test_cuda_kernel_matches_the_reference(gpu_kernel, rng, shape, dtype, tolerance, softplus):
-    from scan_inputs import make_scan_inputs
+    from handssca.runtime.scan_node import make_scan_inputs
 
     batch, dim, length, dstate, groups = shape
     x = make_scan_inputs(rng, batch, dim, length, dstate, groups, with_z=False, softplus=softplus)
@@ -309,7 +309,7 @@ def test_the_model_runs_on_our_cuda_kernel_like_the_reference(gpu_kernel, monkey
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_the_kernel_runs_on_a_gpu_that_is_not_the_current_one(gpu_kernel, rng):
-    from scan_inputs import make_scan_inputs
+    from handssca.runtime.scan_node import make_scan_inputs
 
     x = make_scan_inputs(rng, 1, 4, 100, 4, 1, with_z=False)
     t = {k: torch.from_numpy(v).to("cuda:1") for k, v in x.items() if v is not None}

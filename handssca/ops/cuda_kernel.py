@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from handssca.errors import HandSSCAError
-
-from .selective_scan import check_shapes
+from handssca.runtime.scan_node import scan_shapes
 
 LIBRARY_ENV = "HANDSSCA_CUDA_KERNEL"
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -79,7 +78,7 @@ class CudaScanKernel:
         # Shapes and devices are checked before anything reaches the kernel: it trusts its sizes, so
         # a mismatched tensor would be read out of bounds.
         try:
-            batch, dim, length, dstate, groups = check_shapes(u, delta, A, B, C, D, None, delta_bias)
+            batch, dim, length, dstate, groups = scan_shapes(u, delta, A, B, C, D, None, delta_bias)
         except ValueError as exc:
             raise CudaKernelError(f"{self.path}: {exc}") from exc
         named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "delta_bias": delta_bias}

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from handssca.runtime.scan_node import scan_shapes
+
 BACKENDS = ("cpu-kernel", "mamba-ssm", "cuda-kernel", "reference")
 _ENV_VAR = "HANDSSCA_SCAN_BACKEND"
 _forced_backend: str | None = None
@@ -330,30 +332,5 @@ def selective_scan(
         B = B.unsqueeze(1)
     if C.dim() == 3:
         C = C.unsqueeze(1)
-    check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    scan_shapes(u, delta, A, B, C, D, z, delta_bias)
     return torch.ops.handssca.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-
-
-def check_shapes(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, int]:
-    """ValueError naming the first argument whose shape disagrees; else (batch, dim, L, N, G)."""
-    if u.dim() != 3:
-        raise ValueError(f"selective_scan: u must be (batch, dim, L), got shape {tuple(u.shape)}")
-    batch, dim, L = u.shape
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise ValueError(f"selective_scan: A must be ({dim}, N), got {tuple(A.shape)}")
-    N = A.shape[1]
-    G = B.shape[1] if B.dim() == 4 else 0
-    if G < 1 or dim % G != 0:
-        raise ValueError(f"selective_scan: B must be (batch, G, N, L) with dim % G == 0, got {tuple(B.shape)}")
-    expected = {
-        "delta": (delta, (batch, dim, L)),
-        "B": (B, (batch, G, N, L)),
-        "C": (C, (batch, G, N, L)),
-        "D": (D, (dim,)),
-        "z": (z, (batch, dim, L)),
-        "delta_bias": (delta_bias, (dim,)),
-    }
-    for name, (t, shape) in expected.items():
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"selective_scan: {name} has shape {tuple(t.shape)}, expected {shape}")
-    return batch, dim, L, N, G

@@ -1,20 +1,11 @@
-"""How the registered torch op becomes one custom ONNX node: schema and translation."""
+"""How the registered torch op becomes one ``HandSSCASelectiveScan`` node (runtime/scan_node.py
+holds the node's contract and schema)."""
 
 from __future__ import annotations
 
 import onnxscript
 
-from handssca.runtime.scan_node import (
-    DOMAIN,
-    OP_TYPE,
-    OP_VERSION,
-    PLUGIN_NAMESPACE,
-    PLUGIN_VERSION,
-    count_scan_nodes,
-    register_scan_schema,
-)
-
-__all__ = ["count_scan_nodes", "register_scan_schema", "scan_translation"]
+from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 _contrib = onnxscript.values.Opset(DOMAIN, OP_VERSION)
 

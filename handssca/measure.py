@@ -1,0 +1,114 @@
+"""Timing, and the machine it ran on: the one place ``handssca bench``, the benchmark scripts,
+the demo, ``benchmarks/gpu_check.py`` and ``handssca doctor`` take them from.
+
+Every published figure names its machine (CPU model and instruction sets, GPU) because the
+machines here differ between sessions; ``environment()`` is that record. Imports torch only when
+it is installed (and CUDA timing only when asked), so the torch-free runtime can use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+# The instruction sets the kernels' speed depends on (x86), as /proc/cpuinfo names them.
+CPU_FEATURES = ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+
+
+def cpu_info() -> dict:
+    """{"name", "features" (of CPU_FEATURES), "cores"} of this machine."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            if name and flags:
+                break
+    except OSError:
+        pass
+    return {"name": name, "features": [f for f in CPU_FEATURES if f in flags], "cores": os.cpu_count()}
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def environment(**extra) -> dict:
+    """The date, this machine (CPU, instruction sets, GPU), and the versions that matter."""
+    cpu = cpu_info()
+    env = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "cpu": cpu["name"],
+        "cpu_features": cpu["features"],
+        "cpu_count": cpu["cores"],
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    for module in ("torch", "onnxruntime", "numba", "tensorrt"):
+        env[module] = _version(module)
+    if env["torch"]:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+            env["cuda"] = torch.version.cuda
+    env.update(extra)
+    return env
+
+
+def stats(samples: list[float]) -> dict:
+    """Median, p90, p99, mean, spread and minimum of timings in ms, with the samples."""
+    ordered = sorted(samples)
+    return {
+        "median_ms": statistics.median(ordered),
+        "p90_ms": float(np.quantile(ordered, 0.9)),
+        "p99_ms": float(np.quantile(ordered, 0.99)),
+        "mean_ms": statistics.fmean(ordered),
+        "stdev_ms": statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
+        "min_ms": ordered[0],
+        "samples_ms": samples,
+    }
+
+
+def time_runner(run: Callable[[], object], warmup: int, runs: int, cuda: bool = False) -> dict:
+    """``stats`` of ``runs`` calls after ``warmup`` untimed ones; on the GPU timed with CUDA events."""
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(runs):
+        if cuda:
+            import torch
+
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end))
+        else:
+            start = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - start) * 1e3)
+    return stats(samples)
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """``data`` as indented JSON, written atomically (numpy scalars as floats)."""
+    from handssca.runtime.files import write_atomically
+
+    return write_atomically(Path(path), json.dumps(data, indent=2, default=float).encode())
