@@ -121,7 +121,7 @@ def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=
 def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
     """TensorRT fp32 and fp16 engines with our plugin, built here when TensorRT, a GPU and the
     plugin library ($HANDSSCA_TRT_PLUGIN) are all present."""
-    from handssca.runtime.tensorrt_model import TensorRTError, TensorRTModel, build_engine, import_tensorrt
+    from handssca.runtime.tensorrt_model import TensorRTModel, TensorRTModelError, build_engine, import_tensorrt
 
     rows = []
     for precision, variant in (("fp32", "custom"), ("fp16", "fp16")):
@@ -132,7 +132,7 @@ def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
             engine = workdir / f"handssca_{precision}.engine"
             build_engine(files[variant], engine, min_batch=1, opt_batch=1, max_batch=32)
             rows.append(Backend("tensorrt", precision, TensorRTModel(engine), size_mb=engine.stat().st_size / 2**20))
-        except TensorRTError as exc:
+        except TensorRTModelError as exc:
             rows.append(Backend("tensorrt", precision, skipped=str(exc).split(": on a machine")[0]))
     return rows
 
@@ -400,11 +400,11 @@ def summary_text(report: dict) -> str:
 
 def _dataset_metrics(backends: list[Backend], root: str, mano, tips, size: int, samples: int) -> dict:
     from handssca.training.datasets import FreiHAND
-    from handssca.training.evaluate import evaluate, model_backend
+    from handssca.training.evaluate import evaluate, model_predictor
     from handssca.training.samples import HandCrops
 
     crops = HandCrops(FreiHAND(root, "evaluation"), size=size, augment=None)
-    functions = {f"{b.name}:{b.precision}": model_backend(b.runner, mano, tips) for b in backends}
+    functions = {f"{b.name}:{b.precision}": model_predictor(b.runner, mano, tips) for b in backends}
     results = evaluate(functions, crops, limit=samples, progress=False)
     results.pop("_predictions")
     return results

@@ -28,7 +28,7 @@ SIDECAR_FORMAT = "handssca-engine/1"
 PLUGIN_ENV = "HANDSSCA_TRT_PLUGIN"  # where the plugin library is, when not given
 
 
-class TensorRTError(HandSSCAError, RuntimeError):
+class TensorRTModelError(HandSSCAError, RuntimeError):
     """A one-line, user-facing TensorRT problem (names the file and what to do)."""
 
 
@@ -36,7 +36,7 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise TensorRTError(
+        raise TensorRTModelError(
             "TensorRT is not installed: on a machine with an NVIDIA GPU, pip install 'handssca[trt]' "
             "(tensorrt comes from NVIDIA's package index; see the README's TensorRT section)"
         ) from exc
@@ -47,13 +47,13 @@ def import_pycuda():
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
-        raise TensorRTError("pycuda is not installed: pip install 'handssca[trt]'") from exc
+        raise TensorRTModelError("pycuda is not installed: pip install 'handssca[trt]'") from exc
     try:
         cuda.init()
         if cuda.Device.count() == 0:
-            raise TensorRTError("no CUDA GPU found: TensorRT engines need an NVIDIA GPU")
+            raise TensorRTModelError("no CUDA GPU found: TensorRT engines need an NVIDIA GPU")
     except cuda.Error as exc:
-        raise TensorRTError(f"no usable CUDA GPU ({exc}): TensorRT engines need an NVIDIA GPU and driver") from exc
+        raise TensorRTModelError(f"no usable CUDA GPU ({exc}): TensorRT engines need an NVIDIA GPU and driver") from exc
     return cuda
 
 
@@ -71,12 +71,12 @@ def find_plugin_library(path: str | Path | None) -> Path:
 
     candidate = path or os.environ.get(PLUGIN_ENV)
     if not candidate:
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"no plugin library given: build plugins/ (plugins/README.md), then pass --plugin PATH or set {PLUGIN_ENV}"
         )
     candidate = Path(candidate)
     if not candidate.is_file():
-        raise TensorRTError(f"{candidate}: plugin library not found (build it with CMake from plugins/)")
+        raise TensorRTModelError(f"{candidate}: plugin library not found (build it with CMake from plugins/)")
     return candidate
 
 
@@ -98,7 +98,7 @@ def load_plugin_library(trt, path: Path) -> None:
     if loaded is not None:
         if loaded[1] == digest:
             return
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"{path}: another build of the plugin library ({loaded[2]}) is already loaded in this process, "
             "and TensorRT keeps the first: use that library, or a new process"
         )
@@ -108,9 +108,9 @@ def load_plugin_library(trt, path: Path) -> None:
     try:
         handle = registry.load_library(str(path))
     except Exception as exc:  # the bindings raise on dlopen or symbol failures
-        raise TensorRTError(f"{path}: cannot load the plugin library ({str(exc).splitlines()[0]})") from exc
+        raise TensorRTModelError(f"{path}: cannot load the plugin library ({str(exc).splitlines()[0]})") from exc
     if handle is None:
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"{path}: TensorRT refused the plugin library (built for another TensorRT version, or missing getCreators)"
         )
     _LOADED_PLUGINS[id(registry)] = (registry, digest, path)
@@ -119,12 +119,12 @@ def load_plugin_library(trt, path: Path) -> None:
 def batch_profile(input_shape: list, min_batch: int, opt_batch: int, max_batch: int) -> tuple[tuple, tuple, tuple]:
     """(min, opt, max) shapes of the image input; the ONNX's batch axis must be dynamic unless all are equal."""
     if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"batch profile must satisfy 1 <= min <= opt <= max, got {min_batch}, {opt_batch}, {max_batch}"
         )
     fixed = input_shape[0] if isinstance(input_shape[0], int) and input_shape[0] > 0 else None
     if fixed is not None and not (min_batch == opt_batch == max_batch == fixed):
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"the ONNX file has a fixed batch of {fixed}; export with a dynamic batch for a profile "
             f"{min_batch}/{opt_batch}/{max_batch}"
         )
@@ -164,21 +164,21 @@ def gpu_description() -> dict:
 def check_sidecar(sidecar: dict, path: Path, trt_version: str, gpu: dict, plugin_sha256: str | None) -> None:
     """Refuses, in one line, an engine built for another TensorRT, GPU or plugin build."""
     if sidecar.get("format") != SIDECAR_FORMAT:
-        raise TensorRTError(f"{path}: not a handssca engine sidecar (format {sidecar.get('format')!r})")
+        raise TensorRTModelError(f"{path}: not a handssca engine sidecar (format {sidecar.get('format')!r})")
     built = sidecar.get("tensorrt_version")
     if built != trt_version:
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"{path}: engine built with TensorRT {built}, this is TensorRT {trt_version}: rebuild it with "
             "handssca build-engine on this machine"
         )
     built_cc = sidecar.get("gpu", {}).get("compute_capability")
     if built_cc != gpu["compute_capability"]:
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"{path}: engine built for compute capability {built_cc} ({sidecar.get('gpu', {}).get('name')}), "
             f"this GPU is {gpu['compute_capability']} ({gpu['name']}): rebuild it on this machine"
         )
     if plugin_sha256 is not None and sidecar.get("plugin_sha256") not in (None, plugin_sha256):
-        raise TensorRTError(
+        raise TensorRTModelError(
             f"{path}: engine built with another build of the plugin library (sha256 differs): rebuild the engine"
         )
 
@@ -207,7 +207,7 @@ def build_engine(
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
-        raise TensorRTError(f"{onnx_path}: ONNX file not found")
+        raise TensorRTModelError(f"{onnx_path}: ONNX file not found")
     plugin = find_plugin_library(plugin)
     trt = import_tensorrt()
     gpu = gpu_description()
@@ -240,7 +240,7 @@ def build_engine(
             op = first.node_operator() if hasattr(first, "node_operator") else ""
             where = f"node {node} ({op}): " if node not in (None, "", -1) else ""
         message = first.desc() if first is not None else "unknown error"
-        raise TensorRTError(f"{onnx_path}: the TensorRT ONNX parser rejected {where}{message}")
+        raise TensorRTModelError(f"{onnx_path}: the TensorRT ONNX parser rejected {where}{message}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     profile = builder.create_optimization_profile()
@@ -253,14 +253,14 @@ def build_engine(
     # GPU or TensorRT version is refused, and building on without it would drop it silently.
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         if cache_path is None:
-            raise TensorRTError(f"{onnx_path}: TensorRT could not set up a timing cache (see the messages above)")
-        raise TensorRTError(
+            raise TensorRTModelError(f"{onnx_path}: TensorRT could not set up a timing cache (see the messages above)")
+        raise TensorRTModelError(
             f"{cache_path}: TensorRT cannot use this timing cache (made on another GPU or TensorRT version, or "
             "corrupt): delete it, or pass another --timing-cache"
         )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise TensorRTError(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
+        raise TensorRTModelError(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
     seconds = time.perf_counter() - start
     write_atomically(engine_path, bytes(serialized))
     if cache_path:
@@ -315,7 +315,7 @@ def io_plan(engine, trt) -> list[TensorSpec]:
 def resolve_shape(shape: tuple, batch: int) -> tuple:
     """A tensor's shape at ``batch``: only the leading (batch) axis may be dynamic."""
     if any(d < 0 for d in shape[1:]):
-        raise TensorRTError(f"only the batch axis may be dynamic, got shape {shape}")
+        raise TensorRTModelError(f"only the batch axis may be dynamic, got shape {shape}")
     return (batch if shape[0] < 0 else shape[0], *shape[1:])
 
 
@@ -334,14 +334,16 @@ class TensorRTModel:
         path = Path(engine_path)
         self.name = str(path)
         if not path.is_file():
-            raise TensorRTError(f"{path}: engine file not found")
+            raise TensorRTModelError(f"{path}: engine file not found")
         sidecar_path = sidecar_path_for(path)
         if not sidecar_path.is_file():
-            raise TensorRTError(f"{path}: its sidecar {sidecar_path.name} is missing (build engines with build-engine)")
+            raise TensorRTModelError(
+                f"{path}: its sidecar {sidecar_path.name} is missing (build engines with build-engine)"
+            )
         try:
             sidecar = json.loads(sidecar_path.read_text())
         except json.JSONDecodeError as exc:
-            raise TensorRTError(f"{sidecar_path}: not valid JSON ({exc})") from exc
+            raise TensorRTModelError(f"{sidecar_path}: not valid JSON ({exc})") from exc
         trt = import_tensorrt()
         cuda = import_pycuda()
         plugin = find_plugin_library(plugin or sidecar.get("plugin_library"))
@@ -358,12 +360,12 @@ class TensorRTModel:
             self._runtime = trt.Runtime(logger)
             self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self._engine is None:
-                raise TensorRTError(f"{path}: TensorRT could not deserialise the engine (see the messages above)")
+                raise TensorRTModelError(f"{path}: TensorRT could not deserialise the engine (see the messages above)")
             self._context = self._engine.create_execution_context()
             self._specs = io_plan(self._engine, trt)
             inputs = [s for s in self._specs if s.is_input]
             if len(inputs) != 1:
-                raise TensorRTError(f"{path}: expected one input tensor, the engine has {len(inputs)}")
+                raise TensorRTModelError(f"{path}: expected one input tensor, the engine has {len(inputs)}")
             self.input = inputs[0]
             self.input_shape = list(self.input.shape)
             self.output_names = [s.name for s in self._specs if not s.is_input]
@@ -373,7 +375,7 @@ class TensorRTModel:
             try:
                 self._device = {s.name: cuda.mem_alloc(buffer_bytes(s, self.max_batch)) for s in self._specs}
             except cuda.MemoryError as exc:
-                raise TensorRTError(
+                raise TensorRTModelError(
                     f"{path}: not enough GPU memory for the buffers of batch {self.max_batch} ({exc}): "
                     "build the engine with a smaller --max-batch"
                 ) from exc
@@ -387,15 +389,15 @@ class TensorRTModel:
 
     def _check(self, image) -> int:
         if not isinstance(image, np.ndarray) or image.ndim != len(self.input_shape):
-            raise TensorRTError(f"{self.name}: input must be an array of shape {self.input_shape}")
+            raise TensorRTModelError(f"{self.name}: input must be an array of shape {self.input_shape}")
         if image.dtype != self.input.dtype:
-            raise TensorRTError(f"{self.name}: input must be {self.input.dtype}, got {image.dtype}")
+            raise TensorRTModelError(f"{self.name}: input must be {self.input.dtype}, got {image.dtype}")
         expected = resolve_shape(self.input.shape, image.shape[0])
         if image.shape != expected:
-            raise TensorRTError(f"{self.name}: input has shape {image.shape}, expected {expected}")
+            raise TensorRTModelError(f"{self.name}: input has shape {image.shape}, expected {expected}")
         batch = image.shape[0]
         if not self.min_batch <= batch <= self.max_batch:
-            raise TensorRTError(
+            raise TensorRTModelError(
                 f"{self.name}: batch {batch} is outside the engine's profile {self.min_batch}..{self.max_batch}"
             )
         return batch
@@ -409,12 +411,12 @@ class TensorRTModel:
             # setInputShape: "false if the provided name does not map to an input tensor, or if some
             # other error occurred" (NvInferRuntime.h); the context would then run the previous shape.
             if not self._context.set_input_shape(self.input.name, shape):
-                raise TensorRTError(f"{self.name}: TensorRT refused input shape {shape} for {self.input.name}")
+                raise TensorRTModelError(f"{self.name}: TensorRT refused input shape {shape} for {self.input.name}")
             host_in = self._host[self.input.name][:batch]
             np.copyto(host_in, image)
             cuda.memcpy_htod_async(self._device[self.input.name], host_in, self._stream)
             if not self._context.execute_async_v3(self._stream.handle):
-                raise TensorRTError(f"{self.name}: TensorRT execution failed (see the messages above)")
+                raise TensorRTModelError(f"{self.name}: TensorRT execution failed (see the messages above)")
             outputs = {}
             for name in self.output_names:
                 host = self._host[name][:batch]

@@ -1,6 +1,6 @@
-"""Evaluation of any backend with the same code: PyTorch, an exported ONNX file, a TensorRT engine.
+"""Evaluation of any model with the same code: PyTorch, an exported ONNX file, a TensorRT engine.
 
-A backend is a function from normalised crops (B, 3, S, S) float32 to root-relative joints
+A predictor is a function from normalised crops (B, 3, S, S) float32 to root-relative joints
 (B, 21, 3) and vertices (B, 778, 3) in metres; ``evaluate`` runs each over the same crops and
 scores them with the official metrics (training.metrics), so deployment accuracy is measured
 exactly as training accuracy is.
@@ -28,12 +28,12 @@ def root_relative_meshes(outputs: dict[str, np.ndarray], mano: ManoModel, finger
     return joints - root, vertices - root
 
 
-def model_backend(model, mano: ManoModel, fingertip_ids) -> Predict:
+def model_predictor(model, mano: ManoModel, fingertip_ids) -> Predict:
     """Any runner (OnnxModel, TensorRTModel, TorchModel) as a Predict: root-relative joints and vertices."""
     return lambda images: root_relative_meshes(model.run(images), mano, fingertip_ids)
 
 
-def mean_hand_backend(records) -> Predict:
+def mean_hand_predictor(records) -> Predict:
     """The training split's mean root-relative hand for every input: the floor a trained model
     must beat (after Procrustes alignment it scores the pose and shape alone)."""
     joints = [r.joints_3d - r.joints_3d[:1] for r in records if r.joints_3d is not None and r.vertices is not None]
@@ -49,16 +49,16 @@ def mean_hand_backend(records) -> Predict:
     return predict
 
 
-def evaluate(backends: dict[str, Predict], crops, batch_size: int = 16, limit: int = 0, progress=True) -> dict:
-    """{backend: metrics summary} over the first ``limit`` crops (all when 0); also returns the
-    predictions of each backend under "_predictions" for submission files."""
+def evaluate(predictors: dict[str, Predict], crops, batch_size: int = 16, limit: int = 0, progress=True) -> dict:
+    """{predictor: metrics summary} over the first ``limit`` crops (all when 0); also returns the
+    predictions of each under "_predictions" for submission files."""
     from tqdm import tqdm
 
     from .metrics import HandMetrics
 
     count = len(crops) if not limit else min(limit, len(crops))
-    metrics = {name: HandMetrics() for name in backends}
-    predictions: dict[str, list] = {name: [] for name in backends}
+    metrics = {name: HandMetrics() for name in predictors}
+    predictions: dict[str, list] = {name: [] for name in predictors}
     with tqdm(total=count, desc="evaluating", unit="img", disable=not progress) as bar:
         for start in range(0, count, batch_size):
             samples = [crops[i] for i in range(start, min(start + batch_size, count))]
@@ -66,7 +66,7 @@ def evaluate(backends: dict[str, Predict], crops, batch_size: int = 16, limit: i
             gt_joints = np.stack([s["joints_3d"] for s in samples])
             gt_vertices = np.stack([s["vertices"] for s in samples])
             has_vertices = all(s["has_vertices"] > 0 for s in samples)
-            for name, predict in backends.items():
+            for name, predict in predictors.items():
                 joints, vertices = predict(images)
                 metrics[name].add(
                     joints, gt_joints, vertices if has_vertices else None, gt_vertices if has_vertices else None
@@ -121,10 +121,10 @@ def run_evaluation(
     predictors, size = {}, None
     for label, path in sources:
         model = open_model(path, plugin=plugin)
-        predictors[label] = model_backend(model, mano_model, tips)
+        predictors[label] = model_predictor(model, mano_model, tips)
         size = size or (model.metadata.get("input", {}).get("shape") or [None] * 3)[2]
     if mean_hand:
-        predictors["mean hand (baseline)"] = mean_hand_backend(
+        predictors["mean hand (baseline)"] = mean_hand_predictor(
             open_dataset(config, DEFAULT_SPLITS[dataset][0] or "training", mano_model)
         )
     crops = HandCrops(records, size=size or 256, augment=None)
