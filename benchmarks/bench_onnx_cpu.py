@@ -58,9 +58,9 @@ def main(argv=None) -> int:
     from handssca.models import HandSSCAConfig
 
     net = HandSSCA(HandSSCAConfig(input_size=args.input_size)).eval()
-    mano, tips = build_builtin_hand()
-    mano_kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=tips)
-    model = HandSSCAWithMANO(net, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=tips)).eval()
+    mano, fingertip_ids = build_builtin_hand()
+    mano_kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=fingertip_ids)
+    model = HandSSCAWithMANO(net, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=fingertip_ids)).eval()
     size = args.input_size
     with tempfile.TemporaryDirectory() as tmp:
         files = {}

@@ -38,7 +38,9 @@ class Backend:
     results: dict = field(default_factory=dict)
 
 
-def discover(net, workdir: Path, mano, tips, *, compile_model: bool, precisions=("fp32", "fp16")) -> list[Backend]:
+def discover(
+    net, workdir: Path, mano, fingertip_ids, *, compile_model: bool, precisions=("fp32", "fp16")
+) -> list[Backend]:
     """Every backend the bench knows, with a runner or the reason it is skipped here."""
     from handssca.export import export_onnx
     from handssca.ops.selective_scan import _mamba_available
@@ -137,11 +139,11 @@ def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
     return rows
 
 
-def mesh_outputs(outputs: dict[str, np.ndarray], mano, tips, size: int) -> dict[str, np.ndarray]:
+def mesh_outputs(outputs: dict[str, np.ndarray], mano, fingertip_ids, size: int) -> dict[str, np.ndarray]:
     """What users compare: vertices and joints (mm), keypoints (pixels), MANO parameters."""
     from handssca.runtime.models import meshes_from_outputs
 
-    vertices, joints = meshes_from_outputs(outputs, mano, tips)
+    vertices, joints = meshes_from_outputs(outputs, mano, fingertip_ids)
     return {
         "vertices_mm": 1e3 * vertices,
         "joints_mm": 1e3 * joints,
@@ -151,13 +153,14 @@ def mesh_outputs(outputs: dict[str, np.ndarray], mano, tips, size: int) -> dict[
     }
 
 
-def parity(backends: list[Backend], mano, tips, size: int, seed: int = 0) -> dict:
+def parity(backends: list[Backend], mano, fingertip_ids, size: int, seed: int = 0) -> dict:
     from handssca.runtime.compare import compare_models
 
     image = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
     active = {f"{b.name}:{b.precision}": b for b in backends if b.runner is not None}
     functions = {
-        key: (lambda images, b=b: mesh_outputs(b.runner.run(images), mano, tips, size)) for key, b in active.items()
+        key: (lambda images, b=b: mesh_outputs(b.runner.run(images), mano, fingertip_ids, size))
+        for key, b in active.items()
     }
     comparison = compare_models(functions, image, reference="pytorch-cpu:fp32", atol=1e-3)
     return {
@@ -166,11 +169,11 @@ def parity(backends: list[Backend], mano, tips, size: int, seed: int = 0) -> dic
     }
 
 
-def end_to_end(backend: Backend, mano, tips, runs: int) -> dict:
+def end_to_end(backend: Backend, mano, fingertip_ids, runs: int) -> dict:
     """Per-stage medians of the predictor (crop, engine, MANO) on a 640x480 frame with one hand box."""
     from handssca.runtime.predictor import HandMeshPredictor
 
-    predictor = HandMeshPredictor(backend.runner, mano, tips)
+    predictor = HandMeshPredictor(backend.runner, mano, fingertip_ids)
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
     stages: dict[str, list[float]] = {"crop_ms": [], "engine_ms": [], "mano_ms": [], "post_ms": [], "total_ms": []}
@@ -337,7 +340,7 @@ def run_bench(
 
     out.mkdir(parents=True, exist_ok=True)
     net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
-    mano, tips = build_builtin_hand()
+    mano, fingertip_ids = build_builtin_hand()
     size = net.config.input_size
     report = {
         "environment": environment(),
@@ -346,7 +349,7 @@ def run_bench(
         "backends": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        backends = discover(net, Path(tmp), mano, tips, compile_model=compile_model)
+        backends = discover(net, Path(tmp), mano, fingertip_ids, compile_model=compile_model)
         active = [b for b in backends if b.runner is not None]
         progress = tqdm(total=len(active) * len(batches), desc="timing", unit="run", disable=not show_progress)
         for backend in active:
@@ -359,12 +362,12 @@ def run_bench(
                 timing["throughput_img_s"] = 1e3 * batch / timing["median_ms"]
                 backend.results["latency"][str(batch)] = timing
                 progress.update(1)
-            backend.results["end_to_end_ms"] = end_to_end(backend, mano, tips, max(3, runs // 2))
+            backend.results["end_to_end_ms"] = end_to_end(backend, mano, fingertip_ids, max(3, runs // 2))
         progress.close()
-        diffs = parity(backends, mano, tips, size)
+        diffs = parity(backends, mano, fingertip_ids, size)
         metrics = None
         if data_root:
-            metrics = _dataset_metrics(active, data_root, mano, tips, size, data_samples)
+            metrics = _dataset_metrics(active, data_root, mano, fingertip_ids, size, data_samples)
         base = next(b for b in backends if b.name == "pytorch-cpu").results["latency"]["1"]["median_ms"]
         for b in backends:
             row = {"backend": b.name, "precision": b.precision, "size_mb": b.size_mb}
@@ -398,13 +401,13 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _dataset_metrics(backends: list[Backend], root: str, mano, tips, size: int, samples: int) -> dict:
+def _dataset_metrics(backends: list[Backend], root: str, mano, fingertip_ids, size: int, samples: int) -> dict:
     from handssca.training.datasets import FreiHAND
     from handssca.training.evaluate import evaluate, model_predictor
     from handssca.training.samples import HandCrops
 
     crops = HandCrops(FreiHAND(root, "evaluation"), size=size, augment=None)
-    functions = {f"{b.name}:{b.precision}": model_predictor(b.runner, mano, tips) for b in backends}
+    functions = {f"{b.name}:{b.precision}": model_predictor(b.runner, mano, fingertip_ids) for b in backends}
     results = evaluate(functions, crops, limit=samples, progress=False)
     results.pop("_predictions")
     return results

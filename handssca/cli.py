@@ -53,8 +53,10 @@ def open_predictor(args: argparse.Namespace):
         raise CommandError("give exactly one of --model (.onnx or .engine) and --checkpoint")
     if args.checkpoint:
         require_torch("--checkpoint")
-    mano, tips, _ = load_hand_model(args.mano)
-    return HandMeshPredictor.open(args.model or args.checkpoint, mano, tips, plugin=getattr(args, "plugin", None))
+    mano, fingertip_ids, _ = load_hand_model(args.mano)
+    return HandMeshPredictor.open(
+        args.model or args.checkpoint, mano, fingertip_ids, plugin=getattr(args, "plugin", None)
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -86,15 +88,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, weights = load_network(args.checkpoint, args.config, overrides, args.seed)
     if weights.startswith("untrained"):
         print(f"exporting the {weights} network: pass --checkpoint for trained weights")
-    mano, tips = None, None
+    mano, fingertip_ids = None, None
     if args.with_mano:
-        mano, tips, label = load_hand_model(args.with_mano, args.fingertips)
+        mano, fingertip_ids, label = load_hand_model(args.with_mano, args.fingertips)
         hint = " (pass --with-mano PATH for the real model)" if args.with_mano == "builtin" else ""
         print(f"MANO in the graph: {label}{hint}")
     result = export_onnx(
         model, args.output, batch=args.batch, opset=args.opset, precision=args.precision, scan=args.scan,
         validate=not args.no_validate, tolerance=args.tolerance, mano=mano, mano_flat_hand_mean=args.flat_hand_mean,
-        fingertip_ids=tips, weights=weights,
+        fingertip_ids=fingertip_ids, weights=weights,
     )  # fmt: skip
     nodes = f"{result.scan_nodes} selective-scan nodes" if args.scan == "custom" else "scans in standard ONNX ops"
     print(f"wrote {result.path} ({args.precision}, {nodes}) and {result.sidecar}")
@@ -122,13 +124,13 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
     if args.train < 1 or args.evaluation < 0:
         raise CommandError("--train must be at least 1 and --evaluation at least 0")
-    model, tips, label = load_hand_model(args.mano, args.fingertips)
+    model, fingertip_ids, label = load_hand_model(args.mano, args.fingertips)
     options = SynthOptions(
         train=args.train, evaluation=args.evaluation, occluder_probability=args.occluders,
         finger_pose_std=args.finger_pose_std, roll_deg=args.roll, tilt_std=args.tilt, back_probability=args.back,
         seed=args.seed,
     )  # fmt: skip
-    root = make_synthetic_dataset(args.output, model, tips, options)
+    root = make_synthetic_dataset(args.output, model, fingertip_ids, options)
     print(f"wrote {root}: {args.train} training hands x 4 backgrounds, {args.evaluation} evaluation ({label})")
     return 0
 
@@ -249,8 +251,8 @@ def cmd_mano_render(args: argparse.Namespace) -> int:
     from handssca.runtime.files import write_image
     from handssca.runtime.mesh_render import pose_sheet
 
-    model, tips, label = load_hand_model(args.mano, args.fingertips)
-    write_image(args.output, pose_sheet(model, tips, label, size=args.size, seed=args.seed))
+    model, fingertip_ids, label = load_hand_model(args.mano, args.fingertips)
+    write_image(args.output, pose_sheet(model, fingertip_ids, label, size=args.size, seed=args.seed))
     print(f"wrote {args.output} ({label})")
     return 0
 

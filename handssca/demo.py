@@ -51,10 +51,10 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     out.mkdir(parents=True, exist_ok=True)
     frames = 12 if quick else frames
     print(f"[1/6] hand model: {STAND_IN_NOTE}")
-    mano, tips = build_builtin_hand()
+    mano, fingertip_ids = build_builtin_hand()
 
     print("[2/6] rendering a synthetic video of the hand")
-    images, truth = render_sequence(mano, tips, frames, seed=seed)
+    images, truth = render_sequence(mano, fingertip_ids, frames, seed=seed)
     video = out / "synthetic_input.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, images[0].shape[1::-1])
     for image in images:
@@ -89,13 +89,13 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     }
 
     print("[6/6] webcam pipeline, headless, on the synthetic video; overlays of test frames")
-    predictor = HandMeshPredictor(onnx_model, mano, tips)
+    predictor = HandMeshPredictor(onnx_model, mano, fingertip_ids)
     webcam = run_webcam(
         predictor,
         str(video),
         WebcamOptions(box=tuple(truth[0]["box"] + [-8, -8, 8, 8]), headless=True, output=out / "webcam"),
     )
-    torch_predictor = HandMeshPredictor(TorchModel(net), mano, tips)
+    torch_predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
     tiles, mesh_error = [], []
     for index in np.linspace(0, frames - 1, 4).astype(int):
         frame, gt = images[index], truth[index]

@@ -6,7 +6,7 @@ Nothing in this package imports torch; a test runs it with torch hidden. The ent
 on first use (PEP 562), so ``import handssca.runtime`` loads nothing it does not need.
 """
 
-from importlib import import_module
+from handssca.lazy import lazy_attributes
 
 _HOMES = {
     "kernel_info": ".selective_scan",
@@ -23,7 +23,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name], __name__), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -145,7 +145,7 @@ def build_builtin_hand() -> tuple[ManoModel, tuple[int, ...]]:
     joints = np.zeros((NUM_JOINTS, 3))
     regressor = np.zeros((NUM_JOINTS, 0))
     owner = np.full(len(palm_v), -1)  # finger index per vertex, -1 for the palm
-    finger_axes, tips, finger_verts = {}, {}, {}
+    finger_axes, fingertip_ids, finger_verts = {}, {}, {}
     regressor_rows: dict[int, list[int]] = {0: [wrist_vertex]}
     next_id = len(palm_v)
     for f_index, (name, ids, base, direction, lengths, radius, rings) in enumerate(_FINGERS):
@@ -161,7 +161,7 @@ def build_builtin_hand() -> tuple[ManoModel, tuple[int, ...]]:
         verts.append(v)
         faces.append(fc)
         owner = np.concatenate([owner, np.full(len(v), f_index)])
-        finger_axes[name], tips[name], finger_verts[name] = d, tip_id, (next_id, next_id + len(v))
+        finger_axes[name], fingertip_ids[name], finger_verts[name] = d, tip_id, (next_id, next_id + len(v))
         next_id += len(v)
     v_template = np.vstack(verts)
     f = np.vstack(faces)
@@ -177,7 +177,7 @@ def build_builtin_hand() -> tuple[ManoModel, tuple[int, ...]]:
     weights = np.zeros((num_vertices, NUM_JOINTS))
     bones = {0: (joints[0], joints[4])}
     for name, ids, *_rest in _FINGERS:
-        ends = [joints[ids[1]], joints[ids[2]], v_template[tips[name]]]
+        ends = [joints[ids[1]], joints[ids[2]], v_template[fingertip_ids[name]]]
         for j, end in zip(ids, ends, strict=True):
             bones[j] = (joints[j], end)
     for j, (a, b) in bones.items():
@@ -238,7 +238,7 @@ def build_builtin_hand() -> tuple[ManoModel, tuple[int, ...]]:
         hands_components=np.eye(45),
         hands_mean=hands_mean.reshape(-1),
         source="builtin",
-        fingertip_ids=tuple(tips[name] for name in _TIP_ORDER),
+        fingertip_ids=tuple(fingertip_ids[name] for name in _TIP_ORDER),
         note=STAND_IN_NOTE,
     )
     return model, model.fingertip_ids
@@ -256,7 +256,7 @@ def load_hand_model(source: str | Path | None, fingertips: str = "smplx") -> tup
     from .mano import FINGERTIP_IDS, load_mano
 
     if source is None or str(source) == "builtin":
-        model, tips = build_builtin_hand()
-        return model, tips, STAND_IN_NOTE
+        model, fingertip_ids = build_builtin_hand()
+        return model, fingertip_ids, STAND_IN_NOTE
     model = load_mano(source)
     return model, model.fingertip_ids or FINGERTIP_IDS[fingertips], model.note or Path(source).name

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import HandSSCAError
+
 ImageFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 INPUT = "image"
 
@@ -99,7 +101,7 @@ def compare_models(
         from polygraphy.comparator import Comparator, SimpleCompareFunc
         from polygraphy.logger import G_LOGGER
     except ImportError as exc:
-        raise RuntimeError("comparing backends needs polygraphy (pip install polygraphy)") from exc
+        raise HandSSCAError("comparing models needs polygraphy: pip install polygraphy") from exc
     if reference not in models:
         raise ValueError(f"reference model {reference!r} is not among {list(models)}")
     FunctionRunner = _runner_class()

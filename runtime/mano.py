@@ -284,11 +284,11 @@ def mano_from_arrays(raw: dict, path: str | Path = "<arrays>") -> ManoModel:
     else:  # an npz written without PCA data: axis-angle only, zero mean
         components = np.eye(NUM_HAND_POSE)
         mean = np.zeros(NUM_HAND_POSE)
-    tips = None
+    fingertip_ids = None
     if "fingertip_ids" in raw:
-        tips = tuple(int(i) for i in np.asarray(raw["fingertip_ids"]).reshape(-1))
-        if len(tips) != 5 or min(tips) < 0 or max(tips) >= NUM_VERTICES:
-            raise ManoFileError(f"{path}: 'fingertip_ids' must be 5 vertex ids, got {tips}")
+        fingertip_ids = tuple(int(i) for i in np.asarray(raw["fingertip_ids"]).reshape(-1))
+        if len(fingertip_ids) != 5 or min(fingertip_ids) < 0 or max(fingertip_ids) >= NUM_VERTICES:
+            raise ManoFileError(f"{path}: 'fingertip_ids' must be 5 vertex ids, got {fingertip_ids}")
     note = str(np.asarray(raw["note"])) if "note" in raw else ""
     return ManoModel(
         v,
@@ -301,7 +301,7 @@ def mano_from_arrays(raw: dict, path: str | Path = "<arrays>") -> ManoModel:
         components,
         mean,
         source=str(path),
-        fingertip_ids=tips,
+        fingertip_ids=fingertip_ids,
         note=note,
     )
 

@@ -79,5 +79,5 @@ def meshes_from_outputs(outputs: dict[str, np.ndarray], mano: ManoModel | None, 
         return outputs["vertices"].astype(np.float64), outputs["joints_3d"].astype(np.float64)
     if mano is None:
         raise ModelFileError("the model's outputs have no MANO in the graph: give a MANO model (--mano)")
-    tips = None if fingertip_ids is None else tuple(fingertip_ids)
-    return mano_forward(mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=tips)
+    fingertip_ids = None if fingertip_ids is None else tuple(fingertip_ids)
+    return mano_forward(mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=fingertip_ids)

@@ -87,7 +87,7 @@ class HandMeshPredictor:
         self.mano_in_graph = bool(meta.get("mano", {}).get("in_graph"))
         if not self.mano_in_graph and (mano is None or fingertip_ids is None):
             raise ValueError("this model outputs MANO parameters only: give the MANO model and its fingertip ids")
-        self.mano, self.tips = mano, tuple(fingertip_ids) if fingertip_ids is not None else None
+        self.mano, self.fingertip_ids = mano, tuple(fingertip_ids) if fingertip_ids is not None else None
         self.timings: dict[str, float] = {}
 
     @classmethod
@@ -124,7 +124,7 @@ class HandMeshPredictor:
         crop_done = time.perf_counter()
         outputs = self._run(batch)
         engine_done = time.perf_counter()
-        vertices, joints = meshes_from_outputs(outputs, self.mano, self.tips)
+        vertices, joints = meshes_from_outputs(outputs, self.mano, self.fingertip_ids)
         mano_done = time.perf_counter()
         confidence = outputs["heatmaps"].reshape(len(boxes), outputs["heatmaps"].shape[1], -1).max(-1).mean(-1)
         results = []

@@ -21,13 +21,13 @@ from handssca.training.datasets import DEXYCB_SERIALS, DEXYCB_SUBJECTS
 from handssca.training.submission import freihand_to_ho3d_order
 
 
-def random_hand(rng, mano, tips):
+def random_hand(rng, mano, fingertip_ids):
     """A mean-hand-relative pose in the OpenCV camera, shape, translation; joints and vertices."""
     pose = np.concatenate([rng.normal(0, 0.5, 3), rng.normal(0, 0.3, 45)])
     shape = rng.normal(0, 1, 10)
     trans = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.4, 0.6)])
     verts, joints = mano_forward(
-        mano, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=tips, trans=trans[None]
+        mano, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=fingertip_ids, trans=trans[None]
     )
     return pose, shape, trans, joints[0], verts[0]
 
@@ -37,13 +37,13 @@ def _image(path: Path, rng, size=(96, 128)):
     cv2.imwrite(str(path), rng.integers(0, 255, (*size, 3), dtype=np.uint8))
 
 
-def write_ho3d(root: Path, mano, tips, rng, frames=3, version="v3") -> list[dict]:
+def write_ho3d(root: Path, mano, fingertip_ids, rng, frames=3, version="v3") -> list[dict]:
     """train/<SEQ>/{rgb,meta} + train.txt (one unannotated frame last) and an evaluation split."""
     truth, names = [], []
     K = np.array([[300.0, 0, 64], [0, 300, 48], [0, 0, 1]])
     ext = ".jpg" if version == "v3" else ".png"
     for i in range(frames):
-        pose, shape, trans, joints, verts = random_hand(rng, mano, tips)
+        pose, shape, trans, joints, verts = random_hand(rng, mano, fingertip_ids)
         root_joint = rest_root_joint(mano, shape[None])
         global_gl, trans_gl = opengl_to_opencv_mano(pose[None, :3], trans[None], root_joint)  # its own inverse
         meta = {
@@ -76,7 +76,7 @@ def write_ho3d(root: Path, mano, tips, rng, frames=3, version="v3") -> list[dict
     return truth
 
 
-def write_dexycb(root: Path, mano, tips, rng, frames=2) -> list[dict]:
+def write_dexycb(root: Path, mano, fingertip_ids, rng, frames=2) -> list[dict]:
     """Subject 1, sequence 0 (right hand, in s0 train) and sequence 1 (left hand); one frame
     without a hand annotation; calibration files."""
     for subject in DEXYCB_SUBJECTS:
@@ -108,7 +108,7 @@ def write_dexycb(root: Path, mano, tips, rng, frames=2) -> list[dict]:
             trans = np.array([0.0, 0.0, 0.5]) + rng.normal(0, 0.02, 3)
             pose = np.concatenate([global_orient, coeffs @ mano.hands_components])
             verts, joints = mano_forward(
-                mano, pose[None], betas[None], flat_hand_mean=False, fingertip_ids=tips, trans=trans[None]
+                mano, pose[None], betas[None], flat_hand_mean=False, fingertip_ids=fingertip_ids, trans=trans[None]
             )
             joint_3d = joints[0] if f < frames - 1 else np.full((21, 3), -1.0)  # the last frame: no hand
             np.savez(

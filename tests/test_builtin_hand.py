@@ -43,13 +43,13 @@ def signed_volume(verts, faces):
 
 
 def test_structure_matches_mano(hand):
-    model, tips = hand
+    model, fingertip_ids = hand
     assert model.v_template.shape == (778, 3) and model.shapedirs.shape == (778, 3, 10)
     assert model.posedirs.shape == (778, 3, 135) and model.J_regressor.shape == (16, 778)
     assert list(model.parents) == [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
     np.testing.assert_allclose(model.weights.sum(axis=1), 1.0)
     assert (model.weights >= 0).all() and (model.J_regressor >= 0).all()
-    assert len(set(tips)) == 5 and model.note == STAND_IN_NOTE
+    assert len(set(fingertip_ids)) == 5 and model.note == STAND_IN_NOTE
     assert np.abs(model.posedirs).max() > 0 and np.abs(model.shapedirs).max() > 0
 
 
@@ -72,24 +72,26 @@ def test_surface_is_closed_and_outward(hand):
 
 
 def test_fingertips_are_the_extremes_of_their_fingers(hand):
-    model, tips = hand
-    rest, joints = mano_forward(model, np.zeros((1, 48)), np.zeros((1, 10)), flat_hand_mean=True, fingertip_ids=tips)
+    model, fingertip_ids = hand
+    rest, joints = mano_forward(
+        model, np.zeros((1, 48)), np.zeros((1, 10)), flat_hand_mean=True, fingertip_ids=fingertip_ids
+    )
     wrist = joints[0, 0]
     reach = np.linalg.norm(rest[0] - wrist, axis=1)
-    assert reach[tips[2]] == pytest.approx(reach.max(), rel=0.02)  # the middle finger reaches farthest
+    assert reach[fingertip_ids[2]] == pytest.approx(reach.max(), rel=0.02)  # the middle finger reaches farthest
     assert 0.15 < reach.max() < 0.22  # an adult hand's length, in metres
 
 
 def test_random_poses_stay_bounded(hand, rng):
-    model, tips = hand
+    model, fingertip_ids = hand
     pose = rng.normal(scale=0.6, size=(64, 48))
     pose[:, :3] = 0
     shape = rng.normal(size=(64, 10))
-    verts, joints = mano_forward(model, pose, shape, flat_hand_mean=False, fingertip_ids=tips)
+    verts, joints = mano_forward(model, pose, shape, flat_hand_mean=False, fingertip_ids=fingertip_ids)
     assert np.isfinite(verts).all()
     assert np.linalg.norm(verts - joints[:, :1], axis=2).max() < 0.3
     # Bones keep their length: posing is rigid along the kinematic chain.
-    rest_v, rest_j = mano_forward(model, np.zeros((64, 48)), shape, flat_hand_mean=True, fingertip_ids=tips)
+    rest_v, rest_j = mano_forward(model, np.zeros((64, 48)), shape, flat_hand_mean=True, fingertip_ids=fingertip_ids)
     np.testing.assert_allclose(
         np.linalg.norm(joints[:, 2] - joints[:, 1], axis=1),
         np.linalg.norm(rest_j[:, 2] - rest_j[:, 1], axis=1),

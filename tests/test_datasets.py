@@ -69,8 +69,8 @@ def test_freihand_errors_name_the_file(freihand, tmp_path):
 
 
 def test_ho3d_conventions_are_undone(tmp_path, hand, rng):
-    mano, tips = hand
-    truth = write_ho3d(tmp_path, mano, tips, rng)
+    mano, fingertip_ids = hand
+    truth = write_ho3d(tmp_path, mano, fingertip_ids, rng)
     data = HO3D(tmp_path, "train", mano=mano, version="v3")
     assert len(data) == 3 and data.skipped == 1
     for record, gt in zip(data, truth, strict=False):
@@ -79,7 +79,7 @@ def test_ho3d_conventions_are_undone(tmp_path, hand, rng):
         np.testing.assert_allclose(record.pose, gt["pose"], atol=1e-7)
         np.testing.assert_allclose(record.vertices, gt["vertices"], atol=1e-7)
         verts, joints = mano_forward(
-            mano, record.pose[None], record.shape[None], flat_hand_mean=False, fingertip_ids=tips
+            mano, record.pose[None], record.shape[None], flat_hand_mean=False, fingertip_ids=fingertip_ids
         )
         np.testing.assert_allclose(joints[0] - joints[0, :1], gt["joints"] - gt["joints"][:1], atol=1e-7)
     evaluation = HO3D(tmp_path, "evaluation", mano=mano, version="v3")
@@ -93,8 +93,8 @@ class Boom:
 
 
 def test_ho3d_refuses_an_unsafe_meta_file(tmp_path, hand, rng, capfd):
-    mano, tips = hand
-    write_ho3d(tmp_path, mano, tips, rng, frames=1)
+    mano, fingertip_ids = hand
+    write_ho3d(tmp_path, mano, fingertip_ids, rng, frames=1)
     (tmp_path / "train" / "ABF10" / "meta" / "0000.pkl").write_bytes(pickle.dumps({"camMat": Boom()}))
     with pytest.raises(DatasetError, match="0000.pkl: unsafe pickle"):
         HO3D(tmp_path, "train", mano=mano)
@@ -105,8 +105,8 @@ def test_ho3d_refuses_an_unsafe_meta_file(tmp_path, hand, rng, capfd):
 
 
 def test_dexycb_s0_right_hands_with_pca_converted(tmp_path, hand, rng):
-    mano, tips = hand
-    truth = write_dexycb(tmp_path, mano, tips, rng)
+    mano, fingertip_ids = hand
+    truth = write_dexycb(tmp_path, mano, fingertip_ids, rng)
     data = DexYCB(tmp_path, "train", mano=mano)
     assert len(data) == 2 and data.skipped_left == 1
     record = data[0]

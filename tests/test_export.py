@@ -139,9 +139,11 @@ def test_plain_onnx_runtime_runs_the_single_file_through_extensions(exported):
 def test_export_with_mano_in_the_graph(tmp_path):
     from handssca.runtime.builtin_hand import build_builtin_hand
 
-    mano, tips = build_builtin_hand()
+    mano, fingertip_ids = build_builtin_hand()
     model = tiny()
-    result = export_onnx(model, tmp_path / "with_mano.onnx", mano=mano, mano_flat_hand_mean=False, fingertip_ids=tips)
+    result = export_onnx(
+        model, tmp_path / "with_mano.onnx", mano=mano, mano_flat_hand_mean=False, fingertip_ids=fingertip_ids
+    )
     assert result.scan_nodes == 2
     meta = json.loads(result.sidecar.read_text())
     assert (
@@ -151,7 +153,7 @@ def test_export_with_mano_in_the_graph(tmp_path):
     got = OnnxModel(result.path).run(image.numpy())
     from handssca.models.mano import MANOGraph
 
-    graph = MANOGraph(mano, flat_hand_mean=False, fingertip_ids=tips)
+    graph = MANOGraph(mano, flat_hand_mean=False, fingertip_ids=fingertip_ids)
     with torch.inference_mode():
         out = model(image)
         verts, joints = graph(out["pose"], out["shape"])
@@ -222,9 +224,9 @@ def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
     """The three ways to run the network on the same input, compared by polygraphy."""
     from handssca.runtime.builtin_hand import build_builtin_hand
 
-    mano, tips = build_builtin_hand()
+    mano, fingertip_ids = build_builtin_hand()
     model = tiny()
-    kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=tips, validate=False)
+    kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=fingertip_ids, validate=False)
     custom = export_onnx(model, tmp_path / "custom.onnx", **kw)
     portable = export_onnx(model, tmp_path / "portable.onnx", scan="portable", **kw)
     assert custom.scan_nodes == 2 and portable.scan_nodes == 0
@@ -232,7 +234,7 @@ def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
     from handssca.export.onnx_export import HandSSCAWithMANO
     from handssca.models.mano import MANOGraph
 
-    reference = HandSSCAWithMANO(model, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=tips)).eval()
+    reference = HandSSCAWithMANO(model, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=fingertip_ids)).eval()
     image = np.random.default_rng(1).standard_normal((2, 3, 128, 128)).astype(np.float32)
     models = {
         "pytorch": TorchModel(reference),

@@ -94,14 +94,14 @@ def test_runtime_matches_smplx(rng, arrays, side, flat_hand_mean, pose_space, nu
     if side == "left":  # a left file is the mirror image of a right one
         arrays = {**arrays, "v_template": arrays["v_template"] * [-1, 1, 1]}
     model = mano_from_arrays(arrays)
-    tips = FINGERTIP_IDS["smplx"]
+    fingertip_ids = FINGERTIP_IDS["smplx"]
     layer = MANOLayer(
         model,
         side=side,
         pose_space=pose_space,
         num_pca=num_pca,
         flat_hand_mean=flat_hand_mean,
-        fingertip_ids=tips,
+        fingertip_ids=fingertip_ids,
         units="m",
         dtype=torch.float64,
     )
@@ -111,7 +111,13 @@ def test_runtime_matches_smplx(rng, arrays, side, flat_hand_mean, pose_space, nu
     shape = rng.normal(size=(batch, 10))
     trans = rng.normal(scale=0.1, size=(batch, 3))
     verts, joints = mano_forward(
-        model, pose, shape, trans=trans, flat_hand_mean=flat_hand_mean, fingertip_ids=tips, pca=pose_space == "pca"
+        model,
+        pose,
+        shape,
+        trans=trans,
+        flat_hand_mean=flat_hand_mean,
+        fingertip_ids=fingertip_ids,
+        pca=pose_space == "pca",
     )
     with torch.no_grad():
         v_ref, j_ref = layer(torch.from_numpy(pose), torch.from_numpy(shape), torch.from_numpy(trans))
@@ -178,10 +184,10 @@ def test_graph_layer_matches_runtime(rng, arrays, flat_hand_mean, side):
     if side == "left":  # a left file is the mirror image of a right one
         arrays = {**arrays, "v_template": arrays["v_template"] * [-1, 1, 1]}
     model = mano_from_arrays(arrays)
-    tips = FINGERTIP_IDS["manopth"]
-    layer = MANOGraph(model, flat_hand_mean=flat_hand_mean, fingertip_ids=tips).double()
+    fingertip_ids = FINGERTIP_IDS["manopth"]
+    layer = MANOGraph(model, flat_hand_mean=flat_hand_mean, fingertip_ids=fingertip_ids).double()
     pose, shape = rng.normal(scale=0.6, size=(3, 48)), rng.normal(size=(3, 10))
-    verts, joints = mano_forward(model, pose, shape, flat_hand_mean=flat_hand_mean, fingertip_ids=tips)
+    verts, joints = mano_forward(model, pose, shape, flat_hand_mean=flat_hand_mean, fingertip_ids=fingertip_ids)
     with torch.no_grad():
         v, j = layer(torch.from_numpy(pose), torch.from_numpy(shape))
     # The layer keeps float32 buffers; 1e-6 m is a thousandth of a millimetre.

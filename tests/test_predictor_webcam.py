@@ -27,20 +27,20 @@ def setup(tmp_path_factory):
     net = HandSSCA(HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
     folder = tmp_path_factory.mktemp("predictor")
     export_onnx(net, folder / "tiny.onnx", validate=False)
-    mano, tips = build_builtin_hand()
-    images, truth = render_sequence(mano, tips, 10, seed=1)
+    mano, fingertip_ids = build_builtin_hand()
+    images, truth = render_sequence(mano, fingertip_ids, 10, seed=1)
     video = folder / "hand.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, images[0].shape[1::-1])
     for image in images:
         writer.write(image)
     writer.release()
-    return net, folder / "tiny.onnx", mano, tips, images, truth, video
+    return net, folder / "tiny.onnx", mano, fingertip_ids, images, truth, video
 
 
 def test_onnx_and_pytorch_predictors_agree(setup):
-    net, onnx_path, mano, tips, images, truth, _ = setup
-    onnx_predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, tips)
-    torch_predictor = HandMeshPredictor(TorchModel(net), mano, tips)
+    net, onnx_path, mano, fingertip_ids, images, truth, _ = setup
+    onnx_predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, fingertip_ids)
+    torch_predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
     boxes = [truth[0]["box"], truth[3]["box"] + [5, -3, 9, 4]]
     a = onnx_predictor.predict(images[0], boxes, K=truth[0]["K"])
     b = torch_predictor.predict(images[0], boxes, K=truth[0]["K"])
@@ -54,8 +54,8 @@ def test_onnx_and_pytorch_predictors_agree(setup):
 
 
 def test_left_hands_are_mirrored_in_and_out(setup):
-    net, _, mano, tips, images, truth, _ = setup
-    predictor = HandMeshPredictor(TorchModel(net), mano, tips)
+    net, _, mano, fingertip_ids, images, truth, _ = setup
+    predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
     frame, box = images[2], truth[2]["box"]
     width = frame.shape[1]
     (right,) = predictor.predict(frame, [box])
@@ -68,8 +68,8 @@ def test_left_hands_are_mirrored_in_and_out(setup):
 
 
 def test_predictor_rejects_bad_input(setup):
-    net, _, mano, tips, images, _, _ = setup
-    predictor = HandMeshPredictor(TorchModel(net), mano, tips)
+    net, _, mano, fingertip_ids, images, _, _ = setup
+    predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
     with pytest.raises(ValueError, match="uint8"):
         predictor.predict(images[0].astype(np.float32), [(0, 0, 10, 10)])
     with pytest.raises(ValueError, match="is empty"):
@@ -105,8 +105,8 @@ def test_one_euro_filter_smooths_noise_and_follows_motion():
 
 
 def test_webcam_headless_on_a_video(setup, tmp_path):
-    net, onnx_path, mano, tips, images, truth, video = setup
-    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, tips)
+    net, onnx_path, mano, fingertip_ids, images, truth, video = setup
+    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, fingertip_ids)
     report = run_webcam(
         predictor,
         str(video),
@@ -141,8 +141,8 @@ class FailingStream:
 
 
 def test_a_stream_that_fails_mid_way_ends_cleanly(setup, tmp_path):
-    net, onnx_path, mano, tips, images, truth, _ = setup
-    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, tips)
+    net, onnx_path, mano, fingertip_ids, images, truth, _ = setup
+    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, fingertip_ids)
     opened = []
 
     def opener(source):

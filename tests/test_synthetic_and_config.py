@@ -18,16 +18,16 @@ from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    model, tips = build_builtin_hand()
+    model, fingertip_ids = build_builtin_hand()
     root = tmp_path_factory.mktemp("synth")
-    make_synthetic_dataset(root, model, tips, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False)
-    return root, model, tips
+    make_synthetic_dataset(root, model, fingertip_ids, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False)
+    return root, model, fingertip_ids
 
 
 def test_synthetic_set_has_freihand_layout_and_consistent_annotations(synthetic):
     import cv2
 
-    root, model, tips = synthetic
+    root, model, fingertip_ids = synthetic
     assert sorted(p.name for p in (root / "training" / "rgb").iterdir()) == [f"{i:08d}.jpg" for i in range(12)]
     assert len(list((root / "evaluation" / "rgb").iterdir())) == 2
     for split, count in (("training", 3), ("evaluation", 2)):
@@ -41,7 +41,7 @@ def test_synthetic_set_has_freihand_layout_and_consistent_annotations(synthetic)
             np.testing.assert_allclose(theta[58:60], project(xyz[0], K), atol=1e-6)
             assert theta[60] == pytest.approx(np.linalg.norm(xyz[9] - xyz[10])) == pytest.approx(data["scale"][i])
             fk_verts, fk_joints = mano_forward(
-                model, theta[None, :48], theta[None, 48:58], flat_hand_mean=False, fingertip_ids=tips
+                model, theta[None, :48], theta[None, 48:58], flat_hand_mean=False, fingertip_ids=fingertip_ids
             )
             trans = xyz[0] - fk_joints[0, 0]
             np.testing.assert_allclose(fk_verts[0] + trans, verts, atol=1e-9)
@@ -54,11 +54,15 @@ def test_synthetic_set_has_freihand_layout_and_consistent_annotations(synthetic)
 
 
 def test_synthetic_set_is_deterministic_by_seed(synthetic, tmp_path):
-    root, model, tips = synthetic
-    make_synthetic_dataset(tmp_path, model, tips, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False)
+    root, model, fingertip_ids = synthetic
+    make_synthetic_dataset(
+        tmp_path, model, fingertip_ids, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False
+    )
     assert (tmp_path / "training_xyz.json").read_bytes() == (root / "training_xyz.json").read_bytes()
     assert (tmp_path / "training/rgb/00000005.jpg").read_bytes() == (root / "training/rgb/00000005.jpg").read_bytes()
-    make_synthetic_dataset(tmp_path, model, tips, SynthOptions(train=3, evaluation=2, seed=6), show_progress=False)
+    make_synthetic_dataset(
+        tmp_path, model, fingertip_ids, SynthOptions(train=3, evaluation=2, seed=6), show_progress=False
+    )
     assert (tmp_path / "training_xyz.json").read_bytes() != (root / "training_xyz.json").read_bytes()
 
 

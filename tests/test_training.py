@@ -20,9 +20,9 @@ TINY_MODEL = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channel
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
-    mano, tips = build_builtin_hand()
+    mano, fingertip_ids = build_builtin_hand()
     root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_dataset(root, mano, tips, SynthOptions(train=8, evaluation=4, seed=1), show_progress=False)
+    make_synthetic_dataset(root, mano, fingertip_ids, SynthOptions(train=8, evaluation=4, seed=1), show_progress=False)
     return root
 
 

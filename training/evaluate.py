@@ -112,7 +112,7 @@ def run_evaluation(
     if not (checkpoint or onnx or engines or mean_hand):
         raise ConfigError("give at least one model: a checkpoint, an ONNX file, an engine or the mean hand")
     config = load_config(None, [f"data.dataset={dataset}", f"data.root={root}", f"mano.model={mano}"])
-    mano_model, tips, note = load_mano_model(config)
+    mano_model, fingertip_ids, note = load_mano_model(config)
     split = split or DEFAULT_SPLITS[dataset][1] or "evaluation"
     records = open_dataset(config, split, mano_model)
     sources = [("pytorch", checkpoint)] if checkpoint else []
@@ -121,7 +121,7 @@ def run_evaluation(
     predictors, size = {}, None
     for label, path in sources:
         model = open_model(path, plugin=plugin)
-        predictors[label] = model_predictor(model, mano_model, tips)
+        predictors[label] = model_predictor(model, mano_model, fingertip_ids)
         size = size or (model.metadata.get("input", {}).get("shape") or [None] * 3)[2]
     if mean_hand:
         predictors["mean hand (baseline)"] = mean_hand_predictor(

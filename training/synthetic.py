@@ -93,7 +93,7 @@ def _occlude(image: np.ndarray, rng, centre: np.ndarray, radius: float) -> None:
         cv2.fillPoly(image, [np.round(polygon * 16).astype(np.int32)], colour, cv2.LINE_AA, shift=4)
 
 
-def render_sample(model: ManoModel, tips, rng, options: SynthOptions):
+def render_sample(model: ManoModel, fingertip_ids, rng, options: SynthOptions):
     """One posed hand: (hand layer BGR, mask, annotations dict)."""
     size = options.image_size
     pose = np.zeros(48)
@@ -102,7 +102,7 @@ def render_sample(model: ManoModel, tips, rng, options: SynthOptions):
     pose[:3] = rotation_to_axis_angle(_random_rotation(rng, options))
     pose[3:] = rng.normal(0.0, options.finger_pose_std, 45)
     shape = np.clip(rng.normal(0.0, 1.0, 10), -2.5, 2.5)
-    verts, joints = mano_forward(model, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=tips)
+    verts, joints = mano_forward(model, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=fingertip_ids)
     verts, joints = verts[0], joints[0]
     focal = rng.uniform(1.6, 2.6) * size
     K = np.array([[focal, 0, size / 2 + rng.normal(0, 3)], [0, focal, size / 2 + rng.normal(0, 3)], [0, 0, 1]])
@@ -140,7 +140,7 @@ def _composite(layer, mask, rng, size, occluder_probability, joints_uv):
 
 
 def write_split(
-    root: Path, split: str, count: int, model: ManoModel, tips, options: SynthOptions, progress=None
+    root: Path, split: str, count: int, model: ManoModel, fingertip_ids, options: SynthOptions, progress=None
 ) -> None:
     import cv2
 
@@ -151,7 +151,7 @@ def write_split(
     annotations = {key: [] for key in ("K", "mano", "xyz", "verts", "scale")}
     for i in range(count):
         rng = np.random.default_rng([options.seed, split_id, i])
-        layer, mask, annotation = render_sample(model, tips, rng, options)
+        layer, mask, annotation = render_sample(model, fingertip_ids, rng, options)
         joints_uv = project(np.asarray(annotation["xyz"]), np.asarray(annotation["K"]))
         for k in range(versions):
             image = _composite(layer, mask, rng, options.image_size, options.occluder_probability, joints_uv)
@@ -207,7 +207,7 @@ def render_sequence(model: ManoModel, fingertip_ids, frames: int, width: int = 3
     from handssca.runtime.mano import rodrigues
 
     rng = np.random.default_rng(seed)
-    tips = tuple(fingertip_ids)
+    fingertip_ids = tuple(fingertip_ids)
     background = _background(rng, max(width, height))[:height, :width]
     focal = 1.1 * max(width, height)
     K = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
@@ -220,7 +220,7 @@ def render_sequence(model: ManoModel, fingertip_ids, frames: int, width: int = 3
         turn = rodrigues(np.array([0.0, 0.0, 0.6 * (t - 0.5)])) @ rodrigues(np.array([0.0, np.pi, 0.0]))
         pose[:3] = rotation_to_axis_angle(turn)
         pose[3:] = (1 - t) * start_fingers + t * end_fingers
-        verts, joints = mano_forward(model, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=tips)
+        verts, joints = mano_forward(model, pose[None], shape[None], flat_hand_mean=False, fingertip_ids=fingertip_ids)
         trans = np.array([0.04 * np.sin(2 * np.pi * i / max(frames, 2)), 0.0, 0.45]) - joints[0, 9]
         verts, joints = verts[0] + trans, joints[0] + trans
         image = background.copy()

@@ -36,9 +36,11 @@ class TrainingError(HandSSCAError, RuntimeError):
     """A run that cannot start or continue; the message says why."""
 
 
-def mano_layer(model, tips) -> MANOLayer:
+def mano_layer(model, fingertip_ids) -> MANOLayer:
     """The MANO layer the network is trained with: right hand, axis-angle relative to the mean hand."""
-    return MANOLayer(model, side="right", pose_space="axis_angle", flat_hand_mean=False, fingertip_ids=tips, units="m")
+    return MANOLayer(
+        model, side="right", pose_space="axis_angle", flat_hand_mean=False, fingertip_ids=fingertip_ids, units="m"
+    )
 
 
 class _Subset:
@@ -111,8 +113,8 @@ class Trainer:
         self.show_progress = show_progress and self.rank == 0
         torch.manual_seed(train["seed"])
 
-        mano, tips, self.mano_note = load_mano_model(config)
-        self.mano = mano_layer(mano, tips).to(self.device)
+        mano, fingertip_ids, self.mano_note = load_mano_model(config)
+        self.mano = mano_layer(mano, fingertip_ids).to(self.device)
         try:
             model_config = HandSSCAConfig.from_dict(dict(config["model"]))
         except (TypeError, ValueError) as exc:

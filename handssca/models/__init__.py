@@ -4,7 +4,7 @@ Names are imported on first use (PEP 562), so that ``handssca.models.config`` (t
 torch-free) can be read where torch is not installed.
 """
 
-from importlib import import_module
+from handssca.lazy import lazy_attributes
 
 _HOMES = {
     "ATTENTION_KINDS": ".config",
@@ -23,7 +23,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name], __name__), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
