@@ -195,8 +195,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     report = infer_images(open_predictor(args), args.images, args.output, box=parse_box(args.box), side=args.side)
     for skipped in report.skipped:
         print(f"skipped {skipped}")
-    print(f"wrote overlays, meshes and predictions.json for {report.written} images to {args.output}")
-    return 1 if report.skipped and not report.written else 0
+    left_out = f" ({len(report.skipped)} skipped, named above)" if report.skipped else ""
+    print(f"wrote overlays, meshes and predictions.json for {report.written} images to {args.output}{left_out}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -7,6 +7,15 @@ import tempfile
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_atomically(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``."""
     path = Path(path)
@@ -15,6 +24,8 @@ def write_atomically(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # mkstemp makes the file 0600; a result should have the mode any new file gets (0644 usually).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

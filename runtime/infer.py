@@ -35,6 +35,7 @@ def infer_images(
     if not paths:
         raise HandSSCAError("no images to run on")
     out = Path(out)
+    names = output_names(paths)
     report, results = InferReport(), []
     for path in tqdm(paths, desc="inferring", unit="img", disable=not progress):
         frame = cv2.imread(str(path))
@@ -46,9 +47,29 @@ def infer_images(
         (hand,) = predictor.predict(frame, [box or (0, 0, w, h)], sides=[side], K=K)
         overlay = frame.copy()
         draw_hand(overlay, hand, predictor.mano.faces, K)
-        write_image(out / f"{path.stem}_overlay.png", np.concatenate([frame, overlay], axis=1))
-        write_atomically(out / f"{path.stem}.obj", mesh_to_obj(hand.vertices, predictor.mano.faces).encode())
+        write_image(out / f"{names[path]}_overlay.png", np.concatenate([frame, overlay], axis=1))
+        write_atomically(out / f"{names[path]}.obj", mesh_to_obj(hand.vertices, predictor.mano.faces).encode())
         results.append({"image": str(path), **hand.to_json()})
+    if not results:
+        raise HandSSCAError(f"none of the {len(paths)} images could be read ({report.skipped[0]})")
     write_atomically(out / "predictions.json", json.dumps(results, indent=1).encode())
     report.written = len(results)
     return report
+
+
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """The base name of each image's outputs: its stem, or stem_extension where stems collide
+    (a.jpg and a.png), so that no image's results overwrite another's."""
+    stems: dict[str, int] = {}
+    for path in paths:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    names, taken = {}, set()
+    for path in paths:
+        name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+        base, k = name, 1
+        while name in taken:  # the same name in two folders
+            k += 1
+            name = f"{base}_{k}"
+        names[path] = name
+        taken.add(name)
+    return names

@@ -115,6 +115,9 @@ class _ChumpyStandIn:
         return np.asarray(_plain(value, key))
 
 
+MAX_SPARSE_SIDE = 100_000  # rows or columns of a sparse matrix in a MANO file (it has 16 x 778)
+
+
 class _SparseStandIn:
     """Takes the place of scipy.sparse matrices (MANO's J_regressor is csc); densified on load."""
 
@@ -135,10 +138,15 @@ class _SparseStandIn:
             rows, cols = (int(v) for v in shape)
         except (KeyError, TypeError, ValueError) as exc:
             raise ManoFileError(f"{key}: unreadable sparse matrix (state keys {sorted(s)})") from exc
-        dense = np.zeros((rows, cols), dtype=np.float64)
-        outer = cols if fmt == "csc" else rows
+        # Checked before allocating: a crafted file could claim any size (MANO's is 16 x 778).
+        if not (0 < rows <= MAX_SPARSE_SIDE and 0 < cols <= MAX_SPARSE_SIDE):
+            raise ManoFileError(f"{key}: sparse matrix claims {rows} x {cols}, far more than a MANO file holds")
+        outer, inner = (cols, rows) if fmt == "csc" else (rows, cols)
         if len(indptr) != outer + 1 or indptr[-1] != len(data) or len(indices) != len(data):
             raise ManoFileError(f"{key}: inconsistent sparse matrix arrays")
+        if len(indices) and (indices.min() < 0 or indices.max() >= inner or np.any(np.diff(indptr) < 0)):
+            raise ManoFileError(f"{key}: sparse matrix indices out of range")
+        dense = np.zeros((rows, cols), dtype=np.float64)
         for j in range(outer):
             lo, hi = indptr[j], indptr[j + 1]
             if fmt == "csc":

@@ -40,6 +40,17 @@ class HandNetwork(Protocol):
     def warmup(self, runs: int = 2) -> None: ...
 
 
+def batch_problem(images: np.ndarray) -> str | None:
+    """What makes a well-shaped batch unusable, in words (None when it is fine): no images, or
+    NaN/inf values, which would come out as NaN meshes without a word."""
+    if images.shape[0] == 0:
+        return "the batch is empty (0 images)"
+    bad = images.size - int(np.count_nonzero(np.isfinite(images)))
+    if bad:
+        return f"the input has {bad} NaN or infinite values (a broken frame or crop?)"
+    return None
+
+
 def open_model(source, *, plugin=None, device: str = "cpu", threads: int = 0) -> HandNetwork:
     """The runner for ``source``: an .onnx file (ONNX Runtime on ``device``), an .engine/.plan
     file (TensorRT, with ``plugin`` or $HANDSSCA_TRT_PLUGIN), a .pt checkpoint or a torch network

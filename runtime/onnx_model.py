@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandSSCAError
+from .models import batch_problem
 from .scan_node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
 from .selective_scan import selective_scan_forward
 
@@ -218,6 +219,9 @@ class OnnxModel:
                 raise OnnxModelError(
                     f"{self.name}: input '{self.input.name}' has shape {image.shape}, expected {expected} (axis {axis})"
                 )
+        problem = batch_problem(image)
+        if problem:
+            raise OnnxModelError(f"{self.name}: {problem}")
 
     def _scan(self, node, values: dict) -> np.ndarray:
         u, delta, A, B, C, D, delta_bias = (values[t] if t in values else self._constants[t] for t in node.input)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import HandSSCAError
 from .files import write_atomically
+from .models import batch_problem
 
 SIDECAR_FORMAT = "handssca-engine/1"
 PLUGIN_ENV = "HANDSSCA_TRT_PLUGIN"  # where the plugin library is, when not given
@@ -395,6 +396,9 @@ class TensorRTModel:
         expected = resolve_shape(self.input.shape, image.shape[0])
         if image.shape != expected:
             raise TensorRTModelError(f"{self.name}: input has shape {image.shape}, expected {expected}")
+        problem = batch_problem(image)
+        if problem:
+            raise TensorRTModelError(f"{self.name}: {problem}")
         batch = image.shape[0]
         if not self.min_batch <= batch <= self.max_batch:
             raise TensorRTModelError(

@@ -41,9 +41,10 @@ def _stand_in_module(name: str, classes: dict) -> types.ModuleType:
     return module
 
 
-def write_official_pickle(arrays: dict, path) -> None:
+def write_official_pickle(arrays: dict, path, sparse_shape=None) -> None:
     """Writes arrays the way MANO_RIGHT.pkl stores them: chumpy Ch objects (state {'x': array})
-    and J_regressor as a scipy csc_matrix, protocol 2, without chumpy or scipy installed."""
+    and J_regressor as a scipy csc_matrix, protocol 2, without chumpy or scipy installed.
+    ``sparse_shape``: the shape the sparse matrix claims (a crafted file's lie)."""
 
     class Ch:  # what chumpy's __getstate__ leaves in the state, sets and all
         def __init__(self, x):
@@ -75,6 +76,8 @@ def write_official_pickle(arrays: dict, path) -> None:
     try:
         content = {k: Ch(v) if k in ("v_template", "shapedirs", "weights") else v for k, v in arrays.items()}
         content["J_regressor"] = csc_matrix(arrays["J_regressor"])
+        if sparse_shape is not None:
+            content["J_regressor"]._shape = sparse_shape
         content["bs_style"] = "lbs"
         path.write_bytes(pickle.dumps(content, protocol=2))
     finally:

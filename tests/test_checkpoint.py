@@ -95,9 +95,17 @@ class Boom:
 def test_a_checkpoint_with_code_is_refused_not_run(tmp_path, capfd):
     evil = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "model": {}, "model_config": {}, "payload": Boom()}, evil, pickle_module=pickle)
-    with pytest.raises(CheckpointError, match="evil.pt: refused to load"):
+    with pytest.raises(CheckpointError, match="evil.pt: refused to load") as refused:
         load_checkpoint(evil)
     assert "this must never run" not in capfd.readouterr().out
+    message = str(refused.value)
+    # One line that names what was found, and never invites turning the safety off.
+    assert (
+        "\n" not in message
+        and len(message) < 300
+        and "weights_only" not in message
+        and "a reference to print" in message
+    )
 
 
 def test_export_from_a_checkpoint(checkpoint, tmp_path, capsys):

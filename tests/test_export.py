@@ -321,3 +321,15 @@ def test_runtime_options_and_warmup(exported):
     with torch.inference_mode():
         expected = model(image)["pose"].numpy()
     np.testing.assert_allclose(runner.run(image.numpy())["pose"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_empty_or_non_finite_batch_is_refused_in_one_line(exported):
+    _, result = exported
+    model = OnnxModel(result.path)
+    size = model.input_shape[2]
+    with pytest.raises(OnnxModelError, match="the batch is empty"):
+        model.run(np.zeros((0, 3, size, size), np.float32))
+    image = np.zeros((1, 3, size, size), np.float32)
+    image[0, 1, 5, 5] = np.nan
+    with pytest.raises(OnnxModelError, match="1 NaN or infinite values"):
+        model.run(image)

@@ -193,3 +193,11 @@ def test_graph_layer_matches_runtime(rng, arrays, flat_hand_mean, side):
     # The layer keeps float32 buffers; 1e-6 m is a thousandth of a millimetre.
     np.testing.assert_allclose(v.numpy(), verts, atol=1e-6)
     np.testing.assert_allclose(j.numpy(), joints, atol=1e-6)
+
+
+def test_a_sparse_matrix_claiming_a_huge_shape_is_refused_before_allocating(tmp_path, arrays):
+    """A crafted J_regressor claiming 10^6 x 10^6 (8 TB dense) is a one-line error, not a MemoryError."""
+    path = tmp_path / "MANO_RIGHT.pkl"
+    write_official_pickle(arrays, path, sparse_shape=(1_000_000, 1_000_000))
+    with pytest.raises(ManoFileError, match="claims 1000000 x 1000000"):
+        load_mano(path)

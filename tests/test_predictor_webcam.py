@@ -211,3 +211,33 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert data["webcam"]["frames"] == 12 and data["predictor_vertex_diff_mm"] < 1e-3
     for name in ("overlays.png", "hand.obj", "webcam/annotated.mp4", "synthetic_input.mp4"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_infer_keeps_every_image_and_says_what_it_skipped(setup, tmp_path, capsys):
+    _, onnx_path, _, _, images, _, _ = setup
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), images[0])
+    cv2.imwrite(str(folder / "a.png"), images[1])  # the same stem: neither may overwrite the other
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "out"
+    assert main(["infer", str(folder), "--model", str(onnx_path), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "skipped" in text and "broken.jpg: not a readable image" in text and "(1 skipped" in text
+    assert (out / "a_jpg_overlay.png").is_file() and (out / "a_png_overlay.png").is_file()
+    assert len(json.loads((out / "predictions.json").read_text())) == 2
+
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.jpg").write_bytes(b"nope")
+    assert main(["infer", str(only_bad), "--model", str(onnx_path), "-o", str(tmp_path / "none")]) == 1
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+    assert not (tmp_path / "none" / "predictions.json").exists()
+
+
+def test_a_bad_box_leaves_no_output_folder(setup, tmp_path, capsys):
+    _, onnx_path, _, _, images, _, _ = setup
+    cv2.imwrite(str(tmp_path / "a.jpg"), images[0])
+    out = tmp_path / "out"
+    assert main(["infer", str(tmp_path / "a.jpg"), "--model", str(onnx_path), "-o", str(out), "--box", "1,2"]) == 1
+    assert "--box 1,2: expected x0,y0,x1,y1" in capsys.readouterr().err and not out.exists()

@@ -169,3 +169,33 @@ def test_shipped_training_configs_load_and_build_their_loss(name):
     assert weights.rotation in ("axis_angle", "matrix") and config["train"]["epochs"] >= 1
     if name in ("freihand", "ho3d", "dexycb"):  # the paper's loss, unchanged
         assert weights == LossWeights()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=abc", "'epochs' must be a number"),
+        ("data.versions=3", "'versions' must be list"),
+        ("train.amp=maybe", "'amp' must be bool"),
+    ],
+)
+def test_an_override_of_the_wrong_kind_is_one_line(override, message):
+    from handssca.training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_results_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from handssca.runtime.files import write_atomically
+
+    mask = os.umask(0o022)
+    try:
+        path = write_atomically(tmp_path / "result.json", b"{}")
+    finally:
+        os.umask(mask)
+    from handssca.runtime import files
+
+    assert path.stat().st_mode & 0o777 == 0o666 & ~files._UMASK  # 0644 under the usual umask, not 0600

@@ -520,3 +520,11 @@ def test_too_little_gpu_memory_for_the_profile_is_one_line(tmp_path, fakes, plug
     cuda.device_bytes = 100  # less than the buffers of batch 4
     with pytest.raises(te.TensorRTModelError, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "):
         te.TensorRTModel(result.engine)
+
+
+def test_non_finite_input_is_refused(tmp_path, fakes, plugin):
+    model = te.TensorRTModel(te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
+    image = np.zeros((1, 3, 4, 4), np.float32)
+    image[0, 0, 0, 0] = np.inf
+    with pytest.raises(te.TensorRTModelError, match="1 NaN or infinite values"):
+        model.run(image)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but plain data: this file holds code or foreign objects.
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{path}: refused to load (not plain tensors and data: {first})") from exc
+        # Name what was found; torch's own text suggests turning the safety off, which we never do.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"a reference to {found.group(1)}" if found else "objects other than tensors and plain data"
+        raise CheckpointError(
+            f"{path}: refused to load: it holds {what}, which a HandSSCA checkpoint never does (it may run code)"
+        ) from exc
     except Exception as exc:  # torch.load on foreign bytes raises almost any exception type
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({detail})") from exc

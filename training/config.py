@@ -70,8 +70,28 @@ def _merge(base: dict, update: dict, where: str) -> dict:
             else:
                 _merge(base[key], value, f"{where}.{key}")
         else:
+            _check_type(base[key], value, f"{where}: '{key}'")
             base[key] = value
     return base
+
+
+def _check_type(default, value, where: str) -> None:
+    """A value of the kind its default has (a number for a number, a list for a list ...), so that a
+    typo is refused here in one line rather than failing as a TypeError deep in training."""
+    if default is None or value is None:
+        return
+    number = (int, float)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, number):
+        ok = isinstance(value, number) and not isinstance(value, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        kind = "a number" if isinstance(default, number) and not isinstance(default, bool) else type(default).__name__
+        raise ConfigError(f"{where} must be {kind} (like its default {default!r}), got {value!r}")
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
