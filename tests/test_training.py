@@ -13,7 +13,7 @@ from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.training.checkpoint import load_checkpoint
 from handssca.training.config import ConfigError, load_config
 from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
-from handssca.training.trainer import Trainer
+from handssca.training.trainer import Trainer, TrainingError
 
 TINY_MODEL = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
 
@@ -69,12 +69,19 @@ def test_resume_continues_exactly(synthetic_root, tmp_path):
     first.fit()
     state = load_checkpoint(tmp_path / "b" / "last.pt")
     assert state["step"] == 5 and state["epoch"] == 0 and state["training"]["epoch_step"] == 5
+    # As after a kill: the log ran on past the checkpoint (steps 6 and 7); resuming must not log them twice.
+    with open(tmp_path / "b" / "log.csv", "a") as log:
+        log.write("6,0,0.0001,train/loss,1.0\n7,0,0.0001,train/loss,1.0\n")
     resumed = Trainer(
         config_for(synthetic_root, tmp_path / "b", "train.epochs=2", "train.max_steps=12"),
         resume=tmp_path / "b" / "last.pt",
         show_progress=False,
     )
     resumed.fit()
+    rows = (tmp_path / "b" / "log.csv").read_text().splitlines()[1:]
+    keys = [tuple(r.split(",")[0:4:3]) for r in rows]  # (step, name)
+    assert len(keys) == len(set(keys)), "a step was logged twice"
+    assert {k[0] for k in keys} >= {str(s) for s in range(1, 13)}
     assert resumed.global_step == straight.global_step == 12
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
@@ -117,3 +124,12 @@ def test_training_errors_are_clear(synthetic_root, tmp_path, capsys):
     assert "unknown key 'epoch'" in capsys.readouterr().err
     assert main(["train", "--set", f"data.root={tmp_path / 'nothing'}", "--set", "mano.model=builtin"]) == 1
     assert "nothing" in capsys.readouterr().err
+
+
+def test_training_into_a_folder_that_holds_a_run_is_refused(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    Trainer(config_for(synthetic_root, out, "train.epochs=1", "train.max_steps=2"), show_progress=False).fit()
+    before = {name: (out / name).read_bytes() for name in ("last.pt", "log.csv", "config.json")}
+    with pytest.raises(TrainingError, match=r"holds a run already \(last.pt.*--resume .*last.pt"):
+        Trainer(config_for(synthetic_root, out, "train.epochs=1", "train.max_steps=2"), show_progress=False)
+    assert {name: (out / name).read_bytes() for name in before} == before  # nothing touched

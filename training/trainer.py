@@ -12,6 +12,7 @@ since the last one.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -30,6 +31,10 @@ from ..errors import HandSSCAError
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .datasets import DEFAULT_SPLITS, load_mano_model, open_dataset
 from .losses import LossWeights, hand_loss
+
+# What a run leaves in train.out; a folder holding any of them is that run's, not a new one's.
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.json")
+LOG_HEADER = ["step", "epoch", "lr", "name", "value"]
 
 
 class TrainingError(HandSSCAError, RuntimeError):
@@ -110,6 +115,13 @@ class Trainer:
         self.device = torch.device(f"cuda:{local_rank}" if want == "cuda" else "cpu")
         self.amp = bool(train["amp"]) and self.device.type == "cuda"
         self.out = Path(train["out"])
+        held = [name for name in RUN_FILES if (self.out / name).exists()]
+        if held and not resume:
+            # Training on would replace last.pt and config.json and mix two runs in one log.
+            raise TrainingError(
+                f"{self.out}: holds a run already ({', '.join(held)}): continue it with --resume "
+                f"{self.out / 'last.pt'} (or --auto-resume), or train into a new folder (--set train.out=...)"
+            )
         self.show_progress = show_progress and self.rank == 0
         torch.manual_seed(train["seed"])
 
@@ -165,8 +177,10 @@ class Trainer:
         self.epoch, self.epoch_step, self.global_step = 0, 0, 0
         self.best = math.inf
         self.history: list[dict] = []
+        self.resumed_step: int | None = None
         if resume:
             self._resume(Path(resume))
+            self.resumed_step = self.global_step
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -258,7 +272,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             write_atomically(self.out / "config.json", json.dumps(self.config, indent=2, default=str).encode())
-        log = _Log(self.out, enabled=self.rank == 0)
+        log = _Log(self.out, enabled=self.rank == 0, resumed_step=self.resumed_step)
         max_steps = train["max_steps"] or math.inf
         final: dict = {}
         try:
@@ -315,23 +329,28 @@ class Trainer:
 
 
 class _Log:
-    """CSV rows (always) and TensorBoard scalars (when tensorboard is installed)."""
+    """CSV rows (always) and TensorBoard scalars (when tensorboard is installed). A resumed run
+    first drops what the interrupted one logged after its checkpoint, so no step is logged twice."""
 
-    def __init__(self, out: Path, enabled: bool):
+    def __init__(self, out: Path, enabled: bool, resumed_step: int | None = None):
         self.enabled = enabled
         self.file = self.writer = self.tensorboard = None
         if not enabled:
             return
         path = out / "log.csv"
+        if resumed_step is not None and path.exists():
+            _truncate_log(path, resumed_step)
         new = not path.exists()
         self.file = open(path, "a", newline="")
         self.writer = csv.writer(self.file)
         if new:
-            self.writer.writerow(["step", "epoch", "lr", "name", "value"])
+            self.writer.writerow(LOG_HEADER)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(out / "tensorboard"))
+            # purge_step: TensorBoard hides the events at or after it that an earlier writer left.
+            purge = None if resumed_step is None else resumed_step + 1
+            self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
         except ImportError:  # tensorboard is optional; the CSV has everything
             self.tensorboard = None
 
@@ -359,6 +378,16 @@ class _Log:
             self.file.close()
         if self.tensorboard:
             self.tensorboard.close()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keeps log.csv's rows up to ``step`` (the checkpoint a run resumes from), atomically."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    text = io.StringIO()
+    csv.writer(text).writerows(kept)
+    write_atomically(path, text.getvalue().encode())
 
 
 def train(config_path, overrides=(), resume=None, auto_resume: bool = False) -> list[str]:
