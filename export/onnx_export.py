@@ -34,7 +34,7 @@ from handssca.runtime.scan_node import (
 )
 
 from ..errors import HandSSCAError
-from .options import PRECISIONS, SCAN_VARIANTS
+from .options import DEFAULT_OPSET, MIN_OPSET, PRECISIONS, SCAN_VARIANTS
 from .portable import PortableError, lower_scan_nodes
 from .scan_translation import scan_translation
 
@@ -206,6 +206,9 @@ def export_onnx(
         raise ExportError(f"scan {scan!r}: expected one of {', '.join(SCAN_VARIANTS)}")
     if batch is not None and batch < 1:
         raise ExportError(f"batch {batch}: must be at least 1 (or None for a dynamic batch)")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ExportError(f"opset {opset}: this export writes opsets {MIN_OPSET} to {newest} (onnx {onnx.__version__})")
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
     register_scan_schema()
     net = model.eval()
@@ -245,7 +248,7 @@ def export_onnx(
                 input_names=[INPUT_NAME],
                 output_names=list(outputs),
                 dynamic_shapes=dynamic,
-                opset_version=opset,
+                opset_version=DEFAULT_OPSET,  # torch's native opset; converted below when asked
                 custom_translation_table={torch.ops.handssca.selective_scan.default: scan_translation},
                 verbose=False,
             )
@@ -260,6 +263,8 @@ def export_onnx(
             proto = lower_scan_nodes(proto)
         except PortableError as exc:
             raise ExportError(str(exc)) from exc
+    if opset != DEFAULT_OPSET:
+        proto = convert_opset(proto, opset)
     nodes = count_scan_nodes(proto)
     metadata = _metadata(net, outputs, batch, opset, nodes, mano_info, precision, scan, weights)
     entry = proto.metadata_props.add()
@@ -283,6 +288,92 @@ def export_onnx(
     sidecar = path.with_suffix(".json")
     write_atomically(sidecar, json.dumps(metadata, indent=2).encode())
     return ExportResult(path, sidecar, nodes, comparison)
+
+
+# Opset 18 gave these an axes *input* where 17 has an attribute (ReduceSum did so already in 13).
+_REDUCE_AXES_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+                   "ReduceLogSumExp", "ReduceSumSquare"}  # fmt: skip
+_RESIZE_18_ATTRIBUTES = {"antialias", "axes", "keep_aspect_ratio_policy"}
+
+
+def convert_opset(proto, opset: int):
+    """``proto`` (opset 18, as torch writes it) in ``opset``, checked to really be that opset.
+
+    Up: onnx's version converter. Down to 17: onnx's converter has no 18 -> 17 adapter for Split,
+    so the operators whose signature changed in 18 are lowered here, exactly: Split's
+    ``num_outputs`` becomes explicit sizes (from ONNX shape inference), the Reduce ops' axes input
+    an attribute; Resize is the same operator unless it uses 18's new attributes. Everything else
+    reads the same in 17, which the checker (full_check) and the ONNX Runtime comparison confirm.
+    """
+    if opset > DEFAULT_OPSET:
+        from onnx import version_converter
+
+        try:
+            converted = version_converter.convert_version(proto, opset)
+        except Exception as exc:  # the converter raises RuntimeError/ValidationError with its own text
+            raise ExportError(f"opset {opset}: onnx's version converter failed ({str(exc).splitlines()[0]})") from exc
+    else:
+        converted = _lower_to_17(proto)
+    found = next((o.version for o in converted.opset_import if o.domain in ("", "ai.onnx")), None)
+    if found != opset:
+        raise ExportError(f"opset {opset}: the converted file is opset {found}")
+    return converted
+
+
+def _lower_to_17(proto):
+    from onnx import numpy_helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(proto)
+    shapes = {v.name: v.type.tensor_type.shape for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    constants = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+    def attribute(node, name, default=None):
+        return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+    def replace_attributes(node, drop: str, add=None):
+        kept = [a for a in node.attribute if a.name != drop]
+        del node.attribute[:]
+        node.attribute.extend(kept + ([add] if add is not None else []))
+
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        label = f"{node.op_type} '{node.name or node.output[0]}'"
+        if node.op_type == "Split" and attribute(node, "num_outputs") is not None:
+            count, axis = attribute(node, "num_outputs"), attribute(node, "axis", 0)
+            dims = shapes.get(node.input[0])
+            size = dims.dim[axis].dim_value if dims is not None and len(dims.dim) > abs(axis) else 0
+            if size <= 0:
+                raise ExportError(f"opset 17: cannot lower {label}: its axis is dynamic (use opset 18)")
+            chunk = -(-size // count)  # opset 18: equal chunks, the last one smaller
+            sizes = [chunk] * (count - 1) + [size - chunk * (count - 1)]
+            name = f"{node.output[0]}__split_sizes"
+            proto.graph.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), name))
+            del node.input[1:]
+            node.input.append(name)
+            replace_attributes(node, "num_outputs")
+        elif node.op_type in _REDUCE_AXES_18:
+            if len(node.input) > 1 and node.input[1]:
+                if node.input[1] not in constants:
+                    raise ExportError(f"opset 17: cannot lower {label}: its axes are computed (use opset 18)")
+                axes = [int(a) for a in constants[node.input[1]].reshape(-1)]
+                del node.input[1:]
+                node.attribute.append(onnx.helper.make_attribute("axes", axes))
+            elif attribute(node, "noop_with_empty_axes", 0):
+                raise ExportError(f"opset 17: cannot lower {label}: it reduces nothing (noop_with_empty_axes)")
+            replace_attributes(node, "noop_with_empty_axes")  # 18's; 0 is what 17 always does
+        elif node.op_type == "Resize":
+            # Opset 18's new attributes at their defaults mean what Resize-13 does: drop them.
+            if attribute(node, "axes") is not None or attribute(node, "antialias", 0) != 0:
+                raise ExportError(f"opset 17: cannot lower {label}: it uses opset 18's Resize attributes")
+            if attribute(node, "keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
+                raise ExportError(f"opset 17: cannot lower {label}: it uses opset 18's Resize attributes")
+            for name in _RESIZE_18_ATTRIBUTES:
+                replace_attributes(node, name)
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = 17
+    return proto
 
 
 def compare_with_pytorch(model: torch.nn.Module, onnx_model: bytes | str | Path, batch: int, tolerance: float):

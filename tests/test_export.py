@@ -333,3 +333,26 @@ def test_an_empty_or_non_finite_batch_is_refused_in_one_line(exported):
     image[0, 1, 5, 5] = np.nan
     with pytest.raises(OnnxModelError, match="1 NaN or infinite values"):
         model.run(image)
+
+
+@pytest.mark.parametrize("opset, with_mano", [(17, False), (17, True), (19, False)])
+def test_the_file_is_the_opset_asked_for(tmp_path, opset, with_mano):
+    """--opset N gives an opset-N file (17: TensorRT 8.6-era parsers), checked and run by ONNX
+    Runtime against PyTorch, and the sidecar says the same."""
+    from handssca.runtime.builtin_hand import build_builtin_hand
+
+    mano_kw = {}
+    if with_mano:
+        mano, fingertip_ids = build_builtin_hand()
+        mano_kw = {"mano": mano, "mano_flat_hand_mean": False, "fingertip_ids": fingertip_ids}
+    result = export_onnx(tiny(), tmp_path / "m.onnx", opset=opset, **mano_kw)
+    proto = onnx.load(result.path)
+    assert next(o.version for o in proto.opset_import if o.domain == "") == opset
+    assert json.loads(result.sidecar.read_text())["opset"] == opset and result.comparison.passed
+    assert result.scan_nodes == 2
+
+
+def test_an_opset_outside_the_range_is_refused_and_nothing_written(tmp_path):
+    with pytest.raises(ExportError, match=r"opset 16: this export writes opsets 17 to \d+"):
+        export_onnx(tiny(), tmp_path / "m.onnx", opset=16)
+    assert not list(tmp_path.iterdir())
