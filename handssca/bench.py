@@ -406,8 +406,9 @@ def _dataset_metrics(backends: list[Backend], root: str, mano, fingertip_ids, si
     from handssca.training.evaluate import evaluate, model_predictor
     from handssca.training.samples import HandCrops
 
-    crops = HandCrops(FreiHAND(root, "evaluation"), size=size, augment=None)
+    crops = HandCrops(FreiHAND(root, "evaluation"), size=size, augment=None, substitute=False)
     functions = {f"{b.name}:{b.precision}": model_predictor(b.runner, mano, fingertip_ids) for b in backends}
     results = evaluate(functions, crops, limit=samples, progress=False)
-    results.pop("_predictions")
+    for key in ("_predictions", "_skipped", "_scored"):
+        results.pop(key)
     return results

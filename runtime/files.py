@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -64,3 +66,30 @@ def write_image(path: str | Path, image) -> Path:
     if not ok:
         raise HandSSCAError(f"{path}: OpenCV cannot encode an image with this extension")
     return write_atomically(path, encoded.tobytes())
+
+
+class UnreadableImage(Exception):
+    """An image file that is missing, truncated or not decodable; the message names it and why.
+    (A HandSSCAError once raised by a command; loaders catch it to count the sample out.)"""
+
+
+def read_image(path: str | Path):
+    """The image at ``path`` (H, W, 3 uint8, BGR); UnreadableImage saying why it is not usable.
+
+    A truncated JPEG still decodes (libjpeg fills the rest with grey and only warns), so its end
+    of image marker is checked; likewise a PNG's IEND chunk."""
+    import cv2
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableImage(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].rstrip(b"\x00\r\n "):
+        raise UnreadableImage(f"{path}: truncated JPEG (no end-of-image marker)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
+        raise UnreadableImage(f"{path}: truncated PNG (no IEND chunk)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise UnreadableImage(f"{path}: not a decodable image")
+    return image

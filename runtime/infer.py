@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import list_images, write_atomically, write_image
+from .files import UnreadableImage, list_images, read_image, write_atomically, write_image
 from .mesh_render import mesh_to_obj
 from .overlay import default_intrinsics, draw_hand
 from .predictor import HandMeshPredictor
@@ -26,7 +26,6 @@ def infer_images(
     """For each image (files, or folders' images): ``<stem>_overlay.png`` (input | mesh and
     skeleton), ``<stem>.obj``, and one ``predictions.json`` for all. ``box`` (x0, y0, x1, y1) is the
     hand in every image (default: the whole image). Unreadable images are named and counted out."""
-    import cv2
     from tqdm import tqdm
 
     from ..errors import HandSSCAError
@@ -38,9 +37,10 @@ def infer_images(
     names = output_names(paths)
     report, results = InferReport(), []
     for path in tqdm(paths, desc="inferring", unit="img", disable=not progress):
-        frame = cv2.imread(str(path))
-        if frame is None:
-            report.skipped.append(f"{path}: not a readable image")
+        try:
+            frame = read_image(path)
+        except UnreadableImage as exc:
+            report.skipped.append(str(exc))
             continue
         h, w = frame.shape[:2]
         K = default_intrinsics(w, h)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandSSCAError
-from .files import IMAGE_SUFFIXES
+from .files import IMAGE_SUFFIXES, UnreadableImage, read_image
 from .filters import OneEuroFilter
 from .mesh_render import mesh_to_obj
 from .overlay import default_intrinsics, draw_hand, draw_hud
@@ -44,17 +44,17 @@ class FolderSource:
         if not self.paths:
             raise WebcamError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
         self.index, self.unreadable, self.fps = 0, 0, 10.0
+        self.skipped: list[str] = []  # "path: reason" of each image left out
 
     def read(self):
-        import cv2
-
         while self.index < len(self.paths):
             path = self.paths[self.index]
             self.index += 1
-            frame = cv2.imread(str(path))
-            if frame is not None:
-                return True, frame
-            self.unreadable += 1
+            try:
+                return True, read_image(path)
+            except UnreadableImage as exc:
+                self.unreadable += 1
+                self.skipped.append(str(exc))
         return False, None
 
     def release(self):

@@ -133,3 +133,64 @@ def test_training_into_a_folder_that_holds_a_run_is_refused(synthetic_root, tmp_
     with pytest.raises(TrainingError, match=r"holds a run already \(last.pt.*--resume .*last.pt"):
         Trainer(config_for(synthetic_root, out, "train.epochs=1", "train.max_steps=2"), show_progress=False)
     assert {name: (out / name).read_bytes() for name in before} == before  # nothing touched
+
+
+def test_eval_counts_a_bad_image_out_and_names_it(synthetic_root, tmp_path, capsys):
+    """A truncated evaluation image (which OpenCV would decode as half grey) is counted out and
+    named, never replaced by its neighbour; too many bad images stop the run in one line."""
+    import json
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    images = sorted((root / "evaluation" / "rgb").glob("*.jpg"))
+    data = images[1].read_bytes()
+    images[1].write_bytes(data[: len(data) // 2])
+    args = ["eval", "--root", str(root), "--mean-hand", "-o", str(tmp_path / "e.json")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    n = len(images)
+    assert f"{n - 1} of {n} samples" in out and f"counted out: {images[1]}: truncated JPEG" in out
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["samples"] == n - 1 and report["skipped"][0].startswith(str(images[1]))
+    assert report["results"]["mean hand (baseline)"]["count"] == n - 1
+    images[2].write_bytes(b"")
+    assert main(args) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert line.startswith("handssca eval: 2 of the first 3 samples are unusable, more than 1%: ")
+    assert "00000001.jpg: truncated JPEG" in line and "(and 1 more)" in line
+
+
+def test_eval_of_a_split_without_ground_truth_still_writes_the_submission(synthetic_root, tmp_path, capsys):
+    import json
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    for name in ("evaluation_xyz.json", "evaluation_verts.json", "evaluation_mano.json"):
+        (root / name).unlink(missing_ok=True)
+    submission = tmp_path / "pred.json"
+    args = ["eval", "--root", str(root), "--mean-hand", "-o", str(tmp_path / "e.json"), "--submission", str(submission)]
+    assert main(args) == 0
+    assert "no ground truth in this split: metrics unavailable" in capsys.readouterr().out
+    joints, vertices = json.loads(submission.read_text())
+    assert len(joints) == len(vertices) == len(list((root / "evaluation" / "rgb").glob("*.jpg")))
+    assert json.loads((tmp_path / "e.json").read_text())["scored"] == 0
+
+
+def test_a_truncated_png_or_jpeg_is_detected(tmp_path):
+    import cv2
+
+    from handssca.runtime.files import UnreadableImage, read_image
+
+    image = np.full((32, 32, 3), 120, np.uint8)
+    for suffix in (".jpg", ".png"):
+        whole = tmp_path / f"whole{suffix}"
+        cv2.imwrite(str(whole), image)
+        assert read_image(whole).shape == (32, 32, 3)
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(whole.read_bytes()[:-40])
+        with pytest.raises(UnreadableImage, match=f"cut{suffix}: truncated"):
+            read_image(cut)
+    with pytest.raises(UnreadableImage, match="missing.jpg: cannot be read"):
+        read_image(tmp_path / "missing.jpg")

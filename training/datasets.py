@@ -114,6 +114,8 @@ class FreiHAND:
         image = self.count * version + i
         return HandRecord(
             image_path=self.images / f"{image:08d}.jpg",
+            # Without ground truth (the public evaluation release), the 224 x 224 image is the crop.
+            box=None if self.xyz is not None else np.array([0.0, 0.0, 224.0, 224.0]),
             K=self.K[i],
             joints_3d=None if self.xyz is None else self.xyz[i],
             vertices=None if self.verts is None else self.verts[i],

@@ -49,36 +49,62 @@ def mean_hand_predictor(records) -> Predict:
     return predict
 
 
-def evaluate(predictors: dict[str, Predict], crops, batch_size: int = 16, limit: int = 0, progress=True) -> dict:
-    """{predictor: metrics summary} over the first ``limit`` crops (all when 0); also returns the
-    predictions of each under "_predictions" for submission files."""
+def evaluate(
+    predictors: dict[str, Predict], crops, batch_size: int = 16, limit: int = 0, progress=True, max_bad_fraction=0.01
+) -> dict:
+    """{predictor: metrics summary} over the first ``limit`` crops (all when 0), plus
+    "_predictions" (each predictor's, for submission files), "_skipped" (each sample counted out,
+    by file and reason) and "_scored" (samples with ground truth).
+
+    A sample whose image is missing, truncated or corrupt is counted out and named, never replaced
+    by another; more than ``max_bad_fraction`` of them stops the run in one line. Samples without
+    ground truth (a public evaluation split) are predicted but not scored."""
     from tqdm import tqdm
 
+    from .datasets import DatasetError
     from .metrics import HandMetrics
+    from .samples import UnusableSample
 
+    load = getattr(crops, "load", crops.__getitem__)  # HandCrops.load never substitutes a sample
     count = len(crops) if not limit else min(limit, len(crops))
     metrics = {name: HandMetrics() for name in predictors}
     predictions: dict[str, list] = {name: [] for name in predictors}
+    skipped: list[str] = []
+    scored = 0
     with tqdm(total=count, desc="evaluating", unit="img", disable=not progress) as bar:
         for start in range(0, count, batch_size):
-            samples = [crops[i] for i in range(start, min(start + batch_size, count))]
+            samples = []
+            for i in range(start, min(start + batch_size, count)):
+                try:
+                    samples.append(load(i))
+                except UnusableSample as exc:
+                    skipped.append(str(exc))
+                    if len(skipped) > max(1, max_bad_fraction * count):
+                        raise DatasetError(
+                            f"{len(skipped)} of the first {i + 1} samples are unusable, more than "
+                            f"{max_bad_fraction:.0%}: {skipped[0]} (and {len(skipped) - 1} more)"
+                        ) from exc
+            bar.update(min(start + batch_size, count) - start)
+            if not samples:
+                continue
             images = np.stack([s["image"] for s in samples]).astype(np.float32)
-            gt_joints = np.stack([s["joints_3d"] for s in samples])
-            gt_vertices = np.stack([s["vertices"] for s in samples])
-            has_vertices = all(s["has_vertices"] > 0 for s in samples)
+            truth = [k for k, s in enumerate(samples) if s["has_3d"] > 0]
+            scored += len(truth)
+            gt_joints = np.stack([samples[k]["joints_3d"] for k in truth]) if truth else None
+            with_vertices = bool(truth) and all(samples[k]["has_vertices"] > 0 for k in truth)
+            gt_vertices = np.stack([samples[k]["vertices"] for k in truth]) if with_vertices else None
             for name, predict in predictors.items():
                 joints, vertices = predict(images)
-                metrics[name].add(
-                    joints, gt_joints, vertices if has_vertices else None, gt_vertices if has_vertices else None
-                )
+                if truth:
+                    metrics[name].add(joints[truth], gt_joints, vertices[truth] if with_vertices else None, gt_vertices)
                 predictions[name].append((joints, vertices))
-            bar.update(len(samples))
     results = {name: m.summary() for name, m in metrics.items()}
     results["_predictions"] = {
         name: (np.concatenate([p[0] for p in preds]), np.concatenate([p[1] for p in preds]))
         for name, preds in predictions.items()
         if preds
     }
+    results["_skipped"], results["_scored"] = skipped, scored
     return results
 
 
@@ -127,12 +153,19 @@ def run_evaluation(
         predictors["mean hand (baseline)"] = mean_hand_predictor(
             open_dataset(config, DEFAULT_SPLITS[dataset][0] or "training", mano_model)
         )
-    crops = HandCrops(records, size=size or 256, augment=None)
+    crops = HandCrops(records, size=size or 256, augment=None, substitute=False)
     results = evaluate(predictors, crops, batch_size=batch_size, limit=samples)
-    predictions = results.pop("_predictions")
-    lines = [f"{dataset} {split}, {min(len(crops), samples or len(crops))} samples, MANO: {note}"]
+    predictions, skipped, scored = results.pop("_predictions"), results.pop("_skipped"), results.pop("_scored")
+    total = min(len(crops), samples or len(crops))
+    lines = [f"{dataset} {split}, {total - len(skipped)} of {total} samples, MANO: {note}"]
+    lines += [f"counted out: {reason}" for reason in skipped]
     lines.append(format_metrics_table(results))
-    report = {"dataset": dataset, "split": split, "mano": note, "results": results}
+    if not scored:
+        lines.append("no ground truth in this split: metrics unavailable (predictions and --submission still written)")
+    report = {
+        "dataset": dataset, "split": split, "mano": note, "samples": total - len(skipped), "skipped": skipped,
+        "scored": scored, "results": results,
+    }  # fmt: skip
     write_atomically(Path(output), json.dumps(report, indent=2).encode())
     lines.append(f"wrote {output}")
     if submission:

@@ -26,6 +26,7 @@ from handssca.runtime.crop import (
     normalise,
     square_from_box,
 )
+from handssca.runtime.files import UnreadableImage, read_image
 from handssca.runtime.hand_conventions import rotation_to_axis_angle
 from handssca.runtime.mano import rodrigues
 from handssca.runtime.mesh_render import project
@@ -58,14 +59,31 @@ def _occlude(image: np.ndarray, rng, keypoints: np.ndarray) -> None:
         cv2.fillPoly(image, [np.round(polygon * 16).astype(np.int32)], colour, cv2.LINE_AA, shift=4)
 
 
+class UnusableSample(Exception):
+    """A sample that cannot be used; the message names its file and why."""
+
+    def __init__(self, message: str, unannotated: bool = False):
+        super().__init__(message)
+        self.unannotated = unannotated
+
+
 class HandCrops:
     """``HandCrops(records, size, augment, seed)[i]`` -> dict of numpy arrays (see the keys below)."""
 
     def __init__(
-        self, records, size: int = 256, augment: Augmentation | None = None, seed: int = 0, max_bad_fraction=0.01
+        self,
+        records,
+        size: int = 256,
+        augment: Augmentation | None = None,
+        seed: int = 0,
+        max_bad_fraction=0.01,
+        substitute: bool = True,
     ):
+        """``substitute``: for training, a sample whose image is unusable is replaced by the next
+        one (up to ``max_bad_fraction`` of those seen); evaluation passes False and gets
+        UnusableSample, to count the sample out and name it instead."""
         self.records, self.size, self.augment, self.seed = records, size, augment, seed
-        self.max_bad_fraction = max_bad_fraction
+        self.max_bad_fraction, self.substitute = max_bad_fraction, substitute
         self.epoch = 0
         self.bad_images = self.unannotated = self.seen = 0
 
@@ -76,27 +94,38 @@ class HandCrops:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        import cv2
-
+        if not self.substitute:
+            return self.load(index)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
-            record: HandRecord = self.records[i]
             self.seen += 1
-            if record.box is None and record.joints_3d is None:
-                self.unannotated += 1
-                continue
-            image = cv2.imread(str(record.image_path), cv2.IMREAD_COLOR)
-            if image is not None:
-                return self._sample(record, image[..., ::-1], i)
-            self.bad_images += 1
-            if self.bad_images > max(1, self.max_bad_fraction * self.seen):
-                raise DatasetError(
-                    f"{record.image_path}: unreadable image; {self.bad_images} of {self.seen} images so far are "
-                    "corrupt or missing, more than the allowed fraction"
-                )
+            try:
+                return self.load(i)
+            except UnusableSample as exc:
+                if exc.unannotated:
+                    self.unannotated += 1
+                    continue
+                self.bad_images += 1
+                if self.bad_images > max(1, self.max_bad_fraction * self.seen):
+                    raise DatasetError(
+                        f"{exc}; {self.bad_images} of {self.seen} images so far are unreadable images (corrupt, "
+                        "truncated or missing), more than the allowed fraction"
+                    ) from exc
         raise DatasetError(
             f"{getattr(self.records, 'name', 'data set')}: no usable sample (all unannotated or corrupt)"
         )
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        """Sample ``index`` itself; UnusableSample (naming the file) when it has no annotation to
+        crop by or its image is missing, truncated or corrupt."""
+        record: HandRecord = self.records[index]
+        if record.box is None and record.joints_3d is None:
+            raise UnusableSample(f"{record.image_path}: no box or joints to crop the hand by", unannotated=True)
+        try:
+            image = read_image(record.image_path)
+        except UnreadableImage as exc:
+            raise UnusableSample(str(exc)) from exc
+        return self._sample(record, image[..., ::-1], index)
 
     def _sample(self, record: HandRecord, rgb: np.ndarray, index: int) -> dict[str, np.ndarray]:
         size = self.size
