@@ -8,6 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HandSSCAError
+
+
+class OutputError(HandSSCAError, OSError):
+    """A result that cannot be written (full disk, read-only folder, no permission); names the file."""
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -21,16 +27,22 @@ _UMASK = _current_umask()
 def write_atomically(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         # mkstemp makes the file 0600; a result should have the mode any new file gets (0644 usually).
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only or foreign folder: say which file, leave nothing
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
@@ -41,8 +53,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 def list_images(items) -> list[Path]:
     """The image files named by ``items`` (files, or folders whose images are taken in name order);
     a missing path is a one-line error."""
-    from ..errors import HandSSCAError
-
     paths: list[Path] = []
     for item in items:
         path = Path(item)
@@ -58,8 +68,6 @@ def list_images(items) -> list[Path]:
 def write_image(path: str | Path, image) -> Path:
     """Encodes ``image`` (H, W, 3 uint8 BGR) by the file's extension and writes it atomically."""
     import cv2
-
-    from ..errors import HandSSCAError
 
     path = Path(path)
     ok, encoded = cv2.imencode(path.suffix or ".png", image)

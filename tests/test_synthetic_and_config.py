@@ -55,15 +55,14 @@ def test_synthetic_set_has_freihand_layout_and_consistent_annotations(synthetic)
 
 def test_synthetic_set_is_deterministic_by_seed(synthetic, tmp_path):
     root, model, fingertip_ids = synthetic
+    same, other = tmp_path / "same", tmp_path / "other"  # a data set folder is never written twice
+    make_synthetic_dataset(same, model, fingertip_ids, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False)
+    assert (same / "training_xyz.json").read_bytes() == (root / "training_xyz.json").read_bytes()
+    assert (same / "training/rgb/00000005.jpg").read_bytes() == (root / "training/rgb/00000005.jpg").read_bytes()
     make_synthetic_dataset(
-        tmp_path, model, fingertip_ids, SynthOptions(train=3, evaluation=2, seed=5), show_progress=False
+        other, model, fingertip_ids, SynthOptions(train=3, evaluation=2, seed=6), show_progress=False
     )
-    assert (tmp_path / "training_xyz.json").read_bytes() == (root / "training_xyz.json").read_bytes()
-    assert (tmp_path / "training/rgb/00000005.jpg").read_bytes() == (root / "training/rgb/00000005.jpg").read_bytes()
-    make_synthetic_dataset(
-        tmp_path, model, fingertip_ids, SynthOptions(train=3, evaluation=2, seed=6), show_progress=False
-    )
-    assert (tmp_path / "training_xyz.json").read_bytes() != (root / "training_xyz.json").read_bytes()
+    assert (other / "training_xyz.json").read_bytes() != (root / "training_xyz.json").read_bytes()
 
 
 def test_config_defaults_file_and_overrides(tmp_path):
@@ -199,3 +198,59 @@ def test_results_get_the_usual_file_mode(tmp_path):
     from handssca.runtime import files
 
     assert path.stat().st_mode & 0o777 == 0o666 & ~files._UMASK  # 0644 under the usual umask, not 0600
+
+
+def full_disk(monkeypatch, module):
+    """Writes through ``module``'s os.fdopen fail as on a full disk (ENOSPC)."""
+    import errno
+    import os
+
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.file = real(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(module.os, "fdopen", Full)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from handssca.cli import main
+    from handssca.runtime import files
+
+    full_disk(monkeypatch, files)
+    with pytest.raises(files.OutputError, match=r"out.json: cannot write it \(No space left on device\)"):
+        files.write_atomically(tmp_path / "out.json", b"{}")
+    assert not list(tmp_path.iterdir())  # no temporary file left behind
+    assert main(["mano", "builtin", "-o", str(tmp_path / "hand.npz")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("handssca mano: ") and "hand.npz: cannot write it" in err and "\n" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_synthetic_data_set_leaves_no_partial_folder(tmp_path, monkeypatch):
+    from handssca.errors import HandSSCAError
+    from handssca.runtime import files
+    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
+
+    mano, fingertip_ids = build_builtin_hand()
+    full_disk(monkeypatch, files)
+    with pytest.raises(HandSSCAError, match="cannot write"):
+        make_synthetic_dataset(tmp_path / "synth", mano, fingertip_ids, SynthOptions(train=1, evaluation=1))
+    assert not list(tmp_path.iterdir())  # neither the data set nor its partial build
+    monkeypatch.undo()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(HandSSCAError, match="taken: exists and is not an empty folder"):
+        make_synthetic_dataset(tmp_path / "taken", mano, fingertip_ids, SynthOptions(train=1, evaluation=1))
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"

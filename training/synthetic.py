@@ -19,11 +19,14 @@ middle finger's first bone (FreiHAND's normalisation length). Deterministic by s
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from handssca.errors import HandSSCAError
 from handssca.runtime.files import write_atomically
 from handssca.runtime.mano import ManoModel, mano_forward
 from handssca.runtime.mesh_render import project, render_perspective
@@ -174,12 +177,33 @@ def make_synthetic_dataset(
     from tqdm import tqdm
 
     options = options or SynthOptions()
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    total = options.train + options.evaluation
-    with tqdm(total=total, desc="rendering hands", unit="hand", disable=not show_progress) as bar:
-        write_split(root, "training", options.train, model, tuple(fingertip_ids), options, bar)
-        write_split(root, "evaluation", options.evaluation, model, tuple(fingertip_ids), options, bar)
+    final = Path(root)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise HandSSCAError(f"{final}: exists and is not an empty folder: write the data set to a new one")
+    # Built beside the final name and renamed when complete: an interrupted or failed run (Ctrl-C,
+    # a full disk) leaves no partial data set under the name a loader would trust.
+    root = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        root.mkdir(parents=True)
+        total = options.train + options.evaluation
+        with tqdm(total=total, desc="rendering hands", unit="hand", disable=not show_progress) as bar:
+            write_split(root, "training", options.train, model, tuple(fingertip_ids), options, bar)
+            write_split(root, "evaluation", options.evaluation, model, tuple(fingertip_ids), options, bar)
+        _write_info(root, model, options)
+        os.replace(root, final)
+    except OSError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, HandSSCAError):
+            raise
+        raise HandSSCAError(f"{final}: cannot write the data set ({exc.strerror or exc})") from exc
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_info(root: Path, model: ManoModel, options: SynthOptions) -> None:
     info = {
         "generator": "handssca data synth",
         "model": model.note or Path(model.source).name,
@@ -196,7 +220,6 @@ def make_synthetic_dataset(
         "mano_convention": "axis-angle, flat_hand_mean=False, OpenCV camera, metres",
     }
     write_atomically(root / "synthetic.json", json.dumps(info, indent=2).encode())
-    return root
 
 
 def render_sequence(model: ManoModel, fingertip_ids, frames: int, width: int = 320, height: int = 240, seed: int = 0):
