@@ -176,16 +176,23 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     options = WebcamOptions(
         box=parse_box(args.box), side=args.side, smooth=not args.no_smooth, headless=args.headless,
         output=Path(args.output) if args.output else None, save_meshes=args.save_meshes, max_frames=args.max_frames,
-        min_confidence=args.min_confidence,
+        duration_s=args.duration, min_confidence=args.min_confidence,
     )  # fmt: skip
     source = int(args.source) if args.source.isdigit() else args.source
     report = run_webcam(open_predictor(args), source, options)
     stages = ", ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
     print(f"{report.frames} frames at {report.fps:.1f} FPS (median ms: {stages}); dropped {report.dropped}")
-    if report.video:
-        print(f"wrote {report.video} and {report.json_lines}")
+    for skipped in report.skipped:
+        print(f"skipped {skipped}")
+    if report.video or report.json_lines:
+        print(f"wrote {report.video or 'no video'}, {report.json_lines} and summary.json")
+    if report.interrupted:
+        print("interrupted: the outputs are closed and complete up to the last frame")
+        return 130
     if report.error:
         raise CommandError(report.error)
+    if report.frames == 0:
+        raise CommandError(f"{args.source}: no frame could be read ({report.unreadable} unreadable)")
     return 0
 
 
@@ -368,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     webcam.add_argument("-o", "--output", help="folder for annotated.mp4, frames.jsonl, summary.json")
     webcam.add_argument("--save-meshes", action="store_true", help="also write one .obj per frame")
     webcam.add_argument("--no-smooth", action="store_true", help="turn the One Euro smoothing off")
-    webcam.add_argument("--max-frames", type=int, default=0)
+    webcam.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: when the source ends)")
+    webcam.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: no limit)")
     webcam.add_argument("--min-confidence", type=float, default=0.0, help="re-find the hand below this confidence")
     webcam.set_defaults(handler=cmd_webcam)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandSSCAError
-from .files import IMAGE_SUFFIXES, UnreadableImage, read_image
+from .files import IMAGE_SUFFIXES, UnreadableImage, read_image, write_atomically
 from .filters import OneEuroFilter
 from .mesh_render import mesh_to_obj
 from .overlay import default_intrinsics, draw_hand, draw_hud
@@ -144,6 +144,7 @@ class WebcamOptions:
     output: Path | None = None
     save_meshes: bool = False
     max_frames: int = 0
+    duration_s: float = 0.0  # stop after this many seconds (0: no limit)
     show_mesh: bool = True
     show_skeleton: bool = True
     min_confidence: float = 0.0
@@ -161,6 +162,8 @@ class WebcamReport:
     video: str | None = None
     json_lines: str | None = None
     error: str | None = None
+    interrupted: bool = False  # Ctrl-C or SIGTERM ended the run (outputs closed and summarised)
+    skipped: list = field(default_factory=list)  # "path: reason" of each image a folder source left out
 
 
 @dataclass
@@ -220,8 +223,15 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     show_mesh, show_skeleton, paused = options.show_mesh, options.show_skeleton, False
     window = not options.headless
     started = time.perf_counter()
+    stop = threading.Event()
+    restore = _stop_on_signals(stop)
     try:
         while not options.max_frames or report.frames < options.max_frames:
+            if stop.is_set():
+                report.interrupted = True
+                break
+            if options.duration_s and time.perf_counter() - started >= options.duration_s:
+                break
             t0 = time.perf_counter()
             if live:
                 frame = grabber.latest()
@@ -250,8 +260,8 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
                 stages[name].append(value)
             for name in ("crop", "engine", "mano"):
                 stages[name].append(predictor.timings[f"{name}_ms"])
-            report.frames += 1
-            fps = report.frames / max(time.perf_counter() - started, 1e-9)
+            index = report.frames  # counted once its outputs are written: an interrupt keeps them in step
+            fps = (index + 1) / max(time.perf_counter() - started, 1e-9)
             draw_hud(
                 annotated,
                 [
@@ -266,13 +276,14 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
                     )
                     report.video = str(out / "annotated.mp4")
                 writer.write(annotated)
-                record = {"frame": report.frames - 1, "time_s": round(now, 4), "hands": [hand.to_json()]}
+                record = {"frame": index, "time_s": round(now, 4), "hands": [hand.to_json()]}
                 record["stage_ms"] = {k: round(v[-1], 2) for k, v in stages.items()}
                 lines.write(json.dumps(record) + "\n")
                 if options.save_meshes:
-                    (out / f"mesh_{report.frames - 1:06d}.obj").write_text(
+                    (out / f"mesh_{index:06d}.obj").write_text(
                         mesh_to_obj(hand.vertices_camera if hand.translation is not None else hand.vertices, faces)
                     )
+            report.frames = index + 1
             if window:
                 try:
                     cv2.imshow("handssca", annotated)
@@ -285,12 +296,16 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
                 paused = (not paused) if key == ord(" ") else paused
                 show_mesh = (not show_mesh) if key == ord("m") else show_mesh
                 show_skeleton = (not show_skeleton) if key == ord("s") else show_skeleton
+    except KeyboardInterrupt:  # off the main thread, Ctrl-C still arrives as an exception
+        report.interrupted = True
     finally:
+        restore()
         if grabber is not None:
             grabber.close()
             report.dropped, report.reconnects = grabber.dropped, grabber.reconnects
         if capture is not None:
             report.unreadable = getattr(capture, "unreadable", 0)
+            report.skipped = list(getattr(capture, "skipped", []))
             capture.release()
         if writer is not None:
             writer.release()
@@ -307,6 +322,22 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     report.fps = report.frames / max(time.perf_counter() - started, 1e-9)
     report.stage_ms = {k: float(np.median(v)) if v else 0.0 for k, v in stages.items()}
     if out is not None:
-        summary = {k: v for k, v in vars(report).items()}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_atomically(out / "summary.json", json.dumps(vars(report), indent=2).encode())
     return report
+
+
+def _stop_on_signals(stop):
+    """Ctrl-C (SIGINT) and SIGTERM set ``stop``, which the loop checks between frames, so a run
+    ends with every frame's outputs whole; returns the function that puts the previous handlers
+    back. Only the main thread can install handlers (elsewhere Ctrl-C stays an exception)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

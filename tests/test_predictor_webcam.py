@@ -241,3 +241,57 @@ def test_a_bad_box_leaves_no_output_folder(setup, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["infer", str(tmp_path / "a.jpg"), "--model", str(onnx_path), "-o", str(out), "--box", "1,2"]) == 1
     assert "--box 1,2: expected x0,y0,x1,y1" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_headless_run_finishes_its_outputs(setup, tmp_path, signal_name):
+    """Ctrl-C (or a service manager's SIGTERM) mid-run: exit 130, no traceback, every output
+    closed and complete, and the summary written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, onnx_path, _, _, images, truth, _ = setup
+    long_video = tmp_path / "long.mp4"
+    writer = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, images[0].shape[1::-1])
+    for _ in range(40):
+        for image in images:
+            writer.write(image)
+    writer.release()
+    out = tmp_path / "w"
+    box = ",".join(str(v) for v in truth[0]["box"])
+    command = [sys.executable, "-m", "handssca.cli", "webcam", "--source", str(long_video), "--model", str(onnx_path)]
+    process = subprocess.Popen(
+        [*command, "--box", box, "--headless", "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        lines = out / "frames.jsonl"
+        if lines.is_file() and lines.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(getattr(signal, signal_name))
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    frames = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]  # no line cut short
+    assert summary["interrupted"] and summary["frames"] == len(frames) >= 3
+    video = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert video.isOpened() and video.read()[0]  # finalised: playable
+
+
+def test_a_source_with_no_readable_frame_fails(setup, tmp_path, capsys):
+    _, onnx_path, _, _, _, _, _ = setup
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"\xff\xd8 cut")
+    args = ["webcam", "--source", str(folder), "--model", str(onnx_path), "--headless", "-o", str(tmp_path / "w")]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "a.jpg: truncated JPEG" in captured.out and "no frame could be read (1 unreadable)" in captured.err
