@@ -21,7 +21,7 @@ from handssca.models import HandSSCA
 from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
-from handssca.runtime.files import write_atomically
+from handssca.runtime.files import check_writable, write_atomically
 from handssca.runtime.mano import JOINT_ORDER, ManoModel
 from handssca.runtime.scan_node import (
     DOMAIN,
@@ -200,6 +200,7 @@ def export_onnx(
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"{path}: the output file must end in .onnx")
+    check_writable(path)  # before minutes of export and validation, not after
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if scan not in SCAN_VARIANTS:

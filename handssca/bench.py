@@ -332,13 +332,27 @@ def run_bench(
     scan_runs: int = 10,
     show_progress: bool = True,
 ) -> dict:
+    """Every backend timed or skipped with its reason, parity, data-set metrics; writes bench.json,
+    table.txt and the plots into ``out``."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_bench(out, model_config, checkpoint, batches, runs, warmup, compile_model, data_root,
+                          data_samples, scan_runs, show_progress)  # fmt: skip
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # an interrupted or failed bench leaves no empty folder behind
+        raise
+
+
+def _run_bench(out, model_config, checkpoint, batches, runs, warmup, compile_model, data_root, data_samples,
+               scan_runs, show_progress) -> dict:  # fmt: skip
     from tqdm import tqdm
 
     from handssca.models import HandSSCAConfig
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.training.checkpoint import load_network
 
-    out.mkdir(parents=True, exist_ok=True)
     net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
     mano, fingertip_ids = build_builtin_hand()
     size = net.config.input_size

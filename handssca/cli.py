@@ -184,6 +184,8 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     print(f"{report.frames} frames at {report.fps:.1f} FPS (median ms: {stages}); dropped {report.dropped}")
     for skipped in report.skipped:
         print(f"skipped {skipped}")
+    if report.resized:
+        print(f"{report.resized} frames had another size than the first: letterboxed into the video")
     if report.video or report.json_lines:
         print(f"wrote {report.video or 'no video'}, {report.json_lines} and summary.json")
     if report.interrupted:

@@ -47,6 +47,21 @@ def write_atomically(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def check_writable(path: str | Path) -> Path:
+    """That ``path`` (a file to be written) can be written, found out before long work rather than
+    after it: its folder is made if missing and a temporary file is created in it and removed.
+    OutputError naming the path otherwise (read-only, full, not a folder, no permission)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
+    return path
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 

@@ -164,6 +164,7 @@ class WebcamReport:
     error: str | None = None
     interrupted: bool = False  # Ctrl-C or SIGTERM ended the run (outputs closed and summarised)
     skipped: list = field(default_factory=list)  # "path: reason" of each image a folder source left out
+    resized: int = 0  # frames of another size than the first, letterboxed into the video
 
 
 @dataclass
@@ -205,6 +206,8 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     """Runs until the source ends, ``max_frames``, or 'q' in the window; returns what happened."""
     import cv2
 
+    if not options.headless and not has_display():
+        raise WebcamError("no display here for the live window: run with --headless -o DIR (video and JSON)")
     report = WebcamReport()
     live = is_live(source)
     grabber = LatestFrameGrabber(source, opener) if live else None
@@ -271,10 +274,14 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
             )
             if out is not None:
                 if writer is None:
+                    video_size = (width, height)  # the first frame's; later ones are letterboxed to it
                     writer = cv2.VideoWriter(
-                        str(out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (width, height)
+                        str(out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, video_size
                     )
                     report.video = str(out / "annotated.mp4")
+                if annotated.shape[:2] != video_size[::-1]:
+                    annotated = letterbox(annotated, video_size)
+                    report.resized += 1
                 writer.write(annotated)
                 record = {"frame": index, "time_s": round(now, 4), "hands": [hand.to_json()]}
                 record["stage_ms"] = {k: round(v[-1], 2) for k, v in stages.items()}
@@ -324,6 +331,29 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     if out is not None:
         write_atomically(out / "summary.json", json.dumps(vars(report), indent=2).encode())
     return report
+
+
+def has_display() -> bool:
+    """Whether a window can open (X11 or Wayland on Linux; other systems are assumed to have one)."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` scaled to fit ``size`` (width, height) with its aspect kept, centred on black."""
+    import cv2
+
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    canvas[y : y + h, x : x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return canvas
 
 
 def _stop_on_signals(stop):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from handssca.bench import STAGES, format_bench_table, run_bench
 from handssca.models import HandSSCAConfig
 
@@ -86,3 +88,15 @@ def test_bench_command_prints_and_writes_the_table(tmp_path, capsys):
     table = (tmp_path / "table.txt").read_text()
     assert "onnxruntime-cpu" in table and "skipped:" in table and "scan spatial" in table
     assert table.splitlines()[0] in printed and (tmp_path / "bench.json").is_file()
+
+
+def test_an_interrupted_bench_leaves_no_empty_folder(tmp_path, monkeypatch):
+    import handssca.bench as bench
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "_run_bench", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -356,3 +356,17 @@ def test_an_opset_outside_the_range_is_refused_and_nothing_written(tmp_path):
     with pytest.raises(ExportError, match=r"opset 16: this export writes opsets 17 to \d+"):
         export_onnx(tiny(), tmp_path / "m.onnx", opset=16)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_output_is_found_before_the_work(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("exported although the output cannot be written")
+
+    monkeypatch.setattr(torch.onnx, "export", must_not_run)
+    from handssca.runtime.files import OutputError
+
+    with pytest.raises(OutputError, match=r"not_a_folder/m.onnx: cannot write it"):
+        export_onnx(tiny(), blocker / "m.onnx")

@@ -295,3 +295,27 @@ def test_a_source_with_no_readable_frame_fails(setup, tmp_path, capsys):
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "a.jpg: truncated JPEG" in captured.out and "no frame could be read (1 unreadable)" in captured.err
+
+
+def test_frames_of_another_size_are_letterboxed_not_dropped(setup, tmp_path, capsys):
+    _, onnx_path, _, _, images, _, _ = setup
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), images[0])
+    cv2.imwrite(str(folder / "b.png"), cv2.resize(images[1], (200, 100)))
+    cv2.imwrite(str(folder / "c.png"), images[2])
+    out = tmp_path / "w"
+    assert main(["webcam", "--source", str(folder), "--model", str(onnx_path), "--headless", "-o", str(out)]) == 0
+    assert "1 frames had another size than the first: letterboxed" in capsys.readouterr().out
+    video, frames = cv2.VideoCapture(str(out / "annotated.mp4")), 0
+    while video.read()[0]:
+        frames += 1
+    assert frames == 3
+
+
+def test_the_live_window_without_a_display_is_refused(setup, tmp_path, monkeypatch, capsys):
+    _, onnx_path, _, _, _, _, video = setup
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["webcam", "--source", str(video), "--model", str(onnx_path)]) == 1
+    assert "no display here for the live window: run with --headless -o DIR" in capsys.readouterr().err

@@ -194,3 +194,12 @@ def test_a_truncated_png_or_jpeg_is_detected(tmp_path):
             read_image(cut)
     with pytest.raises(UnreadableImage, match="missing.jpg: cannot be read"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_eval_finds_an_unwritable_output_before_evaluating(synthetic_root, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    args = ["eval", "--root", str(synthetic_root), "--mean-hand", "-o", str(blocker / "e.json")]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "file/e.json: cannot write it" in captured.err and "evaluating" not in captured.err

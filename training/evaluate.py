@@ -127,7 +127,7 @@ def run_evaluation(
     """``handssca eval``: every model given (a checkpoint, ONNX files, TensorRT engines, the mean
     hand) scored on one split with the official metrics; writes the JSON report (and the official
     submission file of the first model) atomically, and returns the lines to show."""
-    from handssca.runtime.files import write_atomically
+    from handssca.runtime.files import check_writable, write_atomically
     from handssca.runtime.models import open_model
 
     from .config import ConfigError, load_config
@@ -137,6 +137,9 @@ def run_evaluation(
 
     if not (checkpoint or onnx or engines or mean_hand):
         raise ConfigError("give at least one model: a checkpoint, an ONNX file, an engine or the mean hand")
+    for target in (output, submission):  # before the evaluation, not after it
+        if target:
+            check_writable(target)
     config = load_config(None, [f"data.dataset={dataset}", f"data.root={root}", f"mano.model={mano}"])
     mano_model, fingertip_ids, note = load_mano_model(config)
     split = split or DEFAULT_SPLITS[dataset][1] or "evaluation"
