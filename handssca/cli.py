@@ -180,16 +180,8 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     )  # fmt: skip
     source = int(args.source) if args.source.isdigit() else args.source
     report = run_webcam(open_predictor(args), source, options)
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
-    print(f"{report.frames} frames at {report.fps:.1f} FPS (median ms: {stages}); dropped {report.dropped}")
-    for skipped in report.skipped:
-        print(f"skipped {skipped}")
-    if report.resized:
-        print(f"{report.resized} frames had another size than the first: letterboxed into the video")
-    if report.video or report.json_lines:
-        print(f"wrote {report.video or 'no video'}, {report.json_lines} and summary.json")
+    print("\n".join(report.summary_lines()))
     if report.interrupted:
-        print("interrupted: the outputs are closed and complete up to the last frame")
         return 130
     if report.error:
         raise CommandError(report.error)
@@ -445,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     except HandSSCAError as exc:
         print(f"handssca {args.command}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # results are written atomically: nothing half-written is left
+        print(f"handssca {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

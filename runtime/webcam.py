@@ -166,6 +166,19 @@ class WebcamReport:
     skipped: list = field(default_factory=list)  # "path: reason" of each image a folder source left out
     resized: int = 0  # frames of another size than the first, letterboxed into the video
 
+    def summary_lines(self) -> list[str]:
+        """What happened, for the terminal: frames and speed, what was left out or changed, files."""
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
+        lines = [f"{self.frames} frames at {self.fps:.1f} FPS (median ms: {stages}); dropped {self.dropped}"]
+        lines += [f"skipped {skipped}" for skipped in self.skipped]
+        if self.resized:
+            lines.append(f"{self.resized} frames had another size than the first: letterboxed into the video")
+        if self.video or self.json_lines:
+            lines.append(f"wrote {self.video or 'no video'}, {self.json_lines} and summary.json")
+        if self.interrupted:
+            lines.append("interrupted: the outputs are closed and complete up to the last frame")
+        return lines
+
 
 @dataclass
 class Tracker:
