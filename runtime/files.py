@@ -91,9 +91,9 @@ def write_image(path: str | Path, image) -> Path:
     return write_atomically(path, encoded.tobytes())
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(HandSSCAError, ValueError):
     """An image file that is missing, truncated or not decodable; the message names it and why.
-    (A HandSSCAError once raised by a command; loaders catch it to count the sample out.)"""
+    Loaders catch it to count the sample out and name it."""
 
 
 def read_image(path: str | Path):

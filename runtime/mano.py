@@ -206,7 +206,7 @@ def _plain(value, key: str):
     return value
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(HandSSCAError, pickle.UnpicklingError):
     """A pickle names a global outside the allowed numpy/container set: it was not loaded."""
 
 

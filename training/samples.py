@@ -31,6 +31,7 @@ from handssca.runtime.hand_conventions import rotation_to_axis_angle
 from handssca.runtime.mano import rodrigues
 from handssca.runtime.mesh_render import project
 
+from ..errors import HandSSCAError
 from .datasets import DatasetError, HandRecord
 
 
@@ -59,7 +60,7 @@ def _occlude(image: np.ndarray, rng, keypoints: np.ndarray) -> None:
         cv2.fillPoly(image, [np.round(polygon * 16).astype(np.int32)], colour, cv2.LINE_AA, shift=4)
 
 
-class UnusableSample(Exception):
+class UnusableSample(HandSSCAError, ValueError):
     """A sample that cannot be used; the message names its file and why."""
 
     def __init__(self, message: str, unannotated: bool = False):
