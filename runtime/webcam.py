@@ -13,6 +13,7 @@ FPS and per-stage latency; with ``headless`` the annotated video and one JSON li
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -298,11 +299,16 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
                 writer.write(annotated)
                 record = {"frame": index, "time_s": round(now, 4), "hands": [hand.to_json()]}
                 record["stage_ms"] = {k: round(v[-1], 2) for k, v in stages.items()}
-                lines.write(json.dumps(record) + "\n")
-                if options.save_meshes:
-                    (out / f"mesh_{index:06d}.obj").write_text(
-                        mesh_to_obj(hand.vertices_camera if hand.translation is not None else hand.vertices, faces)
-                    )
+                try:
+                    lines.write(json.dumps(record) + "\n")
+                    lines.flush()  # a full disk shows at this frame, not at close
+                    if options.save_meshes:
+                        (out / f"mesh_{index:06d}.obj").write_text(
+                            mesh_to_obj(hand.vertices_camera if hand.translation is not None else hand.vertices, faces)
+                        )
+                except OSError as exc:
+                    report.error = f"{exc.filename or report.json_lines}: cannot write it ({exc.strerror or exc})"
+                    break
             report.frames = index + 1
             if window:
                 try:
@@ -329,8 +335,16 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
             capture.release()
         if writer is not None:
             writer.release()
+            if report.error and not _playable(report.video):
+                Path(report.video).unlink(missing_ok=True)  # not finalised: no unplayable file left behind
+                report.error += f"; {report.video} could not be finished and was removed"
+                report.video = None
         if lines is not None:
-            lines.close()
+            try:
+                lines.close()
+            except OSError:
+                pass  # the error is already in the report; the partial line goes below
+            _drop_partial_line(Path(report.json_lines))
         if options.headless is False:
             try:
                 import cv2
@@ -346,9 +360,29 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     return report
 
 
+def _playable(video: str | None) -> bool:
+    import cv2
+
+    if not video or not Path(video).is_file():
+        return False
+    capture = cv2.VideoCapture(video)
+    try:
+        return bool(capture.isOpened() and capture.read()[0])
+    finally:
+        capture.release()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cuts a JSON-lines file back to its last complete line (a write that failed halfway)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.truncate(path, data.rfind(b"\n") + 1)
+
+
 def has_display() -> bool:
     """Whether a window can open (X11 or Wayland on Linux; other systems are assumed to have one)."""
-    import os
     import sys
 
     if not sys.platform.startswith("linux"):

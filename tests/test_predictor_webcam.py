@@ -319,3 +319,47 @@ def test_the_live_window_without_a_display_is_refused(setup, tmp_path, monkeypat
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["webcam", "--source", str(video), "--model", str(onnx_path)]) == 1
     assert "no display here for the live window: run with --headless -o DIR" in capsys.readouterr().err
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_whole_lines(setup, tmp_path, monkeypatch, capsys):
+    """The disk fills on the third frame's JSON line: one line naming the file, exit 1, the JSONL
+    cut back to its complete lines, the video finalised, the summary written."""
+    import builtins
+    import errno
+    import os
+
+    import handssca.runtime.webcam as webcam
+
+    _, onnx_path, _, _, _, truth, video = setup
+
+    class FillsUp:
+        def __init__(self, path, mode):
+            self.path, self.file, self.writes = path, builtins.open(path, mode), 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes == 3:
+                self.file.write(text[: len(text) // 2])
+                self.file.flush()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            return self.file.write(text)
+
+        def flush(self):
+            self.file.flush()
+
+        def close(self):
+            self.file.close()
+
+    monkeypatch.setattr(webcam, "open", FillsUp, raising=False)
+    out = tmp_path / "w"
+    box = ",".join(str(v) for v in truth[0]["box"])
+    args = ["webcam", "--source", str(video), "--model", str(onnx_path), "--box", box, "--headless", "-o", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("frames.jsonl: cannot write it (No space left on device)") and "\n" not in err
+    records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]  # all complete
+    assert len(records) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 2 and "No space left on device" in summary["error"]
+    playable = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert playable.read()[0]
