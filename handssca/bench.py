@@ -12,6 +12,7 @@ Writes a JSON with the environment and every raw timing, and PNG plots.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import tempfile
@@ -318,6 +319,20 @@ def format_bench_table(report: dict) -> str:
 STAGES = ("crop_ms", "engine_ms", "mano_ms", "post_ms", "total_ms")
 
 
+@contextlib.contextmanager
+def _no_empty_folder_left(out: Path):
+    """Makes ``out``; if the work inside fails or is interrupted before writing anything there,
+    removes it again (a folder the bench created), so no empty result folder is left behind."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
 def run_bench(
     out: Path,
     *,
@@ -334,71 +349,59 @@ def run_bench(
 ) -> dict:
     """Every backend timed or skipped with its reason, parity, data-set metrics; writes bench.json,
     table.txt and the plots into ``out``."""
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        return _run_bench(out, model_config, checkpoint, batches, runs, warmup, compile_model, data_root,
-                          data_samples, scan_runs, show_progress)  # fmt: skip
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # an interrupted or failed bench leaves no empty folder behind
-        raise
-
-
-def _run_bench(out, model_config, checkpoint, batches, runs, warmup, compile_model, data_root, data_samples,
-               scan_runs, show_progress) -> dict:  # fmt: skip
     from tqdm import tqdm
 
     from handssca.models import HandSSCAConfig
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.training.checkpoint import load_network
 
-    net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
-    mano, fingertip_ids = build_builtin_hand()
-    size = net.config.input_size
-    report = {
-        "environment": environment(),
-        "model": {"config": net.config.to_dict(), "weights": weights, "mano": STAND_IN_NOTE},
-        "settings": {"batches": list(batches), "runs": runs, "warmup": warmup},
-        "backends": [],
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        backends = discover(net, Path(tmp), mano, fingertip_ids, compile_model=compile_model)
-        active = [b for b in backends if b.runner is not None]
-        progress = tqdm(total=len(active) * len(batches), desc="timing", unit="run", disable=not show_progress)
-        for backend in active:
-            backend.results["latency"] = {}
-            for batch in batches:
-                images = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
-                timing = time_runner(
-                    lambda b=backend, x=images: b.runner.run(x), warmup, max(3, runs // batch), cuda=backend.cuda
-                )
-                timing["throughput_img_s"] = 1e3 * batch / timing["median_ms"]
-                backend.results["latency"][str(batch)] = timing
-                progress.update(1)
-            backend.results["end_to_end_ms"] = end_to_end(backend, mano, fingertip_ids, max(3, runs // 2))
-        progress.close()
-        diffs = parity(backends, mano, fingertip_ids, size)
-        metrics = None
-        if data_root:
-            metrics = _dataset_metrics(active, data_root, mano, fingertip_ids, size, data_samples)
-        base = next(b for b in backends if b.name == "pytorch-cpu").results["latency"]["1"]["median_ms"]
-        for b in backends:
-            row = {"backend": b.name, "precision": b.precision, "size_mb": b.size_mb}
-            if b.skipped:
-                row["skipped"] = b.skipped
-            else:
-                row.update(b.results)
-                row["speedup_vs_pytorch"] = base / b.results["latency"]["1"]["median_ms"]
-                row["parity"] = diffs.get(f"{b.name}:{b.precision}")
-                if metrics:
-                    row["dataset_metrics"] = metrics.get(f"{b.name}:{b.precision}")
-            report["backends"].append(row)
-    report["selective_scan"] = scan_microbenchmark(net.config, scan_runs)
-    report["plots"] = _plots(report, out)
-    write_atomically(out / "bench.json", json.dumps(report, indent=2, default=float).encode())
-    write_atomically(out / "table.txt", (summary_text(report) + "\n").encode())
-    return report
+    with _no_empty_folder_left(out):
+        net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
+        mano, fingertip_ids = build_builtin_hand()
+        size = net.config.input_size
+        report = {
+            "environment": environment(),
+            "model": {"config": net.config.to_dict(), "weights": weights, "mano": STAND_IN_NOTE},
+            "settings": {"batches": list(batches), "runs": runs, "warmup": warmup},
+            "backends": [],
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            backends = discover(net, Path(tmp), mano, fingertip_ids, compile_model=compile_model)
+            active = [b for b in backends if b.runner is not None]
+            progress = tqdm(total=len(active) * len(batches), desc="timing", unit="run", disable=not show_progress)
+            for backend in active:
+                backend.results["latency"] = {}
+                for batch in batches:
+                    images = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+                    timing = time_runner(
+                        lambda b=backend, x=images: b.runner.run(x), warmup, max(3, runs // batch), cuda=backend.cuda
+                    )
+                    timing["throughput_img_s"] = 1e3 * batch / timing["median_ms"]
+                    backend.results["latency"][str(batch)] = timing
+                    progress.update(1)
+                backend.results["end_to_end_ms"] = end_to_end(backend, mano, fingertip_ids, max(3, runs // 2))
+            progress.close()
+            diffs = parity(backends, mano, fingertip_ids, size)
+            metrics = None
+            if data_root:
+                metrics = _dataset_metrics(active, data_root, mano, fingertip_ids, size, data_samples)
+            base = next(b for b in backends if b.name == "pytorch-cpu").results["latency"]["1"]["median_ms"]
+            for b in backends:
+                row = {"backend": b.name, "precision": b.precision, "size_mb": b.size_mb}
+                if b.skipped:
+                    row["skipped"] = b.skipped
+                else:
+                    row.update(b.results)
+                    row["speedup_vs_pytorch"] = base / b.results["latency"]["1"]["median_ms"]
+                    row["parity"] = diffs.get(f"{b.name}:{b.precision}")
+                    if metrics:
+                        row["dataset_metrics"] = metrics.get(f"{b.name}:{b.precision}")
+                report["backends"].append(row)
+        report["selective_scan"] = scan_microbenchmark(net.config, scan_runs)
+        report["plots"] = _plots(report, out)
+        write_atomically(out / "bench.json", json.dumps(report, indent=2, default=float).encode())
+        write_atomically(out / "table.txt", (summary_text(report) + "\n").encode())
+        return report
 
 
 def summary_text(report: dict) -> str:

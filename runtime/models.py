@@ -45,10 +45,12 @@ def batch_problem(images: np.ndarray) -> str | None:
     NaN/inf values, which would come out as NaN meshes without a word."""
     if images.shape[0] == 0:
         return "the batch is empty (0 images)"
+    # One pass without a temporary: NaN or inf anywhere makes the sum non-finite (a float64 sum of
+    # normalised pixels cannot overflow); they are counted only then.
+    if np.isfinite(images.sum(dtype=np.float64)):
+        return None
     bad = images.size - int(np.count_nonzero(np.isfinite(images)))
-    if bad:
-        return f"the input has {bad} NaN or infinite values (a broken frame or crop?)"
-    return None
+    return f"the input has {bad} NaN or infinite values (a broken frame or crop?)"
 
 
 def open_model(source, *, plugin=None, device: str = "cpu", threads: int = 0) -> HandNetwork:

@@ -87,14 +87,14 @@ PLUGIN_CREATOR = ("HandSSCASelectiveScan", "1", "")  # name, version, namespace 
 _LOADED_PLUGINS: dict[int, tuple[object, str, Path]] = {}
 
 
-def load_plugin_library(trt, path: Path) -> None:
+def load_plugin_library(trt, path: Path, digest: str | None = None) -> None:
     """Loads the plugin through the registry (getCreators), as trtexec --dynamicPlugins does, once
     per process: IPluginRegistry::loadLibrary "will fail and return nullptr if any of the plugins
     are already registered" (NvInferRuntimeCommon.h), so a second build or engine in one process
     reuses the first load. Another build of the library cannot replace it in the same process; a
     creator registered by someone else (a preloaded library) is used as it is."""
     registry = trt.get_plugin_registry()
-    digest = sha256_file(path)
+    digest = digest or sha256_file(path)
     loaded = _LOADED_PLUGINS.get(id(registry))
     if loaded is not None:
         if loaded[1] == digest:
@@ -224,7 +224,8 @@ def build_engine(
     start = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
-    load_plugin_library(trt, plugin)
+    plugin_sha256 = sha256_file(plugin)
+    load_plugin_library(trt, plugin, plugin_sha256)
     builder = trt.Builder(logger)
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -272,7 +273,7 @@ def build_engine(
         "tensorrt_version": trt.__version__,
         "gpu": gpu,
         "plugin_library": str(plugin),
-        "plugin_sha256": sha256_file(plugin),
+        "plugin_sha256": plugin_sha256,
         "onnx": str(onnx_path),
         "onnx_sha256": sha256_file(onnx_path),
         "profile": {"input": image.name, "min": profile_shapes[0], "opt": profile_shapes[1], "max": profile_shapes[2]},
@@ -349,7 +350,8 @@ class TensorRTModel:
         cuda = import_pycuda()
         plugin = find_plugin_library(plugin or sidecar.get("plugin_library"))
         gpu = gpu_description()
-        check_sidecar(sidecar, path, trt.__version__, gpu, sha256_file(plugin))
+        plugin_sha256 = sha256_file(plugin)
+        check_sidecar(sidecar, path, trt.__version__, gpu, plugin_sha256)
         self.metadata = sidecar.get("model") or {}
         self._cuda = cuda
         self._context_cuda = cuda.Device(0).retain_primary_context()
@@ -357,7 +359,7 @@ class TensorRTModel:
         try:
             logger = trt.Logger(trt.Logger.WARNING)
             trt.init_libnvinfer_plugins(logger, "")
-            load_plugin_library(trt, plugin)
+            load_plugin_library(trt, plugin, plugin_sha256)
             self._runtime = trt.Runtime(logger)
             self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self._engine is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandSSCAError
-from .files import IMAGE_SUFFIXES, UnreadableImage, read_image, write_atomically
+from .files import IMAGE_SUFFIXES, UnreadableImage, list_images, read_image, write_atomically
 from .filters import OneEuroFilter
 from .mesh_render import mesh_to_obj
 from .overlay import default_intrinsics, draw_hand, draw_hud
@@ -41,7 +41,7 @@ class FolderSource:
     """Images of a folder in name order, as frames; unreadable ones are skipped and counted."""
 
     def __init__(self, folder: Path):
-        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.paths = list_images([folder])
         if not self.paths:
             raise WebcamError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
         self.index, self.unreadable, self.fps = 0, 0, 10.0

@@ -96,19 +96,18 @@ def test_an_interrupted_bench_leaves_no_empty_folder(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench, "_run_bench", interrupted)
+    monkeypatch.setattr("handssca.training.checkpoint.load_network", interrupted)
     with pytest.raises(KeyboardInterrupt):
         bench.run_bench(tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_in_a_command_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
-    import handssca.bench as bench
     from handssca.cli import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench, "_run_bench", interrupted)
+    monkeypatch.setattr("handssca.training.checkpoint.load_network", interrupted)
     assert main(["bench", "-o", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.strip() == "handssca bench: interrupted" and not (tmp_path / "out").exists()
