@@ -258,6 +258,7 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
             else:
                 ok, frame = capture.read()
                 if not ok:
+                    report.error = _ended_early(capture, source, report.frames)
                     break
             t1 = time.perf_counter()
             height, width = frame.shape[:2]
@@ -358,6 +359,26 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     if out is not None:
         write_atomically(out / "summary.json", json.dumps(vars(report), indent=2).encode())
     return report
+
+
+def _ended_early(capture, source, frames_read: int) -> str | None:
+    """Why a video file ended before the frame count its container declares, or None.
+
+    OpenCV reads a video cut short (a copy stopped part way, a damaged file) up to the cut and
+    then reports a plain end of stream; the container's header still holds the whole count.
+    A shortfall of one frame is tolerated: some containers estimate the count from the duration.
+    """
+    import cv2
+
+    if isinstance(capture, FolderSource) or not hasattr(capture, "get"):
+        return None
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if declared - frames_read <= 1:
+        return None
+    return (
+        f"{source}: ended after {frames_read} of the {declared} frames its header declares "
+        f"(truncated or damaged); the outputs cover those {frames_read}"
+    )
 
 
 def _playable(video: str | None) -> bool:

@@ -363,3 +363,27 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_whole_lines(setup, tmp_path,
     assert summary["frames"] == 2 and "No space left on device" in summary["error"]
     playable = cv2.VideoCapture(str(out / "annotated.mp4"))
     assert playable.read()[0]
+
+
+def test_a_video_cut_short_is_reported_not_passed_as_complete(setup, tmp_path, capsys):
+    """An AVI copied only half way still opens and reads up to the cut, then looks like a normal
+    end of stream; its header's frame count shows the rest is missing."""
+    _, onnx_path, _, _, images, _, _ = setup
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, images[0].shape[1::-1])
+    for image in images:
+        writer.write(image)
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    command = ["webcam", "--model", str(onnx_path), "--headless", "--no-smooth"]
+    assert main([*command, "--source", str(whole), "-o", str(tmp_path / "whole")]) == 0
+    capsys.readouterr()
+    assert main([*command, "--source", str(cut), "-o", str(tmp_path / "cut")]) == 1
+    error = capsys.readouterr().err.strip()
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    read = summary["frames"]
+    assert 0 < read < len(images) and len(error.splitlines()) == 1
+    assert f"cut.avi: ended after {read} of the {len(images)} frames its header declares (truncated" in error
+    assert len((tmp_path / "cut" / "frames.jsonl").read_text().splitlines()) == read  # what was read is kept
+    assert "truncated" in summary["error"]
