@@ -39,6 +39,14 @@ def cpu_info() -> dict:
     return {"name": name, "features": [f for f in CPU_FEATURES if f in flags], "cores": os.cpu_count()}
 
 
+def load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages: a figure taken while the machine was busy says so."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _version(module: str) -> str | None:
     try:
         return __import__(module).__version__
@@ -55,6 +63,7 @@ def environment(**extra) -> dict:
         "cpu": cpu["name"],
         "cpu_features": cpu["features"],
         "cpu_count": cpu["cores"],
+        "load_average": load_average(),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }

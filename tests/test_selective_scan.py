@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,8 +163,40 @@ def test_cpu_kernel_rejects_bad_input(rng):
 
 def test_kernel_info_names_the_instruction_set():
     info = kernel_info()
-    assert info["isa"] in {"avx512f", "avx2", "sse2", "scalar"}
+    flags = set(open("/proc/cpuinfo").read().split()) if Path("/proc/cpuinfo").is_file() else set()
+    if "avx512f" in flags and "avx512bw" in flags and "fma" in flags:
+        assert info["isa"] == "x86-64-v4 (AVX-512, FMA)"
+    elif {"avx2", "fma", "bmi2"} <= flags:
+        assert info["isa"] == "x86-64-v3 (AVX2, FMA)"
     assert info["max_threads"] >= 1
+
+
+# (batch, dim, L, N, G) around the tiled forward's edges: 16 channels of a group per tile (15,
+# 16, 17, 33 per group), 16-step transposes and 64-step chunks (L 15 ... 200), N padded to 16
+# (1, 7, 16) and N = 17, which takes the per-channel path.
+TILE_EDGES = [
+    (1, 15, 17, 16, 1),
+    (2, 32, 64, 16, 2),
+    (1, 34, 65, 7, 2),
+    (1, 66, 200, 16, 2),
+    (3, 17, 16, 1, 1),
+    (1, 33, 129, 17, 1),
+    (1, 16, 15, 16, 1),
+]
+
+
+@pytest.mark.parametrize("shape", TILE_EDGES)
+@pytest.mark.parametrize("gated", [False, True])
+def test_cpu_kernel_tiles_match_reference_at_their_edges(shape, gated):
+    rng = np.random.default_rng(abs(hash((shape, gated))) % 2**32)  # fresh inputs per case
+    inputs = make_scan_inputs(rng, *shape, dtype=np.float64, with_z=gated)
+    # softplus at and around PyTorch's threshold (20) and far below 0, where it underflows
+    inputs["delta"][0, 0, : min(5, shape[2])] = [25.0, 20.0, 19.99, -30.0, -100.0][: min(5, shape[2])]
+    expected = selective_scan_ref(**to_torch(inputs), delta_softplus=True).numpy()
+    single = {k: None if v is None else v.astype(np.float32) for k, v in inputs.items()}
+    got = selective_scan_forward(**single, delta_softplus=True)
+    scale = np.abs(expected).max(axis=-1, keepdims=True) + 1e-6
+    np.testing.assert_array_less(np.abs(got - expected) / scale, 2e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,13 +5,26 @@
 //   u, delta, z, out: (batch, dim, L)     A: (dim, N)     B, C: (batch, G, N, L)
 //   D, delta_bias: (dim,)                  channel d reads group d / (dim / G)
 //
-// Design: one channel (b, d) is a sequential recurrence over L whose state is N wide, so the
-// state dimension is the SIMD axis and channels are spread over OpenMP threads. The cost floor
-// is exp(delta * A) (batch*dim*L*N of them): in float, with A <= 0 and delta >= 0, an inline
-// polynomial (exp_nonpositive); otherwise, built with -ffast-math, GCC turns the loops into glibc
-// libmvec vector exp calls. target_clones picks the AVX-512 / AVX2 / SSE version at load time. B and C are transposed once per call to (batch, G, L, N) so the n-loops are unit
-// stride. The backward pass recomputes each channel's states into a thread-local (L, N) buffer
-// instead of saving them in the forward: memory stays O(threads * L * N) at any batch size.
+// Design. The cost floor is exp(delta * A): batch*dim*L*N of them. In float, with A <= 0 and
+// delta >= 0 (always so in Mamba and VMamba), they come from an inline polynomial
+// (exp_nonpositive); otherwise, built with -ffast-math, GCC turns the loops into glibc libmvec
+// vector exp calls. target_clones builds x86-64-v4 (AVX-512 + FMA), x86-64-v3 (AVX2 + FMA) and
+// baseline versions and picks one at load time: a plain "avx2" clone would have no FMA at all.
+//
+// Forward in float with N <= 16 (the model's scans; forward_tiled): channels of one B/C group
+// share B and C, so kTile = 16 of them form the SIMD axis and the 16 states of each are 16
+// vector registers for the whole sequence. Each step is then N exps, N multiply-adds for the
+// state and N for the output, with no horizontal sum; B and C are scalars broadcast to the tile.
+// States beyond N are padded with A = B = C = 0 (they stay 0 and add nothing), channels beyond
+// the group's with dt = u = 0. u and dt are moved into (step, channel) order one chunk of kChunk
+// steps at a time, in L1. The in-cache cost of exactly this arithmetic is `floor_tiles`, which
+// the benchmark times next to the kernel.
+//
+// Otherwise (float64, N > 16, and the backward pass): one channel (b, d) is a recurrence over L
+// whose N-wide state is the SIMD axis, channels spread over OpenMP threads; B and C are
+// transposed once per call to (batch, G, L, N) so the n-loops are unit stride. The backward
+// pass recomputes each channel's states into a thread-local (L, N) buffer instead of saving
+// them in the forward: memory stays O(threads * L * N) at any batch size.
 #include <Python.h>
 
 #include <algorithm>
@@ -26,8 +39,9 @@
 #include <omp.h>
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define HANDSSCA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && __GNUC__ >= 12
+#define HANDSSCA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define HANDSSCA_CLONED 1
 #else
 #define HANDSSCA_CLONES
 #endif
@@ -109,6 +123,27 @@ inline float exp_nonpositive(float x) {
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
+}
+
+// softplus(x) = log(1 + e^x), inline for the tiled path: max(x, 0) + log1p(e) with
+// e = exp(-|x|) in (0, 1], and log1p(e) = 2 atanh(e / (2 + e)), whose odd series in
+// s = e / (2 + e) <= 1/3 is within float's rounding after the s^13 term. Taking s from e
+// directly (not from 1 + e) keeps small e exact. PyTorch's threshold (x > 20 stays x) needs no
+// branch: there e < 2.1e-9 is under half an ulp of x, so the sum rounds to x. (A branch here
+// also stops GCC vectorising the loop.) Inline, it vectorises with the rest of the loop instead
+// of costing two libmvec calls per element.
+inline float softplus_inline(float x) {
+  const float e = exp_nonpositive(-std::fabs(x));
+  const float s = e / (2.0F + e);
+  const float s2 = s * s;
+  float p = 1.0F / 13.0F;
+  p = p * s2 + 1.0F / 11.0F;
+  p = p * s2 + 1.0F / 9.0F;
+  p = p * s2 + 1.0F / 7.0F;
+  p = p * s2 + 1.0F / 5.0F;
+  p = p * s2 + 1.0F / 3.0F;
+  p = p * s2 + 1.0F;
+  return std::max(x, 0.0F) + 2.0F * s * p;
 }
 
 // Whether every dt * A[n] of a channel is <= 0, so the decays may use exp_nonpositive.
@@ -206,8 +241,237 @@ HANDSSCA_CLONES void finish_output(T* __restrict y, const T* __restrict u, T Dd,
   }
 }
 
+constexpr int kTile = 16;    // channels per SIMD tile (one AVX-512 register of floats)
+constexpr int kStates = 16;  // states held in registers; N <= kStates takes the tiled path
+
+// kChunk steps of one tile: dt, du (steps, kTile); A (kStates, kTile); B, C (steps, kStates);
+// h (kStates, kTile) in and out; y (steps, kTile) out.
+template <bool kNonPositive>
+HANDSSCA_CLONES void scan_tile(const float* __restrict dt, const float* __restrict du,
+                               const float* __restrict A, const float* __restrict B,
+                               const float* __restrict C, float* __restrict h, float* __restrict y,
+                               int64_t steps) {
+  float state[kStates][kTile];
+  for (int n = 0; n < kStates; ++n)
+#pragma omp simd
+    for (int c = 0; c < kTile; ++c) state[n][c] = h[n * kTile + c];
+  for (int64_t l = 0; l < steps; ++l) {
+    float acc[kTile] = {};
+    const float* dtl = dt + l * kTile;
+    const float* dul = du + l * kTile;
+#pragma GCC unroll 16
+    for (int n = 0; n < kStates; ++n) {
+      const float b = B[l * kStates + n], c_out = C[l * kStates + n];
+#pragma omp simd
+      for (int c = 0; c < kTile; ++c) {
+        const float x = dtl[c] * A[n * kTile + c];
+        const float a = kNonPositive ? exp_nonpositive(x) : std::exp(x);
+        state[n][c] = a * state[n][c] + dul[c] * b;
+        acc[c] += state[n][c] * c_out;
+      }
+    }
+#pragma omp simd
+    for (int c = 0; c < kTile; ++c) y[l * kTile + c] = acc[c];
+  }
+  for (int n = 0; n < kStates; ++n)
+#pragma omp simd
+    for (int c = 0; c < kTile; ++c) h[n * kTile + c] = state[n][c];
+}
+
+// Over a chunk in (step, channel) order: dt = softplus(delta + bias) in place (or without the
+// softplus), du = dt * u. Returns the smallest dt (or 0): below 0, the decays need the full exp.
+HANDSSCA_CLONES float prepare_tile(const float* __restrict bias, bool softplus, int64_t steps,
+                                   float* __restrict dt, const float* __restrict u, float* __restrict du) {
+  float lowest = 0.0F;
+  for (int64_t i = 0; i < steps; ++i) {
+    float* __restrict dti = dt + i * kTile;
+    const float* __restrict ui = u + i * kTile;
+    float* __restrict dui = du + i * kTile;
+    if (softplus) {
+#pragma omp simd reduction(min : lowest)
+      for (int c = 0; c < kTile; ++c) {
+        const float value = softplus_inline(dti[c] + bias[c]);
+        lowest = std::min(lowest, value);
+        dti[c] = value;
+        dui[c] = value * ui[c];
+      }
+    } else {
+#pragma omp simd reduction(min : lowest)
+      for (int c = 0; c < kTile; ++c) {
+        const float value = dti[c] + bias[c];
+        lowest = std::min(lowest, value);
+        dti[c] = value;
+        dui[c] = value * ui[c];
+      }
+    }
+  }
+  return lowest;
+}
+
+// out = (y + D u) * silu(z) over a chunk in (step, channel) order, in place over y.
+HANDSSCA_CLONES void finish_tile(const float* __restrict D, const float* __restrict u, const float* __restrict z,
+                                 int64_t steps, float* __restrict y) {
+  for (int64_t i = 0; i < steps; ++i) {
+    float* __restrict yi = y + i * kTile;
+    const float* __restrict ui = u + i * kTile;
+    if (z == nullptr) {
+#pragma omp simd
+      for (int c = 0; c < kTile; ++c) yi[c] += D[c] * ui[c];
+    } else {
+      const float* __restrict zi = z + i * kTile;
+#pragma omp simd
+      for (int c = 0; c < kTile; ++c) yi[c] = (yi[c] + D[c] * ui[c]) * (zi[c] / (1.0F + std::exp(-zi[c])));
+    }
+  }
+}
+
+// 16 x 16 transposes for moving a tile between (channel, step) and (step, channel) order, in
+// GCC's generic vectors so that every clone gets its own shuffles (two-source permutes on
+// AVX-512): four rounds each swap one bit of the row index with the same bit of the column
+// index, 64 shuffles per 256 floats instead of 256 scalar loads and stores.
+typedef float Vec16 __attribute__((vector_size(64)));
+typedef int32_t Idx16 __attribute__((vector_size(64)));
+static_assert(kTile == 16, "the tile transposes are 16 x 16");
+
+template <int kBit>
+__attribute__((always_inline)) inline void transpose_round(Vec16* v) {
+  Idx16 keep, take;
+  for (int c = 0; c < 16; ++c) {
+    keep[c] = (c & kBit) == 0 ? c : 16 + c - kBit;
+    take[c] = (c & kBit) == 0 ? c + kBit : 16 + c;
+  }
+  for (int r = 0; r < 16; ++r) {
+    if (r & kBit) continue;
+    const Vec16 a = v[r], b = v[r + kBit];
+    v[r] = __builtin_shuffle(a, b, keep);
+    v[r + kBit] = __builtin_shuffle(a, b, take);
+  }
+}
+
+__attribute__((always_inline)) inline void transpose16(Vec16* v) {
+  transpose_round<8>(v);
+  transpose_round<4>(v);
+  transpose_round<2>(v);
+  transpose_round<1>(v);
+}
+
+// dst (steps, kTile) from kTile rows read at [offset, offset + steps).
+HANDSSCA_CLONES void gather_tile(const float* const* rows, int64_t offset, int64_t steps, float* __restrict dst) {
+  int64_t i0 = 0;
+  for (; i0 + 16 <= steps; i0 += 16) {
+    Vec16 v[16];
+    for (int c = 0; c < 16; ++c) std::memcpy(&v[c], rows[c] + offset + i0, sizeof(Vec16));
+    transpose16(v);
+    for (int i = 0; i < 16; ++i) std::memcpy(dst + (i0 + i) * kTile, &v[i], sizeof(Vec16));
+  }
+  for (int c = 0; c < kTile; ++c)
+    for (int64_t i = i0; i < steps; ++i) dst[i * kTile + c] = rows[c][offset + i];
+}
+
+// The first `width` of kTile rows at [offset, offset + steps) from src (steps, kTile).
+HANDSSCA_CLONES void scatter_tile(const float* __restrict src, int64_t steps, int64_t width, float* const* rows,
+                                  int64_t offset) {
+  int64_t i0 = 0;
+  for (; i0 + 16 <= steps; i0 += 16) {
+    Vec16 v[16];
+    for (int i = 0; i < 16; ++i) std::memcpy(&v[i], src + (i0 + i) * kTile, sizeof(Vec16));
+    transpose16(v);
+    for (int c = 0; c < width; ++c) std::memcpy(rows[c] + offset + i0, &v[c], sizeof(Vec16));
+  }
+  for (int c = 0; c < width; ++c)
+    for (int64_t i = i0; i < steps; ++i) rows[c][offset + i] = src[i * kTile + c];
+}
+
+void forward_tiled(const ScanProblem<float>& p, float* out, int threads) {
+  const int64_t L = p.L, N = p.N, dpg = p.dim / p.G;
+  const int64_t tiles = (dpg + kTile - 1) / kTile;
+  std::vector<float> Bt(p.batch * p.G * L * kStates), Ct(p.batch * p.G * L * kStates);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> dt(kChunk * kTile), u(kChunk * kTile), du(kChunk * kTile), y(kChunk * kTile);
+    std::vector<float> z(p.z ? kChunk * kTile : 0), zeros(L, 0.0F), A(kStates * kTile), h(kStates * kTile);
+    // B and C to (batch, G, L, kStates): the states beyond N read a zero row, so they stay 0.
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < 2 * p.batch * p.G; ++r) {
+      const int64_t bg = r / 2;
+      const float* src = (r % 2 ? p.C : p.B) + bg * N * L;
+      const float* rows[kStates];
+      for (int n = 0; n < kStates; ++n) rows[n] = n < N ? src + n * L : zeros.data();
+      gather_tile(rows, 0, L, (r % 2 ? Ct : Bt).data() + bg * L * kStates);
+    }
+    float bias[kTile], D[kTile];
+    const float* delta_rows[kTile];
+    const float* u_rows[kTile];
+    const float* z_rows[kTile];
+    float* out_rows[kTile];
+#pragma omp for schedule(static)
+    for (int64_t work = 0; work < p.batch * p.G * tiles; ++work) {
+      const int64_t bg = work / tiles, g = bg % p.G, b = bg / p.G;
+      const int64_t d0 = g * dpg + (work % tiles) * kTile;
+      const int64_t width = std::min<int64_t>(kTile, (g + 1) * dpg - d0);
+      bool a_nonpositive = true;
+      for (int n = 0; n < kStates; ++n)
+        for (int c = 0; c < kTile; ++c) {
+          const float a = (n < N && c < width) ? p.A[(d0 + c) * N + n] : 0.0F;
+          A[n * kTile + c] = a;
+          a_nonpositive = a_nonpositive && a <= 0.0F;
+        }
+      std::fill(h.begin(), h.end(), 0.0F);
+      for (int c = 0; c < kTile; ++c) {  // padding channels read u = 0 (and A = 0): their state stays 0
+        const bool real = c < width;
+        delta_rows[c] = real ? p.delta + (b * p.dim + d0 + c) * L : zeros.data();
+        u_rows[c] = real ? p.u + (b * p.dim + d0 + c) * L : zeros.data();
+        z_rows[c] = real && p.z ? p.z + (b * p.dim + d0 + c) * L : zeros.data();
+        bias[c] = real && p.delta_bias ? p.delta_bias[d0 + c] : 0.0F;
+        D[c] = real && p.D ? p.D[d0 + c] : 0.0F;
+        out_rows[c] = real ? out + (b * p.dim + d0 + c) * L : nullptr;
+      }
+      const float* B = Bt.data() + bg * L * kStates;
+      const float* C = Ct.data() + bg * L * kStates;
+      for (int64_t l0 = 0; l0 < L; l0 += kChunk) {
+        const int64_t steps = std::min(kChunk, L - l0);
+        gather_tile(delta_rows, l0, steps, dt.data());  // to (step, channel) order
+        gather_tile(u_rows, l0, steps, u.data());
+        if (p.z) gather_tile(z_rows, l0, steps, z.data());
+        const float lowest = prepare_tile(bias, p.softplus, steps, dt.data(), u.data(), du.data());
+        const bool nonpositive = a_nonpositive && lowest >= 0.0F;
+        if (nonpositive)
+          scan_tile<true>(dt.data(), du.data(), A.data(), B + l0 * kStates, C + l0 * kStates, h.data(), y.data(),
+                          steps);
+        else
+          scan_tile<false>(dt.data(), du.data(), A.data(), B + l0 * kStates, C + l0 * kStates, h.data(), y.data(),
+                           steps);
+        finish_tile(D, u.data(), p.z ? z.data() : nullptr, steps, y.data());
+        scatter_tile(y.data(), steps, width, out_rows, l0);  // back to (channel, step) order
+      }
+    }
+  }
+}
+
+// The in-cache cost of forward_tiled's arithmetic for `channels` x L steps: the same scan_tile
+// calls on L1-resident buffers, with no loads from memory, no transposes and no delta
+// preparation. The benchmark's floor: what the tiled forward would take if memory were free.
+void floor_tiles(int64_t channels, int64_t L, int threads, float* sink) {
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> dt(kChunk * kTile, 0.01F), du(kChunk * kTile, 0.1F), y(kChunk * kTile);
+    std::vector<float> A(kStates * kTile, -1.0F), B(kChunk * kStates, 0.5F), C(kChunk * kStates, 0.5F);
+    std::vector<float> h(kStates * kTile, 0.0F);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < (channels + kTile - 1) / kTile; ++t)
+      for (int64_t l0 = 0; l0 < L; l0 += kChunk)
+        scan_tile<true>(dt.data(), du.data(), A.data(), B.data(), C.data(), h.data(), y.data(),
+                        std::min(kChunk, L - l0));
+#pragma omp critical
+    *sink += y[0];
+  }
+}
+
 template <typename T>
 void forward(const ScanProblem<T>& p, T* out, int threads) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.N <= kStates) return forward_tiled(p, out, threads);
+  }
   const int64_t L = p.L, N = p.N, dpg = p.dim / p.G;
   std::vector<T> Bt(p.batch * p.G * L * N), Ct(p.batch * p.G * L * N);
   transpose_nl(p.B, Bt.data(), p.batch * p.G, N, L, threads);
@@ -602,17 +866,24 @@ PyObject* py_backward(PyObject*, PyObject* args) {
   }
 }
 
-// Which instruction set the vector loops run with on this CPU, and the thread pool.
+// Which clone the vector loops run with on this CPU (the one target_clones' resolver picks by
+// the same test), and the thread pool.
 PyObject* py_build_info(PyObject*, PyObject*) {
   std::string isa = "scalar";
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#ifdef HANDSSCA_CLONED
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f"))
-    isa = "avx512f";
-  else if (__builtin_cpu_supports("avx2"))
-    isa = "avx2";
+  if (__builtin_cpu_supports("x86-64-v4"))
+    isa = "x86-64-v4 (AVX-512, FMA)";
+  else if (__builtin_cpu_supports("x86-64-v3"))
+    isa = "x86-64-v3 (AVX2, FMA)";
   else
-    isa = "sse2";
+    isa = "x86-64 (SSE2)";
+#elif defined(__AVX512F__)
+  isa = "AVX-512 (built for this CPU)";
+#elif defined(__AVX2__)
+  isa = "AVX2 (built for this CPU)";
+#elif defined(__x86_64__)
+  isa = "x86-64 (SSE2)";
 #endif
   int openmp = 0, max_threads = 1;
 #ifdef _OPENMP
@@ -623,9 +894,25 @@ PyObject* py_build_info(PyObject*, PyObject*) {
                        "max_threads", max_threads);
 }
 
+// floor(channels, L, threads): runs floor_tiles (the tiled forward's arithmetic, in cache).
+PyObject* py_floor(PyObject*, PyObject* args) {
+  long long channels, L;
+  int threads;
+  if (!PyArg_ParseTuple(args, "LLi", &channels, &L, &threads)) return nullptr;
+  if (channels < 1 || L < 1) {
+    PyErr_SetString(PyExc_ValueError, "selective_scan: channels and L must be >= 1");
+    return nullptr;
+  }
+  float sink = 0.0F;
+  const int nt = resolve_threads(threads);
+  Py_BEGIN_ALLOW_THREADS floor_tiles(channels, L, nt, &sink);
+  Py_END_ALLOW_THREADS return PyFloat_FromDouble(sink);
+}
+
 PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS, "Selective scan forward (see module docstring)."},
     {"backward", py_backward, METH_VARARGS, "Selective scan backward (see module docstring)."},
+    {"floor", py_floor, METH_VARARGS, "The tiled forward's arithmetic in cache (the benchmark's floor)."},
     {"build_info", py_build_info, METH_NOARGS, "Instruction set and threading of this build."},
     {nullptr, nullptr, 0, nullptr}};
 
