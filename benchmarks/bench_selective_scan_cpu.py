@@ -93,7 +93,7 @@ def bench_scans(repeats, with_reference):
         out = selective_scan_forward(**x, delta_softplus=True)
         forward, floor = interleaved(
             lambda x=x: selective_scan_forward(**x, delta_softplus=True),
-            lambda: arithmetic_floor(shape[0] * shape[1], shape[2]),
+            lambda shape=shape: arithmetic_floor(shape[0] * shape[1], shape[2]),
             repeats,
         )
         row["timings"]["kernel_forward"], row["timings"]["floor_exp_recurrence"] = forward, floor
