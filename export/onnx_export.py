@@ -18,6 +18,7 @@ import torch
 
 from handssca import __version__
 from handssca.models import HandSSCA
+from handssca.models.handssca import INFERENCE_REWRITES
 from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
@@ -182,6 +183,7 @@ def export_onnx(
     mano_flat_hand_mean: bool | None = None,
     fingertip_ids: tuple[int, ...] | None = None,
     weights: str = "untrained",
+    rewrite: bool = True,
 ) -> ExportResult:
     """Writes ``path`` (.onnx, metadata inside) and ``path`` with .json (the same metadata).
 
@@ -196,6 +198,7 @@ def export_onnx(
     then ``mano_flat_hand_mean`` and ``fingertip_ids`` must be given: they are the conventions
     the network's pose was trained in, and they are recorded in the metadata. MANO runs in
     float32 at every precision. ``weights`` says where the weights came from (for the metadata).
+    ``rewrite`` writes the graph with the exact INFERENCE_REWRITES (listed in the metadata).
     """
     path = Path(path)
     if path.suffix != ".onnx":
@@ -213,8 +216,11 @@ def export_onnx(
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
     register_scan_schema()
     net = model.eval()
-    reference = net  # validation always compares with the float32 network
-    graph_model: torch.nn.Module = Float16Network(net).eval() if precision == "fp16" else net
+    # Validation always compares with the float32 network as written; the file gets the exact
+    # inference rewrites (HandSSCA.rewrite_for_inference), so the comparison is their proof too.
+    reference = copy.deepcopy(net).drop_inference_rewrites() if net.rewritten else net
+    traced = copy.deepcopy(net).rewrite_for_inference() if rewrite else reference
+    graph_model: torch.nn.Module = Float16Network(traced).eval() if precision == "fp16" else traced
     outputs = dict(OUTPUTS)
     mano_info = None
     if mano is not None:
@@ -222,7 +228,7 @@ def export_onnx(
             raise ExportError("exporting with MANO needs mano_flat_hand_mean and fingertip_ids")
         mano_layer = MANOGraph(mano, flat_hand_mean=mano_flat_hand_mean, fingertip_ids=tuple(fingertip_ids))
         graph_model = HandSSCAWithMANO(graph_model, mano_layer).eval()
-        reference = HandSSCAWithMANO(net, mano_layer).eval()
+        reference = HandSSCAWithMANO(reference, mano_layer).eval()
         outputs.update(MANO_OUTPUTS)
         mano_info = {
             "model": mano.note or Path(mano.source).name,
@@ -268,6 +274,7 @@ def export_onnx(
         proto = convert_opset(proto, opset)
     nodes = count_scan_nodes(proto)
     metadata = _metadata(net, outputs, batch, opset, nodes, mano_info, precision, scan, weights)
+    metadata["rewrites"] = list(INFERENCE_REWRITES) if rewrite else []
     entry = proto.metadata_props.add()
     entry.key, entry.value = "handssca", json.dumps(metadata)
     try:

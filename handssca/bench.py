@@ -13,6 +13,7 @@ Writes a JSON with the environment and every raw timing, and PNG plots.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import statistics
 import tempfile
@@ -47,7 +48,11 @@ def discover(
     from handssca.ops.selective_scan import _mamba_available
     from handssca.runtime.onnx_model import OnnxModel
 
-    backends = [Backend("pytorch-cpu", "fp32", TorchModel(net, "cpu"))]
+    # PyTorch eager as written (every ratio's reference) and with the exact inference rewrites.
+    backends = [
+        Backend("pytorch-cpu", "fp32", TorchModel(net, "cpu")),
+        Backend("pytorch-cpu-rewritten", "fp32", TorchModel(copy.deepcopy(net).rewrite_for_inference(), "cpu")),
+    ]
     if compile_model:
         try:
             compiled = torch.compile(net)

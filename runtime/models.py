@@ -77,7 +77,7 @@ def open_model(source, *, plugin=None, device: str = "cpu", threads: int = 0) ->
             from handssca.training.checkpoint import model_from_checkpoint
         except ImportError as exc:
             raise ModelFileError(f"{path}: a PyTorch checkpoint needs torch: pip install 'handssca[train]'") from exc
-        return TorchModel(model_from_checkpoint(path), device=device, name=path.name)
+        return TorchModel(model_from_checkpoint(path).rewrite_for_inference(), device=device, name=path.name)
     raise ModelFileError(
         f"{path}: not a model this can run (.onnx, {', '.join(ENGINE_SUFFIXES)} or a {'/'.join(CHECKPOINT_SUFFIXES)} "
         "checkpoint)"

@@ -370,3 +370,68 @@ def test_an_unwritable_output_is_found_before_the_work(tmp_path, monkeypatch):
 
     with pytest.raises(OutputError, match=r"not_a_folder/m.onnx: cannot write it"):
         export_onnx(tiny(), blocker / "m.onnx")
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact inference rewrites
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (64, 64), (3, 2)])
+def test_smooth_then_pool_is_one_strided_conv(size):
+    """The fold is exact at every input size, odd ones included (the pool's floor and the strided
+    window agree): equal to float64 rounding, on fresh random weights and inputs."""
+    from handssca.models.backbone import smooth_then_pool_as_one_conv
+
+    generator = torch.Generator().manual_seed(hash(size) % 2**31)
+    conv = torch.nn.Conv2d(5, 6, 3, padding=1).double()
+    with torch.no_grad():
+        conv.weight.normal_(generator=generator)
+        conv.bias.normal_(generator=generator)
+    x = torch.randn(2, 5, *size, generator=generator, dtype=torch.float64)
+    expected = torch.nn.functional.avg_pool2d(conv(x), 2, stride=2)
+    folded = torch.nn.functional.conv2d(x, smooth_then_pool_as_one_conv(conv.weight), conv.bias, stride=2, padding=1)
+    assert folded.shape == expected.shape
+    torch.testing.assert_close(folded, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_rewritten_network_gives_the_same_outputs_and_keeps_its_weights():
+    net = tiny()
+    image = torch.randn(2, 3, 128, 128)
+    keys = set(net.state_dict())
+    with torch.inference_mode():
+        expected = net(image)
+        net.rewrite_for_inference()
+        got = net(image)
+    assert net.rewritten and set(net.state_dict()) == keys  # nothing new in checkpoints
+    for name in expected:  # float32: rounding only
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5)
+    net.train()
+    assert not net.rewritten  # training changes the weights: the fold goes
+
+
+def test_the_export_writes_the_rewrites_and_proves_them_against_the_network_as_written(tmp_path, monkeypatch):
+    model = tiny("none")
+    result = export_onnx(model, tmp_path / "folded.onnx", batch=1)
+    proto = onnx.load(result.path)
+    assert "AveragePool" not in {n.op_type for n in proto.graph.node}
+    kernels = [
+        onnx.helper.get_attribute_value(a) for n in proto.graph.node if n.op_type == "Conv" for a in n.attribute
+        if a.name == "kernel_shape"
+    ]  # fmt: skip
+    assert [4, 4] in kernels
+    assert json.loads(result.sidecar.read_text())["rewrites"] == [
+        "FPN smooth2 3x3 conv + 2x2 average pool -> one 4x4 stride-2 conv"
+    ]
+    plain = export_onnx(model, tmp_path / "plain.onnx", batch=1, rewrite=False)
+    assert "AveragePool" in {n.op_type for n in onnx.load(plain.path).graph.node}
+    assert not model.rewritten  # the caller's network is left as it was
+
+    # A wrong fold is caught by the export's own comparison with the network as written.
+    import handssca.models.backbone as backbone
+
+    monkeypatch.setattr(
+        backbone, "smooth_then_pool_as_one_conv", lambda w: torch.flip(w, (2,)).repeat(1, 1, 2, 2)[..., :4, :4] / 4
+    )
+    with pytest.raises(ExportError, match="ONNX Runtime disagrees with PyTorch"):
+        export_onnx(model, tmp_path / "wrong.onnx", batch=1)
+    assert not (tmp_path / "wrong.onnx").exists()

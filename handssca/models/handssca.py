@@ -13,6 +13,9 @@ from .config import ENCODER_BLOCKS, HandSSCAConfig
 from .regressor import HeatmapHead, MANOParamHead, MeshEncoder, soft_argmax
 from .resnet import load_torchvision_resnet50
 
+# The exact rewrites ``rewrite_for_inference`` applies (and the export writes), by what they do.
+INFERENCE_REWRITES = ("FPN smooth2 3x3 conv + 2x2 average pool -> one 4x4 stride-2 conv",)
+
 
 class HandSSCA(nn.Module):
     """RGB crop (B, 3, S, S), normalised -> heatmaps, 2D joints, MANO pose/shape and camera.
@@ -40,6 +43,22 @@ class HandSSCA(nn.Module):
         self.encoder = MeshEncoder(c, config.num_joints, ENCODER_BLOCKS)
         vector = 2 * c * (s // 2**ENCODER_BLOCKS) ** 2
         self.mano_head = MANOParamHead(vector, config.mano_hidden)
+
+    def rewrite_for_inference(self) -> HandSSCA:
+        """Eval mode with INFERENCE_REWRITES on: the same outputs (to float rounding, tested) for
+        less work, from the same weights, so any checkpoint takes them. ``train()`` undoes them."""
+        self.eval()
+        self.backbone.fold_for_inference()
+        return self
+
+    def drop_inference_rewrites(self) -> HandSSCA:
+        """The network as written again (what ``train()`` also does), still in its current mode."""
+        self.backbone.smooth_pool_weight = None
+        return self
+
+    @property
+    def rewritten(self) -> bool:
+        return self.backbone.smooth_pool_weight is not None
 
     def check_input(self, image: Tensor) -> None:
         size = self.config.input_size
