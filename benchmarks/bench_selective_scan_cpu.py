@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.measure import environment, load_average, stats, time_runner, write_json
+from handssca.measure import environment, load_average, time_interleaved, time_runner, write_json
 from handssca.runtime import kernel_info, selective_scan_backward, selective_scan_forward
 from handssca.runtime.scan_node import make_scan_inputs
 from handssca.runtime.selective_scan import arithmetic_floor
@@ -74,16 +74,6 @@ def scalar_loop():
     return run
 
 
-def interleaved(first, second, repeats):
-    """Both timed in alternation, so that a slow spell of this shared machine hits both."""
-    a, b = [], []
-    first(), second()
-    for _ in range(repeats):
-        a.append(time_runner(first, 0, 1)["samples_ms"][0])
-        b.append(time_runner(second, 0, 1)["samples_ms"][0])
-    return stats(a), stats(b)
-
-
 def bench_scans(repeats, with_reference):
     baseline = scalar_loop()
     results = {}
@@ -91,12 +81,16 @@ def bench_scans(repeats, with_reference):
         x = make_inputs(shape)
         row = {"shape": dict(zip(("batch", "dim", "L", "N", "G"), shape, strict=True)), "timings": {}, "notes": []}
         out = selective_scan_forward(**x, delta_softplus=True)
-        forward, floor = interleaved(
-            lambda x=x: selective_scan_forward(**x, delta_softplus=True),
-            lambda shape=shape: arithmetic_floor(shape[0] * shape[1], shape[2]),
+        timed = time_interleaved(
+            {
+                "kernel_forward": lambda x=x: selective_scan_forward(**x, delta_softplus=True),
+                "floor_exp_recurrence": lambda shape=shape: arithmetic_floor(shape[0] * shape[1], shape[2]),
+            },
+            1,
             repeats,
         )
-        row["timings"]["kernel_forward"], row["timings"]["floor_exp_recurrence"] = forward, floor
+        row["timings"].update(timed)
+        forward, floor = timed["kernel_forward"], timed["floor_exp_recurrence"]
         row["forward_over_floor"] = forward["median_ms"] / floor["median_ms"]
         row["timings"]["kernel_forward_1thread"] = time_runner(
             lambda x=x: selective_scan_forward(**x, delta_softplus=True, num_threads=1), 1, repeats

@@ -206,6 +206,8 @@ def export_onnx(
     check_writable(path)  # before minutes of export and validation, not after
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        raise ExportError("int8 needs calibration images: use export.quantize.export_int8 (--calibration)")
     if scan not in SCAN_VARIANTS:
         raise ExportError(f"scan {scan!r}: expected one of {', '.join(SCAN_VARIANTS)}")
     if batch is not None and batch < 1:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handssca.measure import environment, time_runner
+from handssca.measure import environment, load_average, time_interleaved, time_runner
 from handssca.models import TorchModel
 from handssca.runtime.files import write_atomically
 
@@ -41,9 +41,10 @@ class Backend:
 
 
 def discover(
-    net, workdir: Path, mano, fingertip_ids, *, compile_model: bool, precisions=("fp32", "fp16")
+    net, workdir: Path, mano, fingertip_ids, *, compile_model: bool, precisions=("fp32", "fp16"), int8_calibration=None
 ) -> list[Backend]:
-    """Every backend the bench knows, with a runner or the reason it is skipped here."""
+    """Every backend the bench knows, with a runner or the reason it is skipped here.
+    ``int8_calibration``: (crops, description) to quantize the int8 row with; None leaves it out."""
     from handssca.export import export_onnx
     from handssca.ops.selective_scan import _mamba_available
     from handssca.runtime.onnx_model import OnnxModel
@@ -107,6 +108,11 @@ def discover(
         path = workdir / f"handssca_{variant}.onnx"
         export_onnx(net, path, validate=False, **kw)
         files[variant] = path
+    if int8_calibration:
+        from handssca.export.quantize import quantize_int8
+
+        files["int8"] = workdir / "handssca_int8.onnx"
+        quantize_int8(files["custom"], files["int8"], int8_calibration[0], calibration=int8_calibration[1])
     size_mb = {k: p.stat().st_size / 2**20 for k, p in files.items()}
     backends.append(Backend("onnxruntime-cpu", "fp32", OnnxModel(files["custom"]), size_mb=size_mb["custom"]))
     backends.append(
@@ -114,6 +120,10 @@ def discover(
     )
     if "fp16" in files:
         backends.append(Backend("onnxruntime-cpu", "fp16", OnnxModel(files["fp16"]), size_mb=size_mb["fp16"]))
+    if "int8" in files:
+        backends.append(Backend("onnxruntime-cpu", "int8", OnnxModel(files["int8"]), size_mb=size_mb["int8"]))
+    else:
+        backends.append(Backend("onnxruntime-cpu", "int8", skipped="not requested (--int8-calibration 0)"))
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -280,7 +290,7 @@ def _plots(report: dict, out: Path) -> list[str]:
 def format_bench_table(report: dict) -> str:
     header = (
         f"{'backend':<30}{'precision':<10}{'size MB':>9}{'b1 ms':>9}{'p90 ms':>9}{'best img/s':>11}"
-        f"{'speed-up':>10}{'vertex mm':>11}{'keypt px':>10}  status"
+        f"{'vs PyTorch':>11}{'vertex mm':>11}{'keypt px':>10}  status"
     )
     lines = [header, "-" * len(header)]
     for r in report["backends"]:
@@ -298,8 +308,17 @@ def format_bench_table(report: dict) -> str:
         keypoint = f"{diff['keypoints_px']['max_abs']:.1e}" if "keypoints_px" in diff else "ref"
         lines.append(
             f"{r['backend']:<30}{r['precision']:<10}{size:>9}{b1['median_ms']:>9.1f}{b1['p90_ms']:>9.1f}{best:>11.1f}"
-            f"{r['speedup_vs_pytorch']:>9.2f}x{vertex:>11}{keypoint:>10}  ok"
+            f"{r['time_vs_pytorch']['1']:>10.2f}x{vertex:>11}{keypoint:>10}  ok"
         )
+    timed = [r for r in report["backends"] if not r.get("skipped")]
+    batches = sorted({int(b) for r in timed for b in r["latency"]})
+    lines += ["", "median ms by batch (time vs PyTorch eager fp32), all rows timed interleaved"]
+    lines.append(f"{'':<40}" + "".join(f"{'b' + str(b):>16}" for b in batches))
+    for r in timed:
+        cells = "".join(
+            f"{r['latency'][str(b)]['median_ms']:>9.1f} ({r['time_vs_pytorch'][str(b)]:.2f}x)" for b in batches
+        )
+        lines.append(f"{r['backend'] + ' ' + r['precision']:<40}{cells}")
     lines += ["", f"{'end to end (640x480 frame, 1 hand)':<40}" + "".join(f"{k:>10}" for k in STAGES)]
     for r in report["backends"]:
         if not r.get("skipped"):
@@ -310,13 +329,15 @@ def format_bench_table(report: dict) -> str:
         reference = scored[0]["dataset_metrics"]
         lines += ["", f"{'on the data set (' + str(reference['count']) + ' samples)':<40}" + "".join(
             f"{name:>11}" for name in ("PA-MPJPE", "PA-MPVPE", "F@5", "F@15", "dPA-MPJPE")
-        )]  # fmt: skip
+        ) + "   joint shift vs PyTorch mm (median/p90/max)"]  # fmt: skip
         for r in scored:
             m = r["dataset_metrics"]
             change = m["pa_mpjpe_mm"] - reference["pa_mpjpe_mm"]
+            shift = m.get("shift_vs_pytorch", {}).get("joints_mm")
+            moved = f"{shift['median']:.2f} / {shift['p90']:.2f} / {shift['max']:.2f}" if shift else "ref"
             lines.append(
                 f"{r['backend'] + ' ' + r['precision']:<40}{m['pa_mpjpe_mm']:>11.3f}{m['pa_mpvpe_mm'] or 0:>11.3f}"
-                f"{100 * (m['f5'] or 0):>10.2f}%{100 * (m['f15'] or 0):>10.2f}%{change:>+11.2e}"
+                f"{100 * (m['f5'] or 0):>10.2f}%{100 * (m['f15'] or 0):>10.2f}%{change:>+11.2e}   {moved}"
             )
     return "\n".join(lines)
 
@@ -351,9 +372,11 @@ def run_bench(
     data_samples: int = 64,
     scan_runs: int = 10,
     show_progress: bool = True,
+    int8_images: int = 32,
 ) -> dict:
     """Every backend timed or skipped with its reason, parity, data-set metrics; writes bench.json,
-    table.txt and the plots into ``out``."""
+    table.txt and the plots into ``out``. ``int8_images`` synthetic hands calibrate the int8 row
+    (0: no int8 row)."""
     from tqdm import tqdm
 
     from handssca.models import HandSSCAConfig
@@ -364,33 +387,49 @@ def run_bench(
         net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
         mano, fingertip_ids = build_builtin_hand()
         size = net.config.input_size
+        from handssca.runtime import kernel_info
+
         report = {
-            "environment": environment(),
+            "environment": environment(scan_kernel=kernel_info()),
             "model": {"config": net.config.to_dict(), "weights": weights, "mano": STAND_IN_NOTE},
             "settings": {"batches": list(batches), "runs": runs, "warmup": warmup},
             "backends": [],
         }
         with tempfile.TemporaryDirectory() as tmp:
-            backends = discover(net, Path(tmp), mano, fingertip_ids, compile_model=compile_model)
+            calibration = None
+            if int8_images:
+                from handssca.training.samples import calibration_crops
+
+                crops, _ = calibration_crops("synth", int8_images, size)
+                calibration = (crops, f"synth ({len(crops)} images)")
+            backends = discover(
+                net, Path(tmp), mano, fingertip_ids, compile_model=compile_model, int8_calibration=calibration
+            )
             active = [b for b in backends if b.runner is not None]
-            progress = tqdm(total=len(active) * len(batches), desc="timing", unit="run", disable=not show_progress)
+            load_before = load_average()
             for backend in active:
                 backend.results["latency"] = {}
-                for batch in batches:
-                    images = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
-                    timing = time_runner(
-                        lambda b=backend, x=images: b.runner.run(x), warmup, max(3, runs // batch), cuda=backend.cuda
-                    )
+            # Every backend in turn within each round, so machine noise hits all alike: the
+            # ratios between rows are measured side by side.
+            for batch in tqdm(batches, desc="timing (interleaved)", unit="batch", disable=not show_progress):
+                images = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+                calls = {id(b): (lambda b=b, x=images: b.runner.run(x)) for b in active}
+                cuda = {id(b) for b in active if b.cuda}
+                timings = time_interleaved(calls, warmup, max(3, runs // batch), cuda=cuda)
+                for backend in active:
+                    timing = timings[id(backend)]
                     timing["throughput_img_s"] = 1e3 * batch / timing["median_ms"]
                     backend.results["latency"][str(batch)] = timing
-                    progress.update(1)
+            for backend in active:
                 backend.results["end_to_end_ms"] = end_to_end(backend, mano, fingertip_ids, max(3, runs // 2))
-            progress.close()
+            report["environment"]["load_average_after_timing"] = load_average()
+            report["environment"]["load_average"] = load_before
             diffs = parity(backends, mano, fingertip_ids, size)
             metrics = None
             if data_root:
                 metrics = _dataset_metrics(active, data_root, mano, fingertip_ids, size, data_samples)
-            base = next(b for b in backends if b.name == "pytorch-cpu").results["latency"]["1"]["median_ms"]
+            pytorch = next(b for b in backends if b.name == "pytorch-cpu").results["latency"]
+            base = pytorch["1"]["median_ms"]
             for b in backends:
                 row = {"backend": b.name, "precision": b.precision, "size_mb": b.size_mb}
                 if b.skipped:
@@ -398,6 +437,9 @@ def run_bench(
                 else:
                     row.update(b.results)
                     row["speedup_vs_pytorch"] = base / b.results["latency"]["1"]["median_ms"]
+                    row["time_vs_pytorch"] = {
+                        batch: t["median_ms"] / pytorch[batch]["median_ms"] for batch, t in b.results["latency"].items()
+                    }
                     row["parity"] = diffs.get(f"{b.name}:{b.precision}")
                     if metrics:
                         row["dataset_metrics"] = metrics.get(f"{b.name}:{b.precision}")
@@ -412,9 +454,14 @@ def run_bench(
 def summary_text(report: dict) -> str:
     """The machine, the table of every backend, and the scan micro-benchmark, as table.txt has them."""
     env = report["environment"]
+    kernel = env.get("scan_kernel", {})
     lines = [
-        f"HandSSCA {report['model']['weights']}, input {report['model']['config']['input_size']}; "
-        f"{env['cpu']}, {env['torch_threads']} threads{', ' + env['gpu'] if env.get('gpu') else ''}; {env['date']}",
+        f"HandSSCA {report['model']['weights']}, input {report['model']['config']['input_size']}; {env['date']}",
+        f"machine: {env['cpu']} ({', '.join(env['cpu_features'])}), {env['cpu_count']} cores, "
+        f"{env['torch_threads']} threads; scan kernel {kernel.get('isa', '?')}, {kernel.get('max_threads', '?')} "
+        f"threads{'; ' + env['gpu'] if env.get('gpu') else ''}",
+        f"load average (1/5/15 min): {env.get('load_average')} before timing, "
+        f"{env.get('load_average_after_timing')} after",
         format_bench_table(report),
     ]
     for name, row in report["selective_scan"].items():
@@ -426,11 +473,17 @@ def summary_text(report: dict) -> str:
 def _dataset_metrics(backends: list[Backend], root: str, mano, fingertip_ids, size: int, samples: int) -> dict:
     from handssca.training.datasets import FreiHAND
     from handssca.training.evaluate import evaluate, model_predictor
+    from handssca.training.metrics import prediction_shift
     from handssca.training.samples import HandCrops
 
     crops = HandCrops(FreiHAND(root, "evaluation"), size=size, augment=None, substitute=False)
     functions = {f"{b.name}:{b.precision}": model_predictor(b.runner, mano, fingertip_ids) for b in backends}
     results = evaluate(functions, crops, limit=samples, progress=False)
-    for key in ("_predictions", "_skipped", "_scored"):
+    predictions = results.pop("_predictions")
+    for key in ("_skipped", "_scored"):
         results.pop(key)
+    reference = predictions.get("pytorch-cpu:fp32")
+    for name, predicted in predictions.items():
+        if reference is not None and name != "pytorch-cpu:fp32":
+            results[name]["shift_vs_pytorch"] = prediction_shift(reference, predicted)
     return results

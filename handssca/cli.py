@@ -11,7 +11,7 @@ from pathlib import Path
 
 from handssca import __version__
 from handssca.errors import HandSSCAError
-from handssca.export.options import DEFAULT_OPSET, PRECISIONS, SCAN_VARIANTS
+from handssca.export.options import DEFAULT_OPSET, INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
 from handssca.models.config import ATTENTION_KINDS
 from handssca.runtime.mano import FINGERTIP_IDS
 from handssca.runtime.predictor import SIDES
@@ -84,6 +84,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from handssca.runtime.builtin_hand import load_hand_model
     from handssca.training.checkpoint import load_network
 
+    if args.precision == "int8" and not args.calibration:
+        raise CommandError("--precision int8 needs --calibration DATA (a data set folder, or synth)")
     overrides = {"attention": args.attention, "input_size": args.input_size}
     model, weights = load_network(args.checkpoint, args.config, overrides, args.seed)
     if weights.startswith("untrained"):
@@ -93,11 +95,25 @@ def cmd_export(args: argparse.Namespace) -> int:
         mano, fingertip_ids, label = load_hand_model(args.with_mano, args.fingertips)
         hint = " (pass --with-mano PATH for the real model)" if args.with_mano == "builtin" else ""
         print(f"MANO in the graph: {label}{hint}")
-    result = export_onnx(
-        model, args.output, batch=args.batch, opset=args.opset, precision=args.precision, scan=args.scan,
-        validate=not args.no_validate, tolerance=args.tolerance, mano=mano, mano_flat_hand_mean=args.flat_hand_mean,
-        fingertip_ids=fingertip_ids, weights=weights,
+    options = dict(
+        batch=args.batch, opset=args.opset, scan=args.scan, validate=not args.no_validate, tolerance=args.tolerance,
+        mano=mano, mano_flat_hand_mean=args.flat_hand_mean, fingertip_ids=fingertip_ids, weights=weights,
     )  # fmt: skip
+    if args.precision == "int8":
+        from handssca.export.quantize import export_int8
+
+        info, skipped = export_int8(
+            model, args.output, calibration=args.calibration, images=args.calibration_images, fmt=args.int8_format,
+            **options,
+        )  # fmt: skip
+        print(
+            "\n".join(
+                [*(f"calibration: counted out {s}" for s in skipped), f"wrote {args.output}: {info['description']}"]
+            )
+        )
+        print(f"calibrated on {info['calibration']}; measure it with: handssca eval --onnx FP32 --onnx {args.output}")
+        return 0
+    result = export_onnx(model, args.output, precision=args.precision, **options)
     nodes = f"{result.scan_nodes} selective-scan nodes" if args.scan == "custom" else "scans in standard ONNX ops"
     print(f"wrote {result.path} ({args.precision}, {nodes}) and {result.sidecar}")
     if result.comparison is not None:
@@ -219,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(
         Path(args.output), model_config=config, checkpoint=args.checkpoint,
         batches=tuple(int(b) for b in args.batches.split(",")), runs=args.runs, compile_model=args.compile,
-        data_root=args.data, data_samples=args.data_samples,
+        data_root=args.data, data_samples=args.data_samples, int8_images=args.int8_calibration,
     )  # fmt: skip
     print(summary_text(report))
     print(f"wrote {Path(args.output) / 'bench.json'}, table.txt and {', '.join(report['plots'])}")
@@ -287,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     network_options(export)
     export.add_argument("--batch", type=int, help="fixed batch size (default: dynamic)")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16: for fp16 TensorRT engines")
+    export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16: for TensorRT; int8: convs")
+    export.add_argument("--calibration", metavar="DATA", help="int8: a data set folder (any layout) or synth")
+    export.add_argument("--calibration-images", type=int, default=32, metavar="N", help="int8: images (32)")
+    export.add_argument("--int8-format", choices=INT8_FORMATS, default="auto", help="s8s8: TensorRT's Q/DQ")
     export.add_argument("--scan", choices=SCAN_VARIANTS, default="custom", help="portable: standard ONNX ops only")
     export.add_argument("--seed", type=int, default=0, help="seed of the untrained weights")
     export.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
@@ -395,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     bench.add_argument("--data", help="a FreiHAND-layout folder: also compare the official metrics per backend")
     bench.add_argument("--data-samples", type=int, default=64)
+    bench.add_argument(
+        "--int8-calibration", type=int, default=32, metavar="N", help="synthetic hands for int8 (0: none)"
+    )
     bench.add_argument("-o", "--output", default="bench_results", help="folder for bench.json and the plots")
     bench.set_defaults(handler=cmd_bench)
 

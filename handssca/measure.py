@@ -116,6 +116,20 @@ def time_runner(run: Callable[[], object], warmup: int, runs: int, cuda: bool = 
     return stats(samples)
 
 
+def time_interleaved(runs: dict[str, Callable[[], object]], warmup: int, rounds: int, cuda=()) -> dict[str, dict]:
+    """``stats`` per name of ``rounds`` rounds in which every call runs once in turn, so that a slow
+    spell of a shared machine hits all of them alike: the way to measure ratios between them.
+    Names in ``cuda`` are timed with CUDA events."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            samples[name] += time_runner(run, 0, 1, cuda=name in cuda)["samples_ms"]
+    return {name: stats(values) for name, values in samples.items()}
+
+
 def write_json(path: str | Path, data: dict) -> Path:
     """``data`` as indented JSON, written atomically (numpy scalars as floats)."""
     from handssca.runtime.files import write_atomically

@@ -37,11 +37,15 @@ class OnnxModelError(HandSSCAError, RuntimeError):
 
 
 @dataclass
-class _Stage:
-    scans: list = field(default_factory=list)  # scan nodes whose inputs are ready before this stage
-    session: object = None
+class Stage:
+    """A run of standard nodes between scan nodes: ``scans`` run first (their inputs are ready),
+    then ``model`` (a standard-ops ONNX model, or None) maps ``inputs`` to ``outputs``."""
+
+    scans: list = field(default_factory=list)
+    model: object = None
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    session: object = None
 
 
 def _is_scan(node) -> bool:
@@ -157,52 +161,12 @@ class OnnxModel:
     def _session(self, model_bytes: bytes):
         return self._ort.InferenceSession(model_bytes, self._options, providers=self.providers)
 
-    def _build_stages(self, model) -> list[_Stage]:
-        import onnx
-
-        graph = model.graph
-        scans = [n for n in graph.node if _is_scan(n)]
-        if not scans:
-            return [
-                _Stage(
-                    session=self._session(model.SerializeToString()),
-                    inputs=[self.input.name],
-                    outputs=self.output_names,
-                )
-            ]
-        register_scan_schema()
-        model = onnx.shape_inference.infer_shapes(model)  # types of the tensors the cuts expose
-        nodes = list(model.graph.node)
-        producer = {out: i for i, node in enumerate(nodes) for out in node.output}
-        # Stage of each node: how many scans lie on its longest input path.
-        level = []
-        for node in nodes:
-            before = [level[producer[t]] for t in node.input if t in producer]
-            level.append(max(before, default=0) + (1 if _is_scan(node) else 0))
-        count = max(level) + 1
-        consumers: dict[str, list[int]] = {}
-        for i, node in enumerate(nodes):
-            for t in node.input:
-                consumers.setdefault(t, []).append(i)
-        outputs = set(self.output_names)
-        extractor = onnx.utils.Extractor(model)
-        stages = []
-        for k in range(count):
-            stage = _Stage(scans=[n for n, lv in zip(nodes, level, strict=True) if lv == k and _is_scan(n)])
-            members = [n for n, lv in zip(nodes, level, strict=True) if lv == k and not _is_scan(n)]
-            if members:
-                made = {t for n in members for t in n.output}
-                stage.inputs = sorted(
-                    {t for n in members for t in n.input if t and t not in made and t not in self._constants}
-                )
-                stage.outputs = sorted(
-                    t
-                    for t in made
-                    if t in outputs or any(_is_scan(nodes[c]) or level[c] != k for c in consumers.get(t, []))
-                )
-                sub = extractor.extract_model(stage.inputs, stage.outputs)
-                stage.session = self._session(sub.SerializeToString())
-            stages.append(stage)
+    def _build_stages(self, model) -> list[Stage]:
+        stages = cut_at_scans(model, self.input.name, self.output_names, set(self._constants))
+        for stage in stages:
+            if stage.model is not None:
+                stage.session = self._session(stage.model.SerializeToString())
+                stage.model = None  # the session holds what it needs
         return stages
 
     def _check(self, image) -> None:
@@ -231,6 +195,12 @@ class OnnxModel:
     def run(self, image: np.ndarray, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """Outputs by name. ``timings``, when given, gains the milliseconds spent in the scan
         kernel ("scan_ms") and in ONNX Runtime ("ort_ms")."""
+        values = self.intermediates(image, timings)
+        return {name: values[name] for name in self.output_names}
+
+    def intermediates(self, image: np.ndarray, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        """Every tensor that crosses a cut at the scans, by name (the outputs among them): what
+        each stage of ``cut_at_scans`` reads, for calibrating it on its own."""
         self._check(image)
         values = {self.input.name: np.ascontiguousarray(image)}
         scan_s = ort_s = 0.0
@@ -247,4 +217,47 @@ class OnnxModel:
         if timings is not None:
             timings["scan_ms"] = timings.get("scan_ms", 0.0) + scan_s * 1e3
             timings["ort_ms"] = timings.get("ort_ms", 0.0) + ort_s * 1e3
-        return {name: values[name] for name in self.output_names}
+        return values
+
+
+def cut_at_scans(model, input_name: str, output_names: list[str], constants: set[str]) -> list[Stage]:
+    """``model`` cut at its scan nodes into Stages, in the order they run.
+
+    A node's stage is the number of scans on its longest input path, so each stage's inputs are
+    ready once the stages before it (and its own scans) have run. OnnxModel runs the stages in
+    ONNX Runtime and the scans on the kernel; the int8 export quantizes each stage on its own.
+    """
+    import onnx
+
+    graph = model.graph
+    if not any(_is_scan(n) for n in graph.node):
+        return [Stage(model=model, inputs=[input_name], outputs=list(output_names))]
+    register_scan_schema()
+    model = onnx.shape_inference.infer_shapes(model)  # types of the tensors the cuts expose
+    nodes = list(model.graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+    level = []
+    for node in nodes:
+        before = [level[producer[t]] for t in node.input if t in producer]
+        level.append(max(before, default=0) + (1 if _is_scan(node) else 0))
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for t in node.input:
+            consumers.setdefault(t, []).append(i)
+    outputs = set(output_names)
+    extractor = onnx.utils.Extractor(model)
+    stages = []
+    for k in range(max(level) + 1):
+        stage = Stage(scans=[n for n, lv in zip(nodes, level, strict=True) if lv == k and _is_scan(n)])
+        members = [n for n, lv in zip(nodes, level, strict=True) if lv == k and not _is_scan(n)]
+        if members:
+            made = {t for n in members for t in n.output}
+            stage.inputs = sorted({t for n in members for t in n.input if t and t not in made and t not in constants})
+            stage.outputs = sorted(
+                t
+                for t in made
+                if t in outputs or any(_is_scan(nodes[c]) or level[c] != k for c in consumers.get(t, []))
+            )
+            stage.model = extractor.extract_model(stage.inputs, stage.outputs)
+        stages.append(stage)
+    return stages

@@ -29,19 +29,23 @@ def test_bench_report_is_complete_and_consistent(tmp_path):
         show_progress=False,
         data_root=str(data),
         data_samples=3,
+        int8_images=4,
     )
     tmp_path = tmp_path / "out"
+    int8 = next(r for r in report["backends"] if r["precision"] == "int8")
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in on_disk["backends"]] == [r["backend"] for r in report["backends"]]
     names = {(r["backend"], r["precision"]) for r in report["backends"]}
     expected = {
         ("pytorch-cpu", "fp32"),
+        ("pytorch-cpu-rewritten", "fp32"),
         ("pytorch-compile-cpu", "fp32"),
         ("pytorch-cuda-reference-scan", "fp32"),
         ("pytorch-cuda-mamba-ssm", "fp32"),
         ("onnxruntime-cpu", "fp32"),
         ("onnxruntime-cpu-portable", "fp32"),
         ("onnxruntime-cpu", "fp16"),
+        ("onnxruntime-cpu", "int8"),
         ("onnxruntime-cuda", "fp32"),
         ("tensorrt", "fp32"),
         ("tensorrt", "fp16"),
@@ -61,13 +65,17 @@ def test_bench_report_is_complete_and_consistent(tmp_path):
         else:
             parity = row["parity"]
             assert set(parity) == {"vertices_mm", "joints_mm", "keypoints_px", "pose", "shape"}
-            limit = 1e-3 if row["precision"] == "fp32" else 1.0  # mm; fp16 is only reported
+            limit = 1e-3 if row["precision"] == "fp32" else 10.0  # mm; fp16 and int8 are only reported
             assert parity["vertices_mm"]["max_abs"] < limit, row["backend"]
         metrics = row["dataset_metrics"]
         assert metrics["count"] == 3 and metrics["pa_mpjpe_mm"] > 0
         reference = report["backends"][0]["dataset_metrics"]
         if row["precision"] == "fp32":  # the same model scores the same on every fp32 backend
             assert abs(metrics["pa_mpjpe_mm"] - reference["pa_mpjpe_mm"]) < 1e-3, row["backend"]
+        if row["backend"] != "pytorch-cpu":  # the raw shift of every prediction, beside the metrics
+            shift = metrics["shift_vs_pytorch"]["joints_mm"]
+            assert shift["max"] >= shift["p90"] >= shift["median"] >= 0
+        assert row["time_vs_pytorch"]["1"] > 0
     assert {"spatial", "channel"} == set(report["selective_scan"])
     assert report["selective_scan"]["spatial"]["cpu-kernel"]["median_ms"] > 0
     assert all((tmp_path / p).is_file() for p in ("latency_by_backend.png", "throughput_by_batch.png"))
@@ -75,6 +83,10 @@ def test_bench_report_is_complete_and_consistent(tmp_path):
     assert "skipped: no CUDA GPU" in table or "pytorch-cuda-reference-scan" in table
     assert table.count("\n") >= len(report["backends"]) + 2 and "end to end" in table
     assert "on the data set (3 samples)" in table and "dPA-MPJPE" in table
+    assert "median ms by batch" in table and "onnxruntime-cpu int8" in table
+    env = report["environment"]
+    assert env["scan_kernel"]["isa"] and len(env["load_average"]) == 3 and len(env["load_average_after_timing"]) == 3
+    assert int8["latency"]["1"]["median_ms"] > 0 and int8["size_mb"] > 0
 
 
 def test_bench_command_prints_and_writes_the_table(tmp_path, capsys):

@@ -334,3 +334,18 @@ def open_dataset(config: dict, split: str, mano):
     if name == "dexycb":
         return DexYCB(root, split, mano=mano)
     raise ConfigError(f"data.dataset {name!r}: expected freihand, ho3d or dexycb")
+
+
+def detect_layout(root: str | Path) -> str:
+    """Which official layout the folder ``root`` holds (freihand, ho3d or dexycb), by the files
+    each one's loader reads first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data set folder not found")
+    if any((root / f"{split}_K.json").is_file() for split in ("training", "evaluation")):
+        return "freihand"
+    if any((root / f"{split}.txt").is_file() for split in ("train", "evaluation")):
+        return "ho3d"
+    if any((root / subject).is_dir() for subject in DEXYCB_SUBJECTS):
+        return "dexycb"
+    raise DatasetError(f"{root}: not a FreiHAND (training_K.json), HO3D (train.txt) or DexYCB (subject folders) layout")

@@ -132,7 +132,7 @@ def run_evaluation(
 
     from .config import ConfigError, load_config
     from .datasets import DEFAULT_SPLITS, load_mano_model, open_dataset
-    from .metrics import format_metrics_table
+    from .metrics import format_metrics_table, format_shift_lines, prediction_shift
     from .samples import HandCrops
 
     if not (checkpoint or onnx or engines or mean_hand):
@@ -163,11 +163,16 @@ def run_evaluation(
     lines = [f"{dataset} {split}, {total - len(skipped)} of {total} samples, MANO: {note}"]
     lines += [f"counted out: {reason}" for reason in skipped]
     lines.append(format_metrics_table(results))
+    models = [name for name in predictions if name != "mean hand (baseline)"]
+    shifts = {name: prediction_shift(predictions[models[0]], predictions[name]) for name in models[1:]}
+    if shifts:
+        lines += format_shift_lines(models[0], results, shifts)
     if not scored:
         lines.append("no ground truth in this split: metrics unavailable (predictions and --submission still written)")
     report = {
         "dataset": dataset, "split": split, "mano": note, "samples": total - len(skipped), "skipped": skipped,
         "scored": scored, "results": results,
+        "shift_vs_first_model": {"reference": models[0], **shifts} if shifts else None,
     }  # fmt: skip
     write_atomically(Path(output), json.dumps(report, indent=2).encode())
     lines.append(f"wrote {output}")

@@ -158,3 +158,40 @@ def format_metrics_table(rows: dict[str, dict]) -> str:
             f"{cell(r.get('auc_pa_joints'), 1, '{:.3f}'):>8}{r.get('count', 0):>7}"
         )
     return "\n".join(lines)
+
+
+def prediction_shift(reference: tuple, other: tuple) -> dict:
+    """How far ``other``'s predictions (root-relative joints, vertices in metres) move from
+    ``reference``'s on the same samples: per point distances in mm, median, p90 and max. The
+    raw cost of a faster backend (int8, fp16) before any metric averages it away."""
+    shift = {}
+    for name, a, b in (("joints", reference[0], other[0]), ("vertices", reference[1], other[1])):
+        distances = 1e3 * np.linalg.norm(np.asarray(b, np.float64) - np.asarray(a, np.float64), axis=-1).ravel()
+        shift[f"{name}_mm"] = {
+            "median": float(np.median(distances)),
+            "p90": float(np.quantile(distances, 0.9)),
+            "max": float(distances.max()),
+        }
+    return shift
+
+
+def format_shift_lines(reference: str, results: dict, shifts: dict) -> list[str]:
+    """One line per model against ``reference``: metric deltas and the raw shift."""
+    lines = []
+    base = results[reference]
+    for name, shift in shifts.items():
+        deltas = []
+        for key, label, scale in (
+            ("pa_mpjpe_mm", "PA-MPJPE", 1.0),
+            ("pa_mpvpe_mm", "PA-MPVPE", 1.0),
+            ("f5", "F@5", 100),
+        ):
+            if base.get(key) is not None and results[name].get(key) is not None:
+                unit = " pt" if key == "f5" else " mm"
+                deltas.append(f"{label} {scale * (results[name][key] - base[key]):+.3f}{unit}")
+        j, v = shift["joints_mm"], shift["vertices_mm"]
+        lines.append(
+            f"{name} vs {reference}: {', '.join(deltas) or 'no metrics'}; joints move {j['median']:.2f} mm median, "
+            f"{j['p90']:.2f} p90, {j['max']:.2f} max; vertices {v['median']:.2f} / {v['p90']:.2f} / {v['max']:.2f} mm"
+        )
+    return lines

@@ -13,6 +13,7 @@ worker or the resume point.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -182,3 +183,44 @@ class HandCrops:
         sample["has_vertices"] = flag(has_3d and record.vertices is not None)
         sample["has_mano"] = flag(record.pose is not None)
         return sample
+
+
+def calibration_crops(source: str, count: int, size: int, mano: str = "builtin", seed: int = 0):
+    """(crops (n, 3, size, size), skipped): ``count`` hand crops, preprocessed as at inference, for
+    calibrating an int8 export. ``source``: a data set folder in any supported layout (its
+    training split, never the evaluation one, spread evenly over it), or "synth" for hands
+    rendered here (a temporary FreiHAND-layout set, the same renderer as ``handssca data
+    synth``). Unusable images are counted out and named in ``skipped``, not replaced."""
+    import tempfile
+
+    from .config import load_config
+    from .datasets import DEFAULT_SPLITS, detect_layout, load_mano_model, open_dataset
+
+    if count < 1:
+        raise DatasetError(f"calibration: {count} images asked for; give at least 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        if source == "synth":
+            from .synthetic import SynthOptions, make_synthetic_dataset
+
+            root, layout, split = Path(tmp) / "synth", "freihand", "evaluation"
+            model, fingertip_ids, _ = load_mano_model(load_config(None, ["mano.model=builtin"]))
+            options = SynthOptions(train=0, evaluation=count, image_size=max(size, 128), seed=seed)
+            make_synthetic_dataset(root, model, fingertip_ids, options, show_progress=False)
+        else:
+            root, layout = Path(source), detect_layout(source)
+            split = DEFAULT_SPLITS[layout][0]
+        config = load_config(None, [f"data.dataset={layout}", f"data.root={root}", f"mano.model={mano}"])
+        mano_model = load_mano_model(config)[0] if layout != "freihand" else None
+        crops = HandCrops(open_dataset(config, split, mano_model), size=size, augment=None, substitute=False)
+        if len(crops) == 0:
+            raise DatasetError(f"{source}: the {split} split has no samples to calibrate on")
+        picks = np.unique(np.linspace(0, len(crops) - 1, min(count, len(crops))).round().astype(int))
+        images, skipped = [], []
+        for index in picks:
+            try:
+                images.append(crops[int(index)]["image"])
+            except UnusableSample as exc:
+                skipped.append(str(exc))
+    if not images:
+        raise DatasetError(f"{source}: none of the {len(picks)} calibration images could be used ({skipped[0]})")
+    return np.stack(images).astype(np.float32), skipped

@@ -1,0 +1,140 @@
+"""int8 export: calibrated stage by stage around the scan nodes, put back into one file, run
+unchanged by OnnxModel; its cost measured by eval against the fp32 file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from handssca.cli import main
+from handssca.export import export_onnx
+from handssca.export.quantize import QuantizeError, int8_format, quantize_int8
+from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.runtime.onnx_model import OnnxModel
+from handssca.runtime.scan_node import OP_TYPE
+from handssca.training.datasets import DatasetError, detect_layout
+from handssca.training.samples import calibration_crops
+from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
+
+TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    torch.manual_seed(0)
+    net = HandSSCA(HandSSCAConfig(**TINY)).eval()
+    folder = tmp_path_factory.mktemp("int8")
+    return net, export_onnx(net, folder / "fp32.onnx", validate=False).path
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "synth"
+    make_synthetic_dataset(
+        root, *build_builtin_hand(), SynthOptions(train=6, evaluation=4, seed=3), show_progress=False
+    )
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["u8s8", "s8s8"])
+def test_int8_file_quantizes_the_convolutions_and_keeps_the_scan_nodes(fp32, tmp_path, fmt):
+    _, source = fp32
+    rng = np.random.default_rng(7)  # fresh calibration and test inputs
+    calibration = rng.standard_normal((5, 3, 128, 128)).astype(np.float32)
+    info = quantize_int8(source, tmp_path / "int8.onnx", calibration, fmt, show_progress=False, calibration="random")
+    proto = onnx.load(tmp_path / "int8.onnx")
+    ops = Counter(n.op_type for n in proto.graph.node)
+    plain = Counter(n.op_type for n in onnx.load(source).graph.node)
+    assert ops[OP_TYPE] == plain[OP_TYPE] == 2  # the scans as they were, one node each
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] >= ops["Conv"] == plain["Conv"]
+    metadata = json.loads({p.key: p.value for p in proto.metadata_props}["handssca"])
+    assert metadata["precision"] == "int8" and metadata["int8"]["format"] == fmt == info["format"]
+    assert json.loads((tmp_path / "int8.json").read_text()) == metadata
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    zero_points = [constants[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    if fmt == "s8s8":  # TensorRT's explicit int8: signed, zero points 0
+        assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    else:
+        assert all(z.dtype == np.uint8 for z in zero_points)
+
+    image = rng.standard_normal((2, 3, 128, 128)).astype(np.float32)
+    expected, got = OnnxModel(source).run(image), OnnxModel(tmp_path / "int8.onnx").run(image)
+    assert set(got) == set(expected)
+    moved = np.abs(got["joints_2d"] - expected["joints_2d"]).max()
+    assert 0 < moved < 0.05  # quantized (not the fp32 graph), and close to it (crop fractions)
+
+
+def test_int8_refuses_what_it_cannot_quantize(fp32, tmp_path):
+    net, source = fp32
+    images = np.zeros((2, 3, 128, 128), np.float32)
+    with pytest.raises(QuantizeError, match="int8 format 'u4': expected one of auto, u8s8, s8s8"):
+        int8_format("u4")
+    with pytest.raises(QuantizeError, match="must end in .onnx"):
+        quantize_int8(source, tmp_path / "x.bin", images)
+    with pytest.raises(QuantizeError, match=r"non-empty \(N, 3, S, S\)"):
+        quantize_int8(source, tmp_path / "x.onnx", images[:0], show_progress=False)
+    fp16 = export_onnx(net, tmp_path / "fp16.onnx", precision="fp16", validate=False).path
+    with pytest.raises(QuantizeError, match="fp16.onnx: int8 starts from an fp32 export, this one is fp16"):
+        quantize_int8(fp16, tmp_path / "x.onnx", images, show_progress=False)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_crops_from_any_layout_count_bad_images_out(synthetic_root, tmp_path):
+    crops, skipped = calibration_crops(str(synthetic_root), 4, 128)
+    assert crops.shape == (4, 3, 128, 128) and crops.dtype == np.float32 and skipped == []
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    first = sorted((root / "training" / "rgb").glob("*.jpg"))[0]
+    first.write_bytes(first.read_bytes()[:300])
+    crops, skipped = calibration_crops(str(root), 4, 128)
+    assert len(crops) == 3 and len(skipped) == 1 and skipped[0].startswith(f"{first}: truncated JPEG")
+    synth, _ = calibration_crops("synth", 3, 96)
+    assert synth.shape == (3, 3, 96, 96) and 0.3 < synth.std() < 3  # normalised like inference input
+    with pytest.raises(DatasetError, match="not a FreiHAND"):
+        calibration_crops(str(tmp_path), 2, 128)
+
+
+def test_layouts_are_recognised_by_their_files(synthetic_root, tmp_path):
+    from dataset_files import write_dexycb, write_ho3d
+
+    mano, fingertip_ids = build_builtin_hand()
+    rng = np.random.default_rng(0)
+    write_ho3d(tmp_path / "ho3d", mano, fingertip_ids, rng)
+    write_dexycb(tmp_path / "dexycb", mano, fingertip_ids, rng)
+    assert detect_layout(synthetic_root) == "freihand"
+    assert detect_layout(tmp_path / "ho3d") == "ho3d"
+    assert detect_layout(tmp_path / "dexycb") == "dexycb"
+    with pytest.raises(DatasetError, match="missing: data set folder not found"):
+        detect_layout(tmp_path / "missing")
+
+
+def test_export_int8_command_and_eval_reports_its_cost(synthetic_root, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("input_size: 128\nresnet_width: 8\nfpn_channels: 32\nmano_hidden: [64]\n")
+    fp32 = tmp_path / "m.onnx"
+    int8 = tmp_path / "m_int8.onnx"
+    assert main(["export", "--config", str(config), "-o", str(int8), "--precision", "int8"]) == 1
+    assert "--precision int8 needs --calibration DATA" in capsys.readouterr().err
+    assert not int8.exists()
+    assert main(["export", "--config", str(config), "-o", str(fp32), "--no-validate"]) == 0
+    args = ["export", "--config", str(config), "-o", str(int8), "--precision", "int8", "--calibration"]
+    assert main([*args, str(synthetic_root), "--calibration-images", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {int8}: u8s8" in out and "calibrated on" in out
+    report = tmp_path / "e.json"
+    assert (
+        main(["eval", "--root", str(synthetic_root), "--onnx", str(fp32), "--onnx", str(int8), "-o", str(report)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "onnxruntime:m_int8.onnx vs onnxruntime:m.onnx: PA-MPJPE" in out and "joints move" in out
+    shift = json.loads(report.read_text())["shift_vs_first_model"]
+    assert shift["reference"] == "onnxruntime:m.onnx"
+    moved = shift["onnxruntime:m_int8.onnx"]["joints_mm"]
+    assert moved["max"] >= moved["p90"] >= moved["median"] >= 0
