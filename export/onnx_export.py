@@ -22,7 +22,7 @@ from handssca.models.handssca import INFERENCE_REWRITES
 from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
-from handssca.runtime.files import check_writable, write_atomically
+from handssca.runtime.files import check_writable, write_together
 from handssca.runtime.mano import JOINT_ORDER, ManoModel
 from handssca.runtime.scan_node import (
     DOMAIN,
@@ -294,9 +294,8 @@ def export_onnx(
                 f"ONNX Runtime disagrees with PyTorch: max |diff| {diff.max_abs:.3g} in '{name}' > {tolerance:g} "
                 f"(all: {comparison.summary('onnxruntime')})"
             )
-    write_atomically(path, data)
     sidecar = path.with_suffix(".json")
-    write_atomically(sidecar, json.dumps(metadata, indent=2).encode())
+    write_together({path: data, sidecar: json.dumps(metadata, indent=2).encode()})  # the pair, or neither
     return ExportResult(path, sidecar, nodes, comparison)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from handssca.measure import cpu_info
-from handssca.runtime.files import check_writable, write_atomically
+from handssca.runtime.files import check_writable, write_together
 from handssca.runtime.onnx_model import OnnxModel, cut_at_scans
 from handssca.runtime.scan_node import register_scan_schema
 
@@ -163,8 +163,8 @@ def quantize_int8(
         onnx.checker.check_model(merged, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise QuantizeError(f"{output}: the quantized graph fails onnx's checker: {str(exc).splitlines()[0]}") from exc
-    write_atomically(output, merged.SerializeToString())
-    write_atomically(output.with_suffix(".json"), json.dumps(metadata, indent=2).encode())
+    sidecar = output.with_suffix(".json")
+    write_together({output: merged.SerializeToString(), sidecar: json.dumps(metadata, indent=2).encode()})
     return info
 
 

@@ -26,7 +26,7 @@ import torch
 
 from handssca.measure import environment, load_average, time_interleaved, time_runner
 from handssca.models import TorchModel
-from handssca.runtime.files import write_atomically
+from handssca.runtime.files import check_writable, write_atomically
 
 
 @dataclass
@@ -249,6 +249,18 @@ def scan_microbenchmark(config, runs: int) -> dict:
     return rows
 
 
+def _save_figure(fig, path: Path) -> Path:
+    """A matplotlib figure as a PNG, written atomically (a full disk: OutputError naming it)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return write_atomically(path, buffer.getvalue())
+
+
 def _plots(report: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -266,10 +278,7 @@ def _plots(report: dict, out: Path) -> list[str]:
     ax.set_xlabel("latency at batch 1, ms (median, bar to p90)")
     ax.set_title(f"HandSSCA latency, {report['environment']['cpu']}")
     fig.tight_layout()
-    path = out / "latency_by_backend.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(str(_save_figure(fig, out / "latency_by_backend.png")))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r, label in zip(rows, labels, strict=True):
         batches = sorted(int(k) for k in r["latency"])
@@ -280,10 +289,7 @@ def _plots(report: dict, out: Path) -> list[str]:
     ax.set_title("throughput by batch")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out / "throughput_by_batch.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(str(_save_figure(fig, out / "throughput_by_batch.png")))
     return written
 
 
@@ -350,7 +356,7 @@ def _no_empty_folder_left(out: Path):
     """Makes ``out``; if the work inside fails or is interrupted before writing anything there,
     removes it again (a folder the bench created), so no empty result folder is left behind."""
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "bench.json")  # a read-only folder or a file in the way: one line, before the work
     try:
         yield
     except BaseException:
@@ -383,6 +389,13 @@ def run_bench(
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.training.checkpoint import load_network
 
+    batches = tuple(sorted({1, *batches}))  # batch 1 is every ratio's reference
+    if data_root:  # a data set that cannot be scored is refused before minutes of timing
+        from handssca.training.datasets import DatasetError, FreiHAND
+
+        evaluation = FreiHAND(data_root, "evaluation")
+        if evaluation.xyz is None:
+            raise DatasetError(f"{data_root}: its evaluation split has no ground truth (evaluation_xyz.json) to score")
     with _no_empty_folder_left(out):
         net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
         mano, fingertip_ids = build_builtin_hand()

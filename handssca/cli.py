@@ -31,6 +31,26 @@ def require_torch(command: str) -> None:
         ) from exc
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (argparse then names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+def batch_list(text: str) -> tuple[int, ...]:
+    """--batches 1,2,4 -> (1, 2, 4), each a whole number >= 1."""
+    return tuple(at_least(1)(part) for part in text.split(","))
+
+
 def parse_box(text: str | None):
     """--box x0,y0,x1,y1 -> a tuple (or None)."""
     if text is None:
@@ -234,7 +254,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = None if args.checkpoint else load_model_config(args.config, {"input_size": args.input_size})
     report = run_bench(
         Path(args.output), model_config=config, checkpoint=args.checkpoint,
-        batches=tuple(int(b) for b in args.batches.split(",")), runs=args.runs, compile_model=args.compile,
+        batches=args.batches, runs=args.runs, compile_model=args.compile,
         data_root=args.data, data_samples=args.data_samples, int8_images=args.int8_calibration,
     )  # fmt: skip
     print(summary_text(report))
@@ -289,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="model summary: parameter counts, scan implementation, a forward pass")
     network_options(info)
     info.add_argument("--imagenet-weights", metavar="PTH", help="torchvision resnet50-*.pth to load into the backbone")
-    info.add_argument("--batch", type=int, default=1, help="batch size of the timed forward pass")
+    info.add_argument("--batch", type=at_least(1), default=1, help="batch size of the timed forward pass")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(handler=cmd_info)
 
@@ -301,11 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", default="handssca.onnx", help="the .onnx (and a .json sidecar)")
     export.add_argument("--checkpoint", metavar="PT", help="trained weights (default: the untrained network)")
     network_options(export)
-    export.add_argument("--batch", type=int, help="fixed batch size (default: dynamic)")
+    export.add_argument("--batch", type=at_least(1), help="fixed batch size (default: dynamic)")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16: for TensorRT; int8: convs")
     export.add_argument("--calibration", metavar="DATA", help="int8: a data set folder (any layout) or synth")
-    export.add_argument("--calibration-images", type=int, default=32, metavar="N", help="int8: images (32)")
+    export.add_argument("--calibration-images", type=at_least(1), default=32, metavar="N", help="int8: images (32)")
     export.add_argument("--int8-format", choices=INT8_FORMATS, default="auto", help="s8s8: TensorRT's Q/DQ")
     export.add_argument("--scan", choices=SCAN_VARIANTS, default="custom", help="portable: standard ONNX ops only")
     export.add_argument("--seed", type=int, default=0, help="seed of the untrained weights")
@@ -320,10 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("onnx", help="the .onnx written by 'handssca export' (fp16 export for an fp16 engine)")
     engine.add_argument("-o", "--output", help="the engine to write (default: the ONNX name with .engine)")
     engine.add_argument("--plugin", metavar="SO", help="the scan plugin library (default: $HANDSSCA_TRT_PLUGIN)")
-    engine.add_argument("--min-batch", type=int, default=1)
-    engine.add_argument("--opt-batch", type=int, default=1)
-    engine.add_argument("--max-batch", type=int, default=8)
-    engine.add_argument("--workspace", type=int, default=2048, metavar="MIB", help="workspace limit in MiB")
+    engine.add_argument("--min-batch", type=at_least(1), default=1)
+    engine.add_argument("--opt-batch", type=at_least(1), default=1)
+    engine.add_argument("--max-batch", type=at_least(1), default=8)
+    engine.add_argument("--workspace", type=at_least(1), default=2048, metavar="MIB", help="workspace limit in MiB")
     engine.add_argument("--timing-cache", metavar="FILE", help="timing cache to reuse and update")
     engine.set_defaults(handler=cmd_build_engine)
 
@@ -331,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     synth = data_sub.add_parser("synth", help="render a synthetic hand data set in FreiHAND's layout")
     synth.add_argument("-o", "--output", default="data/synthetic", help="folder to write (default data/synthetic)")
-    synth.add_argument("--train", type=int, default=256, help="training hands (each in 4 backgrounds)")
-    synth.add_argument("--evaluation", type=int, default=64, help="evaluation hands")
+    synth.add_argument("--train", type=at_least(0), default=256, help="training hands (each in 4 backgrounds)")
+    synth.add_argument("--evaluation", type=at_least(0), default=64, help="evaluation hands")
     synth.add_argument("--occluders", type=float, default=0.3, help="probability of occluding shapes per image")
     synth.add_argument("--finger-pose-std", type=float, default=0.35, help="radians per finger pose component")
     synth.add_argument("--roll", type=float, default=180.0, help="in-plane rotation range, +- degrees")
@@ -367,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plugin", help="the TensorRT plugin library for --engine")
     evaluate.add_argument("--mano", default="builtin", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
     evaluate.add_argument("--mean-hand", action="store_true", help="also score the training split's mean hand")
-    evaluate.add_argument("--samples", type=int, default=0, help="evaluate the first N samples (0: all)")
-    evaluate.add_argument("--batch", type=int, default=16)
+    evaluate.add_argument("--samples", type=at_least(0), default=0, help="evaluate the first N samples (0: all)")
+    evaluate.add_argument("--batch", type=at_least(1), default=16)
     evaluate.add_argument("-o", "--output", default="eval.json", help="results JSON")
     evaluate.add_argument("--submission", help="also write the official pred.json (FreiHAND or HO3D format)")
     evaluate.set_defaults(handler=cmd_eval)
@@ -388,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     webcam.add_argument("-o", "--output", help="folder for annotated.mp4, frames.jsonl, summary.json")
     webcam.add_argument("--save-meshes", action="store_true", help="also write one .obj per frame")
     webcam.add_argument("--no-smooth", action="store_true", help="turn the One Euro smoothing off")
-    webcam.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: when the source ends)")
+    webcam.add_argument(
+        "--max-frames", type=at_least(0), default=0, help="stop after N frames (0: when the source ends)"
+    )
     webcam.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: no limit)")
     webcam.add_argument("--min-confidence", type=float, default=0.0, help="re-find the hand below this confidence")
     webcam.set_defaults(handler=cmd_webcam)
@@ -401,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole pipeline on this machine, nothing downloaded (a few minutes)")
     demo.add_argument("-o", "--output", default="handssca_demo", help="output folder (default handssca_demo)")
-    demo.add_argument("--frames", type=int, default=48, help="frames of the synthetic video")
+    demo.add_argument("--frames", type=at_least(4), default=48, help="frames of the synthetic video")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="fewer timing runs and frames (for tests)")
     demo.set_defaults(handler=cmd_demo)
@@ -409,13 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency and parity of every available backend vs PyTorch")
     bench.add_argument("--checkpoint", help="trained weights (default: the untrained paper model)")
     network_options(bench, attention=False)
-    bench.add_argument("--batches", default="1,2,4,8,16,32", help="batch sweep (comma-separated)")
-    bench.add_argument("--runs", type=int, default=20, help="timed runs at batch 1 (fewer at larger batches)")
+    bench.add_argument("--batches", type=batch_list, default=(1, 2, 4, 8, 16, 32), help="batch sweep (comma-separated)")
+    bench.add_argument("--runs", type=at_least(1), default=20, help="timed runs at batch 1 (fewer at larger batches)")
     bench.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     bench.add_argument("--data", help="a FreiHAND-layout folder: also compare the official metrics per backend")
-    bench.add_argument("--data-samples", type=int, default=64)
+    bench.add_argument("--data-samples", type=at_least(1), default=64)
     bench.add_argument(
-        "--int8-calibration", type=int, default=32, metavar="N", help="synthetic hands for int8 (0: none)"
+        "--int8-calibration", type=at_least(0), default=32, metavar="N", help="synthetic hands for int8 (0: none)"
     )
     bench.add_argument("-o", "--output", default="bench_results", help="folder for bench.json and the plots")
     bench.set_defaults(handler=cmd_bench)
@@ -430,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--mano", metavar="PATH", help="MANO .pkl/.npz (default: the built-in stand-in hand)")
     render.add_argument("-o", "--output", default="mano_poses.png", help="image to write (default mano_poses.png)")
     render.add_argument("--fingertips", choices=sorted(FINGERTIP_IDS), default="smplx", help="MANO fingertip ids")
-    render.add_argument("--size", type=int, default=320, help="pixels per pose tile")
+    render.add_argument("--size", type=at_least(32), default=320, help="pixels per pose tile")
     render.add_argument("--seed", type=int, default=0, help="seed of the random poses")
     render.set_defaults(handler=cmd_mano_render)
     builtin = mano_sub.add_parser("builtin", help="write the built-in stand-in hand (NOT MANO) as a MANO-format .npz")

@@ -32,15 +32,15 @@ def _model():
 
 
 def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) -> Path:
-    import cv2
     import torch
 
+    from handssca.errors import HandSSCAError
     from handssca.export import export_onnx
     from handssca.measure import time_runner
     from handssca.models import TorchModel
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.runtime.compare import compare_models
-    from handssca.runtime.files import write_atomically, write_image
+    from handssca.runtime.files import check_writable, write_atomically, write_image, write_video
     from handssca.runtime.mesh_render import mesh_to_obj
     from handssca.runtime.onnx_model import OnnxModel
     from handssca.runtime.overlay import draw_hand
@@ -48,18 +48,14 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     from handssca.runtime.webcam import WebcamOptions, run_webcam
     from handssca.training.synthetic import render_sequence
 
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "report.md")  # a read-only folder or a file in the way: one line, before the work
     frames = 12 if quick else frames
     print(f"[1/6] hand model: {STAND_IN_NOTE}")
     mano, fingertip_ids = build_builtin_hand()
 
     print("[2/6] rendering a synthetic video of the hand")
     images, truth = render_sequence(mano, fingertip_ids, frames, seed=seed)
-    video = out / "synthetic_input.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, images[0].shape[1::-1])
-    for image in images:
-        writer.write(image)
-    writer.release()
+    video = write_video(out / "synthetic_input.mp4", images, 15.0)
 
     print("[3/6] the network")
     net, weights = _model()
@@ -95,6 +91,10 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
         str(video),
         WebcamOptions(box=tuple(truth[0]["box"] + [-8, -8, 8, 8]), headless=True, output=out / "webcam"),
     )
+    if webcam.interrupted:  # Ctrl-C in the webcam loop: its outputs are closed; the demo is not done
+        raise KeyboardInterrupt
+    if webcam.error:
+        raise HandSSCAError(f"demo, step 6: {webcam.error}")
     torch_predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
     tiles, mesh_error = [], []
     for index in np.linspace(0, frames - 1, 4).astype(int):

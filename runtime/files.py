@@ -26,25 +26,36 @@ _UMASK = _current_umask()
 
 def write_atomically(path: str | Path, data: bytes) -> Path:
     """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``."""
-    path = Path(path)
-    tmp = None
+    return write_together({Path(path): data})[0]
+
+
+def write_together(files: dict[Path, bytes]) -> list[Path]:
+    """Writes each file atomically, and all of them as one: every temporary file is complete
+    before the first rename, so a full disk or a read-only folder replaces none of them. A model
+    and its sidecar go this way: a sidecar describing another file is never left beside it."""
+    temporary: dict[Path, str] = {}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp makes the file 0600; a result should have the mode any new file gets (0644 usually).
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        for path, data in files.items():
+            current = path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temporary[path] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            # mkstemp makes the file 0600; a result gets the mode any new file gets (0644 usually).
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        for path, tmp in temporary.items():
+            current = path
+            os.replace(tmp, path)
     except OSError as exc:  # a full disk, a read-only or foreign folder: say which file, leave nothing
-        if tmp is not None:
+        for tmp in temporary.values():
             Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
+        raise OutputError(f"{current}: cannot write it ({exc.strerror or exc})") from exc
     except BaseException:
-        if tmp is not None:
+        for tmp in temporary.values():
             Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return list(files)
 
 
 def check_writable(path: str | Path) -> Path:
@@ -116,3 +127,44 @@ def read_image(path: str | Path):
     if image is None:
         raise UnreadableImage(f"{path}: not a decodable image")
     return image
+
+
+def playable(video: str | Path | None) -> bool:
+    """Whether OpenCV opens ``video`` and reads its first frame: an mp4 whose writer could not
+    finish (a full disk) has no index and fails here, though VideoWriter never said so."""
+    import cv2
+
+    if not video or not Path(video).is_file():
+        return False
+    capture = cv2.VideoCapture(str(video))
+    try:
+        return bool(capture.isOpened() and capture.read()[0])
+    finally:
+        capture.release()
+
+
+def write_video(path: str | Path, frames, fps: float) -> Path:
+    """``frames`` (BGR, one size) as an mp4 at ``path``, written under a temporary name and renamed
+    only once it plays back: OpenCV's VideoWriter drops write errors, so this is how a full disk
+    shows (OutputError naming the file, nothing left behind)."""
+    import cv2
+
+    path = Path(path)
+    frames = list(frames)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        if not playable(tmp):
+            raise OSError("the video could not be finished (full disk?)")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -233,12 +233,19 @@ def _read_pickle(path: Path) -> dict:
     return {str(k): _plain(v, str(k)) for k, v in obj.items()}
 
 
-def _read_npz(path: Path) -> dict:
+def read_npz(path: Path, error=None) -> dict:
+    """The arrays of an .npz file, never unpickling; ``error`` (default ManoFileError) naming the
+    file when it is truncated, not an .npz archive, or holds objects."""
+    import zipfile
+
+    error = error or ManoFileError
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise ManoFileError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        # np.load reads any non-zip bytes as a pickle and refuses it: say what the file is not.
+        detail = "not a zip archive" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
+        raise error(f"{path}: truncated or not an .npz archive ({detail})") from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,7 +326,7 @@ def load_mano(path: str | Path) -> ManoModel:
     path = Path(path)
     if not path.is_file():
         raise ManoFileError(f"{path}: MANO file not found (MANO_RIGHT.pkl / MANO_LEFT.pkl or a converted .npz)")
-    raw = _read_npz(path) if path.suffix == ".npz" else _read_pickle(path)
+    raw = read_npz(path) if path.suffix == ".npz" else _read_pickle(path)
     return mano_from_arrays(raw, path)
 
 

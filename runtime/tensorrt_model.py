@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandSSCAError
-from .files import write_atomically
+from .files import check_writable, write_together
 from .models import batch_problem
 
 SIDECAR_FORMAT = "handssca-engine/1"
@@ -214,7 +214,11 @@ def build_engine(
     gpu = gpu_description()
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    check_writable(engine_path)  # before minutes of building, not after
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise TensorRTModelError(f"{onnx_path}: not an ONNX model (cannot parse the protobuf)") from exc
     initializers = {i.name for i in model.graph.initializer}
     image = next(i for i in model.graph.input if i.name not in initializers)
     shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in image.type.tensor_type.shape.dim]
@@ -264,9 +268,6 @@ def build_engine(
     if serialized is None:
         raise TensorRTModelError(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
     seconds = time.perf_counter() - start
-    write_atomically(engine_path, bytes(serialized))
-    if cache_path:
-        write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
     metadata = {p.key: p.value for p in model.metadata_props}.get("handssca")
     sidecar = {
         "format": SIDECAR_FORMAT,
@@ -282,7 +283,10 @@ def build_engine(
         "model": json.loads(metadata) if metadata else None,
     }
     sidecar_path = sidecar_path_for(engine_path)
-    write_atomically(sidecar_path, json.dumps(sidecar, indent=2).encode())
+    outputs = {Path(engine_path): bytes(serialized), sidecar_path: json.dumps(sidecar, indent=2).encode()}
+    if cache_path:
+        outputs[Path(cache_path)] = bytes(config.get_timing_cache().serialize())
+    write_together(outputs)  # the engine and the sidecar that describes it, or neither
     return BuildResult(engine_path, sidecar_path, command, seconds)
 
 

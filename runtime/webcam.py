@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandSSCAError
-from .files import IMAGE_SUFFIXES, UnreadableImage, list_images, read_image, write_atomically
+from .files import (
+    IMAGE_SUFFIXES,
+    UnreadableImage,
+    check_writable,
+    list_images,
+    playable,
+    read_image,
+    write_atomically,
+)
 from .filters import OneEuroFilter
 from .mesh_render import mesh_to_obj
 from .overlay import default_intrinsics, draw_hand, draw_hud
@@ -232,7 +240,7 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     writer = lines = None
     out = Path(options.output) if options.output else None
     if out:
-        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out / "frames.jsonl")  # a read-only folder or a file in the way: one line
         lines = open(out / "frames.jsonl", "w")
         report.json_lines = str(out / "frames.jsonl")
     stages: dict[str, list[float]] = {k: [] for k in ("capture", "crop", "engine", "mano", "render")}
@@ -336,9 +344,10 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
             capture.release()
         if writer is not None:
             writer.release()
-            if report.error and not _playable(report.video):
+            if not playable(report.video):  # VideoWriter drops write errors: a full disk shows here
                 Path(report.video).unlink(missing_ok=True)  # not finalised: no unplayable file left behind
-                report.error += f"; {report.video} could not be finished and was removed"
+                problem = f"{report.video} could not be finished (full disk?) and was removed"
+                report.error = f"{report.error}; {problem}" if report.error else problem
                 report.video = None
         if lines is not None:
             try:
@@ -379,18 +388,6 @@ def _ended_early(capture, source, frames_read: int) -> str | None:
         f"{source}: ended after {frames_read} of the {declared} frames its header declares "
         f"(truncated or damaged); the outputs cover those {frames_read}"
     )
-
-
-def _playable(video: str | None) -> bool:
-    import cv2
-
-    if not video or not Path(video).is_file():
-        return False
-    capture = cv2.VideoCapture(video)
-    try:
-        return bool(capture.isOpened() and capture.read()[0])
-    finally:
-        capture.release()
 
 
 def _drop_partial_line(path: Path) -> None:

@@ -80,7 +80,7 @@ def test_truncated_and_wrong_files(tmp_path, arrays):
         mano_from_arrays({**arrays, "kintree_table": bad_tree}, "x.npz")
     not_npz = tmp_path / "junk.npz"
     not_npz.write_bytes(b"junk")
-    with pytest.raises(ManoFileError, match="junk.npz: not a readable .npz"):
+    with pytest.raises(ManoFileError, match="junk.npz: truncated or not an .npz archive"):
         load_mano(not_npz)
 
 

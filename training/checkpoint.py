@@ -132,6 +132,12 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path:
 def save_weights_only(source: str | Path, destination: str | Path) -> dict[str, Any]:
     """Copies a checkpoint without its training state (optimizer, RNG, config): the file to ship
     or export from. Returns the written dict (model, config, epoch, step, metrics)."""
+    source, destination = Path(source), Path(destination)
+    if destination.exists() and source.exists() and destination.resolve() == source.resolve():
+        raise CheckpointError(
+            f"{destination}: is the checkpoint being slimmed; slimming it in place would drop the training state "
+            "that --resume needs: write to another file"
+        )
     state = load_checkpoint(source)
     state.pop("training", None)
     buffer = io.BytesIO()

@@ -58,6 +58,39 @@ class ConfigError(HandSSCAError, ValueError):
     """A bad config file or override: names it and the key."""
 
 
+# The smallest value each number may take (a step count of 0 divides by zero; a batch of 0 has
+# nothing to train on), and the choices of the fields that have few.
+MINIMUM = {
+    "data.val_samples": 0, "data.workers": 0, "data.occluders": 0,
+    "train.epochs": 1, "train.batch_size": 1, "train.lr": 0, "train.lr_step_epochs": 1, "train.lr_gamma": 0,
+    "train.max_steps": 0, "train.checkpoint_every": 0, "train.validate_every": 1, "train.log_every": 1,
+}  # fmt: skip
+CHOICES = {
+    "data.dataset": ("freihand", "ho3d", "dexycb"),
+    "data.ho3d_version": ("v2", "v3"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "loss.rotation": ("axis_angle", "matrix"),
+}
+
+
+def check_values(config: dict) -> dict:
+    """Each number at or above its MINIMUM, each choice among CHOICES, FreiHAND versions among
+    0-3: ConfigError naming the key otherwise, before any training starts."""
+    for dotted, minimum in MINIMUM.items():
+        section, key = dotted.split(".")
+        value = config[section][key]
+        if value is not None and value < minimum:
+            raise ConfigError(f"{dotted} = {value!r}: must be at least {minimum}")
+    for dotted, choices in CHOICES.items():
+        section, key = dotted.split(".")
+        if config[section][key] not in choices:
+            raise ConfigError(f"{dotted} = {config[section][key]!r}: expected one of {', '.join(choices)}")
+    versions = config["data"]["versions"]
+    if not versions or any(v not in (0, 1, 2, 3) for v in versions):
+        raise ConfigError(f"data.versions = {versions!r}: expected FreiHAND background versions among 0, 1, 2, 3")
+    return config
+
+
 def _merge(base: dict, update: dict, where: str) -> dict:
     for key, value in update.items():
         if key not in base:
@@ -101,6 +134,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (not UTF-8), so not a YAML config") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
@@ -118,12 +153,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"--set {item}: expected section.key=value")
         dotted, raw = item.split("=", 1)
         keys = dotted.strip().split(".")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({str(exc).splitlines()[0]})") from exc
         update: dict = value
         for key in reversed(keys):
             update = {key: update}
         _merge(config, update, f"--set {dotted}")
-    return config
+    return check_values(config)
 
 
 def load_model_config(path: str | Path | None, overrides: dict):
@@ -134,7 +172,10 @@ def load_model_config(path: str | Path | None, overrides: dict):
     values: dict = {}
     if path:
         data = read_yaml_mapping(path)
-        values = dict(data.get("model", data))
+        values = data.get("model", data)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: 'model' must be a mapping of HandSSCAConfig fields, got {values!r}")
+        values = dict(values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return HandSSCAConfig.from_dict(values)

@@ -9,6 +9,7 @@ except HO3D's meta files, which go through the restricted unpickler (arrays and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from handssca.runtime.hand_conventions import dexycb_pose_to_axis_angle, opengl_to_opencv_mano, rest_root_joint
-from handssca.runtime.mano import MANO_TO_FREIHAND, ManoModel, mano_forward
+from handssca.runtime.mano import MANO_TO_FREIHAND, ManoModel, mano_forward, read_npz
 
 from ..errors import HandSSCAError
 from .config import ConfigError
@@ -44,8 +45,38 @@ def _read_json(path: Path):
         raise DatasetError(f"{path}: missing (is the data set complete?)")
     try:
         return json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a text file (not UTF-8), so not JSON") from exc
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+
+
+@contextlib.contextmanager
+def _contents(path: Path):
+    """Reading an annotation file's fields: a missing key or a value of the wrong kind or shape is
+    a DatasetError naming the file, not a KeyError or ValueError from deep inside."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except KeyError as exc:
+        raise DatasetError(f"{path}: missing field {exc}") from exc
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise DatasetError(
+            f"{path}: unexpected contents ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
+
+
+def _numbers(path: Path, values, shape: tuple) -> np.ndarray:
+    """``values`` as finite float64 of ``shape`` (-1: any length), or DatasetError naming ``path``."""
+    with _contents(path):
+        array = np.asarray(values, dtype=np.float64)
+    if array.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, array.shape, strict=True)):
+        wanted = "(" + ", ".join("N" if w == -1 else str(w) for w in shape) + ")"
+        raise DatasetError(f"{path}: entries of shape {array.shape}, expected {wanted}")
+    if not np.isfinite(array).all():
+        raise DatasetError(f"{path}: holds NaN or infinite values")
+    return array
 
 
 def _read_yaml(path: Path):
@@ -74,13 +105,18 @@ class FreiHAND:
             raise DatasetError(f"FreiHAND split {split!r}: expected 'training' or 'evaluation'")
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: FreiHAND folder not found")
-        self.K = np.asarray(_read_json(self.root / f"{split}_K.json"), dtype=np.float64)
+        K_path = self.root / f"{split}_K.json"
+        self.K = _numbers(K_path, _read_json(K_path), (-1, 3, 3))
         n = len(self.K)
         optional = split == "evaluation"
-        self.xyz = self._optional(f"{split}_xyz.json", n, optional)
-        self.verts = self._optional(f"{split}_verts.json", n, optional)
-        mano = self._optional(f"{split}_mano.json", n, optional)
-        self.mano = None if mano is None else mano.reshape(n, -1)
+        self.xyz = self._optional(f"{split}_xyz.json", n, optional, (-1, 21, 3))
+        self.verts = self._optional(f"{split}_verts.json", n, optional, (-1, 778, 3))
+        mano = self._optional(f"{split}_mano.json", n, optional, None)
+        if mano is not None:
+            mano = mano.reshape(n, -1)
+            if mano.shape[1] < 58:
+                raise DatasetError(f"{self.root / f'{split}_mano.json'}: {mano.shape[1]} values per entry, expected 61")
+        self.mano = mano
         self.versions = tuple(versions) if split == "training" else (0,)
         self.count = n
         self.images = self.root / split / "rgb"
@@ -95,14 +131,21 @@ class FreiHAND:
             )
         self.name, self.skipped = f"FreiHAND {split}", 0
 
-    def _optional(self, name: str, n: int, optional: bool):
+    def _optional(self, name: str, n: int, optional: bool, shape: tuple | None):
         path = self.root / name
         if optional and not path.is_file():
             return None
-        values = np.asarray(_read_json(path), dtype=np.float64)
-        if len(values) != n:
-            raise DatasetError(f"{path}: {len(values)} entries, but {self.split}_K.json has {n}")
-        return values
+        raw = _read_json(path)
+        if not isinstance(raw, list) or len(raw) != n:
+            count = len(raw) if isinstance(raw, list) else f"not a list: {type(raw).__name__},"
+            raise DatasetError(f"{path}: {count} entries, but {self.split}_K.json has {n}")
+        if shape is None:  # MANO rows, nested one level deeper in the release: reshaped by the caller
+            with _contents(path):
+                values = np.asarray(raw, dtype=np.float64)
+            if not np.isfinite(values).all():
+                raise DatasetError(f"{path}: holds NaN or infinite values")
+            return values
+        return _numbers(path, raw, shape)
 
     def __len__(self) -> int:
         return self.count * len(self.versions)
@@ -158,6 +201,8 @@ class HO3D:
     def _record(self, name: str) -> HandRecord | None:
         from handssca.runtime.mano import UnsafePickleError, safe_unpickle
 
+        if name.count("/") != 1:
+            raise DatasetError(f"{self.root / f'{self.split}.txt'}: line {name!r} is not SEQUENCE/FRAME")
         seq, frame = name.split("/")
         folder = self.root / self.split / seq
         meta_path = folder / "meta" / f"{frame}.pkl"
@@ -173,7 +218,11 @@ class HO3D:
         image = next((c for c in candidates if c.is_file()), None)
         if image is None:
             raise DatasetError(f"{folder / 'rgb'}: no image for frame {frame}")
-        K = np.asarray(meta["camMat"], dtype=np.float64)
+        with _contents(meta_path):
+            return self._meta_record(meta, image, name)
+
+    def _meta_record(self, meta: dict, image: Path, name: str) -> HandRecord | None:
+        K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
         if self.split == "evaluation":
             box = meta.get("handBoundingBox")
             box = None if box is None else np.asarray(box, np.float64)
@@ -262,21 +311,26 @@ class DexYCB:
                     continue  # the toolkit's indices run over each subject's sorted sequences
                 sequence = subject / names[q]
                 meta = _read_yaml(sequence / "meta.yml")
-                if meta["mano_sides"][0] != "right":
+                with _contents(sequence / "meta.yml"):
+                    side, calibration, frames = meta["mano_sides"][0], meta["mano_calib"][0], int(meta["num_frames"])
+                if side != "right":
                     self.skipped_left += 1
                     continue
-                calib = _read_yaml(self.root / "calibration" / f"mano_{meta['mano_calib'][0]}" / "mano.yml")
-                betas = np.asarray(calib["betas"], dtype=np.float64)
+                calib_path = self.root / "calibration" / f"mano_{calibration}" / "mano.yml"
+                with _contents(calib_path):
+                    betas = _numbers(calib_path, _read_yaml(calib_path)["betas"], (10,))
                 for serial in DEXYCB_SERIALS:
                     folder = sequence / serial
                     if not folder.is_dir():
                         continue
                     if serial not in intrinsics:
-                        intr = _read_yaml(self.root / "calibration" / "intrinsics" / f"{serial}_640x480.yml")["color"]
-                        intrinsics[serial] = np.array(
-                            [[intr["fx"], 0, intr["ppx"]], [0, intr["fy"], intr["ppy"]], [0, 0, 1.0]]
-                        )
-                    for f in range(int(meta["num_frames"])):
+                        path = self.root / "calibration" / "intrinsics" / f"{serial}_640x480.yml"
+                        with _contents(path):
+                            intr = _read_yaml(path)["color"]
+                            intrinsics[serial] = np.array(
+                                [[intr["fx"], 0, intr["ppx"]], [0, intr["fy"], intr["ppy"]], [0, 0, 1.0]], np.float64
+                            )
+                    for f in range(frames):
                         self.items.append(
                             (folder / f"color_{f:06d}.jpg", folder / f"labels_{f:06d}.npz", intrinsics[serial], betas)
                         )
@@ -289,7 +343,8 @@ class DexYCB:
         image, labels_path, K, betas = self.items[index]
         if not labels_path.is_file():
             raise DatasetError(f"{labels_path}: missing label file")
-        with np.load(labels_path, allow_pickle=False) as labels:
+        labels = read_npz(labels_path, DatasetError)
+        with _contents(labels_path):
             joints = np.asarray(labels["joint_3d"], dtype=np.float64).reshape(21, 3)
             pose_m = np.asarray(labels["pose_m"], dtype=np.float64).reshape(1, 51)
         source = f"{self.name} {labels_path.parent.parent.name}/{labels_path.parent.name}/{labels_path.stem}"

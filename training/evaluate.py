@@ -70,7 +70,7 @@ def evaluate(
     metrics = {name: HandMetrics() for name in predictors}
     predictions: dict[str, list] = {name: [] for name in predictors}
     skipped: list[str] = []
-    scored = 0
+    scored = unannotated = 0
     with tqdm(total=count, desc="evaluating", unit="img", disable=not progress) as bar:
         for start in range(0, count, batch_size):
             samples = []
@@ -79,10 +79,14 @@ def evaluate(
                     samples.append(load(i))
                 except UnusableSample as exc:
                     skipped.append(str(exc))
-                    if len(skipped) > max(1, max_bad_fraction * count):
+                    if exc.unannotated:  # the data set's own unlabelled frames (DexYCB marks them): not bad
+                        unannotated += 1
+                        continue
+                    if len(skipped) - unannotated > max(1, max_bad_fraction * count):
+                        bad = [reason for reason in skipped if "no box or joints" not in reason]
                         raise DatasetError(
-                            f"{len(skipped)} of the first {i + 1} samples are unusable, more than "
-                            f"{max_bad_fraction:.0%}: {skipped[0]} (and {len(skipped) - 1} more)"
+                            f"{len(bad)} of the first {i + 1} samples are unusable, more than "
+                            f"{max_bad_fraction:.0%}: {bad[0]} (and {len(bad) - 1} more)"
                         ) from exc
             bar.update(min(start + batch_size, count) - start)
             if not samples:
@@ -131,7 +135,7 @@ def run_evaluation(
     from handssca.runtime.models import open_model
 
     from .config import ConfigError, load_config
-    from .datasets import DEFAULT_SPLITS, load_mano_model, open_dataset
+    from .datasets import DEFAULT_SPLITS, DatasetError, load_mano_model, open_dataset
     from .metrics import format_metrics_table, format_shift_lines, prediction_shift
     from .samples import HandCrops
 
@@ -160,6 +164,9 @@ def run_evaluation(
     results = evaluate(predictors, crops, batch_size=batch_size, limit=samples)
     predictions, skipped, scored = results.pop("_predictions"), results.pop("_skipped"), results.pop("_scored")
     total = min(len(crops), samples or len(crops))
+    if total - len(skipped) <= 0:  # nothing predicted: no report, no submission, exit 1
+        why = f": {skipped[0]}" + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else "") if skipped else ""
+        raise DatasetError(f"{root}: no sample of the {dataset} {split} split could be evaluated ({total} listed){why}")
     lines = [f"{dataset} {split}, {total - len(skipped)} of {total} samples, MANO: {note}"]
     lines += [f"counted out: {reason}" for reason in skipped]
     lines.append(format_metrics_table(results))

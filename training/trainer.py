@@ -11,6 +11,7 @@ since the last one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -25,7 +26,7 @@ import torch
 
 from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.models.mano import MANOLayer
-from handssca.runtime.files import write_atomically
+from handssca.runtime.files import OutputError, check_writable, write_atomically
 
 from ..errors import HandSSCAError
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
@@ -107,7 +108,7 @@ class Trainer:
         self.config = config
         train = config["train"]
         self.rank, self.world, local_rank = _distributed()
-        want = train["device"]
+        want = train["device"]  # auto, cpu or cuda (load_config checked it)
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
         if want == "cuda" and not torch.cuda.is_available():
@@ -116,12 +117,19 @@ class Trainer:
         self.amp = bool(train["amp"]) and self.device.type == "cuda"
         self.out = Path(train["out"])
         held = [name for name in RUN_FILES if (self.out / name).exists()]
+        if held and not resume and not (self.out / "last.pt").exists():
+            raise TrainingError(
+                f"{self.out}: holds the start of a run that stopped before its first checkpoint ({', '.join(held)}): "
+                "there is nothing to resume; delete those files, or train into a new folder (--set train.out=...)"
+            )
         if held and not resume:
             # Training on would replace last.pt and config.json and mix two runs in one log.
             raise TrainingError(
                 f"{self.out}: holds a run already ({', '.join(held)}): continue it with --resume "
                 f"{self.out / 'last.pt'} (or --auto-resume), or train into a new folder (--set train.out=...)"
             )
+        if self.rank == 0:
+            check_writable(self.out / "config.json")  # a read-only folder or a file in the way: one line, first
         self.show_progress = show_progress and self.rank == 0
         torch.manual_seed(train["seed"])
 
@@ -269,7 +277,6 @@ class Trainer:
         from tqdm import tqdm
 
         train = self.config["train"]
-        self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             write_atomically(self.out / "config.json", json.dumps(self.config, indent=2, default=str).encode())
         log = _Log(self.out, enabled=self.rank == 0, resumed_step=self.resumed_step)
@@ -330,54 +337,66 @@ class Trainer:
 
 class _Log:
     """CSV rows (always) and TensorBoard scalars (when tensorboard is installed). A resumed run
-    first drops what the interrupted one logged after its checkpoint, so no step is logged twice."""
+    first drops what the interrupted one logged after its checkpoint, so no step is logged twice.
+    A write that fails (a full disk, a folder gone read-only) is OutputError naming the file."""
 
     def __init__(self, out: Path, enabled: bool, resumed_step: int | None = None):
         self.enabled = enabled
         self.file = self.writer = self.tensorboard = None
+        self.path, self.events = out / "log.csv", out / "tensorboard"
         if not enabled:
             return
-        path = out / "log.csv"
-        if resumed_step is not None and path.exists():
-            _truncate_log(path, resumed_step)
-        new = not path.exists()
-        self.file = open(path, "a", newline="")
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(LOG_HEADER)
+        with self._writing(self.path):
+            if resumed_step is not None and self.path.exists():
+                _truncate_log(self.path, resumed_step)
+            new = not self.path.exists()
+            self.file = open(self.path, "a", newline="")
+            self.writer = csv.writer(self.file)
+            if new:
+                self.writer.writerow(LOG_HEADER)
         try:
             from torch.utils.tensorboard import SummaryWriter
-
+        except ImportError:  # tensorboard is optional; the CSV has everything
+            return
+        with self._writing(self.events):
             # purge_step: TensorBoard hides the events at or after it that an earlier writer left.
             purge = None if resumed_step is None else resumed_step + 1
-            self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
-        except ImportError:  # tensorboard is optional; the CSV has everything
-            self.tensorboard = None
+            self.tensorboard = SummaryWriter(str(self.events), purge_step=purge)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _writing(path: Path):
+        try:
+            yield
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
+
+    def _rows(self, step: int, epoch: int, lr, prefix: str, values: dict) -> None:
+        if not self.enabled:
+            return
+        with self._writing(self.path):
+            for name, value in values.items():
+                self.writer.writerow([step, epoch, lr, f"{prefix}/{name}", value])
+            self.file.flush()
+        if self.tensorboard:
+            with self._writing(self.events):
+                for name, value in values.items():
+                    self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
 
     def write(self, step: int, epoch: int, lr: float, row: dict) -> None:
-        if not self.enabled:
-            return
-        for name, value in row.items():
-            self.writer.writerow([step, epoch, lr, f"train/{name}", value])
-            if self.tensorboard:
-                self.tensorboard.add_scalar(f"train/{name}", value, step)
-        self.file.flush()
+        self._rows(step, epoch, lr, "train", row)
 
     def validation(self, step: int, epoch: int, metrics: dict) -> None:
-        if not self.enabled:
-            return
-        for name, value in metrics.items():
-            if isinstance(value, int | float) and value is not None:
-                self.writer.writerow([step, epoch, "", f"val/{name}", value])
-                if self.tensorboard:
-                    self.tensorboard.add_scalar(f"val/{name}", value, step)
-        self.file.flush()
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
+        self._rows(step, epoch, "", "val", numbers)
 
     def close(self) -> None:
         if self.file:
-            self.file.close()
+            with self._writing(self.path):
+                self.file.close()
         if self.tensorboard:
-            self.tensorboard.close()
+            with self._writing(self.events):
+                self.tensorboard.close()
 
 
 def _truncate_log(path: Path, step: int) -> None:
