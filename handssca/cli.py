@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16: for TensorRT; int8: convs")
     export.add_argument("--calibration", metavar="DATA", help="int8: a data set folder (any layout) or synth")
-    export.add_argument("--calibration-images", type=at_least(1), default=32, metavar="N", help="int8: images (32)")
+    export.add_argument("--calibration-images", type=at_least(1), default=64, metavar="N", help="int8: images (64)")
     export.add_argument("--int8-format", choices=INT8_FORMATS, default="auto", help="s8s8: TensorRT's Q/DQ")
     export.add_argument("--scan", choices=SCAN_VARIANTS, default="custom", help="portable: standard ONNX ops only")
     export.add_argument("--seed", type=int, default=0, help="seed of the untrained weights")

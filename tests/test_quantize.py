@@ -43,17 +43,31 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("fmt", ["u8s8", "s8s8"])
-def test_int8_file_quantizes_the_convolutions_and_keeps_the_scan_nodes(fp32, tmp_path, fmt):
+@pytest.mark.parametrize("fmt, scope", [("u8s8", "backbone"), ("s8s8", "backbone"), ("u8s8", "all")])
+def test_int8_file_quantizes_the_convolutions_and_keeps_the_scan_nodes(fp32, tmp_path, fmt, scope):
     _, source = fp32
     rng = np.random.default_rng(7)  # fresh calibration and test inputs
     calibration = rng.standard_normal((5, 3, 128, 128)).astype(np.float32)
-    info = quantize_int8(source, tmp_path / "int8.onnx", calibration, fmt, show_progress=False, calibration="random")
+    info = quantize_int8(
+        source, tmp_path / "int8.onnx", calibration, fmt, show_progress=False, calibration="random", scope=scope
+    )
     proto = onnx.load(tmp_path / "int8.onnx")
     ops = Counter(n.op_type for n in proto.graph.node)
     plain = Counter(n.op_type for n in onnx.load(source).graph.node)
     assert ops[OP_TYPE] == plain[OP_TYPE] == 2  # the scans as they were, one node each
-    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] >= ops["Conv"] == plain["Conv"]
+    assert ops["QuantizeLinear"] > 0 and ops["Conv"] == plain["Conv"]
+    # Which convolutions read int8 weights: those before the scans, or (scope "all") every one.
+    made_by = {out: n for n in proto.graph.node for out in n.output}
+    before_scans, seen_scan = [], False
+    for node in proto.graph.node:
+        seen_scan = seen_scan or node.op_type == OP_TYPE
+        if node.op_type == "Conv":
+            weight = made_by.get(node.input[1])
+            before_scans.append((not seen_scan, weight is not None and weight.op_type == "DequantizeLinear"))
+    assert all(quantized for early, quantized in before_scans if early)
+    heads = [quantized for early, quantized in before_scans if not early]
+    assert heads and (all(heads) if scope == "all" else not any(heads))
+    assert info["scope"] == scope
     metadata = json.loads({p.key: p.value for p in proto.metadata_props}["handssca"])
     assert metadata["precision"] == "int8" and metadata["int8"]["format"] == fmt == info["format"]
     assert json.loads((tmp_path / "int8.json").read_text()) == metadata
@@ -76,6 +90,8 @@ def test_int8_refuses_what_it_cannot_quantize(fp32, tmp_path):
     images = np.zeros((2, 3, 128, 128), np.float32)
     with pytest.raises(QuantizeError, match="int8 format 'u4': expected one of auto, u8s8, s8s8"):
         int8_format("u4")
+    with pytest.raises(QuantizeError, match="int8 scope 'heads': expected backbone or all"):
+        quantize_int8(source, tmp_path / "x.onnx", images, scope="heads")
     with pytest.raises(QuantizeError, match="must end in .onnx"):
         quantize_int8(source, tmp_path / "x.bin", images)
     with pytest.raises(QuantizeError, match=r"non-empty \(N, 3, S, S\)"):
