@@ -171,6 +171,31 @@ def test_kernel_info_names_the_instruction_set():
     assert info["max_threads"] >= 1
 
 
+def test_every_x86_clone_of_the_kernel_has_fma():
+    """target_clones("avx2") alone compiles no FMA; the x86-64-v3 and v4 clones must have it (and
+    v4 on 512-bit registers), whichever CPU runs the tests. Read from the built library's code."""
+    import platform
+    import re
+    import shutil
+    import subprocess
+
+    from handssca.runtime import _selective_scan_cpu
+
+    if platform.machine() != "x86_64" or shutil.which("objdump") is None:
+        pytest.skip("needs an x86-64 build and binutils' objdump")
+    text = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", _selective_scan_cpu.__file__],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    clones: dict[str, str] = {}
+    for clone, body in re.findall(r"<[^>]*scan_tile[^>]*\.arch_(x86_64_v[34])>:\n(.*?)\n\n", text, re.S):
+        clones[clone] = clones.get(clone, "") + body
+    assert set(clones) == {"x86_64_v3", "x86_64_v4"}, "the library has no x86-64-v3/v4 clones of the tile kernel"
+    assert "vfmadd" in clones["x86_64_v3"] and re.search(r"vfmadd\S*\s+%zmm", clones["x86_64_v4"])
+
+
 # (batch, dim, L, N, G) around the tiled forward's edges: 16 channels of a group per tile (15,
 # 16, 17, 33 per group), 16-step transposes and 64-step chunks (L 15 ... 200), N padded to 16
 # (1, 7, 16) and N = 17, which takes the per-channel path.
