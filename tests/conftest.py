@@ -16,6 +16,19 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+@pytest.fixture(scope="session")
+def small_synthetic_set(tmp_path_factory):
+    """A FreiHAND-layout synthetic set (6 training hands x 4 backgrounds, 4 held out), made once
+    per test session; tests that damage it work on a copy."""
+    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic") / "synth"
+    options = SynthOptions(train=6, evaluation=4, seed=3)
+    make_synthetic_dataset(root, *build_builtin_hand(), options, show_progress=False)
+    return root
+
+
 GPU_CHECK = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 

@@ -20,18 +20,13 @@ from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.files import OutputError
 from handssca.training.config import ConfigError, load_config
 from handssca.training.datasets import HO3D, DatasetError, DexYCB, FreiHAND
-from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
 TINY = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
 
 
 @pytest.fixture(scope="module")
-def freihand(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults") / "synth"
-    make_synthetic_dataset(
-        root, *build_builtin_hand(), SynthOptions(train=3, evaluation=3, seed=4), show_progress=False
-    )
-    return root
+def freihand(small_synthetic_set):
+    return small_synthetic_set
 
 
 @pytest.fixture(scope="module")
@@ -265,12 +260,12 @@ def _edited(root, name, change):
 @pytest.mark.parametrize(
     "name, change, message",
     [
-        ("evaluation_xyz.json", lambda d: [x[:20] for x in d], r"evaluation_xyz.json: entries of shape \(3, 20, 3\)"),
+        ("evaluation_xyz.json", lambda d: [x[:20] for x in d], r"evaluation_xyz.json: entries of shape \(4, 20, 3\)"),
         ("evaluation_K.json", lambda d: {"K": d}, "evaluation_K.json: unexpected contents"),
         ("evaluation_K.json", lambda d: [[[1, 2], [3, 4], [5, 6]]] * len(d), "evaluation_K.json: entries of shape"),
         ("evaluation_verts.json", lambda d: [v[:700] for v in d], r"evaluation_verts.json: entries of shape"),
         ("evaluation_xyz.json", lambda d: [[[float("nan")] * 3] * 21] * len(d), "xyz.json: holds NaN"),
-        ("evaluation_xyz.json", lambda d: [d[0], d[1][:5], d[2]], "evaluation_xyz.json: unexpected contents"),
+        ("evaluation_xyz.json", lambda d: [d[0], d[1][:5], *d[2:]], "evaluation_xyz.json: unexpected contents"),
     ],
 )
 def test_freihand_annotations_of_the_wrong_shape_name_the_file(freihand, tmp_path, name, change, message):

@@ -21,7 +21,6 @@ from handssca.runtime.onnx_model import OnnxModel
 from handssca.runtime.scan_node import OP_TYPE
 from handssca.training.datasets import DatasetError, detect_layout
 from handssca.training.samples import calibration_crops
-from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
 TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
 
@@ -35,12 +34,8 @@ def fp32(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "synth"
-    make_synthetic_dataset(
-        root, *build_builtin_hand(), SynthOptions(train=6, evaluation=4, seed=3), show_progress=False
-    )
-    return root
+def synthetic_root(small_synthetic_set):
+    return small_synthetic_set
 
 
 @pytest.mark.parametrize("fmt, scope", [("u8s8", "backbone"), ("s8s8", "backbone"), ("u8s8", "all")])
