@@ -145,6 +145,7 @@ def test_export_int8_command_and_eval_reports_its_cost(synthetic_root, tmp_path,
     )
     out = capsys.readouterr().out
     assert "onnxruntime:m_int8.onnx vs onnxruntime:m.onnx: PA-MPJPE" in out and "joints move" in out
+    assert "ms/image (" in out and "x the time)" in out
     shift = json.loads(report.read_text())["shift_vs_first_model"]
     assert shift["reference"] == "onnxruntime:m.onnx"
     moved = shift["onnxruntime:m_int8.onnx"]["joints_mm"]

@@ -9,6 +9,7 @@ exactly as training accuracy is.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def evaluate(
     predictions: dict[str, list] = {name: [] for name in predictors}
     skipped: list[str] = []
     scored = unannotated = 0
+    seconds = dict.fromkeys(predictors, 0.0)
     with tqdm(total=count, desc="evaluating", unit="img", disable=not progress) as bar:
         for start in range(0, count, batch_size):
             samples = []
@@ -97,12 +99,17 @@ def evaluate(
             gt_joints = np.stack([samples[k]["joints_3d"] for k in truth]) if truth else None
             with_vertices = bool(truth) and all(samples[k]["has_vertices"] > 0 for k in truth)
             gt_vertices = np.stack([samples[k]["vertices"] for k in truth]) if with_vertices else None
-            for name, predict in predictors.items():
+            for name, predict in predictors.items():  # in turn on each batch: their times compare
+                start_time = time.perf_counter()
                 joints, vertices = predict(images)
+                seconds[name] += time.perf_counter() - start_time
                 if truth:
                     metrics[name].add(joints[truth], gt_joints, vertices[truth] if with_vertices else None, gt_vertices)
                 predictions[name].append((joints, vertices))
     results = {name: m.summary() for name, m in metrics.items()}
+    predicted = sum(len(p[0]) for p in next(iter(predictions.values()), []))
+    for name in predictors:
+        results[name]["ms_per_image"] = 1e3 * seconds[name] / predicted if predicted else None
     results["_predictions"] = {
         name: (np.concatenate([p[0] for p in preds]), np.concatenate([p[1] for p in preds]))
         for name, preds in predictions.items()

@@ -190,6 +190,9 @@ def format_shift_lines(reference: str, results: dict, shifts: dict) -> list[str]
                 unit = " pt" if key == "f5" else " mm"
                 deltas.append(f"{label} {scale * (results[name][key] - base[key]):+.3f}{unit}")
         j, v = shift["joints_mm"], shift["vertices_mm"]
+        if base.get("ms_per_image") and results[name].get("ms_per_image"):
+            ratio = results[name]["ms_per_image"] / base["ms_per_image"]
+            deltas.append(f"{results[name]['ms_per_image']:.2f} ms/image ({ratio:.2f}x the time)")
         lines.append(
             f"{name} vs {reference}: {', '.join(deltas) or 'no metrics'}; joints move {j['median']:.2f} mm median, "
             f"{j['p90']:.2f} p90, {j['max']:.2f} max; vertices {v['median']:.2f} / {v['p90']:.2f} / {v['max']:.2f} mm"
