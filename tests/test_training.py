@@ -203,3 +203,23 @@ def test_eval_finds_an_unwritable_output_before_evaluating(synthetic_root, tmp_p
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "file/e.json: cannot write it" in captured.err and "evaluating" not in captured.err
+
+
+def test_the_ranks_batches_together_are_the_single_process_batches():
+    """With W processes of batch B, step k sees exactly the samples one process of batch W*B sees
+    at step k (the condition for DDP to train like one process), resumed mid-epoch included."""
+    from handssca.training.trainer import EpochSampler
+
+    size, batch, world = 37, 3, 2
+    single = EpochSampler(size, batch * world, seed=5)
+    ranks = [EpochSampler(size, batch, seed=5, rank=r, world=world) for r in range(world)]
+    for epoch, skip in ((0, 0), (3, 2)):
+        single.set_epoch(epoch, skip)
+        for sampler in ranks:
+            sampler.set_epoch(epoch, skip)
+        whole = list(single)
+        shares = [list(sampler) for sampler in ranks]
+        assert len({len(share) for share in shares}) == 1  # ranks stay in step
+        for k in range(len(shares[0]) // batch):
+            together = sorted(i for share in shares for i in share[k * batch : (k + 1) * batch])
+            assert together == sorted(whole[k * batch * world : (k + 1) * batch * world])

@@ -61,7 +61,11 @@ class _Subset:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """This rank's share of a permutation fixed by (seed, epoch), from batch ``skip`` on."""
+    """This rank's share of a permutation fixed by (seed, epoch), from batch ``skip`` on.
+
+    The share is every ``world``-th index from ``rank`` on, so that batch k of all the ranks
+    together is batch k of one process with ``world`` times the batch: the same samples at
+    the same step, whatever the number of processes."""
 
     def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
@@ -73,7 +77,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def _indices(self) -> list[int]:
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         per_rank = self.size // self.world  # equal shares keep DDP ranks in step
-        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+        mine = order[: per_rank * self.world][self.rank :: self.world].tolist()
         return mine[self.skip * self.batch_size :]
 
     def __iter__(self):
