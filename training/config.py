@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
         "validate_every": 1,  # epochs
         "log_every": 10,  # steps between CSV/TensorBoard rows
         "imagenet_weights": None,  # torchvision resnet50-*.pth for the backbone
+        # BatchNorm on its running statistics, not updated: for small per-process batches, and
+        # for DDP on the CPU, where SyncBatchNorm cannot run (on CUDA, DDP syncs BatchNorm).
+        "freeze_bn": False,
         "out": "runs/handssca",
     },
     "loss": {"theta": 10.0, "beta": 0.1, "joints_2d": 1e2, "joints_3d": 1e4, "vertices": 1e4, "rotation": "axis_angle"},

@@ -195,8 +195,11 @@ class Trainer:
             self.resumed_step = self.global_step
         self.net = self.model
         if self.world > 1:
+            if self.device.type == "cuda" and not train["freeze_bn"]:
+                # One set of BatchNorm statistics over the global batch, as one process would have.
+                self.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -243,6 +246,10 @@ class Trainer:
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         self.net.train()
+        if self.config["train"]["freeze_bn"]:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             outputs = self.net(batch["image"])
@@ -253,7 +260,14 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": float(loss.detach()), **terms}
+        row = {"loss": float(loss.detach()), **terms}
+        if self.world > 1:  # the log shows the global batch's losses, as one process would
+            import torch.distributed as dist
+
+            values = torch.tensor(list(row.values()), dtype=torch.float64)
+            dist.all_reduce(values)
+            row = dict(zip(row, (values / self.world).tolist(), strict=True))
+        return row
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
