@@ -105,14 +105,14 @@ def quantize_int8(
         raise QuantizeError(f"{output}: the output file must end in .onnx")
     check_writable(output)
     chosen = int8_format(fmt)
-    runner = OnnxModel(source)
-    metadata = dict(runner.metadata)
-    if metadata.get("precision", "fp32") != "fp32":
-        raise QuantizeError(f"{source}: int8 starts from an fp32 export, this one is {metadata.get('precision')}")
     if scope not in ("backbone", "all"):
         raise QuantizeError(f"int8 scope {scope!r}: expected backbone or all")
     if images.ndim != 4 or len(images) == 0:
         raise QuantizeError(f"calibration: expected a non-empty (N, 3, S, S) batch of crops, got {images.shape}")
+    runner = OnnxModel(source)
+    metadata = dict(runner.metadata)
+    if metadata.get("precision", "fp32") != "fp32":
+        raise QuantizeError(f"{source}: int8 starts from an fp32 export, this one is {metadata.get('precision')}")
 
     proto = onnx.load(source)
     constants = {i.name for i in proto.graph.initializer}

@@ -386,6 +386,7 @@ def run_bench(
     from tqdm import tqdm
 
     from handssca.models import HandSSCAConfig
+    from handssca.runtime import kernel_info
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.training.checkpoint import load_network
 
@@ -400,8 +401,6 @@ def run_bench(
         net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
         mano, fingertip_ids = build_builtin_hand()
         size = net.config.input_size
-        from handssca.runtime import kernel_info
-
         report = {
             "environment": environment(scan_kernel=kernel_info()),
             "model": {"config": net.config.to_dict(), "weights": weights, "mano": STAND_IN_NOTE},
@@ -442,14 +441,12 @@ def run_bench(
             if data_root:
                 metrics = _dataset_metrics(active, data_root, mano, fingertip_ids, size, data_samples)
             pytorch = next(b for b in backends if b.name == "pytorch-cpu").results["latency"]
-            base = pytorch["1"]["median_ms"]
             for b in backends:
                 row = {"backend": b.name, "precision": b.precision, "size_mb": b.size_mb}
                 if b.skipped:
                     row["skipped"] = b.skipped
                 else:
                     row.update(b.results)
-                    row["speedup_vs_pytorch"] = base / b.results["latency"]["1"]["median_ms"]
                     row["time_vs_pytorch"] = {
                         batch: t["median_ms"] / pytorch[batch]["median_ms"] for batch, t in b.results["latency"].items()
                     }

@@ -126,12 +126,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             model, args.output, calibration=args.calibration, images=args.calibration_images, fmt=args.int8_format,
             **options,
         )  # fmt: skip
-        print(
-            "\n".join(
-                [*(f"calibration: counted out {s}" for s in skipped), f"wrote {args.output}: {info['description']}"]
-            )
-        )
-        print(f"calibrated on {info['calibration']}; measure it with: handssca eval --onnx FP32 --onnx {args.output}")
+        for reason in skipped:
+            print(f"calibration: counted out {reason}")
+        print(f"wrote {args.output}: {info['description']}; calibrated on {info['calibration']}")
+        print(f"measure what it costs: handssca eval --onnx FP32.onnx --onnx {args.output}")
         return 0
     result = export_onnx(model, args.output, precision=args.precision, **options)
     nodes = f"{result.scan_nodes} selective-scan nodes" if args.scan == "custom" else "scans in standard ONNX ops"

@@ -94,26 +94,27 @@ def stats(samples: list[float]) -> dict:
     }
 
 
+def _time_call(run: Callable[[], object], cuda: bool) -> float:
+    """Milliseconds of one call; on the GPU timed with CUDA events."""
+    if cuda:
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1e3
+
+
 def time_runner(run: Callable[[], object], warmup: int, runs: int, cuda: bool = False) -> dict:
     """``stats`` of ``runs`` calls after ``warmup`` untimed ones; on the GPU timed with CUDA events."""
     for _ in range(warmup):
         run()
-    samples = []
-    for _ in range(runs):
-        if cuda:
-            import torch
-
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            run()
-            samples.append((time.perf_counter() - start) * 1e3)
-    return stats(samples)
+    return stats([_time_call(run, cuda) for _ in range(runs)])
 
 
 def time_interleaved(runs: dict[str, Callable[[], object]], warmup: int, rounds: int, cuda=()) -> dict[str, dict]:
@@ -126,7 +127,7 @@ def time_interleaved(runs: dict[str, Callable[[], object]], warmup: int, rounds:
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
-            samples[name] += time_runner(run, 0, 1, cuda=name in cuda)["samples_ms"]
+            samples[name].append(_time_call(run, name in cuda))
     return {name: stats(values) for name, values in samples.items()}
 
 

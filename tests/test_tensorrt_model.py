@@ -354,13 +354,9 @@ def test_build_writes_engine_sidecar_and_trtexec_line(tmp_path, fakes, plugin):
     assert ("timing_cache_in", b"timing-cache") in trt.calls  # the cache is reused
 
 
-def test_parser_rejection_names_the_node(tmp_path, monkeypatch, plugin):
-    cuda = FakeCuda()
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = cuda
+def test_parser_rejection_names_the_node(tmp_path, monkeypatch, fakes, plugin):
+    _, cuda = fakes
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, parse_ok=False))
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
     with pytest.raises(
         te.TensorRTModelError, match="rejected node node_selective_scan .HandSSCASelectiveScan.: Plugin"
     ):
@@ -502,13 +498,9 @@ def test_no_cuda_graph_option_that_does_nothing():
     assert "cuda_graph" not in inspect.signature(te.TensorRTModel).parameters
 
 
-def test_a_failed_build_writes_nothing(tmp_path, monkeypatch, plugin):
-    cuda = FakeCuda()
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = cuda
+def test_a_failed_build_writes_nothing(tmp_path, monkeypatch, fakes, plugin):
+    _, cuda = fakes
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, builds=False))
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
     with pytest.raises(te.TensorRTModelError, match="m.onnx: TensorRT could not build an engine"):
         te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
     assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()

@@ -67,11 +67,14 @@ def _contents(path: Path):
         ) from exc
 
 
-def _numbers(path: Path, values, shape: tuple) -> np.ndarray:
-    """``values`` as finite float64 of ``shape`` (-1: any length), or DatasetError naming ``path``."""
+def _numbers(path: Path, values, shape: tuple | None) -> np.ndarray:
+    """``values`` as finite float64 of ``shape`` (-1: any length; None: any shape), or
+    DatasetError naming ``path``."""
     with _contents(path):
         array = np.asarray(values, dtype=np.float64)
-    if array.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, array.shape, strict=True)):
+    if shape is not None and (
+        array.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, array.shape, strict=True))
+    ):
         wanted = "(" + ", ".join("N" if w == -1 else str(w) for w in shape) + ")"
         raise DatasetError(f"{path}: entries of shape {array.shape}, expected {wanted}")
     if not np.isfinite(array).all():
@@ -111,7 +114,7 @@ class FreiHAND:
         optional = split == "evaluation"
         self.xyz = self._optional(f"{split}_xyz.json", n, optional, (-1, 21, 3))
         self.verts = self._optional(f"{split}_verts.json", n, optional, (-1, 778, 3))
-        mano = self._optional(f"{split}_mano.json", n, optional, None)
+        mano = self._optional(f"{split}_mano.json", n, optional, None)  # nested one level deeper in the release
         if mano is not None:
             mano = mano.reshape(n, -1)
             if mano.shape[1] < 58:
@@ -139,12 +142,6 @@ class FreiHAND:
         if not isinstance(raw, list) or len(raw) != n:
             count = len(raw) if isinstance(raw, list) else f"not a list: {type(raw).__name__},"
             raise DatasetError(f"{path}: {count} entries, but {self.split}_K.json has {n}")
-        if shape is None:  # MANO rows, nested one level deeper in the release: reshaped by the caller
-            with _contents(path):
-                values = np.asarray(raw, dtype=np.float64)
-            if not np.isfinite(values).all():
-                raise DatasetError(f"{path}: holds NaN or infinite values")
-            return values
         return _numbers(path, raw, shape)
 
     def __len__(self) -> int:

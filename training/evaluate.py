@@ -70,8 +70,9 @@ def evaluate(
     count = len(crops) if not limit else min(limit, len(crops))
     metrics = {name: HandMetrics() for name in predictors}
     predictions: dict[str, list] = {name: [] for name in predictors}
-    skipped: list[str] = []
-    scored = unannotated = 0
+    skipped: list[str] = []  # every sample counted out, by file and reason
+    bad: list[str] = []  # those whose image is unusable (not the data set's unannotated frames)
+    scored = predicted = 0
     seconds = dict.fromkeys(predictors, 0.0)
     with tqdm(total=count, desc="evaluating", unit="img", disable=not progress) as bar:
         for start in range(0, count, batch_size):
@@ -81,11 +82,10 @@ def evaluate(
                     samples.append(load(i))
                 except UnusableSample as exc:
                     skipped.append(str(exc))
-                    if exc.unannotated:  # the data set's own unlabelled frames (DexYCB marks them): not bad
-                        unannotated += 1
+                    if exc.unannotated:  # the data set's own unlabelled frames (DexYCB marks them)
                         continue
-                    if len(skipped) - unannotated > max(1, max_bad_fraction * count):
-                        bad = [reason for reason in skipped if "no box or joints" not in reason]
+                    bad.append(str(exc))
+                    if len(bad) > max(1, max_bad_fraction * count):
                         raise DatasetError(
                             f"{len(bad)} of the first {i + 1} samples are unusable, more than "
                             f"{max_bad_fraction:.0%}: {bad[0]} (and {len(bad) - 1} more)"
@@ -94,6 +94,7 @@ def evaluate(
             if not samples:
                 continue
             images = np.stack([s["image"] for s in samples]).astype(np.float32)
+            predicted += len(images)
             truth = [k for k, s in enumerate(samples) if s["has_3d"] > 0]
             scored += len(truth)
             gt_joints = np.stack([samples[k]["joints_3d"] for k in truth]) if truth else None
@@ -107,7 +108,6 @@ def evaluate(
                     metrics[name].add(joints[truth], gt_joints, vertices[truth] if with_vertices else None, gt_vertices)
                 predictions[name].append((joints, vertices))
     results = {name: m.summary() for name, m in metrics.items()}
-    predicted = sum(len(p[0]) for p in next(iter(predictions.values()), []))
     for name in predictors:
         results[name]["ms_per_image"] = 1e3 * seconds[name] / predicted if predicted else None
     results["_predictions"] = {

@@ -50,6 +50,8 @@ class FPNBackbone(nn.Module):
         self.out_channels = channels
         # The smooth-then-pool kernel while folded for inference (not saved with the weights).
         self.register_buffer("smooth_pool_weight", None, persistent=False)
+        # New weights would make a fold stale: loading them unfolds (as written is never wrong).
+        self.register_load_state_dict_post_hook(lambda module, keys: module.unfold())
 
     @torch.no_grad()
     def fold_for_inference(self) -> None:
@@ -57,9 +59,12 @@ class FPNBackbone(nn.Module):
         next ``train()``; the weights themselves do not change."""
         self.smooth_pool_weight = smooth_then_pool_as_one_conv(self.smooth2.weight)
 
+    def unfold(self) -> None:
+        self.smooth_pool_weight = None
+
     def train(self, mode: bool = True):
         if mode:
-            self.smooth_pool_weight = None  # training changes smooth2: unfold
+            self.unfold()  # training changes smooth2
         return super().train(mode)
 
     @staticmethod

@@ -46,14 +46,16 @@ class HandSSCA(nn.Module):
 
     def rewrite_for_inference(self) -> HandSSCA:
         """Eval mode with INFERENCE_REWRITES on: the same outputs (to float rounding, tested) for
-        less work, from the same weights, so any checkpoint takes them. ``train()`` undoes them."""
+        less work, from the same weights, so any checkpoint takes them. ``train()`` and
+        ``load_state_dict`` undo them."""
         self.eval()
         self.backbone.fold_for_inference()
         return self
 
     def drop_inference_rewrites(self) -> HandSSCA:
-        """The network as written again (what ``train()`` also does), still in its current mode."""
-        self.backbone.smooth_pool_weight = None
+        """The network as written again (what ``train()`` and loading weights also do), still in its
+        current mode."""
+        self.backbone.unfold()
         return self
 
     @property
