@@ -293,6 +293,97 @@ def cmd_mano_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def serving_options(args: argparse.Namespace):
+    from handssca.serving.repository import ServingOptions
+
+    return ServingOptions(
+        max_batch=args.max_batch, preferred_batch=args.preferred_batch, queue_delay_us=args.queue_delay_us,
+        dynamic_batching=not args.no_dynamic_batching, instances=args.instances, version=args.version,
+        threads=args.threads,
+    )  # fmt: skip
+
+
+def cmd_serve_repository(args: argparse.Namespace) -> int:
+    from handssca.serving.repository import write_repository
+
+    report = write_repository(
+        args.model, args.output, mano=args.mano, fingertips=args.fingertips, plugin=args.plugin,
+        options=serving_options(args),
+    )  # fmt: skip
+    kind = "TensorRT engine + plugin" if report.manifest["kind"] == "engine" else "ONNX Runtime + scan kernel"
+    print(f"wrote {report.path} (version {args.version}; {kind}): {', '.join(report.models)}")
+    print(f"serve it: handssca serve start {report.path}")
+    return 0
+
+
+def cmd_serve_check(args: argparse.Namespace) -> int:
+    from handssca.serving.repository import check_repository
+
+    configs = check_repository(args.repository)
+    print(f"{args.repository}: {len(configs)} models, every config.pbtxt parses and the ensemble's tensors agree")
+    return 0
+
+
+def cmd_serve_setup(args: argparse.Namespace) -> int:
+    from handssca.serving.server import default_environment, setup_server_environment
+
+    env = setup_server_environment(args.folder or default_environment(), quiet=args.quiet)
+    print(f"Triton server environment ready in {env.folder}: {env.binary}")
+    return 0
+
+
+def cmd_serve_start(args: argparse.Namespace) -> int:
+    import signal
+
+    from handssca.serving.server import ServingError, TritonServer
+
+    server = TritonServer(
+        args.repository, environment=args.env, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, log=args.log,
+    )  # fmt: skip
+
+    def stop_on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        with server:
+            print(
+                f"serving {args.repository}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+                f"metrics {server.metrics_url}"
+            )
+            print(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
+            code = server.process.wait()
+            raise ServingError(f"tritonserver exited on its own with {code}: {server.log_tail(3)}")
+    except KeyboardInterrupt:
+        pass  # the with-block stopped the server (SIGTERM, wait, exit code checked)
+    print(f"stopped: tritonserver exited with {server.exit_code}")
+    return 0
+
+
+def cmd_serve_load_test(args: argparse.Namespace) -> int:
+    from handssca.measure import environment, write_json
+    from handssca.runtime.files import check_writable
+    from handssca.serving.load_test import plot_report, run_load_test, summary_table
+
+    output = Path(args.output)
+    check_writable(output / "load_test.json")
+    report = run_load_test(
+        args.model, concurrency=args.concurrency, duration_s=args.duration, protocol=args.protocol,
+        environment=args.env, mano=args.mano, hands=args.hands, options=serving_options(args),
+    )  # fmt: skip
+    report = {"environment": environment(), **report}
+    write_json(output / "load_test.json", report)
+    (output / "table.md").write_text(summary_table(report) + "\n")
+    plot = plot_report(report, output / "load_test.png")
+    print(summary_table(report))
+    print(f"wrote {output / 'load_test.json'}, {output / 'table.md'} and {plot}")
+    failures = sum(lv["errors"] + lv["parity_failures"] for m in report["modes"].values() for lv in m["levels"])
+    if failures:
+        raise CommandError(f"{failures} requests failed or differed from the runtime (see load_test.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="handssca", description="HandSSCA: train, export, and run a 3D hand mesh.")
     parser.add_argument("--version", action="version", version=f"handssca {__version__}")
@@ -456,6 +547,51 @@ def build_parser() -> argparse.ArgumentParser:
     builtin = mano_sub.add_parser("builtin", help="write the built-in stand-in hand (NOT MANO) as a MANO-format .npz")
     builtin.add_argument("-o", "--output", default="builtin_hand.npz", help=".npz to write")
     builtin.set_defaults(handler=cmd_mano_builtin)
+    serve = sub.add_parser("serve", help="Triton Inference Server: a model repository, the server, a load test")
+    serve_sub = serve.add_subparsers(dest="serve_command", metavar="STEP", required=True)
+
+    def scheduling_options(p):
+        p.add_argument("--max-batch", type=at_least(1), default=16, help="max_batch_size of every model (16)")
+        p.add_argument("--preferred-batch", type=at_least(1), default=8, help="the network's preferred batch (8)")
+        p.add_argument("--queue-delay-us", type=at_least(0), default=2000, help="dynamic batching queue delay (2000)")
+        p.add_argument("--no-dynamic-batching", action="store_true", help="run each request on its own")
+        p.add_argument("--instances", type=at_least(1), default=1, help="instances of the network model (1)")
+        p.add_argument("--version", type=at_least(1), default=1, help="the version folder to write (1)")
+        p.add_argument("--threads", type=at_least(0), default=0, help="ONNX Runtime threads per instance (0: all)")
+        p.add_argument("--mano", help="MANO .pkl/.npz for the mesh model (default: the built-in stand-in hand)")
+
+    repository = serve_sub.add_parser("repository", help="write a Triton model repository for an .onnx or engine")
+    repository.add_argument("model", help="an exported .onnx, or a TensorRT engine with its sidecar")
+    repository.add_argument("-o", "--output", required=True, help="the repository folder (new, or one to add to)")
+    repository.add_argument("--fingertips", choices=sorted(FINGERTIP_IDS), default="smplx")
+    repository.add_argument("--plugin", help="engines: the scan plugin library (default: the engine's sidecar)")
+    scheduling_options(repository)
+    repository.set_defaults(handler=cmd_serve_repository)
+    check = serve_sub.add_parser("check", help="parse and cross-check a repository's config.pbtxt files")
+    check.add_argument("repository")
+    check.set_defaults(handler=cmd_serve_check)
+    setup = serve_sub.add_parser("setup", help="make Triton's own environment (nvidia-pytriton, numpy<2, handssca)")
+    setup.add_argument("folder", nargs="?", help="default: $HANDSSCA_TRITON_ENV or ~/.cache/handssca/triton-server")
+    setup.add_argument("--quiet", action="store_true", help="print pip's output only on failure")
+    setup.set_defaults(handler=cmd_serve_setup)
+    start = serve_sub.add_parser("start", help="run tritonserver on a repository until Ctrl-C or SIGTERM")
+    start.add_argument("repository")
+    start.add_argument("--env", help="the server environment (default: as 'serve setup')")
+    start.add_argument("--http-port", type=at_least(1), default=8000)
+    start.add_argument("--grpc-port", type=at_least(1), default=8001)
+    start.add_argument("--metrics-port", type=at_least(1), default=8002)
+    start.add_argument("--log", help="the server's log file (default: a temporary folder)")
+    start.set_defaults(handler=cmd_serve_start)
+    load = serve_sub.add_parser("load-test", help="concurrent clients against Triton: throughput, latency, parity")
+    load.add_argument("model", help="an exported .onnx")
+    load.add_argument("-o", "--output", default="benchmarks/results/triton_cpu", help="folder for JSON, table, plot")
+    load.add_argument("--concurrency", type=batch_list, default=(1, 2, 4, 8, 16), help="client counts (1,2,4,8,16)")
+    load.add_argument("--duration", type=float, default=10.0, help="seconds per level (10)")
+    load.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    load.add_argument("--hands", type=at_least(1), default=16, help="distinct hands sent (16)")
+    load.add_argument("--env", help="the server environment (default: as 'serve setup')")
+    scheduling_options(load)
+    load.set_defaults(handler=cmd_serve_load_test)
     parser.set_defaults(commands=sorted(sub.choices))
     return parser
 

@@ -2,9 +2,10 @@
 
 What a user reads when a path does not work: the CPU scan kernel, ONNX Runtime's providers,
 PyTorch and its CUDA devices, mamba-ssm, our CUDA kernel library (and whether its architectures
-cover this GPU), TensorRT, pycuda, and whether the plugin library loads and registers
-HandSSCASelectiveScan. Imports each dependency only inside its own check, so it answers on a
-deployment box without torch as well as on a GPU machine. An item is "ok", "missing" (an
+cover this GPU), TensorRT, pycuda, whether the plugin library loads and registers
+HandSSCASelectiveScan, and the serving path (tritonclient, Triton's environment). Imports each
+dependency only inside its own check, so it answers on a deployment box without torch as well as
+on a GPU machine. An item is "ok", "missing" (an
 optional part that is not installed or built here: not an error) or "broken" (present but not
 working); the command fails only on broken items.
 """
@@ -208,12 +209,39 @@ def pycuda() -> Finding:
     return Finding("pycuda", "ok" if count else "missing", f"{count} device(s)")
 
 
+def triton_server() -> list[Finding]:
+    """The serving path: tritonclient here, and a Triton server environment (``serve setup``)."""
+    try:
+        import tritonclient  # noqa: F401
+    except ImportError:
+        found = [
+            Finding("tritonclient", "missing", "not installed (the serving client)", "pip install 'handssca[serve]'")
+        ]
+    else:
+        found = [Finding("tritonclient", "ok", "HTTP and gRPC clients, Triton's config definitions")]
+    from handssca.serving.server import ServerEnvironment, ServingError
+
+    try:
+        environment = ServerEnvironment.find()
+    except ServingError as exc:
+        found.append(
+            Finding("triton server", "missing", str(exc).split(":", 1)[0] + ": not set up", "handssca serve setup")
+        )
+        return found
+    if not environment.binary.is_file():
+        found.append(Finding("triton server", "broken", f"{environment.binary} is missing", "handssca serve setup"))
+    else:
+        found.append(Finding("triton server", "ok", str(environment.binary)))
+    return found
+
+
 def diagnose() -> list[Finding]:
     findings = [cpu(), cpu_scan_kernel(), onnx_runtime(), *torch_devices(), mamba_ssm()]
     capabilities = [f.detail.rsplit(" ", 1)[1] for f in findings if f.item.startswith("cuda device ")]
     findings.append(cuda_kernel_library(capabilities))
     findings += tensorrt_and_plugin()
     findings.append(pycuda())
+    findings += triton_server()
     return findings
 
 

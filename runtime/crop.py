@@ -44,6 +44,12 @@ def crop_affine(
     return m
 
 
+def hand_affine(box, side: str, size: int) -> np.ndarray:
+    """The crop affine of one hand box: the square around it, mirrored for a left hand (the network
+    sees right hands only). The predictor and the serving models compute it the same way."""
+    return crop_affine(*square_from_box(box), size, mirror=side == "left")
+
+
 def invert_affine(m: np.ndarray) -> np.ndarray:
     full = np.vstack([m, [0.0, 0.0, 1.0]])
     return np.linalg.inv(full)[:2]
@@ -62,7 +68,8 @@ def crop_image(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalise(crop_rgb: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 (S, S, 3) RGB -> float32 (3, S, S): pixels / 255, then (x - mean) / std per channel."""
+    """uint8 (..., S, S, 3) RGB -> float32 (..., 3, S, S): pixels / 255, then (x - mean) / std per
+    channel. One crop or a batch of them; the arithmetic per pixel is the same either way."""
     x = crop_rgb.astype(np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))

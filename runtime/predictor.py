@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crop import apply_affine, crop_affine, crop_image, invert_affine, normalise, square_from_box
-from .hand_conventions import mirror_pose
+from .crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
+from .hand_conventions import mirror_points, mirror_pose
 from .mano import ManoModel
 from .models import ModelFileError, meshes_from_outputs, open_model
 
@@ -105,35 +105,21 @@ class HandMeshPredictor:
         """``frame`` (H, W, 3) uint8 in ``colour`` order; ``boxes`` [(x0, y0, x1, y1), ...];
         ``sides`` "right"/"left" per box (default right); ``K`` (3, 3) intrinsics for camera-space
         results."""
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be an (H, W, 3) uint8 image, got {getattr(frame, 'shape', frame)}")
-        boxes = [np.asarray(b, dtype=np.float64) for b in boxes]
+        boxes, sides = check_request(frame, boxes, sides)
         if not boxes:
             return []
-        sides = list(sides) if sides is not None else ["right"] * len(boxes)
-        if len(sides) != len(boxes) or any(s not in SIDES for s in sides):
-            raise ValueError("sides must give 'right' or 'left' for every box")
         start = time.perf_counter()
         image = frame[..., ::-1] if (colour == "bgr") == self.rgb else frame
-        affines, crops = [], []
-        for box, side in zip(boxes, sides, strict=True):
-            affine = crop_affine(*square_from_box(box), self.size, mirror=side == "left")
-            affines.append(affine)
-            crops.append(normalise(crop_image(np.ascontiguousarray(image), affine, self.size), self.mean, self.std))
-        batch = np.stack(crops)
+        crops, affines = hand_crops(image, boxes, sides, self.size)
+        batch = normalise(crops, self.mean, self.std)
         crop_done = time.perf_counter()
         outputs = self._run(batch)
         engine_done = time.perf_counter()
-        vertices, joints = meshes_from_outputs(outputs, self.mano, self.fingertip_ids)
+        hands = hand_arrays(outputs, affines, sides, self.size, self.mano, self.fingertip_ids)
         mano_done = time.perf_counter()
-        confidence = outputs["heatmaps"].reshape(len(boxes), outputs["heatmaps"].shape[1], -1).max(-1).mean(-1)
         results = []
-        for i, (box, side, affine) in enumerate(zip(boxes, sides, affines, strict=True)):
-            keypoints = apply_affine(invert_affine(affine), outputs["joints_2d"][i].astype(np.float64) * self.size)
-            root = joints[i, :1]
-            j3, v3, pose = joints[i] - root, vertices[i] - root, outputs["pose"][i].astype(np.float64)
-            if side == "left":  # the network saw the mirror image: mirror its answer back
-                j3, v3, pose = j3 * [-1, 1, 1], v3 * [-1, 1, 1], mirror_pose(pose)
+        for i, (box, side) in enumerate(zip(boxes, sides, strict=True)):
+            keypoints, j3 = hands["keypoints_2d"][i], hands["joints_3d"][i]
             translation = solve_translation(j3, keypoints, np.asarray(K, np.float64)) if K is not None else None
             results.append(
                 HandPrediction(
@@ -141,10 +127,10 @@ class HandMeshPredictor:
                     side=side,
                     keypoints_2d=keypoints,
                     joints_3d=j3,
-                    vertices=v3,
-                    pose=pose,
-                    shape=outputs["shape"][i].astype(np.float64),
-                    confidence=float(confidence[i]),
+                    vertices=hands["vertices"][i],
+                    pose=hands["pose"][i],
+                    shape=hands["shape"][i],
+                    confidence=float(hands["confidence"][i]),
                     translation=translation,
                 )
             )
@@ -154,3 +140,53 @@ class HandMeshPredictor:
             "mano_ms": (mano_done - engine_done) * 1e3,
         }
         return results
+
+
+def check_request(frame, boxes, sides) -> tuple[list[np.ndarray], list[str]]:
+    """A predict call's frame checked, and its boxes (float64) and sides ("right"/"left", one per
+    box; all right when None) as lists: what HandMeshPredictor and the serving client take."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be an (H, W, 3) uint8 image, got {getattr(frame, 'shape', frame)}")
+    boxes = [np.asarray(b, dtype=np.float64) for b in boxes]
+    sides = list(sides) if sides is not None else ["right"] * len(boxes)
+    if len(sides) != len(boxes) or any(s not in SIDES for s in sides):
+        raise ValueError("sides must give 'right' or 'left' for every box")
+    return boxes, sides
+
+
+def hand_crops(image_rgb: np.ndarray, boxes, sides: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(crops (B, S, S, 3) uint8 in the image's colour order, affines (B, 2, 3) image -> crop
+    pixels): the network's view of each hand, left hands mirrored."""
+    image = np.ascontiguousarray(image_rgb)
+    affines = np.stack([hand_affine(box, side, size) for box, side in zip(boxes, sides, strict=True)])
+    return np.stack([crop_image(image, affine, size) for affine in affines]), affines
+
+
+def hand_arrays(outputs: dict[str, np.ndarray], affines: np.ndarray, sides: list[str], size: int, mano, fingertip_ids):
+    """A batch of network outputs -> the hands, as arrays (float64) with a leading batch axis:
+    keypoints_2d (B, 21, 2) image pixels; joints_3d (B, 21, 3) and vertices (B, 778, 3) metres,
+    root-relative, camera axes; pose (B, 48) of each hand as it is (left hands mirrored back);
+    shape (B, 10); confidence (B,), the mean heatmap peak of the 21 joints."""
+    vertices, joints = meshes_from_outputs(outputs, mano, fingertip_ids)
+    root = joints[:, :1]
+    joints, vertices = joints - root, vertices - root
+    pose = outputs["pose"].astype(np.float64)
+    left = np.array([side == "left" for side in sides])
+    if left.any():  # the network saw the mirror image: mirror its answer back
+        joints[left], vertices[left], pose[left] = (
+            mirror_points(joints[left]),
+            mirror_points(vertices[left]),
+            mirror_pose(pose[left]),
+        )
+    uv = outputs["joints_2d"].astype(np.float64) * size
+    keypoints = np.stack([apply_affine(invert_affine(a), p) for a, p in zip(affines, uv, strict=True)])
+    heatmaps = outputs["heatmaps"]
+    confidence = heatmaps.reshape(len(heatmaps), heatmaps.shape[1], -1).max(-1).mean(-1).astype(np.float64)
+    return {
+        "keypoints_2d": keypoints,
+        "joints_3d": joints,
+        "vertices": vertices,
+        "pose": pose,
+        "shape": outputs["shape"].astype(np.float64),
+        "confidence": confidence,
+    }

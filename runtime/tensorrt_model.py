@@ -269,6 +269,14 @@ def build_engine(
         raise TensorRTModelError(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
     seconds = time.perf_counter() - start
     metadata = {p.key: p.value for p in model.metadata_props}.get("handssca")
+    # The tensors as the engine has them, so a Triton repository can be written on a machine
+    # without TensorRT (handssca serve repository): -1 marks the dynamic batch axis.
+    io = [
+        {"name": t.name, "is_input": is_input, "dtype": np.dtype(trt.nptype(t.dtype)).name, "shape": list(t.shape)}
+        for is_input, count, get in ((True, network.num_inputs, network.get_input),
+                                     (False, network.num_outputs, network.get_output))
+        for t in (get(i) for i in range(count))
+    ]  # fmt: skip
     sidecar = {
         "format": SIDECAR_FORMAT,
         "tensorrt_version": trt.__version__,
@@ -278,6 +286,7 @@ def build_engine(
         "onnx": str(onnx_path),
         "onnx_sha256": sha256_file(onnx_path),
         "profile": {"input": image.name, "min": profile_shapes[0], "opt": profile_shapes[1], "max": profile_shapes[2]},
+        "io": io,
         "workspace_mib": workspace_mib,
         "build_seconds": round(seconds, 1),
         "model": json.loads(metadata) if metadata else None,

@@ -32,6 +32,21 @@ def test_doctor_answers_here(capsys, monkeypatch):
     assert '"item": "onnxruntime"' in capsys.readouterr().out
 
 
+def test_doctor_reports_the_serving_path(tmp_path, monkeypatch):
+    from handssca.serving import server
+
+    monkeypatch.setattr(server.shutil, "which", lambda name: None)
+    monkeypatch.setenv(server.ENV_VARIABLE, str(tmp_path / "none"))
+    found = findings_by_item()
+    assert found["tritonclient"].status == "ok"  # [dev] includes [serve]
+    assert found["triton server"].status == "missing" and found["triton server"].fix == "handssca serve setup"
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / server.ENV_MARKER).write_text('{"site_packages": "%s"}' % (tmp_path / "gone"))
+    monkeypatch.setenv(server.ENV_VARIABLE, str(made))
+    assert findings_by_item()["triton server"].status == "broken"  # its tritonserver was removed
+
+
 def test_a_broken_kernel_library_fails_the_doctor(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "libbad.so"
     bad.write_text("not a library")

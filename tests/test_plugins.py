@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,38 @@ def test_plugin_host_side(tmp_path):
     print(run.stdout[-2000:])
     assert run.returncode == 0, run.stdout
     assert "0 failure(s)" in run.stdout
+
+
+def test_triton_loader_loads_the_plugin_library_from_its_own_folder(tmp_path):
+    """libhandssca_plugins_triton.so (what Triton's plugins setting opens) asks TensorRT's registry
+    to loadLibrary the libhandssca_plugins.so beside it when it is opened. Built here against a
+    stand-in libnvinfer whose getPluginRegistry returns nullptr ("\\return the plugin registry",
+    NvInferRuntime.h; none here), so opening it must say which library it could not load."""
+    include = os.environ.get("TENSORRT_INCLUDE_DIR")
+    if not include or not (Path(include) / "NvInfer.h").is_file():
+        pytest.skip("TENSORRT_INCLUDE_DIR does not point at TensorRT's headers (NvInfer.h)")
+    _need_toolchain()
+    stand_in = tmp_path / "nvinfer"
+    stand_in.mkdir()
+    (stand_in / "registry.cpp").write_text(
+        "namespace nvinfer1 { class IPluginRegistry; }\n"
+        'extern "C" nvinfer1::IPluginRegistry* getPluginRegistry() noexcept { return nullptr; }\n'
+    )
+    subprocess.run(["g++", "-shared", "-fPIC", str(stand_in / "registry.cpp"), "-o", str(stand_in / "libnvinfer.so")],
+                   check=True)  # fmt: skip
+    build = tmp_path / "build"
+    result = _cmake_build(build, "-DCMAKE_CUDA_ARCHITECTURES=80", f"-DTENSORRT_INCLUDE_DIR={include}",
+                          f"-DTENSORRT_LIB_DIR={stand_in}", "-DHANDSSCA_BUILD_TESTS=OFF")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    loader = build / "libhandssca_plugins_triton.so"
+    exported = subprocess.run(["nm", "-D", "--defined-only", str(loader)], capture_output=True, text=True).stdout
+    assert not [line for line in exported.splitlines() if " T " in line]  # it only runs when opened
+    opened = subprocess.run(
+        [sys.executable, "-c", f"import ctypes; ctypes.CDLL({str(loader)!r})"],
+        capture_output=True, text=True, env={**os.environ, "LD_LIBRARY_PATH": str(stand_in)},
+    )  # fmt: skip
+    assert opened.returncode == 0
+    assert f"TensorRT did not load {build / 'libhandssca_plugins.so'}" in opened.stderr
 
 
 # ------------------------------------------------------------------------------------------------

@@ -198,13 +198,28 @@ def fake_tensorrt(cuda: FakeCuda, parse_ok=True, loads=True, version="10.16.0", 
         def set_shape(self, name, lo, opt, hi):
             self.shapes = (name, lo, opt, hi)
 
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape, self.dtype = name, shape, np.float32
+
+    class Network:
+        """INetworkDefinition after parsing: getNbInputs/getInput, getNbOutputs/getOutput."""
+
+        num_inputs, num_outputs = 1, 2
+
+        def get_input(self, i):
+            return Tensor("image", (-1, 3, 4, 4))
+
+        def get_output(self, i):
+            return [Tensor("heatmaps", (-1, 3, 4, 4)), Tensor("total", (-1,))][i]
+
     class Builder:
         def __init__(self, logger):
             pass
 
         def create_network(self, flags):
             trt.calls.append(("flags", flags))
-            return object()
+            return Network()
 
         def create_builder_config(self):
             return Config()
@@ -346,6 +361,11 @@ def test_build_writes_engine_sidecar_and_trtexec_line(tmp_path, fakes, plugin):
     }
     assert sidecar["plugin_sha256"] == te.sha256_file(plugin) and len(sidecar["onnx_sha256"]) == 64
     assert sidecar["profile"]["max"] == [4, 3, 4, 4] and sidecar["model"] == {"format": "handssca-onnx/1"}
+    assert sidecar["io"] == [  # what a Triton repository is written from, without TensorRT
+        {"name": "image", "is_input": True, "dtype": "float32", "shape": [-1, 3, 4, 4]},
+        {"name": "heatmaps", "is_input": False, "dtype": "float32", "shape": [-1, 3, 4, 4]},
+        {"name": "total", "is_input": False, "dtype": "float32", "shape": [-1]},
+    ]
     assert ("load_library", str(plugin)) in trt.calls and ("flags", 2) in trt.calls
     assert ("profile", ("image", (1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4))) in trt.calls
     assert f"--dynamicPlugins={plugin}" in result.trtexec and "--maxShapes=image:4x3x4x4" in result.trtexec

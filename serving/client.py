@@ -1,0 +1,135 @@
+"""A client of the served ensemble: frames and boxes in, the runtime's HandPrediction out.
+
+The client crops exactly as HandMeshPredictor does (``hand_crops``: the square around each box,
+left hands mirrored) and sends uint8 crops with their boxes and sides; the server normalises,
+runs the network and MANO, and maps the keypoints back into the frame. Over gRPC (default) or
+HTTP, with tritonclient:
+
+    client = HandMeshClient("localhost:8001")
+    hands = client.predict(frame_bgr, [(x0, y0, x1, y1)], sides=["right"])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from handssca.errors import HandSSCAError
+
+from .repository import ENSEMBLE, MESH_OUTPUTS
+
+PROTOCOLS = ("grpc", "http")
+
+
+class ServingClientError(HandSSCAError, RuntimeError):
+    """The server refused or failed a request: its message, and the model it was for."""
+
+
+def tritonclient_module(protocol: str):
+    if protocol not in PROTOCOLS:
+        raise ServingClientError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError as exc:
+        raise ServingClientError(
+            f"the Triton client needs tritonclient: pip install 'handssca[serve]' ({exc})"
+        ) from exc
+    return module
+
+
+class HandMeshClient:
+    """Requests to the ``handssca`` ensemble of a running server at ``url`` (host:port)."""
+
+    def __init__(self, url: str, protocol: str = "grpc", model: str = ENSEMBLE, timeout_s: float = 60.0):
+        self.module = tritonclient_module(protocol)
+        self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
+        if protocol == "grpc":
+            self.client = self.module.InferenceServerClient(url)
+        else:  # HTTP's timeouts are per connection; gRPC's are per call (client_timeout below)
+            self.client = self.module.InferenceServerClient(
+                url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+        try:
+            config = self.client.get_model_config(model)
+        except Exception as exc:  # tritonclient's InferenceServerException, refused connections
+            raise ServingClientError(f"{url}: cannot read the config of model '{model}' ({_message(exc)})") from exc
+        config = config["config"] if protocol == "grpc" and isinstance(config, dict) else config
+        if not isinstance(config, dict):  # gRPC returns the protobuf message
+            from google.protobuf import json_format
+
+            config = json_format.MessageToDict(config.config, preserving_proto_field_name=True)
+        crops = next(t for t in config["input"] if t["name"] == "crops")
+        self.size = int(crops["dims"][0])
+        self.max_batch = int(config.get("max_batch_size", 0)) or None
+        self.rgb = config.get("parameters", {}).get("colour_order", {}).get("string_value", "RGB") == "RGB"
+        self.output_names = [name for name, _, _ in MESH_OUTPUTS]
+
+    def infer(self, crops: np.ndarray, boxes: np.ndarray, is_left: np.ndarray) -> dict[str, np.ndarray]:
+        """One request: crops (B, S, S, 3) uint8, boxes (B, 4) float32, is_left (B, 1) bool ->
+        the ensemble's outputs by name. ServingClientError with the server's message on refusal."""
+        from tritonclient.utils import np_to_triton_dtype
+
+        m = self.module
+        try:
+            inputs = []
+            for name, array in (("crops", crops), ("boxes", boxes), ("is_left", is_left)):
+                # Sent as they are: the server names a wrong type or shape, nothing is cast here.
+                tensor = m.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            outputs = [m.InferRequestedOutput(name) for name in self.output_names]
+            if self.protocol == "grpc":
+                result = self.client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            else:
+                result = self.client.infer(self.model, inputs, outputs=outputs)
+        except Exception as exc:  # tritonclient's InferenceServerException, gRPC and socket errors
+            raise ServingClientError(f"model '{self.model}': {_message(exc)}") from exc
+        return {name: result.as_numpy(name) for name in self.output_names}
+
+    def predict(self, frame: np.ndarray, boxes, *, colour: str = "bgr", sides=None) -> list:
+        """HandMeshPredictor.predict's contract, served: a list of HandPrediction per box."""
+        from handssca.runtime.predictor import HandPrediction, check_request, hand_crops
+
+        boxes, sides = check_request(frame, boxes, sides)
+        if not boxes:
+            return []
+        image = frame[..., ::-1] if (colour == "bgr") == self.rgb else frame
+        crops, _ = hand_crops(image, boxes, sides, self.size)
+        box_array = np.asarray(boxes, np.float32)
+        left = np.array([[s == "left"] for s in sides])
+        step = self.max_batch or len(boxes)
+        parts = [
+            self.infer(crops[i : i + step], box_array[i : i + step], left[i : i + step])
+            for i in range(0, len(boxes), step)
+        ]
+        out = {name: np.concatenate([p[name] for p in parts]).astype(np.float64) for name in self.output_names}
+        return [
+            HandPrediction(
+                box=box,
+                side=side,
+                keypoints_2d=out["keypoints_2d"][i],
+                joints_3d=out["joints_3d"][i],
+                vertices=out["vertices"][i],
+                pose=out["pose"][i],
+                shape=out["shape"][i],
+                confidence=float(out["confidence"][i, 0]),
+            )  # fmt: skip
+            for i, (box, side) in enumerate(zip(boxes, sides, strict=True))
+        ]
+
+    def close(self) -> None:
+        """Closes the connection: Triton's graceful stop waits for open HTTP connections."""
+        self.client.close()
+
+    def __enter__(self) -> HandMeshClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _message(exc: Exception) -> str:
+    text = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    return (text or type(exc).__name__).splitlines()[0]

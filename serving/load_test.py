@@ -1,0 +1,280 @@
+"""Load test: N concurrent clients against a real Triton serving the model, dynamic batching on and off.
+
+For each batching mode the repository is written to a temporary folder and served; for each
+concurrency level N, N threads (one client each, as N camera streams) send one hand per request
+for a fixed time and every answer is compared with the runtime's own (HandMeshPredictor over
+OnnxModel, in this process) for the same crop. Per level: throughput, latency percentiles,
+errors, parity failures and the network's mean executed batch (from Triton's statistics). The
+in-process predictor's own throughput is measured in the same run, as the yardstick.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from handssca.errors import HandSSCAError
+
+from .repository import NETWORK, ServingOptions, write_repository
+
+# An answer further than this from the runtime's own is a parity failure (batching reorders
+# float sums in the convolutions, which moves results by ~1e-7; a wrong hand moves them by cm).
+TOLERANCE = {"vertices": 1e-4, "joints_3d": 1e-4, "keypoints_2d": 1e-2, "pose": 1e-4, "shape": 1e-4}
+
+
+class LoadTestError(HandSSCAError, RuntimeError):
+    pass
+
+
+@dataclass
+class Hands:
+    """A fixed set of hands to send: crops, boxes and sides, and the runtime's answers."""
+
+    crops: np.ndarray
+    boxes: np.ndarray
+    is_left: np.ndarray
+    reference: dict[str, np.ndarray]
+
+
+def make_hands(predictor, count: int, seed: int = 0) -> Hands:
+    """``count`` hands cut from random frames (every other one a left hand), with the predictor's
+    answers for each alone (batch 1), as a client would get them from the runtime."""
+    from handssca.runtime.predictor import hand_crops
+
+    rng = np.random.default_rng(seed)
+    crops, boxes, sides, reference = [], [], [], {k: [] for k in TOLERANCE}
+    for i in range(count):
+        frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        x0, y0 = rng.uniform(0, 150), rng.uniform(0, 90)
+        box = np.array([x0, y0, x0 + rng.uniform(60, 160), y0 + rng.uniform(60, 140)], np.float32).astype(np.float64)
+        side = "left" if i % 2 else "right"
+        image = frame[..., ::-1] if predictor.rgb else frame  # the frame is BGR, as from OpenCV
+        crop, _ = hand_crops(image, [box], [side], predictor.size)
+        (hand,) = predictor.predict(frame, [box], sides=[side])
+        crops.append(crop[0])
+        boxes.append(box)
+        sides.append(side)
+        for key in TOLERANCE:
+            reference[key].append(getattr(hand, key))
+    return Hands(
+        np.stack(crops),
+        np.asarray(boxes, np.float32),
+        np.array([[s == "left"] for s in sides]),
+        {k: np.stack(v) for k, v in reference.items()},
+    )
+
+
+def _percentile(samples: list[float], q: float) -> float | None:
+    return round(float(np.percentile(samples, q)), 2) if samples else None
+
+
+def _network_counts(url: str, protocol: str) -> tuple[int, int]:
+    """(inferences, executions) of the network model so far, from Triton's statistics."""
+    from .client import tritonclient_module
+
+    module = tritonclient_module(protocol)
+    client = module.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(NETWORK, as_json=True) if protocol == "grpc" else None
+        stats = stats or client.get_inference_statistics(NETWORK)
+    finally:
+        client.close()
+    model = stats["model_stats"][0]
+    return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
+
+
+def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: float) -> dict:
+    """``concurrency`` clients for ``duration_s`` against a running server: one level's figures."""
+    from .client import HandMeshClient
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    parity = {"failures": 0, "max_diff": {k: 0.0 for k in TOLERANCE}}
+    lock = threading.Lock()
+    start_line = threading.Barrier(concurrency + 1)
+    stop_at = [0.0]
+
+    def client_loop(index: int) -> None:
+        with HandMeshClient(url, protocol) as client:
+            start_line.wait()
+            n = index
+            while time.perf_counter() < stop_at[0]:
+                i = n % len(hands.crops)
+                n += concurrency
+                begin = time.perf_counter()
+                try:
+                    out = client.infer(hands.crops[i : i + 1], hands.boxes[i : i + 1], hands.is_left[i : i + 1])
+                except HandSSCAError as exc:
+                    with lock:
+                        errors.append(str(exc))
+                    continue
+                elapsed = (time.perf_counter() - begin) * 1e3
+                diffs = {k: float(np.abs(out[k][0] - hands.reference[k][i]).max()) for k in TOLERANCE}
+                with lock:
+                    latencies.append(elapsed)
+                    for k, d in diffs.items():
+                        parity["max_diff"][k] = max(parity["max_diff"][k], d)
+                    if any(d > TOLERANCE[k] for k, d in diffs.items()):
+                        parity["failures"] += 1
+
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    before = _network_counts(url, protocol)
+    stop_at[0] = time.perf_counter() + duration_s
+    begin = time.perf_counter()
+    start_line.wait()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - begin
+    after = _network_counts(url, protocol)
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    return {
+        "concurrency": concurrency,
+        "seconds": round(wall, 2),
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "parity_failures": parity["failures"],
+        "max_diff": {k: float(f"{v:.3g}") for k, v in parity["max_diff"].items()},
+        "hands_per_s": round(len(latencies) / wall, 2),
+        "p50_ms": _percentile(latencies, 50),
+        "p90_ms": _percentile(latencies, 90),
+        "p99_ms": _percentile(latencies, 99),
+        "mean_network_batch": round(inferences / executions, 2) if executions else None,
+    }
+
+
+def in_process_rate(predictor, hands: Hands, duration_s: float) -> float:
+    """Hands per second of the runtime itself at batch 1, on the same crops (one thread)."""
+    from handssca.runtime.crop import normalise
+
+    images = normalise(hands.crops, predictor.mean, predictor.std)
+    count, begin = 0, time.perf_counter()
+    while time.perf_counter() - begin < duration_s:
+        predictor.model.run(images[count % len(images)][None])
+        count += 1
+    return round(count / (time.perf_counter() - begin), 2)
+
+
+def run_load_test(
+    model: str | Path,
+    *,
+    concurrency=(1, 2, 4, 8),
+    duration_s: float = 10.0,
+    protocol: str = "grpc",
+    environment=None,
+    mano=None,
+    hands: int = 16,
+    options: ServingOptions | None = None,
+    modes=(True, False),
+    progress=print,
+) -> dict:
+    """The load test's report (a dict ready for JSON): per batching mode, per concurrency level."""
+    from handssca.measure import load_average
+    from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.predictor import HandMeshPredictor
+
+    from .server import TritonServer
+
+    base = options or ServingOptions()
+    mano_model, fingertip_ids, mano_label = load_hand_model(mano)
+    predictor = HandMeshPredictor.open(model, mano_model, fingertip_ids)
+    hand_set = make_hands(predictor, hands)
+    report = {
+        "model": str(model),
+        "network": {k: predictor.model.metadata.get(k) for k in ("model_config", "weights", "precision")},
+        "protocol": protocol,
+        "duration_s": duration_s,
+        "hands": hands,
+        "mano": mano_label,
+        "tolerance": TOLERANCE,
+        "options": {k: v for k, v in vars(base).items() if k != "dynamic_batching"},
+        "load_average_before": load_average(),
+        "in_process_hands_per_s": None,
+        "modes": {},
+    }
+    progress(f"in-process runtime, batch 1, {duration_s:.0f} s ...")
+    report["in_process_hands_per_s"] = in_process_rate(predictor, hand_set, duration_s)
+    del predictor
+    with tempfile.TemporaryDirectory(prefix="handssca-load-") as folder:
+        for dynamic in modes:
+            mode = "dynamic batching" if dynamic else "no batching"
+            repo = Path(folder) / ("dynamic" if dynamic else "single")
+            opts = ServingOptions(**{**vars(base), "dynamic_batching": dynamic})
+            write_repository(model, repo, mano=mano, options=opts)
+            levels = []
+            with TritonServer(repo, environment=environment, log=Path(folder) / f"{repo.name}.log") as server:
+                url = server.grpc_url if protocol == "grpc" else server.http_url
+                drive(url, protocol, hand_set, 1, min(2.0, duration_s))  # warm-up: first calls allocate
+                for n in concurrency:
+                    progress(f"{mode}: {n} clients, {duration_s:.0f} s ...")
+                    levels.append(drive(url, protocol, hand_set, n, duration_s))
+                    progress(format_level(levels[-1]))
+            report["modes"][mode] = {"exit_code": server.exit_code, "levels": levels}
+    return report
+
+
+def format_level(level: dict) -> str:
+    return (
+        f"  {level['concurrency']:>3} clients  {level['hands_per_s']:>7.1f} hands/s  p50 {level['p50_ms']} ms  "
+        f"p90 {level['p90_ms']} ms  p99 {level['p99_ms']} ms  errors {level['errors']}  "
+        f"parity failures {level['parity_failures']}  mean batch {level['mean_network_batch']}"
+    )
+
+
+def summary_table(report: dict) -> str:
+    lines = [
+        f"in-process runtime (batch 1, one thread): {report['in_process_hands_per_s']} hands/s",
+        "| batching | clients | hands/s | p50 ms | p90 ms | p99 ms | errors | parity failures | mean batch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mode, result in report["modes"].items():
+        for lv in result["levels"]:
+            lines.append(
+                f"| {mode} | {lv['concurrency']} | {lv['hands_per_s']} | {lv['p50_ms']} | {lv['p90_ms']} | "
+                f"{lv['p99_ms']} | {lv['errors']} | {lv['parity_failures']} | {lv['mean_network_batch']} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path: Path) -> Path:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode, result in report["modes"].items():
+        n = [lv["concurrency"] for lv in result["levels"]]
+        left.plot(n, [lv["hands_per_s"] for lv in result["levels"]], marker="o", label=mode)
+        right.plot(n, [lv["p50_ms"] for lv in result["levels"]], marker="o", label=f"{mode} p50")
+        right.plot(n, [lv["p99_ms"] for lv in result["levels"]], marker="x", linestyle="--", label=f"{mode} p99")
+    left.axhline(report["in_process_hands_per_s"], color="grey", linestyle=":", label="in-process runtime, batch 1")
+    left.set(xlabel="concurrent clients", ylabel="hands / s", title="Throughput", xscale="log", xticks=n)
+    left.set_ylim(bottom=0)
+    right.set(xlabel="concurrent clients", ylabel="latency (ms)", title="Latency", xscale="log", xticks=n)
+    for ax in (left, right):
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticklabels([str(v) for v in n])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    env = report.get("environment", {})
+    fig.suptitle(
+        f"Triton on {env.get('cpu', 'this machine')} ({env.get('cpu_count', '?')} cores), {report['protocol']}"
+    )
+    fig.tight_layout()
+    import io
+
+    from handssca.runtime.files import write_atomically
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return write_atomically(path, buffer.getvalue())

@@ -1,0 +1,312 @@
+"""Triton Inference Server, started and stopped from Python, in an environment of its own.
+
+PyPI's nvidia-pytriton bundles a ``tritonserver`` binary with the python backend, and pins
+numpy below 2, which the main install (torch, OpenCV 5) cannot take. So the server gets its own
+virtual environment (``setup_server_environment``, ``handssca serve setup``): nvidia-pytriton,
+the runtime's dependencies, and this very package without its extras, which is what the
+repository's python models import. ``TritonServer`` runs that binary (or a system one, as in
+NVIDIA's tritonserver container) on a model repository:
+
+    with TritonServer("repo") as server:        # ready when this returns
+        client = HandMeshClient(server.grpc_url)
+    # SIGTERM on the way out; Triton unloads every model and exits 0, or this raises
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from handssca import __version__
+from handssca.errors import HandSSCAError
+
+SERVER_PACKAGES = ("nvidia-pytriton==0.7.0", "numpy<2", "onnx", "onnxruntime", "onnxruntime-extensions", "polygraphy")
+ENV_VARIABLE = "HANDSSCA_TRITON_ENV"
+ENV_MARKER = "handssca_server_env.json"
+SYSTEM_BACKENDS = Path("/opt/tritonserver/backends")  # NVIDIA's tritonserver container
+
+
+class ServingError(HandSSCAError, RuntimeError):
+    """The server cannot be set up, started or stopped cleanly: says what and where."""
+
+
+def default_environment() -> Path:
+    """$HANDSSCA_TRITON_ENV, else ~/.cache/handssca/triton-server."""
+    if os.environ.get(ENV_VARIABLE):
+        return Path(os.environ[ENV_VARIABLE])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "handssca" / "triton-server"
+
+
+def _handssca_source() -> list[str]:
+    """pip's arguments for this package in the server's environment: a checkout installed in
+    editable mode is installed the same way (the server then runs the code being edited), another
+    install from a folder from that folder, and anything else as the same release from the index."""
+    for dist in metadata.distributions(name="handssca"):  # an egg-info in a source tree has no direct_url
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        url = direct.get("url", "")
+        if url.startswith("file://") and (Path(url[7:]) / "pyproject.toml").is_file():
+            return ["-e", url[7:]] if direct.get("dir_info", {}).get("editable") else [url[7:]]
+    return [f"handssca=={__version__}"]
+
+
+@dataclass
+class ServerEnvironment:
+    """Where tritonserver, its backends and the python it runs models with are."""
+
+    folder: Path | None
+    binary: Path
+    backends: Path
+    library_path: list[Path]
+    bin_path: list[Path]
+
+    @classmethod
+    def find(cls, folder: str | Path | None = None) -> ServerEnvironment:
+        """The environment ``setup_server_environment`` made in ``folder`` (default
+        ``default_environment()``); without one, a ``tritonserver`` on PATH with the container's
+        backends. ServingError saying how to make one otherwise."""
+        chosen = Path(folder) if folder else default_environment()
+        marker = chosen / ENV_MARKER
+        if marker.is_file():
+            info = json.loads(marker.read_text())
+            site = Path(info["site_packages"])
+            server = site / "pytriton" / "tritonserver"
+            return cls(chosen, server / "bin" / "tritonserver", chosen / "backends", [site / "nvidia_pytriton.libs"],
+                       [chosen / "bin"])  # fmt: skip
+        system = shutil.which("tritonserver")
+        if folder is None and system and SYSTEM_BACKENDS.is_dir():
+            return cls(None, Path(system), SYSTEM_BACKENDS, [], [])
+        raise ServingError(
+            f"{chosen}: no Triton server environment here: make one with 'handssca serve setup {chosen}' "
+            f"(or set {ENV_VARIABLE}; in NVIDIA's tritonserver container the system server is used)"
+        )
+
+
+def setup_server_environment(folder: str | Path | None = None, *, quiet: bool = False) -> ServerEnvironment:
+    """A virtual environment in ``folder`` with Triton (nvidia-pytriton), the runtime's
+    dependencies and this package, plus the python backend folder Triton is pointed at (the
+    wheel keeps the backend and its stub apart; the stub for this Python goes beside it)."""
+    folder = Path(folder) if folder else default_environment()
+    underway = folder / f".{ENV_MARKER}.partial"  # a setup that stopped half way is redone, not refused
+    ours = (folder / ENV_MARKER).is_file() or underway.is_file()
+    if folder.is_file() or (folder.is_dir() and not ours and any(folder.iterdir())):
+        raise ServingError(f"{folder}: not empty and not a server environment; choose another folder")
+    pip_quiet = ["--quiet"] if quiet else []
+
+    def run(command: list[str]) -> None:
+        if not quiet:
+            print("$ " + " ".join(command), flush=True)
+        result = subprocess.run(
+            command, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True
+        )
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
+            raise ServingError(
+                f"{folder}: '{' '.join(command[:4])} ...' failed: {lines[-1] if lines else result.returncode}"
+            )
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        underway.touch()
+        (folder / ENV_MARKER).unlink(missing_ok=True)  # half-made until the end
+    except OSError as exc:
+        raise ServingError(f"{folder}: cannot write it ({exc.strerror or exc})") from exc
+    run([sys.executable, "-m", "venv", str(folder)])
+    python = str(folder / "bin" / "python")
+    run([python, "-m", "pip", "install", *pip_quiet, "--upgrade", "pip"])
+    run([python, "-m", "pip", "install", *pip_quiet, *SERVER_PACKAGES])
+    run([python, "-m", "pip", "install", *pip_quiet, "--no-deps", *_handssca_source()])
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    server = Path(site) / "pytriton" / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServingError(f"{stub}: nvidia-pytriton has no python backend stub for Python {version}")
+    backends = folder / "backends"
+    shutil.rmtree(backends, ignore_errors=True)
+    shutil.copytree(server / "backends", backends)
+    shutil.copy2(stub, backends / "python" / stub.name)
+    info = {
+        "site_packages": site,
+        "python": version,
+        "packages": list(SERVER_PACKAGES),
+        "handssca": " ".join(_handssca_source()),
+    }
+    (folder / ENV_MARKER).write_text(json.dumps(info, indent=2))
+    underway.unlink()
+    return ServerEnvironment.find(folder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TritonServer:
+    """``with TritonServer(repository) as server:`` a running Triton on localhost.
+
+    Entering checks the repository, starts tritonserver and waits until its HTTP health endpoint
+    says ready (ServingError with the server's own last words if it exits or times out first).
+    Leaving sends SIGTERM, as a process manager would, and waits for Triton to unload its models
+    and exit; ``exit_code`` is what it returned, and an unclean stop raises. Engines get the
+    repository's plugin library through the TensorRT backend's ``plugins`` setting."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        environment: ServerEnvironment | str | Path | None = None,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        log: str | Path | None = None,
+        start_timeout_s: float = 180.0,
+        stop_timeout_s: float = 60.0,
+        extra_args: tuple[str, ...] = (),
+    ):
+        from .repository import PLUGIN_FOLDER, TRITON_LOADER, check_repository
+
+        self.repository = Path(repository).resolve()
+        self.models = check_repository(self.repository)
+        if not isinstance(environment, ServerEnvironment):
+            environment = ServerEnvironment.find(environment)
+        self.environment = environment
+        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.log_path = Path(log) if log else Path(tempfile.mkdtemp(prefix="handssca-triton-")) / "tritonserver.log"
+        self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
+        loader = self.repository / PLUGIN_FOLDER / TRITON_LOADER
+        plugins = [loader] if loader.is_file() else []
+        self.command = [
+            str(environment.binary), f"--model-repository={self.repository}",
+            f"--backend-directory={environment.backends}", f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false",
+            "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={int(stop_timeout_s)}",
+            *([f"--backend-config=tensorrt,plugins={';'.join(map(str, plugins))}"] if plugins else []),
+            *extra_args,
+        ]  # fmt: skip
+        self.process: subprocess.Popen | None = None
+        self.exit_code: int | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://localhost:{self.metrics_port}/metrics"
+
+    def _environ(self) -> dict:
+        env = dict(os.environ)
+        join = os.pathsep.join
+        env["LD_LIBRARY_PATH"] = join([*map(str, self.environment.library_path), env.get("LD_LIBRARY_PATH", "")])
+        # The python stub runs models with the python found first on PATH: the server's own.
+        env["PATH"] = join([*map(str, self.environment.bin_path), env.get("PATH", "")])
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        return env
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _first_error(self) -> str:
+        text = self.log_tail(200).splitlines()
+        errors = [line for line in text if line.startswith("E") or "failed" in line.lower() or "error" in line.lower()]
+        return (errors[0] if errors else (text[-1] if text else "no output")).strip()
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self) -> TritonServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")  # noqa: SIM115 (the server writes to it until it stops)
+        try:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self._environ(),
+                                            start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            log.close()
+            raise ServingError(f"{self.environment.binary}: cannot start tritonserver ({exc.strerror or exc})") from exc
+        log.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.exit_code = self.process.returncode
+                raise ServingError(
+                    f"{self.repository}: tritonserver exited with {self.exit_code} before it was ready: "
+                    f"{self._first_error()} (log: {self.log_path})"
+                )
+            if self.ready():
+                return self
+            time.sleep(0.2)
+        self._kill()
+        raise ServingError(
+            f"{self.repository}: tritonserver was not ready after {self.start_timeout_s:.0f} s: "
+            f"{self._first_error()} (log: {self.log_path})"
+        )
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> int:
+        """SIGTERM and wait; the exit code (ServingError if Triton had to be killed)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.stop_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                self.exit_code = self.process.returncode
+                raise ServingError(
+                    f"tritonserver did not stop within {self.stop_timeout_s:.0f} s of SIGTERM: killed "
+                    f"(log: {self.log_path})"
+                ) from None
+        # The python stubs are Triton's children in the same session: none may outlive it.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.exit_code = self.process.returncode
+        return self.exit_code
+
+    def __enter__(self) -> TritonServer:
+        try:
+            return self.start()
+        except BaseException:
+            self._kill()
+            raise
+
+    def __exit__(self, kind, value, traceback) -> None:
+        code = self.stop()
+        if code != 0 and kind is None:
+            raise ServingError(
+                f"tritonserver exited with {code} after SIGTERM: {self._first_error()} (log: {self.log_path})"
+            )

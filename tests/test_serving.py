@@ -1,0 +1,441 @@
+"""Serving through Triton Inference Server.
+
+The repository writer and checker run without a server. The rest starts a real tritonserver
+from the environment ``handssca serve setup`` makes (the README's test command makes it first;
+without it these tests skip, unless HANDSSCA_REQUIRE_TRITON=1, as in CI, makes that a failure)
+and drives it with tritonclient over gRPC and HTTP: the served meshes equal the runtime's, bad
+requests get clear errors while the server keeps serving, a client that hangs up costs nobody
+else their answer, and SIGTERM stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from handssca.export import export_onnx
+from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.runtime.mano import load_mano
+from handssca.runtime.predictor import HandMeshPredictor
+from handssca.serving import repository as rp
+from handssca.serving.client import HandMeshClient, ServingClientError
+from handssca.serving.load_test import make_hands, run_load_test
+from handssca.serving.server import ServerEnvironment, ServingError, TritonServer, free_port
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    net = HandSSCA(HandSSCAConfig(input_size=SIZE, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
+    path = tmp_path_factory.mktemp("serving") / "tiny.onnx"
+    export_onnx(net, path, validate=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_onnx):
+    mano, fingertip_ids = build_builtin_hand()
+    return HandMeshPredictor.open(tiny_onnx, mano, fingertip_ids)
+
+
+def read_config(path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+# ---------------------------------------------------------------- the repository, no server
+
+
+def test_repository_layout_names_and_shapes_come_from_the_model(tiny_onnx, tmp_path):
+    report = rp.write_repository(tiny_onnx, tmp_path / "repo")
+    repo = report.path
+    assert sorted(p.name for p in repo.iterdir()) == sorted(
+        [rp.ENSEMBLE, rp.PREPROCESS, rp.NETWORK, rp.MESH, rp.MANIFEST]
+    )
+    assert (repo / rp.NETWORK / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    for name, cls in ((rp.PREPROCESS, "PreprocessModel"), (rp.NETWORK, "NetworkModel"), (rp.MESH, "MeshModel")):
+        assert f"import {cls} as TritonPythonModel" in (repo / name / "1" / "model.py").read_text()
+    assert (repo / rp.ENSEMBLE / "1").is_dir()
+    assert len(load_mano(repo / rp.MESH / "1" / "mano.npz").v_template) == 778
+
+    network = read_config(repo / rp.NETWORK / "config.pbtxt")  # Triton's own definitions parse it
+    assert network.backend == "python" and network.max_batch_size == 16
+    assert [(t.name, list(t.dims)) for t in network.input] == [("image", [3, SIZE, SIZE])]
+    outputs = {t.name: list(t.dims) for t in network.output}
+    assert outputs == {"heatmaps": [21, 16, 16], "joints_2d": [21, 2], "pose": [48], "shape": [10], "camera": [3]}
+    assert list(network.dynamic_batching.preferred_batch_size) == [8]
+    assert network.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert network.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+    ensemble = read_config(repo / rp.ENSEMBLE / "config.pbtxt")
+    assert ensemble.platform == "ensemble"
+    inputs = {t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in ensemble.input}
+    assert inputs == {
+        "crops": ("TYPE_UINT8", [SIZE, SIZE, 3]),
+        "boxes": ("TYPE_FP32", [4]),
+        "is_left": ("TYPE_BOOL", [1]),
+    }
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [rp.PREPROCESS, rp.NETWORK, rp.MESH]
+    assert {t.name for t in ensemble.output} == {name for name, _, _ in rp.MESH_OUTPUTS}
+    preprocess = read_config(repo / rp.PREPROCESS / "config.pbtxt")
+    assert json.loads(preprocess.parameters["mean"].string_value) == [0.485, 0.456, 0.406]
+    manifest = json.loads((repo / rp.MANIFEST).read_text())
+    assert manifest["kind"] == "onnx" and len(manifest["model_sha256"]) == 64
+    assert set(rp.check_repository(repo)) == {rp.ENSEMBLE, rp.PREPROCESS, rp.NETWORK, rp.MESH}
+
+
+def test_scheduling_options_are_written(tiny_onnx, tmp_path):
+    options = rp.ServingOptions(max_batch=6, preferred_batch=3, queue_delay_us=500, instances=2, threads=1)
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo", options=options).path
+    network = read_config(repo / rp.NETWORK / "config.pbtxt")
+    assert network.max_batch_size == 6 and network.instance_group[0].count == 2
+    assert list(network.dynamic_batching.preferred_batch_size) == [3]
+    assert network.dynamic_batching.max_queue_delay_microseconds == 500
+    mesh = read_config(repo / rp.MESH / "config.pbtxt")
+    assert mesh.HasField("dynamic_batching") and mesh.dynamic_batching.max_queue_delay_microseconds == 0
+    single = rp.write_repository(tiny_onnx, tmp_path / "single", options=rp.ServingOptions(dynamic_batching=False))
+    for name in (rp.PREPROCESS, rp.NETWORK, rp.MESH):
+        assert not read_config(single.path / name / "config.pbtxt").HasField("dynamic_batching")
+    with pytest.raises(rp.RepositoryError, match="preferred batch 9 is larger than the max batch 8"):
+        rp.ServingOptions(max_batch=8, preferred_batch=9).check()
+
+
+def test_versions_go_beside_older_ones_and_nothing_is_overwritten(tiny_onnx, tmp_path):
+    repo = tmp_path / "repo"
+    rp.write_repository(tiny_onnx, repo)
+    rp.write_repository(tiny_onnx, repo, options=rp.ServingOptions(version=2, max_batch=4, preferred_batch=2))
+    for name in (rp.PREPROCESS, rp.NETWORK, rp.MESH, rp.ENSEMBLE):
+        assert {p.name for p in (repo / name).iterdir() if p.is_dir()} == {"1", "2"}
+    assert read_config(repo / rp.NETWORK / "config.pbtxt").max_batch_size == 4  # the newest config
+    assert json.loads((repo / rp.MANIFEST).read_text())["version"] == 2
+    with pytest.raises(rp.RepositoryError, match="version 2 exists already; pass --version 3"):
+        rp.write_repository(tiny_onnx, repo, options=rp.ServingOptions(version=2))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(rp.RepositoryError, match="not a HandSSCA model repository is in the way"):
+        rp.write_repository(tiny_onnx, foreign)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_a_failed_write_leaves_nothing(tiny_onnx, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise rp.RepositoryError("checked and refused")
+
+    monkeypatch.setattr(rp, "check_repository", broken)
+    with pytest.raises(rp.RepositoryError, match="checked and refused"):
+        rp.write_repository(tiny_onnx, tmp_path / "repo")
+    assert list(tmp_path.iterdir()) == []
+
+
+def fake_engine(tmp_path, io=True):
+    """An engine file and the sidecar build-engine writes (bytes only: nothing here runs it)."""
+    engine = tmp_path / "hand.engine"
+    engine.write_bytes(b"serialized engine bytes")
+    plugin = tmp_path / "libhandssca_plugins.so"
+    plugin.write_bytes(b"\x7fELF plugin")
+    (tmp_path / rp.TRITON_LOADER).write_bytes(b"\x7fELF loader")
+    shapes = {"heatmaps": [-1, 21, 16, 16], "joints_2d": [-1, 21, 2], "pose": [-1, 48], "shape": [-1, 10]}
+    sidecar = {
+        "format": "handssca-engine/1",
+        "plugin_library": str(plugin),
+        "profile": {"input": "image", "min": [1, 3, SIZE, SIZE], "opt": [4, 3, SIZE, SIZE], "max": [8, 3, SIZE, SIZE]},
+        "model": {"input": {"shape": ["batch", 3, SIZE, SIZE], "mean": [0.5] * 3, "std": [0.25] * 3}},
+    }
+    if io:
+        sidecar["io"] = [{"name": "image", "is_input": True, "dtype": "float32", "shape": [-1, 3, SIZE, SIZE]}] + [
+            {"name": n, "is_input": False, "dtype": "float32", "shape": s} for n, s in shapes.items()
+        ]
+    (tmp_path / "hand.engine.json").write_text(json.dumps(sidecar))
+    return engine, plugin
+
+
+def test_engine_repositories_serve_a_tensorrt_plan_with_the_plugin(tmp_path):
+    engine, plugin = fake_engine(tmp_path)
+    repo = rp.write_repository(engine, tmp_path / "repo", options=rp.ServingOptions(max_batch=8)).path
+    network = read_config(repo / rp.NETWORK / "config.pbtxt")
+    assert network.platform == "tensorrt_plan" and not network.backend
+    assert network.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert [list(t.dims) for t in network.input] == [[3, SIZE, SIZE]]
+    assert (repo / rp.NETWORK / "1" / "model.plan").read_bytes() == engine.read_bytes()
+    assert (repo / rp.PLUGIN_FOLDER / plugin.name).read_bytes() == plugin.read_bytes()
+    assert (repo / rp.PLUGIN_FOLDER / rp.TRITON_LOADER).read_bytes() == b"\x7fELF loader"
+    assert json.loads(read_config(repo / rp.PREPROCESS / "config.pbtxt").parameters["std"].string_value) == [0.25] * 3
+    with pytest.raises(rp.RepositoryError, match="takes batches up to 8; serve it with --max-batch 8 or less"):
+        rp.write_repository(engine, tmp_path / "big", options=rp.ServingOptions(max_batch=16))
+    (tmp_path / rp.TRITON_LOADER).unlink()
+    with pytest.raises(rp.RepositoryError, match="libhandssca_plugins_triton.so: missing beside the plugin library"):
+        rp.write_repository(engine, tmp_path / "no_loader")
+    (tmp_path / "old").mkdir()
+    old_engine, _ = fake_engine(tmp_path / "old", io=False)
+    with pytest.raises(rp.RepositoryError, match="records no input/output tensors.*rebuild it"):
+        rp.write_repository(old_engine, tmp_path / "old_repo")
+
+
+def test_an_engine_repository_starts_triton_with_the_plugin_loader(tmp_path):
+    engine, _ = fake_engine(tmp_path)
+    repo = rp.write_repository(engine, tmp_path / "repo", options=rp.ServingOptions(max_batch=8)).path
+    environment = ServerEnvironment(None, tmp_path / "tritonserver", tmp_path / "backends", [], [])
+    command = TritonServer(repo, environment=environment, http_port=8000, grpc_port=8001, metrics_port=8002).command
+    loader = repo.resolve() / rp.PLUGIN_FOLDER / rp.TRITON_LOADER
+    assert f"--backend-config=tensorrt,plugins={loader}" in command
+    assert "--http-port=8000" in command and f"--model-repository={repo.resolve()}" in command
+
+
+@pytest.fixture
+def repo(tiny_onnx, tmp_path):
+    return rp.write_repository(tiny_onnx, tmp_path / "repo").path
+
+
+@pytest.mark.parametrize(
+    "model, old, new, message",
+    [
+        (rp.ENSEMBLE, "dims: 778", "dims: 777", "output 'vertices' is declared TYPE_FP32 \\[777, 3\\]"),
+        (rp.MESH, 'name: "boxes"\n  data_type: TYPE_FP32', 'name: "boxes"\n  data_type: TYPE_FP64',
+         "'boxes' is TYPE_FP32 \\[4\\] but handssca_mesh's input 'boxes' is TYPE_FP64"),
+        (rp.ENSEMBLE, 'model_name: "handssca_mesh"', 'model_name: "handssca_meshes"', "calls 'handssca_meshes'"),
+        (rp.ENSEMBLE, 'key: "boxes"\n      value: "boxes"', 'key: "boxes"\n      value: "box"',
+         "reads 'box' before any step makes it"),
+        (rp.NETWORK, 'name: "handssca_network"', 'name: "network"', "names the model 'network' but its folder"),
+        (rp.NETWORK, "preferred_batch_size: 8", "preferred_batch_size: 32", "preferred batch size is larger"),
+        (rp.PREPROCESS, 'backend: "python"', 'backend: "python"\nbatch_size: 3', "not a Triton model configuration"),
+    ],
+)  # fmt: skip
+def test_check_repository_refuses_what_would_not_serve(repo, model, old, new, message):
+    config = repo / model / "config.pbtxt"
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+    with pytest.raises(rp.RepositoryError, match=message):
+        rp.check_repository(repo)
+
+
+def test_check_repository_wants_version_folders_and_code(repo):
+    (repo / rp.MESH / "1" / "model.py").unlink()
+    with pytest.raises(rp.RepositoryError, match="model.py is missing"):
+        rp.check_repository(repo)
+    shutil.rmtree(repo / rp.MESH / "1")
+    with pytest.raises(rp.RepositoryError, match="no version folder"):
+        rp.check_repository(repo)
+
+
+def test_serve_cli_writes_and_checks(tiny_onnx, tmp_path, capsys):
+    from handssca.cli import main
+
+    assert main(["serve", "repository", str(tiny_onnx), "-o", str(tmp_path / "repo"), "--max-batch", "4",
+                 "--preferred-batch", "2"]) == 0  # fmt: skip
+    assert "handssca serve start" in capsys.readouterr().out
+    assert main(["serve", "check", str(tmp_path / "repo")]) == 0
+    assert "4 models" in capsys.readouterr().out
+    assert main(["serve", "repository", str(tiny_onnx), "-o", str(tmp_path / "b"), "--preferred-batch", "32"]) == 1
+    assert "preferred batch 32 is larger than the max batch 16" in capsys.readouterr().err
+
+
+def test_without_a_server_environment_or_server_the_errors_say_what_to_do(tmp_path, monkeypatch):
+    from handssca.serving import server as sv
+
+    monkeypatch.setenv(sv.ENV_VARIABLE, str(tmp_path / "nothing"))
+    monkeypatch.setattr(sv.shutil, "which", lambda name: None)
+    with pytest.raises(ServingError, match="no Triton server environment here: make one with 'handssca serve setup"):
+        ServerEnvironment.find()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("mine")
+    with pytest.raises(ServingError, match="not empty and not a server environment"):
+        sv.setup_server_environment(foreign)
+    assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
+    port = free_port()
+    with pytest.raises(ServingClientError, match=f"localhost:{port}: cannot read the config of model 'handssca'"):
+        HandMeshClient(f"localhost:{port}", "http", timeout_s=2)
+
+
+# ---------------------------------------------------------------- a real Triton
+
+
+@pytest.fixture(scope="module")
+def environment():
+    try:
+        return ServerEnvironment.find()
+    except ServingError as exc:
+        if os.environ.get("HANDSSCA_REQUIRE_TRITON") == "1":
+            raise
+        pytest.skip(f"no Triton server environment ({exc})")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx, environment, tmp_path_factory):
+    options = rp.ServingOptions(max_batch=4, preferred_batch=2, queue_delay_us=1000)
+    repo = rp.write_repository(tiny_onnx, tmp_path_factory.mktemp("triton") / "repo", options=options).path
+    with TritonServer(repo, environment=environment) as running:
+        yield running
+    assert running.exit_code == 0
+
+
+def frame_and_boxes(seed=3):
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 256, (203, 311, 3), dtype=np.uint8)  # odd sizes
+    boxes = [(40, 30, 140, 150), (150.5, 60.25, 260, 199), (5, 7, 70, 61), (180, 20, 300, 90), (90, 90, 131, 160),
+             (0.5, 100.5, 100.5, 202.5)]  # fmt: skip
+    return frame, boxes, ["right", "left", "left", "right", "right", "left"]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_served_meshes_equal_the_runtime(server, predictor, protocol):
+    frame, boxes, sides = frame_and_boxes()
+    expected = predictor.predict(frame, boxes, sides=sides)
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with HandMeshClient(url, protocol) as client:
+        assert client.size == SIZE and client.max_batch == 4  # 6 hands go as 4 + 2
+        served = client.predict(frame, boxes, sides=sides)
+    for got, want in zip(served, expected, strict=True):
+        assert got.side == want.side
+        assert np.abs(got.vertices - want.vertices).max() < 1e-6  # metres; float32 on the wire
+        assert np.abs(got.joints_3d - want.joints_3d).max() < 1e-6
+        assert np.abs(got.keypoints_2d - want.keypoints_2d).max() < 1e-3  # pixels
+        np.testing.assert_allclose(got.pose, want.pose, atol=1e-6)
+        np.testing.assert_allclose(got.shape, want.shape, atol=1e-6)
+        assert got.confidence == pytest.approx(want.confidence, abs=1e-6)
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, predictor):
+    hands = make_hands(predictor, 2)
+    with HandMeshClient(server.grpc_url) as client:
+        small = np.zeros((1, 64, 64, 3), np.uint8)
+        with pytest.raises(ServingClientError, match="unexpected shape for input 'crops'.*\\[1,64,64,3\\]"):
+            client.infer(small, hands.boxes[:1], hands.is_left[:1])
+        with pytest.raises(ServingClientError, match="input 'crops' data-type is 'FP32'.*expects 'UINT8'"):
+            client.infer(hands.crops[:1].astype(np.float32), hands.boxes[:1], hands.is_left[:1])
+        with pytest.raises(ServingClientError, match="hand box .* is empty"):
+            client.infer(hands.crops[:1], np.array([[50, 50, 40, 90]], np.float32), hands.is_left[:1])
+        with pytest.raises(ServingClientError, match="batch-size must be <= 4"):
+            client.infer(np.repeat(hands.crops[:1], 5, axis=0), np.repeat(hands.boxes[:1], 5, 0),
+                         np.repeat(hands.is_left[:1], 5, 0))  # fmt: skip
+        out = client.infer(hands.crops, hands.boxes, hands.is_left)
+    assert server.ready()
+    assert np.abs(out["vertices"] - hands.reference["vertices"]).max() < 1e-6
+
+
+def infer_body(hands) -> bytes:
+    inputs = [
+        {"name": "crops", "shape": list(hands.crops.shape), "datatype": "UINT8", "data": hands.crops.ravel().tolist()},
+        {"name": "boxes", "shape": list(hands.boxes.shape), "datatype": "FP32", "data": hands.boxes.ravel().tolist()},
+        {"name": "is_left", "shape": list(hands.is_left.shape), "datatype": "BOOL",
+         "data": hands.is_left.ravel().tolist()},
+    ]  # fmt: skip
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def test_a_client_that_hangs_up_costs_nobody_else_their_answer(server, predictor):
+    hands = make_hands(predictor, 4)
+    body = infer_body(hands)
+    host, port = server.http_url.split(":")
+    header = (f"POST /v2/models/{rp.ENSEMBLE}/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    results, failures = [], []
+
+    def steady_client(index):
+        with HandMeshClient(server.grpc_url) as client:
+            for _ in range(6):
+                out = client.infer(hands.crops, hands.boxes, hands.is_left)
+                diff = np.abs(out["vertices"] - hands.reference["vertices"]).max()
+                (results if diff < 1e-6 else failures).append(diff)
+
+    workers = [threading.Thread(target=steady_client, args=(i,)) for i in range(3)]
+    for w in workers:
+        w.start()
+    for cut in (len(body), len(body) // 2):  # the whole request, then half of one: hang up before the answer
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(header + body[:cut])
+    for w in workers:
+        w.join()
+    assert not failures and len(results) == 18
+    assert server.ready()
+    with HandMeshClient(server.http_url, "http") as client:  # and the server still answers everyone
+        out = client.infer(hands.crops, hands.boxes, hands.is_left)
+    assert np.abs(out["keypoints_2d"] - hands.reference["keypoints_2d"]).max() < 1e-3
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_exits_cleanly(tiny_onnx, predictor, environment, tmp_path):
+    """A client keeps sending while the server is told to stop: what was in flight is answered
+    (correctly), what comes after is refused in words, nothing is answered wrong, Triton exits 0."""
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
+    hands = make_hands(predictor, 4)
+    answers, refusals = [], []
+
+    def keep_sending(url):
+        with HandMeshClient(url) as client:
+            while len(refusals) < 3:
+                try:
+                    answers.append(client.infer(hands.crops, hands.boxes, hands.is_left))
+                except ServingClientError as exc:
+                    refusals.append(str(exc))
+
+    with TritonServer(repo, environment=environment) as server:
+        worker = threading.Thread(target=keep_sending, args=(server.grpc_url,))
+        worker.start()
+        while len(answers) < 3:
+            time.sleep(0.01)
+    worker.join()
+    assert server.exit_code == 0 and server.process.poll() is not None
+    assert all(np.abs(a["vertices"] - hands.reference["vertices"]).max() < 1e-6 for a in answers)
+    assert all("stopping" in r or "unavailable" in r.lower() or "connect" in r.lower() for r in refusals), refusals
+    log = server.log_path.read_text()
+    assert "Signal (15) received" in log and f"successfully unloaded '{rp.NETWORK}'" in log
+
+
+def test_start_refuses_a_broken_repository_with_the_servers_reason(tiny_onnx, environment, tmp_path):
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
+    (repo / rp.NETWORK / "1" / "model.onnx").write_bytes(b"not onnx")  # the checker cannot see inside it
+    with pytest.raises(ServingError, match="exited with 1 before it was ready"):
+        with TritonServer(repo, environment=environment, start_timeout_s=120):
+            pass
+
+
+def test_serve_start_command_stops_on_sigterm(tiny_onnx, environment, tmp_path):
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    command = [sys.executable, "-m", "handssca", "serve", "start", str(repo), "--env", str(environment.folder),
+               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"gRPC localhost:{grpc}" in line, process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=90)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "stopped: tritonserver exited with 0" in out
+
+
+def test_load_test_reports_every_level_with_parity(tiny_onnx, environment):
+    options = rp.ServingOptions(max_batch=4, preferred_batch=2)
+    report = run_load_test(tiny_onnx, concurrency=(1, 3), duration_s=1.0, hands=4, environment=environment,
+                           options=options, progress=lambda _: None)  # fmt: skip
+    assert report["in_process_hands_per_s"] > 0
+    assert set(report["modes"]) == {"dynamic batching", "no batching"}
+    for mode in report["modes"].values():
+        assert mode["exit_code"] == 0
+        assert [lv["concurrency"] for lv in mode["levels"]] == [1, 3]
+        for level in mode["levels"]:
+            assert level["requests"] > 0 and level["errors"] == 0 and level["parity_failures"] == 0
+            assert level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"]
+            assert level["max_diff"]["vertices"] < 1e-6 and level["mean_network_batch"] >= 1
+    assert all(lv["mean_network_batch"] == 1 for lv in report["modes"]["no batching"]["levels"])
