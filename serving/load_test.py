@@ -100,7 +100,14 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
     stop_at = [0.0]
 
     def client_loop(index: int) -> None:
-        with HandMeshClient(url, protocol) as client:
+        try:
+            client = HandMeshClient(url, protocol)
+        except HandSSCAError as exc:  # counted, and the others still start
+            with lock:
+                errors.append(str(exc))
+            start_line.wait()
+            return
+        with client:
             start_line.wait()
             n = index
             while time.perf_counter() < stop_at[0]:
