@@ -333,31 +333,20 @@ def cmd_serve_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_start(args: argparse.Namespace) -> int:
-    import signal
+    from functools import partial
 
-    from handssca.serving.server import ServingError, TritonServer
+    from handssca.serving.server import TritonServer, serve_until_stopped
 
     server = TritonServer(
         args.repository, environment=args.env, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, log=args.log,
     )  # fmt: skip
-
-    def stop_on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    try:
-        with server:
-            print(
-                f"serving {args.repository}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
-                f"metrics {server.metrics_url}"
-            )
-            print(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
-            code = server.process.wait()
-            raise ServingError(f"tritonserver exited on its own with {code}: {server.log_tail(3)}")
-    except KeyboardInterrupt:
-        pass  # the with-block stopped the server (SIGTERM, wait, exit code checked)
-    print(f"stopped: tritonserver exited with {server.exit_code}")
+    code = serve_until_stopped(server, announce=partial(print, flush=True))  # flushed: often read through a pipe
+    if code != 0:
+        raise CommandError(
+            f"tritonserver exited with {code} when stopped: {server.first_error()} (log: {server.log_path})"
+        )
+    print(f"stopped: tritonserver exited with {code}")
     return 0
 
 

@@ -219,11 +219,14 @@ def triton_server() -> list[Finding]:
         ]
     else:
         found = [Finding("tritonclient", "ok", "HTTP and gRPC clients, Triton's config definitions")]
-    from handssca.serving.server import ServerEnvironment, ServingError
+    from handssca.serving.server import NoServerEnvironment, ServerEnvironment, ServingError
 
     try:
         environment = ServerEnvironment.find()
     except ServingError as exc:
+        if not isinstance(exc, NoServerEnvironment):  # one made here, but damaged
+            found.append(Finding("triton server", "broken", str(exc), "handssca serve setup"))
+            return found
         found.append(
             Finding("triton server", "missing", str(exc).split(":", 1)[0] + ": not set up", "handssca serve setup")
         )

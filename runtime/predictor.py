@@ -109,31 +109,14 @@ class HandMeshPredictor:
         if not boxes:
             return []
         start = time.perf_counter()
-        image = frame[..., ::-1] if (colour == "bgr") == self.rgb else frame
-        crops, affines = hand_crops(image, boxes, sides, self.size)
+        crops, affines = hand_crops(in_network_colour(frame, colour, self.rgb), boxes, sides, self.size)
         batch = normalise(crops, self.mean, self.std)
         crop_done = time.perf_counter()
         outputs = self._run(batch)
         engine_done = time.perf_counter()
         hands = hand_arrays(outputs, affines, sides, self.size, self.mano, self.fingertip_ids)
         mano_done = time.perf_counter()
-        results = []
-        for i, (box, side) in enumerate(zip(boxes, sides, strict=True)):
-            keypoints, j3 = hands["keypoints_2d"][i], hands["joints_3d"][i]
-            translation = solve_translation(j3, keypoints, np.asarray(K, np.float64)) if K is not None else None
-            results.append(
-                HandPrediction(
-                    box=box,
-                    side=side,
-                    keypoints_2d=keypoints,
-                    joints_3d=j3,
-                    vertices=hands["vertices"][i],
-                    pose=hands["pose"][i],
-                    shape=hands["shape"][i],
-                    confidence=float(hands["confidence"][i]),
-                    translation=translation,
-                )
-            )
+        results = hand_predictions(boxes, sides, hands, K)
         self.timings = {
             "crop_ms": (crop_done - start) * 1e3,
             "engine_ms": (engine_done - crop_done) * 1e3,
@@ -154,12 +137,42 @@ def check_request(frame, boxes, sides) -> tuple[list[np.ndarray], list[str]]:
     return boxes, sides
 
 
+def in_network_colour(frame: np.ndarray, colour: str, rgb: bool) -> np.ndarray:
+    """``frame`` (in ``colour`` order, "bgr" or "rgb") in the network's order (RGB when ``rgb``)."""
+    return frame[..., ::-1] if (colour == "bgr") == rgb else frame
+
+
+def hand_affines(boxes, sides: list[str], size: int) -> np.ndarray:
+    """(B, 2, 3) image -> crop pixel affines of the hands, left hands mirrored."""
+    return np.stack([hand_affine(box, side, size) for box, side in zip(boxes, sides, strict=True)])
+
+
 def hand_crops(image_rgb: np.ndarray, boxes, sides: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
     """(crops (B, S, S, 3) uint8 in the image's colour order, affines (B, 2, 3) image -> crop
     pixels): the network's view of each hand, left hands mirrored."""
     image = np.ascontiguousarray(image_rgb)
-    affines = np.stack([hand_affine(box, side, size) for box, side in zip(boxes, sides, strict=True)])
+    affines = hand_affines(boxes, sides, size)
     return np.stack([crop_image(image, affine, size) for affine in affines]), affines
+
+
+def hand_predictions(boxes, sides: list[str], hands: dict[str, np.ndarray], K=None) -> list[HandPrediction]:
+    """``hand_arrays``' batch as one HandPrediction per box, with the camera-frame translation
+    when the intrinsics ``K`` are given."""
+    K = None if K is None else np.asarray(K, np.float64)
+    return [
+        HandPrediction(
+            box=box,
+            side=side,
+            keypoints_2d=hands["keypoints_2d"][i],
+            joints_3d=hands["joints_3d"][i],
+            vertices=hands["vertices"][i],
+            pose=hands["pose"][i],
+            shape=hands["shape"][i],
+            confidence=float(np.ravel(hands["confidence"][i])[0]),
+            translation=None if K is None else solve_translation(hands["joints_3d"][i], hands["keypoints_2d"][i], K),
+        )
+        for i, (box, side) in enumerate(zip(boxes, sides, strict=True))
+    ]
 
 
 def hand_arrays(outputs: dict[str, np.ndarray], affines: np.ndarray, sides: list[str], size: int, mano, fingertip_ids):

@@ -125,13 +125,10 @@ class MeshModel(_BatchedModel):
         return None
 
     def run(self, arrays):
-        from handssca.runtime.crop import hand_affine
-        from handssca.runtime.predictor import hand_arrays
+        from handssca.runtime.predictor import hand_affines, hand_arrays
 
         sides = ["left" if left else "right" for left in arrays["is_left"].reshape(-1)]
-        affines = np.stack(
-            [hand_affine(box, side, self.size) for box, side in zip(arrays["boxes"], sides, strict=True)]
-        )
+        affines = hand_affines(arrays["boxes"], sides, self.size)
         hands = hand_arrays(arrays, affines, sides, self.size, self.mano, self.fingertip_ids)
         hands["confidence"] = hands["confidence"][:, None]
         return hands

@@ -54,6 +54,7 @@ class HandMeshClient:
         try:
             config = self.client.get_model_config(model)
         except Exception as exc:  # tritonclient's InferenceServerException, refused connections
+            self.client.close()
             raise ServingClientError(f"{url}: cannot read the config of model '{model}' ({_message(exc)})") from exc
         config = config["config"] if protocol == "grpc" and isinstance(config, dict) else config
         if not isinstance(config, dict):  # gRPC returns the protobuf message
@@ -67,7 +68,7 @@ class HandMeshClient:
         self.output_names = [name for name, _, _ in MESH_OUTPUTS]
 
     def infer(self, crops: np.ndarray, boxes: np.ndarray, is_left: np.ndarray) -> dict[str, np.ndarray]:
-        """One request: crops (B, S, S, 3) uint8, boxes (B, 4) float32, is_left (B, 1) bool ->
+        """One request: crops (B, S, S, 3) uint8, boxes (B, 4) float64, is_left (B, 1) bool ->
         the ensemble's outputs by name. ServingClientError with the server's message on refusal."""
         from tritonclient.utils import np_to_triton_dtype
 
@@ -88,36 +89,24 @@ class HandMeshClient:
             raise ServingClientError(f"model '{self.model}': {_message(exc)}") from exc
         return {name: result.as_numpy(name) for name in self.output_names}
 
-    def predict(self, frame: np.ndarray, boxes, *, colour: str = "bgr", sides=None) -> list:
-        """HandMeshPredictor.predict's contract, served: a list of HandPrediction per box."""
-        from handssca.runtime.predictor import HandPrediction, check_request, hand_crops
+    def predict(self, frame: np.ndarray, boxes, *, colour: str = "bgr", sides=None, K=None) -> list:
+        """HandMeshPredictor.predict's contract, served: one HandPrediction per box (with the
+        camera-frame translation when the intrinsics ``K`` are given)."""
+        from handssca.runtime.predictor import check_request, hand_crops, hand_predictions, in_network_colour
 
         boxes, sides = check_request(frame, boxes, sides)
         if not boxes:
             return []
-        image = frame[..., ::-1] if (colour == "bgr") == self.rgb else frame
-        crops, _ = hand_crops(image, boxes, sides, self.size)
-        box_array = np.asarray(boxes, np.float32)
+        crops, _ = hand_crops(in_network_colour(frame, colour, self.rgb), boxes, sides, self.size)
+        box_array = np.asarray(boxes, np.float64)
         left = np.array([[s == "left"] for s in sides])
         step = self.max_batch or len(boxes)
         parts = [
             self.infer(crops[i : i + step], box_array[i : i + step], left[i : i + step])
             for i in range(0, len(boxes), step)
         ]
-        out = {name: np.concatenate([p[name] for p in parts]).astype(np.float64) for name in self.output_names}
-        return [
-            HandPrediction(
-                box=box,
-                side=side,
-                keypoints_2d=out["keypoints_2d"][i],
-                joints_3d=out["joints_3d"][i],
-                vertices=out["vertices"][i],
-                pose=out["pose"][i],
-                shape=out["shape"][i],
-                confidence=float(out["confidence"][i, 0]),
-            )  # fmt: skip
-            for i, (box, side) in enumerate(zip(boxes, sides, strict=True))
-        ]
+        hands = {name: np.concatenate([p[name] for p in parts]).astype(np.float64) for name in self.output_names}
+        return hand_predictions(boxes, sides, hands, K)
 
     def close(self) -> None:
         """Closes the connection: Triton's graceful stop waits for open HTTP connections."""

@@ -10,6 +10,7 @@ in-process predictor's own throughput is measured in the same run, as the yardst
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
@@ -24,7 +25,7 @@ from .repository import NETWORK, ServingOptions, write_repository
 
 # An answer further than this from the runtime's own is a parity failure (batching reorders
 # float sums in the convolutions, which moves results by ~1e-7; a wrong hand moves them by cm).
-TOLERANCE = {"vertices": 1e-4, "joints_3d": 1e-4, "keypoints_2d": 1e-2, "pose": 1e-4, "shape": 1e-4}
+TOLERANCE = {"vertices": 1e-4, "joints_3d": 1e-4, "keypoints_2d": 1e-2, "pose": 1e-4, "shape": 1e-4, "confidence": 1e-4}
 
 
 class LoadTestError(HandSSCAError, RuntimeError):
@@ -51,7 +52,7 @@ def make_hands(predictor, count: int, seed: int = 0) -> Hands:
     for i in range(count):
         frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
         x0, y0 = rng.uniform(0, 150), rng.uniform(0, 90)
-        box = np.array([x0, y0, x0 + rng.uniform(60, 160), y0 + rng.uniform(60, 140)], np.float32).astype(np.float64)
+        box = np.array([x0, y0, x0 + rng.uniform(60, 160), y0 + rng.uniform(60, 140)])
         side = "left" if i % 2 else "right"
         image = frame[..., ::-1] if predictor.rgb else frame  # the frame is BGR, as from OpenCV
         crop, _ = hand_crops(image, [box], [side], predictor.size)
@@ -63,7 +64,7 @@ def make_hands(predictor, count: int, seed: int = 0) -> Hands:
             reference[key].append(getattr(hand, key))
     return Hands(
         np.stack(crops),
-        np.asarray(boxes, np.float32),
+        np.asarray(boxes, np.float64),
         np.array([[s == "left"] for s in sides]),
         {k: np.stack(v) for k, v in reference.items()},
     )
@@ -73,19 +74,49 @@ def _percentile(samples: list[float], q: float) -> float | None:
     return round(float(np.percentile(samples, q)), 2) if samples else None
 
 
-def _network_counts(url: str, protocol: str) -> tuple[int, int]:
-    """(inferences, executions) of the network model so far, from Triton's statistics."""
+def _server_statistics(url: str, protocol: str) -> dict[str, dict[str, int]]:
+    """Triton's cumulative statistics per model: inferences, executions, and nanoseconds queued
+    and computing (input, infer, output)."""
     from .client import tritonclient_module
 
     module = tritonclient_module(protocol)
     client = module.InferenceServerClient(url)
     try:
-        stats = client.get_inference_statistics(NETWORK, as_json=True) if protocol == "grpc" else None
-        stats = stats or client.get_inference_statistics(NETWORK)
+        stats = (
+            client.get_inference_statistics(as_json=True) if protocol == "grpc" else client.get_inference_statistics()
+        )
     finally:
         client.close()
-    model = stats["model_stats"][0]
-    return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
+    found = {}
+    for model in stats["model_stats"]:
+        times = model.get("inference_stats", {})
+        found[model["name"]] = {
+            "inferences": int(model.get("inference_count", 0)),
+            "executions": int(model.get("execution_count", 0)),
+            "queue_ns": int(times.get("queue", {}).get("ns", 0)),
+            "compute_ns": sum(
+                int(times.get(k, {}).get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output")
+            ),
+        }
+    return found
+
+
+def _per_model(before: dict, after: dict) -> dict[str, dict]:
+    """Per model over one level: mean batch, and the mean milliseconds a request spent queued and
+    computing there (Triton's own split of the latency)."""
+    result = {}
+    for name, end in after.items():
+        start = before.get(name, dict.fromkeys(end, 0))
+        inferences = end["inferences"] - start["inferences"]
+        executions = end["executions"] - start["executions"]
+        if not inferences:
+            continue
+        result[name] = {
+            "mean_batch": round(inferences / executions, 2) if executions else None,
+            "queue_ms": round((end["queue_ns"] - start["queue_ns"]) / inferences / 1e6, 2),
+            "compute_ms": round((end["compute_ns"] - start["compute_ns"]) / inferences / 1e6, 2),
+        }
+    return result
 
 
 def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: float) -> dict:
@@ -96,15 +127,18 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
     errors: list[str] = []
     parity = {"failures": 0, "max_diff": {k: 0.0 for k in TOLERANCE}}
     lock = threading.Lock()
-    start_line = threading.Barrier(concurrency + 1)
+    start_line = threading.Barrier(concurrency + 1, timeout=120)
     stop_at = [0.0]
+
+    def record_error(exc: BaseException) -> None:
+        with lock:
+            errors.append(str(exc) or type(exc).__name__)
 
     def client_loop(index: int) -> None:
         try:
             client = HandMeshClient(url, protocol)
-        except HandSSCAError as exc:  # counted, and the others still start
-            with lock:
-                errors.append(str(exc))
+        except Exception as exc:  # counted, and the others still start
+            record_error(exc)
             start_line.wait()
             return
         with client:
@@ -116,9 +150,8 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
                 begin = time.perf_counter()
                 try:
                     out = client.infer(hands.crops[i : i + 1], hands.boxes[i : i + 1], hands.is_left[i : i + 1])
-                except HandSSCAError as exc:
-                    with lock:
-                        errors.append(str(exc))
+                except Exception as exc:  # every failed request is counted, never dropped
+                    record_error(exc)
                     continue
                 elapsed = (time.perf_counter() - begin) * 1e3
                 diffs = {k: float(np.abs(out[k][0] - hands.reference[k][i]).max()) for k in TOLERANCE}
@@ -132,15 +165,14 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
     threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
-    before = _network_counts(url, protocol)
+    before = _server_statistics(url, protocol)
     stop_at[0] = time.perf_counter() + duration_s
     begin = time.perf_counter()
     start_line.wait()
     for t in threads:
         t.join()
     wall = time.perf_counter() - begin
-    after = _network_counts(url, protocol)
-    inferences, executions = after[0] - before[0], after[1] - before[1]
+    models = _per_model(before, _server_statistics(url, protocol))
     return {
         "concurrency": concurrency,
         "seconds": round(wall, 2),
@@ -153,18 +185,26 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
         "p50_ms": _percentile(latencies, 50),
         "p90_ms": _percentile(latencies, 90),
         "p99_ms": _percentile(latencies, 99),
-        "mean_network_batch": round(inferences / executions, 2) if executions else None,
+        "mean_network_batch": models.get(NETWORK, {}).get("mean_batch"),
+        "models": models,
     }
 
 
 def in_process_rate(predictor, hands: Hands, duration_s: float) -> float:
-    """Hands per second of the runtime itself at batch 1, on the same crops (one thread)."""
+    """Hands per second of the runtime itself doing the server's work for one hand at a time (one
+    thread, no network between): normalise the crop, run the network, MANO and the keypoints."""
     from handssca.runtime.crop import normalise
+    from handssca.runtime.predictor import hand_affines, hand_arrays
 
-    images = normalise(hands.crops, predictor.mean, predictor.std)
+    sides = ["left" if left else "right" for left in hands.is_left[:, 0]]
+    affines = hand_affines(hands.boxes, sides, predictor.size)
     count, begin = 0, time.perf_counter()
     while time.perf_counter() - begin < duration_s:
-        predictor.model.run(images[count % len(images)][None])
+        i = count % len(hands.crops)
+        outputs = predictor.model.run(normalise(hands.crops[i : i + 1], predictor.mean, predictor.std))
+        hand_arrays(
+            outputs, affines[i : i + 1], sides[i : i + 1], predictor.size, predictor.mano, predictor.fingertip_ids
+        )
         count += 1
     return round(count / (time.perf_counter() - begin), 2)
 
@@ -182,7 +222,8 @@ def run_load_test(
     modes=(True, False),
     progress=print,
 ) -> dict:
-    """The load test's report (a dict ready for JSON): per batching mode, per concurrency level."""
+    """The load test's report (a dict ready for JSON): per batching mode, per concurrency level,
+    and the in-process runtime's own rate for the same work, all measured side by side."""
     from handssca.measure import load_average
     from handssca.runtime.builtin_hand import load_hand_model
     from handssca.runtime.predictor import HandMeshPredictor
@@ -206,46 +247,64 @@ def run_load_test(
         "in_process_hands_per_s": None,
         "modes": {},
     }
-    progress(f"in-process runtime, batch 1, {duration_s:.0f} s ...")
-    report["in_process_hands_per_s"] = in_process_rate(predictor, hand_set, duration_s)
-    del predictor
-    with tempfile.TemporaryDirectory(prefix="handssca-load-") as folder:
+    names = {True: "dynamic batching", False: "no batching"}
+    with tempfile.TemporaryDirectory(prefix="handssca-load-") as folder, contextlib.ExitStack() as stack:
+        # Every mode's server runs from the start and the levels alternate between them, so each
+        # comparison is measured side by side under the same machine load; an idle server costs nothing.
+        servers = {}
         for dynamic in modes:
-            mode = "dynamic batching" if dynamic else "no batching"
             repo = Path(folder) / ("dynamic" if dynamic else "single")
-            opts = ServingOptions(**{**vars(base), "dynamic_batching": dynamic})
-            write_repository(model, repo, mano=mano, options=opts)
-            levels = []
-            with TritonServer(repo, environment=environment, log=Path(folder) / f"{repo.name}.log") as server:
-                url = server.grpc_url if protocol == "grpc" else server.http_url
-                drive(url, protocol, hand_set, 1, min(2.0, duration_s))  # warm-up: first calls allocate
-                for n in concurrency:
-                    progress(f"{mode}: {n} clients, {duration_s:.0f} s ...")
-                    levels.append(drive(url, protocol, hand_set, n, duration_s))
-                    progress(format_level(levels[-1]))
-            report["modes"][mode] = {"exit_code": server.exit_code, "levels": levels}
+            write_repository(
+                model, repo, mano=mano, options=ServingOptions(**{**vars(base), "dynamic_batching": dynamic})
+            )
+            server = stack.enter_context(
+                TritonServer(repo, environment=environment, log=Path(folder) / f"{repo.name}.log")
+            )
+            servers[names[dynamic]] = server
+            report["modes"][names[dynamic]] = {"exit_code": None, "levels": []}
+        urls = {mode: s.grpc_url if protocol == "grpc" else s.http_url for mode, s in servers.items()}
+        for url in urls.values():
+            drive(url, protocol, hand_set, 1, min(2.0, duration_s))  # warm-up: first calls allocate
+        progress(f"in-process runtime, one hand at a time, {duration_s:.0f} s ...")
+        report["in_process_hands_per_s"] = in_process_rate(predictor, hand_set, duration_s)
+        for k, n in enumerate(concurrency):
+            order = list(urls) if k % 2 == 0 else list(reversed(urls))
+            for mode in order:
+                progress(f"{mode}: {n} clients, {duration_s:.0f} s ...")
+                level = drive(urls[mode], protocol, hand_set, n, duration_s)
+                report["modes"][mode]["levels"].append(level)
+                progress(format_level(level))
+        stack.close()  # stop every server (drained, SIGTERM) and record how each exited
+        for mode, server in servers.items():
+            report["modes"][mode]["exit_code"] = server.exit_code
+    report["load_average_after"] = load_average()
     return report
 
 
 def format_level(level: dict) -> str:
+    network = level["models"].get(NETWORK, {})
     return (
         f"  {level['concurrency']:>3} clients  {level['hands_per_s']:>7.1f} hands/s  p50 {level['p50_ms']} ms  "
         f"p90 {level['p90_ms']} ms  p99 {level['p99_ms']} ms  errors {level['errors']}  "
-        f"parity failures {level['parity_failures']}  mean batch {level['mean_network_batch']}"
+        f"parity failures {level['parity_failures']}  network: batch {level['mean_network_batch']}, "
+        f"queued {network.get('queue_ms')} ms, computing {network.get('compute_ms')} ms"
     )
 
 
 def summary_table(report: dict) -> str:
     lines = [
         f"in-process runtime (batch 1, one thread): {report['in_process_hands_per_s']} hands/s",
-        "| batching | clients | hands/s | p50 ms | p90 ms | p99 ms | errors | parity failures | mean batch |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| batching | clients | hands/s | p50 ms | p90 ms | p99 ms | errors | parity failures | network batch "
+        "| network queue ms | network compute ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for mode, result in report["modes"].items():
         for lv in result["levels"]:
+            network = lv["models"].get(NETWORK, {})
             lines.append(
                 f"| {mode} | {lv['concurrency']} | {lv['hands_per_s']} | {lv['p50_ms']} | {lv['p90_ms']} | "
-                f"{lv['p99_ms']} | {lv['errors']} | {lv['parity_failures']} | {lv['mean_network_batch']} |"
+                f"{lv['p99_ms']} | {lv['errors']} | {lv['parity_failures']} | {lv['mean_network_batch']} | "
+                f"{network.get('queue_ms')} | {network.get('compute_ms')} |"
             )
     return "\n".join(lines)
 

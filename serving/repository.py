@@ -89,7 +89,7 @@ class NetworkIO:
     input: Tensor
     outputs: list[Tensor]
     metadata: dict
-    max_batch: int | None  # the engine profile's largest batch; None for a dynamic ONNX batch
+    max_batch: int | None  # the engine profile's largest batch; None for an ONNX file
     plugin: Path | None = None  # engines: the scan plugin library
 
 
@@ -152,8 +152,9 @@ def _onnx_io(path: Path) -> NetworkIO:
 
     inputs = [i for i in model.graph.input if i.name not in initializers]
     batch = inputs[0].type.tensor_type.shape.dim[0]
-    fixed = batch.dim_value if batch.HasField("dim_value") else None
-    return NetworkIO("onnx", tensor(inputs[0]), [tensor(o) for o in model.graph.output], metadata, fixed)
+    if batch.HasField("dim_value"):  # Triton hands a model any batch up to max_batch_size
+        raise RepositoryError(f"{path}: exported with a fixed batch of {batch.dim_value}; export it without --batch")
+    return NetworkIO("onnx", tensor(inputs[0]), [tensor(o) for o in model.graph.output], metadata, None)
 
 
 def _engine_io(path: Path, plugin) -> NetworkIO:
@@ -173,6 +174,13 @@ def _engine_io(path: Path, plugin) -> NetworkIO:
         raise RepositoryError(
             f"{sidecar_path}: records no input/output tensors (an engine built before handssca 0.1's serving): "
             "rebuild it with handssca build-engine"
+        )
+    image = next(t for t in io if t["is_input"])
+    if image["shape"][0] != -1 or sidecar["profile"]["min"][0] != 1:
+        raise RepositoryError(
+            f"{path}: Triton hands an engine any batch from 1 to max_batch_size; build it from an export with a "
+            f"dynamic batch and --min-batch 1 (this one: batch {image['shape'][0]}, profile from "
+            f"{sidecar['profile']['min'][0]})"
         )
     tensors = [Tensor(t["name"], t["dtype"], tuple(_dims(t["shape"][1:]))) for t in io]
     inputs = [t for t, raw in zip(tensors, io, strict=True) if raw["is_input"]]
@@ -236,7 +244,8 @@ def build_configs(io: NetworkIO, options: ServingOptions, fingertip_ids) -> dict
     meta_input = io.metadata["input"]
     size = int(meta_input["shape"][2])
     crops = Tensor("crops", "uint8", (size, size, 3))
-    boxes, is_left = Tensor("boxes", "float32", (4,)), Tensor("is_left", "bool", (1,))
+    # Boxes in float64, as the predictor takes them: the server's crop affine is then the client's.
+    boxes, is_left = Tensor("boxes", "float64", (4,)), Tensor("is_left", "bool", (1,))
     outputs_by_name = {t.name: t for t in io.outputs}
     missing = [n for n in MESH_READS if n not in outputs_by_name]
     if missing:
@@ -317,7 +326,8 @@ def write_repository(
     io = network_io(model, plugin)
     if io.max_batch is not None and options.max_batch > io.max_batch:
         raise RepositoryError(
-            f"{model}: takes batches up to {io.max_batch}; serve it with --max-batch {io.max_batch} or less"
+            f"{model}: takes batches up to {io.max_batch}; serve it with --max-batch {io.max_batch} or less "
+            "(and --preferred-batch no larger)"
         )
     mano_model, fingertip_ids, mano_label = load_hand_model(mano, fingertips)
     configs = build_configs(io, options, fingertip_ids)
@@ -372,6 +382,8 @@ def write_repository(
         _move_into_place(staging, output)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OutputError):  # already names its file
+            raise
         raise OutputError(f"{output}: cannot write it ({exc.strerror or exc})") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -391,11 +403,22 @@ def _move_into_place(staging: Path, output: Path) -> None:
         os.replace(staging, output)
         return
     version_dirs = [p for p in staging.glob("*/*") if p.is_dir() and p.name.isdigit()]
-    for p in version_dirs:
-        (output / p.parent.name).mkdir(exist_ok=True)
-        os.replace(p, output / p.parent.name / p.name)
-    files = {output / p.relative_to(staging): p.read_bytes() for p in staging.rglob("*") if p.is_file()}
-    write_together(files)
+    files = {
+        output / p.relative_to(staging): p.read_bytes()
+        for p in staging.rglob("*")
+        if p.is_file() and not any(p.is_relative_to(v) for v in version_dirs)
+    }
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for p in version_dirs:
+            (output / p.parent.name).mkdir(exist_ok=True)
+            os.replace(p, output / p.parent.name / p.name)
+            moved.append((p, output / p.parent.name / p.name))
+        write_together(files)  # the configs and manifest that name the new version, or none of them
+    except BaseException:
+        for back, there in reversed(moved):  # no version folder the old configs do not describe
+            os.replace(there, back)
+        raise
     shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -9,13 +9,14 @@ NVIDIA's tritonserver container) on a model repository:
 
     with TritonServer("repo") as server:        # ready when this returns
         client = HandMeshClient(server.grpc_url)
-    # SIGTERM on the way out; Triton unloads every model and exits 0, or this raises
+    # on the way out: the ensembles drained, then SIGTERM; Triton exits 0, or this raises
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,10 +37,15 @@ SERVER_PACKAGES = ("nvidia-pytriton==0.7.0", "numpy<2", "onnx", "onnxruntime", "
 ENV_VARIABLE = "HANDSSCA_TRITON_ENV"
 ENV_MARKER = "handssca_server_env.json"
 SYSTEM_BACKENDS = Path("/opt/tritonserver/backends")  # NVIDIA's tritonserver container
+ADMIN_HEADER = "handssca-admin"  # the header Triton's repository API wants (its value is per server)
 
 
 class ServingError(HandSSCAError, RuntimeError):
     """The server cannot be set up, started or stopped cleanly: says what and where."""
+
+
+class NoServerEnvironment(ServingError):
+    """No server environment was ever made here (not a fault: ``handssca serve setup`` makes one)."""
 
 
 def default_environment() -> Path:
@@ -80,15 +86,17 @@ class ServerEnvironment:
         chosen = Path(folder) if folder else default_environment()
         marker = chosen / ENV_MARKER
         if marker.is_file():
-            info = json.loads(marker.read_text())
-            site = Path(info["site_packages"])
+            try:
+                site = Path(json.loads(marker.read_text())["site_packages"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ServingError(f"{marker}: damaged ({exc}); make it again: handssca serve setup {chosen}") from exc
             server = site / "pytriton" / "tritonserver"
             return cls(chosen, server / "bin" / "tritonserver", chosen / "backends", [site / "nvidia_pytriton.libs"],
                        [chosen / "bin"])  # fmt: skip
         system = shutil.which("tritonserver")
         if folder is None and system and SYSTEM_BACKENDS.is_dir():
             return cls(None, Path(system), SYSTEM_BACKENDS, [], [])
-        raise ServingError(
+        raise NoServerEnvironment(
             f"{chosen}: no Triton server environment here: make one with 'handssca serve setup {chosen}' "
             f"(or set {ENV_VARIABLE}; in NVIDIA's tritonserver container the system server is used)"
         )
@@ -128,17 +136,23 @@ def setup_server_environment(folder: str | Path | None = None, *, quiet: bool = 
     run([python, "-m", "pip", "install", *pip_quiet, "--upgrade", "pip"])
     run([python, "-m", "pip", "install", *pip_quiet, *SERVER_PACKAGES])
     run([python, "-m", "pip", "install", *pip_quiet, "--no-deps", *_handssca_source()])
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    where = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True)  # fmt: skip
+    if where.returncode != 0:
+        raise ServingError(f"{folder}: its python does not run ({where.stderr.strip().splitlines()[-1:]})")
+    site = where.stdout.strip()
     server = Path(site) / "pytriton" / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise ServingError(f"{stub}: nvidia-pytriton has no python backend stub for Python {version}")
     backends = folder / "backends"
-    shutil.rmtree(backends, ignore_errors=True)
-    shutil.copytree(server / "backends", backends)
-    shutil.copy2(stub, backends / "python" / stub.name)
+    try:
+        shutil.rmtree(backends, ignore_errors=True)
+        shutil.copytree(server / "backends", backends)
+        shutil.copy2(stub, backends / "python" / stub.name)
+    except OSError as exc:
+        raise ServingError(f"{backends}: cannot write it ({exc.strerror or exc})") from exc
     info = {
         "site_packages": site,
         "python": version,
@@ -150,10 +164,16 @@ def setup_server_environment(folder: str | Path | None = None, *, quiet: bool = 
     return ServerEnvironment.find(folder)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports on localhost (all held open while they are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class TritonServer:
@@ -185,22 +205,33 @@ class TritonServer:
         if not isinstance(environment, ServerEnvironment):
             environment = ServerEnvironment.find(environment)
         self.environment = environment
-        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
-        self.metrics_port = metrics_port or free_port()
-        self.log_path = Path(log) if log else Path(tempfile.mkdtemp(prefix="handssca-triton-")) / "tritonserver.log"
+        chosen = iter(free_ports(3))
+        self.http_port, self.grpc_port = http_port or next(chosen), grpc_port or next(chosen)
+        self.metrics_port = metrics_port or next(chosen)
+        # A log of our own choosing goes once Triton has stopped cleanly; after a failure it stays
+        # where the error message points.
+        self._own_log = None if log else Path(tempfile.mkdtemp(prefix="handssca-triton-"))
+        self.log_path = Path(log) if log else self._own_log / "tritonserver.log"
         self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
         loader = self.repository / PLUGIN_FOLDER / TRITON_LOADER
         plugins = [loader] if loader.is_file() else []
+        # Explicit model control lets stop() unload the ensembles first (see drain); the repository
+        # API that allows it answers only requests carrying this process's own key.
+        self._admin = {ADMIN_HEADER: secrets.token_hex(16)}
+        restricted = f"model-repository:{ADMIN_HEADER}={self._admin[ADMIN_HEADER]}"
         self.command = [
             str(environment.binary), f"--model-repository={self.repository}",
             f"--backend-directory={environment.backends}", f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false",
             "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={int(stop_timeout_s)}",
+            "--model-control-mode=explicit", "--load-model=*", f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
             *([f"--backend-config=tensorrt,plugins={';'.join(map(str, plugins))}"] if plugins else []),
             *extra_args,
         ]  # fmt: skip
         self.process: subprocess.Popen | None = None
         self.exit_code: int | None = None
+        self.drained: bool | None = None
 
     @property
     def http_url(self) -> str:
@@ -230,7 +261,7 @@ class TritonServer:
         except OSError:
             return ""
 
-    def _first_error(self) -> str:
+    def first_error(self) -> str:
         text = self.log_tail(200).splitlines()
         errors = [line for line in text if line.startswith("E") or "failed" in line.lower() or "error" in line.lower()]
         return (errors[0] if errors else (text[-1] if text else "no output")).strip()
@@ -258,55 +289,123 @@ class TritonServer:
                 self.exit_code = self.process.returncode
                 raise ServingError(
                     f"{self.repository}: tritonserver exited with {self.exit_code} before it was ready: "
-                    f"{self._first_error()} (log: {self.log_path})"
+                    f"{self.first_error()} (log: {self.log_path})"
                 )
             if self.ready():
                 return self
             time.sleep(0.2)
-        self._kill()
+        self.kill()
         raise ServingError(
             f"{self.repository}: tritonserver was not ready after {self.start_timeout_s:.0f} s: "
-            f"{self._first_error()} (log: {self.log_path})"
+            f"{self.first_error()} (log: {self.log_path})"
         )
 
-    def _kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+    def kill(self) -> None:
+        """Triton and its python stubs (its process group), at once; nothing if already gone."""
+        if self.process is None:
+            return
+        try:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def _repository_call(self, path: str) -> object:
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/{path}", data=b"{}", method="POST", headers=self._admin
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def drain(self) -> bool:
+        """Unloads the ensembles and waits until they are unloaded, which Triton does once the
+        requests they hold are answered. Needed before SIGTERM: on SIGTERM every model stops
+        accepting new requests, and an ensemble's next step is a new request to its next model,
+        so an ensemble request in flight would fail half way (seen with this Triton). True when
+        drained; False if Triton did not answer or the wait ran out (SIGTERM then goes anyway)."""
+        ensembles = [name for name, config in self.models.items() if config.platform == "ensemble"]
+        deadline = time.monotonic() + self.stop_timeout_s
+        try:
+            for name in ensembles:
+                self._repository_call(f"models/{name}/unload")
+            while time.monotonic() < deadline:
+                index = self._repository_call("index") or []
+                states = {m["name"]: m.get("state") for m in index}
+                if all(states.get(name) in (None, "UNAVAILABLE") for name in ensembles):
+                    return True
+                time.sleep(0.05)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return False
 
     def stop(self) -> int:
-        """SIGTERM and wait; the exit code (ServingError if Triton had to be killed)."""
+        """Drains the ensembles, then SIGTERM and wait: Triton answers what the other models hold,
+        unloads and exits. The exit code (ServingError if Triton had to be killed)."""
         if self.process is None:
             return 0
         if self.process.poll() is None:
+            self.drained = self.drain()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=self.stop_timeout_s + 10)
             except subprocess.TimeoutExpired:
-                self._kill()
+                self.kill()
                 self.exit_code = self.process.returncode
                 raise ServingError(
                     f"tritonserver did not stop within {self.stop_timeout_s:.0f} s of SIGTERM: killed "
                     f"(log: {self.log_path})"
                 ) from None
-        # The python stubs are Triton's children in the same session: none may outlive it.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.kill()  # the python stubs are in Triton's process group: none may outlive it
         self.exit_code = self.process.returncode
+        if self.exit_code == 0 and self._own_log is not None:
+            shutil.rmtree(self._own_log, ignore_errors=True)
         return self.exit_code
 
     def __enter__(self) -> TritonServer:
         try:
             return self.start()
         except BaseException:
-            self._kill()
+            self.kill()
             raise
 
     def __exit__(self, kind, value, traceback) -> None:
         code = self.stop()
         if code != 0 and kind is None:
             raise ServingError(
-                f"tritonserver exited with {code} after SIGTERM: {self._first_error()} (log: {self.log_path})"
+                f"tritonserver exited with {code} after SIGTERM: {self.first_error()} (log: {self.log_path})"
             )
+
+
+def serve_until_stopped(server: TritonServer, announce=print) -> int:
+    """Starts ``server`` and runs it until Ctrl-C or SIGTERM (what a terminal or a process manager
+    sends), then stops it, with both signals ignored while Triton finishes and unloads. Returns
+    Triton's exit code; ServingError if it fails to start or exits on its own."""
+    import signal
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        server.start()
+        announce(
+            f"serving {server.repository}: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}"
+        )
+        announce(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
+        try:
+            code = server.process.wait()
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                return server.stop()
+            finally:
+                signal.signal(signal.SIGINT, previous_int)
+        server.exit_code = code
+        raise ServingError(
+            f"tritonserver exited on its own with {code}: {server.first_error()} (log: {server.log_path})"
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.kill()

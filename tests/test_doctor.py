@@ -45,6 +45,9 @@ def test_doctor_reports_the_serving_path(tmp_path, monkeypatch):
     (made / server.ENV_MARKER).write_text('{"site_packages": "%s"}' % (tmp_path / "gone"))
     monkeypatch.setenv(server.ENV_VARIABLE, str(made))
     assert findings_by_item()["triton server"].status == "broken"  # its tritonserver was removed
+    (made / server.ENV_MARKER).write_text("{not json")
+    damaged = findings_by_item()["triton server"]
+    assert damaged.status == "broken" and "damaged" in damaged.detail
 
 
 def test_a_broken_kernel_library_fails_the_doctor(tmp_path, monkeypatch, capsys):

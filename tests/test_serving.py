@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -29,12 +30,13 @@ from tritonclient.grpc import model_config_pb2
 from handssca.export import export_onnx
 from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.runtime.crop import normalise
 from handssca.runtime.mano import load_mano
 from handssca.runtime.predictor import HandMeshPredictor
 from handssca.serving import repository as rp
 from handssca.serving.client import HandMeshClient, ServingClientError
 from handssca.serving.load_test import make_hands, run_load_test
-from handssca.serving.server import ServerEnvironment, ServingError, TritonServer, free_port
+from handssca.serving.server import NoServerEnvironment, ServerEnvironment, ServingError, TritonServer, free_ports
 
 SIZE = 128
 
@@ -87,7 +89,7 @@ def test_repository_layout_names_and_shapes_come_from_the_model(tiny_onnx, tmp_p
     inputs = {t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in ensemble.input}
     assert inputs == {
         "crops": ("TYPE_UINT8", [SIZE, SIZE, 3]),
-        "boxes": ("TYPE_FP32", [4]),
+        "boxes": ("TYPE_FP64", [4]),
         "is_left": ("TYPE_BOOL", [1]),
     }
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [rp.PREPROCESS, rp.NETWORK, rp.MESH]
@@ -144,6 +146,29 @@ def test_a_failed_write_leaves_nothing(tiny_onnx, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_version_that_cannot_be_written_leaves_the_repository_as_it_was(tiny_onnx, tmp_path, monkeypatch):
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+
+    def full_disk(files):
+        raise rp.OutputError(f"{next(iter(files))}: cannot write it (No space left on device)")
+
+    monkeypatch.setattr(rp, "write_together", full_disk)
+    with pytest.raises(rp.OutputError, match="No space left on device"):
+        rp.write_repository(tiny_onnx, repo, options=rp.ServingOptions(version=2))
+    after = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert after == before  # no version 2 folder beside configs that do not describe it
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_fixed_batch_export_is_refused(tmp_path):
+    torch.manual_seed(0)
+    net = HandSSCA(HandSSCAConfig(input_size=SIZE, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
+    export_onnx(net, tmp_path / "fixed.onnx", batch=2, validate=False)
+    with pytest.raises(rp.RepositoryError, match="exported with a fixed batch of 2; export it without --batch"):
+        rp.write_repository(tmp_path / "fixed.onnx", tmp_path / "repo")
+
+
 def fake_engine(tmp_path, io=True):
     """An engine file and the sidecar build-engine writes (bytes only: nothing here runs it)."""
     engine = tmp_path / "hand.engine"
@@ -179,6 +204,17 @@ def test_engine_repositories_serve_a_tensorrt_plan_with_the_plugin(tmp_path):
     assert json.loads(read_config(repo / rp.PREPROCESS / "config.pbtxt").parameters["std"].string_value) == [0.25] * 3
     with pytest.raises(rp.RepositoryError, match="takes batches up to 8; serve it with --max-batch 8 or less"):
         rp.write_repository(engine, tmp_path / "big", options=rp.ServingOptions(max_batch=16))
+    sidecar = json.loads((tmp_path / "hand.engine.json").read_text())
+    for key, value in (("min", [2, 3, SIZE, SIZE]), ("io", None)):
+        changed = json.loads(json.dumps(sidecar))
+        if key == "min":
+            changed["profile"]["min"] = value
+        else:
+            changed["io"][0]["shape"][0] = 4  # a static batch
+        (tmp_path / "hand.engine.json").write_text(json.dumps(changed))
+        with pytest.raises(rp.RepositoryError, match="dynamic batch and --min-batch 1"):
+            rp.write_repository(engine, tmp_path / "refused", options=rp.ServingOptions(max_batch=4, preferred_batch=2))
+    (tmp_path / "hand.engine.json").write_text(json.dumps(sidecar))
     (tmp_path / rp.TRITON_LOADER).unlink()
     with pytest.raises(rp.RepositoryError, match="libhandssca_plugins_triton.so: missing beside the plugin library"):
         rp.write_repository(engine, tmp_path / "no_loader")
@@ -207,8 +243,8 @@ def repo(tiny_onnx, tmp_path):
     "model, old, new, message",
     [
         (rp.ENSEMBLE, "dims: 778", "dims: 777", "output 'vertices' is declared TYPE_FP32 \\[777, 3\\]"),
-        (rp.MESH, 'name: "boxes"\n  data_type: TYPE_FP32', 'name: "boxes"\n  data_type: TYPE_FP64',
-         "'boxes' is TYPE_FP32 \\[4\\] but handssca_mesh's input 'boxes' is TYPE_FP64"),
+        (rp.MESH, 'name: "boxes"\n  data_type: TYPE_FP64', 'name: "boxes"\n  data_type: TYPE_FP32',
+         "'boxes' is TYPE_FP64 \\[4\\] but handssca_mesh's input 'boxes' is TYPE_FP32"),
         (rp.ENSEMBLE, 'model_name: "handssca_mesh"', 'model_name: "handssca_meshes"', "calls 'handssca_meshes'"),
         (rp.ENSEMBLE, 'key: "boxes"\n      value: "boxes"', 'key: "boxes"\n      value: "box"',
          "reads 'box' before any step makes it"),
@@ -260,9 +296,113 @@ def test_without_a_server_environment_or_server_the_errors_say_what_to_do(tmp_pa
     with pytest.raises(ServingError, match="not empty and not a server environment"):
         sv.setup_server_environment(foreign)
     assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
-    port = free_port()
+    (port,) = free_ports(1)
     with pytest.raises(ServingClientError, match=f"localhost:{port}: cannot read the config of model 'handssca'"):
         HandMeshClient(f"localhost:{port}", "http", timeout_s=2)
+
+
+class PythonBackendUtils(types.ModuleType):
+    """triton_python_backend_utils as the python backend's README documents it, for calling our
+    models' execute without the stub: ``pb_utils.get_input_tensor_by_name(request, name)`` and
+    its ``.as_numpy()``; ``pb_utils.Tensor(name, array)``; ``pb_utils.InferenceResponse(
+    output_tensors=[...], error=pb_utils.TritonError(message))``; "the length of this list
+    [of responses] must be the same as `requests`"."""
+
+    class Tensor:
+        def __init__(self, name, array):
+            self._name, self._array = name, np.asarray(array)
+
+        def name(self):
+            return self._name
+
+        def as_numpy(self):
+            return self._array
+
+    class TritonError:
+        def __init__(self, message):
+            self._message = message
+
+        def message(self):
+            return self._message
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error=None):
+            self._outputs, self._error = output_tensors, error
+
+        def output_tensors(self):
+            return self._outputs
+
+        def has_error(self):
+            return self._error is not None
+
+        def error(self):
+            return self._error
+
+    class InferenceRequest:
+        def __init__(self, **arrays):
+            self._inputs = [PythonBackendUtils.Tensor(k, v) for k, v in arrays.items()]
+
+        def inputs(self):
+            return self._inputs
+
+    def __init__(self):
+        super().__init__("triton_python_backend_utils")
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return next((t for t in request.inputs() if t.name() == name), None)
+
+    @staticmethod
+    def triton_string_to_numpy(name):
+        return {"TYPE_FP32": np.float32, "TYPE_FP64": np.float64, "TYPE_UINT8": np.uint8, "TYPE_BOOL": np.bool_}[name]
+
+
+def python_model(monkeypatch, repo, name, cls):
+    """One of our python models, initialised as the stub does (model_config as Triton's JSON)."""
+    from google.protobuf import json_format
+
+    from handssca.serving import backends
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", PythonBackendUtils())
+    config = json_format.MessageToDict(read_config(repo / name / "config.pbtxt"), preserving_proto_field_name=True)
+    model = getattr(backends, cls)()
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(repo / name), "model_version": "1"})
+    return model
+
+
+def outputs_of(response):
+    assert not response.has_error(), response.error().message()
+    return {t.name(): t.as_numpy() for t in response.output_tensors()}
+
+
+def test_a_bad_request_gets_its_own_error_and_never_fails_its_batch(repo, predictor, monkeypatch):
+    pb = PythonBackendUtils
+    hands = make_hands(predictor, 3)
+    network = python_model(monkeypatch, repo, rp.NETWORK, "NetworkModel")
+    mesh = python_model(monkeypatch, repo, rp.MESH, "MeshModel")
+    images = normalise(hands.crops, predictor.mean, predictor.std)
+    broken = images[:1].copy()
+    broken[0, 0, 5, 5] = np.nan
+    answers = network.execute([pb.InferenceRequest(image=images[:1]), pb.InferenceRequest(image=broken),
+                               pb.InferenceRequest(image=images[1:])])  # fmt: skip
+    assert len(answers) == 3 and answers[1].has_error() and "1 NaN or infinite" in answers[1].error().message()
+    first, rest = outputs_of(answers[0]), outputs_of(answers[2])
+    assert first["pose"].shape == (1, 48) and rest["pose"].shape == (2, 48)  # split back per request
+    alone = network.model.run(images[1:])
+    np.testing.assert_allclose(rest["pose"], alone["pose"], atol=1e-6)
+
+    def mesh_request(outputs, boxes, left):
+        return pb.InferenceRequest(**{k: outputs[k] for k in rp.MESH_READS}, boxes=boxes, is_left=left)
+
+    empty_box = np.array([[60.0, 60.0, 50.0, 90.0]])
+    answers = mesh.execute([
+        mesh_request(first, hands.boxes[:1], hands.is_left[:1]),
+        mesh_request(first, empty_box, hands.is_left[:1]),
+        mesh_request(rest, hands.boxes[1:], hands.is_left[1:]),
+    ])  # fmt: skip
+    assert len(answers) == 3 and "is empty" in answers[1].error().message()
+    served = np.concatenate([outputs_of(answers[0])["vertices"], outputs_of(answers[2])["vertices"]])
+    assert np.abs(served - hands.reference["vertices"]).max() < 1e-6  # left and right hands alike
 
 
 # ---------------------------------------------------------------- a real Triton
@@ -272,7 +412,7 @@ def test_without_a_server_environment_or_server_the_errors_say_what_to_do(tmp_pa
 def environment():
     try:
         return ServerEnvironment.find()
-    except ServingError as exc:
+    except NoServerEnvironment as exc:
         if os.environ.get("HANDSSCA_REQUIRE_TRITON") == "1":
             raise
         pytest.skip(f"no Triton server environment ({exc})")
@@ -290,24 +430,29 @@ def server(tiny_onnx, environment, tmp_path_factory):
 def frame_and_boxes(seed=3):
     rng = np.random.default_rng(seed)
     frame = rng.integers(0, 256, (203, 311, 3), dtype=np.uint8)  # odd sizes
-    boxes = [(40, 30, 140, 150), (150.5, 60.25, 260, 199), (5, 7, 70, 61), (180, 20, 300, 90), (90, 90, 131, 160),
-             (0.5, 100.5, 100.5, 202.5)]  # fmt: skip
+    # Odd and not representable in float32: the boxes travel as float64, as the predictor takes them.
+    boxes = [(40, 30, 140, 150), (150.1, 60.3, 260.7, 199.9), (5, 7, 70, 61), (180, 20, 300, 90), (90, 90, 131, 160),
+             (0.3, 100.7, 100.9, 202.1)]  # fmt: skip
     return frame, boxes, ["right", "left", "left", "right", "right", "left"]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_meshes_equal_the_runtime(server, predictor, protocol):
     frame, boxes, sides = frame_and_boxes()
-    expected = predictor.predict(frame, boxes, sides=sides)
+    K = np.array([[500.0, 0, 155], [0, 500, 101], [0, 0, 1]])
+    expected = predictor.predict(frame, boxes, sides=sides, K=K)
     url = server.grpc_url if protocol == "grpc" else server.http_url
     with HandMeshClient(url, protocol) as client:
         assert client.size == SIZE and client.max_batch == 4  # 6 hands go as 4 + 2
-        served = client.predict(frame, boxes, sides=sides)
+        served = client.predict(frame, boxes, sides=sides, K=K)
     for got, want in zip(served, expected, strict=True):
         assert got.side == want.side
         assert np.abs(got.vertices - want.vertices).max() < 1e-6  # metres; float32 on the wire
         assert np.abs(got.joints_3d - want.joints_3d).max() < 1e-6
-        assert np.abs(got.keypoints_2d - want.keypoints_2d).max() < 1e-3  # pixels
+        assert np.abs(got.keypoints_2d - want.keypoints_2d).max() < 1e-4  # pixels
+        # The depth of an untrained network's small, flat hand is ill-conditioned: float32 keypoints
+        # on the wire move it by ~1e-3 of itself.
+        np.testing.assert_allclose(got.translation, want.translation, rtol=1e-2)
         np.testing.assert_allclose(got.pose, want.pose, atol=1e-6)
         np.testing.assert_allclose(got.shape, want.shape, atol=1e-6)
         assert got.confidence == pytest.approx(want.confidence, abs=1e-6)
@@ -322,7 +467,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, pred
         with pytest.raises(ServingClientError, match="input 'crops' data-type is 'FP32'.*expects 'UINT8'"):
             client.infer(hands.crops[:1].astype(np.float32), hands.boxes[:1], hands.is_left[:1])
         with pytest.raises(ServingClientError, match="hand box .* is empty"):
-            client.infer(hands.crops[:1], np.array([[50, 50, 40, 90]], np.float32), hands.is_left[:1])
+            client.infer(hands.crops[:1], np.array([[50, 50, 40, 90]], np.float64), hands.is_left[:1])
         with pytest.raises(ServingClientError, match="batch-size must be <= 4"):
             client.infer(np.repeat(hands.crops[:1], 5, axis=0), np.repeat(hands.boxes[:1], 5, 0),
                          np.repeat(hands.is_left[:1], 5, 0))  # fmt: skip
@@ -334,7 +479,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, pred
 def infer_body(hands) -> bytes:
     inputs = [
         {"name": "crops", "shape": list(hands.crops.shape), "datatype": "UINT8", "data": hands.crops.ravel().tolist()},
-        {"name": "boxes", "shape": list(hands.boxes.shape), "datatype": "FP32", "data": hands.boxes.ravel().tolist()},
+        {"name": "boxes", "shape": list(hands.boxes.shape), "datatype": "FP64", "data": hands.boxes.ravel().tolist()},
         {"name": "is_left", "shape": list(hands.is_left.shape), "datatype": "BOOL",
          "data": hands.is_left.ravel().tolist()},
     ]  # fmt: skip
@@ -372,32 +517,41 @@ def test_a_client_that_hangs_up_costs_nobody_else_their_answer(server, predictor
     assert np.abs(out["keypoints_2d"] - hands.reference["keypoints_2d"]).max() < 1e-3
 
 
-def test_sigterm_lets_in_flight_requests_finish_and_exits_cleanly(tiny_onnx, predictor, environment, tmp_path):
-    """A client keeps sending while the server is told to stop: what was in flight is answered
-    (correctly), what comes after is refused in words, nothing is answered wrong, Triton exits 0."""
-    repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
-    hands = make_hands(predictor, 4)
+def test_stopping_answers_what_is_in_flight_and_exits_cleanly(tiny_onnx, predictor, environment, tmp_path):
+    """Stop while a request waits in the network's batching queue (a 2 s queue delay holds it there
+    for certain): it is answered, correctly; a request sent while stopping is refused in words;
+    Triton exits 0. Triton alone, sent SIGTERM, fails that in-flight request at the ensemble's next
+    step; TritonServer.stop drains the ensemble first (without it this test fails)."""
+    options = rp.ServingOptions(preferred_batch=8, queue_delay_us=2_000_000)
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo", options=options).path
+    hands = make_hands(predictor, 1)
     answers, refusals = [], []
 
-    def keep_sending(url):
-        with HandMeshClient(url) as client:
-            while len(refusals) < 3:
-                try:
-                    answers.append(client.infer(hands.crops, hands.boxes, hands.is_left))
-                except ServingClientError as exc:
-                    refusals.append(str(exc))
+    def send(client):
+        try:
+            answers.append(client.infer(hands.crops, hands.boxes, hands.is_left))
+        except ServingClientError as exc:
+            refusals.append(str(exc))
 
     with TritonServer(repo, environment=environment) as server:
-        worker = threading.Thread(target=keep_sending, args=(server.grpc_url,))
-        worker.start()
-        while len(answers) < 3:
-            time.sleep(0.01)
-    worker.join()
-    assert server.exit_code == 0 and server.process.poll() is not None
-    assert all(np.abs(a["vertices"] - hands.reference["vertices"]).max() < 1e-6 for a in answers)
-    assert all("stopping" in r or "unavailable" in r.lower() or "connect" in r.lower() for r in refusals), refusals
-    log = server.log_path.read_text()
-    assert "Signal (15) received" in log and f"successfully unloaded '{rp.NETWORK}'" in log
+        early, late = HandMeshClient(server.grpc_url), HandMeshClient(server.grpc_url)
+        in_flight = threading.Thread(target=send, args=(early,))
+        in_flight.start()
+        time.sleep(0.5)  # sent and queued: the batcher holds it up to 2 s for a fuller batch
+        assert in_flight.is_alive() and not answers
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        time.sleep(0.3)
+        send(late)
+        in_flight.join(timeout=60)
+        stopping.join(timeout=120)
+    early.close()
+    late.close()
+    assert server.exit_code == 0 and server.drained and server.process.poll() is not None
+    assert len(answers) == 1, refusals
+    assert np.abs(answers[0]["vertices"] - hands.reference["vertices"]).max() < 1e-6
+    assert len(refusals) == 1 and "handssca" in refusals[0], refusals
+    assert not server.log_path.exists()  # a clean stop removes the log it made
 
 
 def test_start_refuses_a_broken_repository_with_the_servers_reason(tiny_onnx, environment, tmp_path):
@@ -409,18 +563,29 @@ def test_start_refuses_a_broken_repository_with_the_servers_reason(tiny_onnx, en
 
 
 def test_serve_start_command_stops_on_sigterm(tiny_onnx, environment, tmp_path):
+    import selectors
+
     repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     command = [sys.executable, "-m", "handssca", "serve", "start", str(repo), "--env", str(environment.folder),
                "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # it must flush on its own
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=120), "serve start printed nothing within 120 s"
         line = process.stdout.readline()
-        assert f"gRPC localhost:{grpc}" in line, process.stderr.read()
+        assert f"gRPC localhost:{grpc}" in line, process.stderr.read() if process.poll() is not None else line
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=90)
+        out, err = process.communicate(timeout=120)
     finally:
-        process.kill()
+        if process.poll() is None:  # SIGTERM lets it stop Triton too; kill only what will not stop
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
     assert process.returncode == 0, err
     assert "stopped: tritonserver exited with 0" in out
 
@@ -438,4 +603,7 @@ def test_load_test_reports_every_level_with_parity(tiny_onnx, environment):
             assert level["requests"] > 0 and level["errors"] == 0 and level["parity_failures"] == 0
             assert level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"]
             assert level["max_diff"]["vertices"] < 1e-6 and level["mean_network_batch"] >= 1
+            assert set(level["models"]) == {rp.ENSEMBLE, rp.PREPROCESS, rp.NETWORK, rp.MESH}
+            network = level["models"][rp.NETWORK]
+            assert network["compute_ms"] > 0 and network["queue_ms"] >= 0
     assert all(lv["mean_network_batch"] == 1 for lv in report["modes"]["no batching"]["levels"])
