@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from handssca import __version__
@@ -599,6 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    # A service manager's SIGTERM unwinds like Ctrl-C: servers a command started are stopped and
+    # temporary files removed on the way out (commands with a stop of their own, the webcam loop
+    # and serve start, install their own handler).
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.handler(args)
     except HandSSCAError as exc:
@@ -607,6 +615,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # results are written atomically: nothing half-written is left
         print(f"handssca {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

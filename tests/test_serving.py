@@ -232,6 +232,8 @@ def test_an_engine_repository_starts_triton_with_the_plugin_loader(tmp_path):
     loader = repo.resolve() / rp.PLUGIN_FOLDER / rp.TRITON_LOADER
     assert f"--backend-config=tensorrt,plugins={loader}" in command
     assert "--http-port=8000" in command and f"--model-repository={repo.resolve()}" in command
+    server = TritonServer(repo, environment=environment)
+    assert server._environ()["OPENBLAS_NUM_THREADS"] == "1"  # the python steps' numpy must not spin
 
 
 @pytest.fixture
@@ -588,6 +590,32 @@ def test_serve_start_command_stops_on_sigterm(tiny_onnx, environment, tmp_path):
                 process.kill()
     assert process.returncode == 0, err
     assert "stopped: tritonserver exited with 0" in out
+
+
+def test_sigterm_to_a_load_test_stops_its_servers_and_leaves_nothing(tiny_onnx, environment, tmp_path):
+    """A service manager's SIGTERM unwinds the command like Ctrl-C: both Triton servers are
+    stopped (none left running) and the temporary repositories are gone; exit 130."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    command = [sys.executable, "-u", "-m", "handssca", "serve", "load-test", str(tiny_onnx), "-o",
+               str(tmp_path / "out"), "--env", str(environment.folder), "--concurrency", "1,2", "--duration", "8",
+               "--hands", "2"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(scratch)})  # fmt: skip
+    try:
+        for line in process.stdout:
+            if "clients, 8 s" in line:  # both servers up, a level under way
+                break
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and "interrupted" in err, err
+    left = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes still running from {scratch}: {left}"
+    assert not [p for p in scratch.iterdir() if p.name.startswith("handssca-load-")]
+    assert not (tmp_path / "out" / "load_test.json").exists()  # an interrupted run publishes nothing
 
 
 def test_load_test_reports_every_level_with_parity(tiny_onnx, environment):
