@@ -393,12 +393,13 @@ def serve_until_stopped(server: TritonServer, announce=print) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        server.start()
-        announce(
-            f"serving {server.repository}: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}"
-        )
-        announce(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
-        try:
+        server.start()  # interrupted before it is ready, Triton is killed: it holds no request yet
+        try:  # from here on a signal always means the graceful stop, whatever line it lands on
+            announce(
+                f"serving {server.repository}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+                f"metrics {server.metrics_url}"
+            )
+            announce(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
             code = server.process.wait()
         except KeyboardInterrupt:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
