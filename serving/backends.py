@@ -14,13 +14,15 @@ others), runs the good ones as one batch and splits the result back per request.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
 
-class _BatchedModel:
-    """What the three models share: config parameters, per-request checks, one batch per call."""
+class _BatchedModel(ABC):
+    """What the three models share: config parameters, per-request checks, one batch per call.
+    Each model says how it sets up, what makes a request unusable, and how it runs a batch."""
 
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
@@ -33,15 +35,17 @@ class _BatchedModel:
         self.outputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in self.config["output"]}
         self.setup()
 
+    @abstractmethod
     def setup(self) -> None:
-        pass
+        """Reads what the model needs from its parameters and version folder."""
 
     def problem(self, arrays: dict[str, np.ndarray]) -> str | None:
         """Why one request cannot be run (None when it can)."""
         return None
 
+    @abstractmethod
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The outputs, by name, of one batch of good requests joined along the batch axis."""
 
     def execute(self, requests):
         pb = self.pb

@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from handssca import __version__
 from handssca.errors import HandSSCAError
 from handssca.runtime.files import OutputError, write_together
@@ -58,16 +60,6 @@ MESH_OUTPUTS = (
 # The network outputs the mesh model reads (MANO in the graph adds vertices and joints_3d).
 MESH_READS = ("heatmaps", "joints_2d", "pose", "shape")
 MANO_IN_GRAPH = ("vertices", "joints_3d")
-
-_TRITON_TYPES = {
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "float64": "TYPE_FP64",
-    "uint8": "TYPE_UINT8",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "bool": "TYPE_BOOL",
-}
 
 
 class RepositoryError(HandSSCAError, ValueError):
@@ -211,13 +203,16 @@ def network_io(model: str | Path, plugin=None) -> NetworkIO:
 
 
 def _add_tensors(fields, tensors) -> None:
+    from tritonclient.utils import np_to_triton_dtype  # numpy's dtype -> Triton's name ("FP32" ...)
+
     for t in tensors:
-        fields.add(name=t.name, data_type=_TRITON_TYPES[t.dtype], dims=list(t.shape))
+        fields.add(name=t.name, data_type=f"TYPE_{np_to_triton_dtype(np.dtype(t.dtype))}", dims=list(t.shape))
 
 
 def _batching(config, options: ServingOptions, network: bool) -> None:
-    """Only the network waits (up to the queue delay) for a fuller batch: it is where a batch
-    pays. The light python steps batch whatever is queued when they are free, without waiting."""
+    """Only the network waits (up to the queue delay) for a fuller batch: it is where a batch can
+    pay (on a GPU; on 2 CPU cores it does not, see the README's load test). The light python
+    steps batch whatever is queued when they are free, without waiting."""
     if not options.dynamic_batching:
         return
     config.dynamic_batching.SetInParent()
