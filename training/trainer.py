@@ -99,6 +99,17 @@ def _distributed() -> tuple[int, int, int]:
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def _end_distributed() -> None:
+    """Destroys the process group once every rank has finished its run. Left to interpreter exit,
+    gloo's worker threads can abort a rank ("terminate called without an active exception",
+    pytorch/pytorch#190489; seen once here in the two-process test). Only after success: with
+    another rank still inside a collective it would wait forever (pytorch/torchtitan#1342)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
 
@@ -439,6 +450,7 @@ def train(config_path, overrides=(), resume=None, auto_resume: bool = False) -> 
     trainer = Trainer(config, resume=resume)
     print(f"MANO: {trainer.mano_note}; device {trainer.device}; {len(trainer.train_set)} training samples")
     metrics = trainer.fit()
+    _end_distributed()
     best = ", best.pt" if (out / "best.pt").exists() else ""
     lines = [f"checkpoints in {out} (last.pt{best}); log {out / 'log.csv'}"]
     if metrics:
