@@ -15,6 +15,9 @@ from handssca import __version__
 from handssca.errors import HandSSCAError
 from handssca.export.options import DEFAULT_OPSET, INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
 from handssca.models.config import ATTENTION_KINDS
+from handssca.runtime.hand_finder import MAX_HANDS
+from handssca.runtime.hand_finder import VARIANTS as HAND_VARIANTS
+from handssca.runtime.hand_tracking import VERIFY_EVERY
 from handssca.runtime.mano import FINGERTIP_IDS
 from handssca.runtime.predictor import SIDES
 from handssca.training.datasets import DEFAULT_SPLITS
@@ -66,18 +69,23 @@ def parse_box(text: str | None):
     return box
 
 
-def open_predictor(args: argparse.Namespace):
-    """A HandMeshPredictor over --model (.onnx / .engine) or --checkpoint, with --mano."""
+def open_predictor(args: argparse.Namespace, find_hands: bool):
+    """A HandMeshPredictor over --model (.onnx / .engine) or --checkpoint, with --mano, and the
+    hand finder of --hand-models/--hand-variant/--max-hands/--mirror when ``find_hands``."""
     from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.hand_finder import HandFinder
     from handssca.runtime.predictor import HandMeshPredictor
 
     if bool(args.model) == bool(args.checkpoint):
         raise CommandError("give exactly one of --model (.onnx or .engine) and --checkpoint")
     if args.checkpoint:
         require_torch("--checkpoint")
+    finder = None
+    if find_hands:
+        finder = HandFinder(args.hand_models, args.hand_variant, max_hands=args.max_hands, mirrored=args.mirror)
     mano, fingertip_ids, _ = load_hand_model(args.mano)
     return HandMeshPredictor.open(
-        args.model or args.checkpoint, mano, fingertip_ids, plugin=getattr(args, "plugin", None)
+        args.model or args.checkpoint, mano, fingertip_ids, plugin=getattr(args, "plugin", None), finder=finder
     )
 
 
@@ -212,10 +220,11 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     options = WebcamOptions(
         box=parse_box(args.box), side=args.side, smooth=not args.no_smooth, headless=args.headless,
         output=Path(args.output) if args.output else None, save_meshes=args.save_meshes, max_frames=args.max_frames,
-        duration_s=args.duration, min_confidence=args.min_confidence,
+        duration_s=args.duration, min_confidence=args.min_confidence, max_hands=args.max_hands,
+        find_hands=not args.no_finder, verify_every=args.verify_every,
     )  # fmt: skip
     source = int(args.source) if args.source.isdigit() else args.source
-    report = run_webcam(open_predictor(args), source, options)
+    report = run_webcam(open_predictor(args, find_hands=options.find_hands), source, options)
     print("\n".join(report.summary_lines()))
     if report.interrupted:
         return 130
@@ -229,11 +238,12 @@ def cmd_webcam(args: argparse.Namespace) -> int:
 def cmd_infer(args: argparse.Namespace) -> int:
     from handssca.runtime.infer import infer_images
 
-    report = infer_images(open_predictor(args), args.images, args.output, box=parse_box(args.box), side=args.side)
-    for skipped in report.skipped:
-        print(f"skipped {skipped}")
-    left_out = f" ({len(report.skipped)} skipped, named above)" if report.skipped else ""
-    print(f"wrote overlays, meshes and predictions.json for {report.written} images to {args.output}{left_out}")
+    box = parse_box(args.box)
+    report = infer_images(
+        open_predictor(args, find_hands=box is None), args.images, args.output, box=box, side=args.side
+    )
+    print("\n".join(report.summary_lines()))
+    print(f"wrote overlays, meshes and predictions.json to {args.output}")
     return 0
 
 
@@ -478,8 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
         p.add_argument("--mano", default="builtin", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
         p.add_argument("--plugin", help="TensorRT plugin library (for .engine models)")
-        p.add_argument("--box", help="hand box x0,y0,x1,y1 in pixels (default: webcam centre / whole image)")
-        p.add_argument("--side", choices=SIDES, default="right")
+        p.add_argument("--box", help="a hand box x0,y0,x1,y1 in pixels (default: the hand finder finds the hands)")
+        p.add_argument("--side", choices=SIDES, default="right", help="the --box hand's side")
+        p.add_argument("--max-hands", type=at_least(1), default=MAX_HANDS, help=f"hands to find ({MAX_HANDS})")
+        p.add_argument("--hand-models", metavar="DIR", help="the finder's ONNX models (default: the shipped ones)")
+        p.add_argument("--hand-variant", choices=HAND_VARIANTS, default="full", help="the finder's models (full)")
+        p.add_argument("--mirror", action="store_true", help="mirrored frames (a selfie camera): sides swap")
 
     webcam = sub.add_parser("webcam", help="live hand meshes: camera index, video, image folder or stream URL")
     webcam.add_argument("--source", default="0", help="camera index, video file, image folder or URL (default 0)")
@@ -492,7 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-frames", type=at_least(0), default=0, help="stop after N frames (0: when the source ends)"
     )
     webcam.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: no limit)")
-    webcam.add_argument("--min-confidence", type=float, default=0.0, help="re-find the hand below this confidence")
+    webcam.add_argument("--min-confidence", type=float, default=0.0, help="drop a hand below this confidence")
+    webcam.add_argument(
+        "--verify-every",
+        type=at_least(0),
+        default=VERIFY_EVERY,
+        metavar="N",
+        help=f"frames between the landmark model's checks of a tracked hand ({VERIFY_EVERY}; 0: never)",
+    )
+    webcam.add_argument("--no-finder", action="store_true", help="follow one hand from --box or the centre only")
     webcam.set_defaults(handler=cmd_webcam)
 
     infer = sub.add_parser("infer", help="hand meshes for images or folders: overlays, JSON, .obj")

@@ -10,22 +10,42 @@ import numpy as np
 
 from .files import UnreadableImage, list_images, read_image, write_atomically, write_image
 from .mesh_render import mesh_to_obj
-from .overlay import default_intrinsics, draw_hand
+from .overlay import default_intrinsics, draw_hand, draw_label
 from .predictor import HandMeshPredictor
 
 
 @dataclass
 class InferReport:
-    written: int = 0
+    written: int = 0  # images with results
     skipped: list[str] = field(default_factory=list)  # "path: reason" for each image left out
+    hands: dict[str, list[str]] = field(default_factory=dict)  # image -> the sides of its hands found
+
+    def summary_lines(self) -> list[str]:
+        """Per image, the hands found ("no hand found" is an outcome, counted); then the totals."""
+        lines = [f"{image}: {describe_hands(sides)}" for image, sides in self.hands.items()]
+        lines += [f"skipped {skipped}" for skipped in self.skipped]
+        empty = sum(1 for sides in self.hands.values() if not sides)
+        found = f"; no hand found in {empty}" if empty else ""
+        left_out = f" ({len(self.skipped)} skipped, named above)" if self.skipped else ""
+        total = sum(len(s) for s in self.hands.values())
+        lines.append(f"{total} hands in {self.written} images{found}{left_out}")
+        return lines
+
+
+def describe_hands(sides: list[str]) -> str:
+    if not sides:
+        return "no hand found"
+    return f"{len(sides)} hand{'s' if len(sides) > 1 else ''} ({', '.join(sides)})"
 
 
 def infer_images(
     predictor: HandMeshPredictor, items, out: str | Path, box=None, side: str = "right", progress: bool = True
 ) -> InferReport:
-    """For each image (files, or folders' images): ``<stem>_overlay.png`` (input | mesh and
-    skeleton), ``<stem>.obj``, and one ``predictions.json`` for all. ``box`` (x0, y0, x1, y1) is the
-    hand in every image (default: the whole image). Unreadable images are named and counted out."""
+    """For each image (files, or folders' images): ``<stem>_overlay.png`` (input | meshes and
+    skeletons), a mesh per hand, and one ``predictions.json`` for all hands. ``box`` (x0, y0, x1,
+    y1) is the one hand in every image (its mesh ``<stem>.obj``); without it the hand finder finds
+    each image's hands (``<stem>_hand<i>_<side>.obj``), and an image without one is counted as
+    such. Unreadable images are named and counted out."""
     from tqdm import tqdm
 
     from ..errors import HandSSCAError
@@ -44,16 +64,24 @@ def infer_images(
             continue
         h, w = frame.shape[:2]
         K = default_intrinsics(w, h)
-        (hand,) = predictor.predict(frame, [box or (0, 0, w, h)], sides=[side], K=K)
+        if box is not None:
+            hands = predictor.predict(frame, [box], sides=[side], K=K)
+            meshes = [f"{names[path]}.obj"]
+        else:
+            hands = predictor.predict(frame, K=K)
+            meshes = [f"{names[path]}_hand{i}_{hand.side}.obj" for i, hand in enumerate(hands)]
         overlay = frame.copy()
-        draw_hand(overlay, hand, predictor.mano.faces, K)
+        for i, hand in enumerate(hands):
+            draw_hand(overlay, hand, predictor.mano.faces, K)
+            draw_label(overlay, hand.box, f"{i} {hand.side}")
+            write_atomically(out / meshes[i], mesh_to_obj(hand.vertices, predictor.mano.faces).encode())
+            results.append({"image": str(path), "hand": i, "mesh": meshes[i], **hand.to_json()})
         write_image(out / f"{names[path]}_overlay.png", np.concatenate([frame, overlay], axis=1))
-        write_atomically(out / f"{names[path]}.obj", mesh_to_obj(hand.vertices, predictor.mano.faces).encode())
-        results.append({"image": str(path), **hand.to_json()})
-    if not results:
+        report.hands[str(path)] = [hand.side for hand in hands]
+    if not report.hands:
         raise HandSSCAError(f"none of the {len(paths)} images could be read ({report.skipped[0]})")
     write_atomically(out / "predictions.json", json.dumps(results, indent=1).encode())
-    report.written = len(results)
+    report.written = len(report.hands)
     return report
 
 

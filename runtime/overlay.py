@@ -38,6 +38,16 @@ def draw_hud(image: np.ndarray, lines: list[str]) -> None:
         cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def draw_label(image: np.ndarray, box, text: str) -> None:
+    """``text`` above the top-left corner of ``box`` (inside the image)."""
+    import cv2
+
+    x = int(np.clip(box[0], 0, image.shape[1] - 1))
+    y = int(np.clip(box[1] - 6, 14, image.shape[0] - 1))
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
+
+
 def draw_hand(image: np.ndarray, hand, faces, K, *, mesh=True, skeleton=True, opacity: float = 1.0) -> None:
     """``hand`` (a HandPrediction with a camera translation) drawn into ``image`` in place: the
     shaded mesh, blended at ``opacity``, then the skeleton. A left hand's mesh is a mirrored right

@@ -17,6 +17,7 @@ import numpy as np
 
 from .crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
 from .hand_conventions import mirror_points, mirror_pose
+from .hand_finder import FoundHand, FrameError, HandFinder
 from .mano import ManoModel
 from .models import ModelFileError, meshes_from_outputs, open_model
 
@@ -34,6 +35,7 @@ class HandPrediction:
     shape: np.ndarray  # (10,)
     confidence: float  # mean heatmap peak of the 21 joints, 0..1
     translation: np.ndarray | None = None  # (3,) camera-frame wrist position, metres (given K)
+    found: FoundHand | None = None  # what the hand finder saw, when it found this hand
 
     @property
     def joints_camera(self) -> np.ndarray | None:
@@ -55,6 +57,8 @@ class HandPrediction:
         }
         if self.translation is not None:
             out["translation"] = np.round(self.translation, 5).tolist()
+        if self.found is not None:
+            out["finder"] = self.found.to_json()
         return out
 
 
@@ -73,7 +77,10 @@ def solve_translation(joints_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.nda
 
 
 class HandMeshPredictor:
-    def __init__(self, model, mano: ManoModel | None = None, fingertip_ids=None):
+    """``finder``: the HandFinder that finds hands when ``predict`` is given no boxes (default:
+    one over the shipped models, made on first use)."""
+
+    def __init__(self, model, mano: ManoModel | None = None, fingertip_ids=None, finder: HandFinder | None = None):
         self.model = model
         meta = getattr(model, "metadata", None) or {}
         if "input" not in meta:
@@ -88,12 +95,18 @@ class HandMeshPredictor:
         if not self.mano_in_graph and (mano is None or fingertip_ids is None):
             raise ValueError("this model outputs MANO parameters only: give the MANO model and its fingertip ids")
         self.mano, self.fingertip_ids = mano, tuple(fingertip_ids) if fingertip_ids is not None else None
+        self.finder = finder
         self.timings: dict[str, float] = {}
 
     @classmethod
-    def open(cls, source, mano: ManoModel | None = None, fingertip_ids=None, plugin=None):
+    def open(cls, source, mano: ManoModel | None = None, fingertip_ids=None, plugin=None, finder=None):
         """A predictor over ``open_model(source)``: an .onnx, .engine or .pt file, or a torch network."""
-        return cls(open_model(source, plugin=plugin), mano, fingertip_ids)
+        return cls(open_model(source, plugin=plugin), mano, fingertip_ids, finder)
+
+    def hand_finder(self) -> HandFinder:
+        if self.finder is None:
+            self.finder = HandFinder()
+        return self.finder
 
     def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         if self.max_batch is None or len(images) == self.max_batch:
@@ -101,11 +114,16 @@ class HandMeshPredictor:
         parts = [self.model.run(images[i : i + 1]) for i in range(len(images))]  # a fixed batch-1 engine
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def predict(self, frame: np.ndarray, boxes, *, colour: str = "bgr", sides=None, K=None) -> list[HandPrediction]:
-        """``frame`` (H, W, 3) uint8 in ``colour`` order; ``boxes`` [(x0, y0, x1, y1), ...];
-        ``sides`` "right"/"left" per box (default right); ``K`` (3, 3) intrinsics for camera-space
-        results."""
-        boxes, sides = check_request(frame, boxes, sides)
+    def predict(
+        self, frame: np.ndarray, boxes=None, *, colour: str = "bgr", sides=None, K=None
+    ) -> list[HandPrediction]:
+        """``frame`` (H, W, 3) uint8 in ``colour`` order; ``boxes`` [(x0, y0, x1, y1), ...], or None
+        to find the hands (the finder's boxes and sides, up to its max_hands); ``sides``
+        "right"/"left" per box (default right); ``K`` (3, 3) intrinsics for camera-space results."""
+        start = time.perf_counter()
+        boxes, sides, found = boxes_to_run(frame, boxes, sides, colour, self.hand_finder)
+        finder_ms = (time.perf_counter() - start) * 1e3
+        self.timings = {"finder_ms": finder_ms} if found is not None else {}
         if not boxes:
             return []
         start = time.perf_counter()
@@ -122,18 +140,39 @@ class HandMeshPredictor:
             "engine_ms": (engine_done - crop_done) * 1e3,
             "mano_ms": (mano_done - engine_done) * 1e3,
         }
+        if found is not None:
+            self.timings["finder_ms"] = finder_ms
+            attach_found(results, found)
         return results
+
+
+def boxes_to_run(frame, boxes, sides, colour: str, hand_finder) -> tuple[list, list[str], list[FoundHand] | None]:
+    """A predict call's boxes and sides, checked: the given ones, or, when ``boxes`` is None,
+    those of the hands ``hand_finder()`` finds (and the FoundHands, else None). What
+    HandMeshPredictor and the serving client take."""
+    if boxes is not None:
+        return (*check_request(frame, boxes, sides), None)
+    if sides is not None:
+        raise FrameError("sides are given with boxes only: found hands come with their own")
+    check_request(frame, [], None)
+    found = hand_finder().find(frame, colour=colour)
+    return [hand.box for hand in found], [hand.side for hand in found], found
+
+
+def attach_found(results: list[HandPrediction], found: list[FoundHand] | None) -> None:
+    for result, hand in zip(results, found or [None] * len(results), strict=True):
+        result.found = hand
 
 
 def check_request(frame, boxes, sides) -> tuple[list[np.ndarray], list[str]]:
     """A predict call's frame checked, and its boxes (float64) and sides ("right"/"left", one per
     box; all right when None) as lists: what HandMeshPredictor and the serving client take."""
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"frame must be an (H, W, 3) uint8 image, got {getattr(frame, 'shape', frame)}")
+        raise FrameError(f"frame must be an (H, W, 3) uint8 image, got {getattr(frame, 'shape', frame)}")
     boxes = [np.asarray(b, dtype=np.float64) for b in boxes]
     sides = list(sides) if sides is not None else ["right"] * len(boxes)
     if len(sides) != len(boxes) or any(s not in SIDES for s in sides):
-        raise ValueError("sides must give 'right' or 'left' for every box")
+        raise FrameError("sides must give 'right' or 'left' for every box")
     return boxes, sides
 
 

@@ -3,11 +3,13 @@
 Live sources (a camera index, an rtsp/http URL) are read by a capture thread that keeps only
 the newest frame, so inference never waits on the camera and slow inference drops frames
 instead of queueing them; a stream that stops is reopened with back-off. Files and folders are
-read frame by frame (nothing is dropped). The hand box is the user's, or the centred square, and
-then follows the previous frame's keypoints (``Tracker``). Keypoints and vertices are
-smoothed with the One Euro filter. Each frame gets the shaded mesh, the skeleton and a HUD with
-FPS and per-stage latency; with ``headless`` the annotated video and one JSON line per frame
-(and optionally .obj meshes) are written instead of a window.
+read frame by frame (nothing is dropped). Up to ``max_hands`` hands are found by the hand finder
+and followed by their keypoints (``hand_tracking.HandTracker``: MediaPipe's scheme); without the
+finder one hand is followed from the user's box or the centred square. Each hand's keypoints and
+vertices are smoothed by its own One Euro filters. Each frame gets the shaded meshes, the
+skeletons and a HUD with FPS, per-stage latency and each hand's side and scores; with
+``headless`` the annotated video and one JSON line per frame (and optionally .obj meshes) are
+written instead of a window.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from .files import (
     read_image,
     write_atomically,
 )
-from .filters import OneEuroFilter
+from .hand_finder import MAX_HANDS
+from .hand_tracking import VERIFY_EVERY, HandTracker
 from .mesh_render import mesh_to_obj
-from .overlay import default_intrinsics, draw_hand, draw_hud
-from .predictor import HandMeshPredictor, HandPrediction
+from .overlay import default_intrinsics, draw_hand, draw_hud, draw_label
+from .predictor import HandMeshPredictor
 
 
 class WebcamError(HandSSCAError, RuntimeError):
@@ -145,8 +148,11 @@ class LatestFrameGrabber:
 
 @dataclass
 class WebcamOptions:
-    box: tuple | None = None
-    side: str = "right"
+    box: tuple | None = None  # a first hand's box, tracked from the first frame
+    side: str = "right"  # that box's side
+    max_hands: int = MAX_HANDS
+    find_hands: bool = True  # the hand finder (predictor.hand_finder()); off: one hand from box
+    verify_every: int = VERIFY_EVERY  # frames between the landmark model's checks of a tracked hand (0: never)
     intrinsics: np.ndarray | None = None
     smooth: bool = True
     headless: bool = False
@@ -165,7 +171,8 @@ class WebcamReport:
     dropped: int = 0
     unreadable: int = 0
     reconnects: int = 0
-    tracking_lost: int = 0
+    tracking_lost: int = 0  # tracks dropped, for every reason in tracking["dropped"]
+    tracking: dict = field(default_factory=dict)  # hand_tracking.TrackingCounts
     stage_ms: dict = field(default_factory=dict)  # median per stage
     fps: float = 0.0
     video: str | None = None
@@ -179,6 +186,12 @@ class WebcamReport:
         """What happened, for the terminal: frames and speed, what was left out or changed, files."""
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
         lines = [f"{self.frames} frames at {self.fps:.1f} FPS (median ms: {stages}); dropped {self.dropped}"]
+        if self.tracking:
+            counts = ", ".join(f"{n} hands in {f}" for n, f in sorted(self.tracking["frames_by_hands"].items()))
+            lines.append(
+                f"hands: {self.tracking['found']} found, {self.tracking_lost} lost; frames with {counts}; "
+                f"finder ran on {self.tracking['finder_runs']} frames"
+            )
         lines += [f"skipped {skipped}" for skipped in self.skipped]
         if self.resized:
             lines.append(f"{self.resized} frames had another size than the first: letterboxed into the video")
@@ -187,41 +200,6 @@ class WebcamReport:
         if self.interrupted:
             lines.append("interrupted: the outputs are closed and complete up to the last frame")
         return lines
-
-
-@dataclass
-class Tracker:
-    """MediaPipe-style tracking: the next frame's box is the box of this frame's keypoints;
-    it is dropped (and the start box used again) when confidence falls below ``min_confidence``."""
-
-    start_box: np.ndarray | None = None
-    min_confidence: float = 0.0
-    box: np.ndarray | None = field(default=None, init=False)
-    lost: int = field(default=0, init=False)
-
-    def current(self, frame_shape) -> np.ndarray:
-        if self.box is not None:
-            return self.box
-        if self.start_box is not None:
-            return np.asarray(self.start_box, np.float64)
-        h, w = frame_shape[:2]  # no box given: the centred square, for a hand held up to the camera
-        side = 0.6 * min(h, w)
-        return np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
-
-    def update(self, prediction: HandPrediction, frame_shape) -> None:
-        from .crop import box_from_points
-
-        if prediction.confidence < self.min_confidence:
-            self.box, self.lost = None, self.lost + 1
-            return
-        box = box_from_points(prediction.keypoints_2d)
-        h, w = frame_shape[:2]
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        half = max(box[2] - box[0], box[3] - box[1], 8.0) / 2
-        if not (0 <= cx < w and 0 <= cy < h):
-            self.box, self.lost = None, self.lost + 1
-            return
-        self.box = np.array([cx - half, cy - half, cx + half, cy + half])
 
 
 def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, opener=open_capture) -> WebcamReport:
@@ -235,15 +213,21 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
     grabber = LatestFrameGrabber(source, opener) if live else None
     capture = None if live else opener(source)
     fps_in = 30.0 if live else float(getattr(capture, "fps", 0) or capture.get(cv2.CAP_PROP_FPS) or 30.0)
-    tracker = Tracker(np.asarray(options.box, np.float64) if options.box else None, options.min_confidence)
-    filters = {"keypoints": OneEuroFilter(1.5, 0.02), "vertices": OneEuroFilter(1.0, 0.5)}
+    tracker = HandTracker(
+        predictor.hand_finder() if options.find_hands else None,
+        max_hands=options.max_hands if options.find_hands else 1,
+        min_confidence=options.min_confidence,
+        verify_every=options.verify_every,
+        start_box=options.box,
+        start_side=options.side,
+    )
     writer = lines = None
     out = Path(options.output) if options.output else None
     if out:
         check_writable(out / "frames.jsonl")  # a read-only folder or a file in the way: one line
         lines = open(out / "frames.jsonl", "w")
         report.json_lines = str(out / "frames.jsonl")
-    stages: dict[str, list[float]] = {k: [] for k in ("capture", "crop", "engine", "mano", "render")}
+    stages: dict[str, list[float]] = {k: [] for k in ("capture", "finder", "crop", "engine", "mano", "render")}
     faces = predictor.mano.faces if predictor.mano is not None else None
     show_mesh, show_skeleton, paused = options.show_mesh, options.show_skeleton, False
     window = not options.headless
@@ -271,29 +255,38 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
             t1 = time.perf_counter()
             height, width = frame.shape[:2]
             K = options.intrinsics if options.intrinsics is not None else default_intrinsics(width, height)
-            box = tracker.current(frame.shape)
-            (hand,) = predictor.predict(frame, [box], colour="bgr", sides=[options.side], K=K)
-            tracker.update(hand, frame.shape)
+            tracks = tracker.prepare(frame, report.frames)
+            hands = predictor.predict(frame, [t.box for t in tracks], colour="bgr", sides=[t.side for t in tracks], K=K)
+            tracker.update(tracks, hands, frame.shape)
             now = time.perf_counter() - started
             if options.smooth:
-                hand.keypoints_2d = filters["keypoints"](hand.keypoints_2d, now)
-                hand.vertices = filters["vertices"](hand.vertices, now)
+                for track, hand in zip(tracks, hands, strict=True):
+                    hand.keypoints_2d = track.filters["keypoints"](hand.keypoints_2d, now)
+                    hand.vertices = track.filters["vertices"](hand.vertices, now)
             t2 = time.perf_counter()
             annotated = frame.copy()
-            draw_hand(annotated, hand, faces, K, mesh=show_mesh, skeleton=show_skeleton, opacity=0.65)
+            for track, hand in zip(tracks, hands, strict=True):
+                draw_hand(annotated, hand, faces, K, mesh=show_mesh, skeleton=show_skeleton, opacity=0.65)
+                draw_label(annotated, hand.box, f"#{track.id} {track.side}")
             t3 = time.perf_counter()
-            for name, value in (("capture", (t1 - t0) * 1e3), ("render", (t3 - t2) * 1e3)):
+            timings = predictor.timings if hands else {}
+            frame_ms = {
+                "capture": (t1 - t0) * 1e3,
+                "finder": tracker.finder_ms,
+                **{name: timings.get(f"{name}_ms", 0.0) for name in ("crop", "engine", "mano")},
+                "render": (t3 - t2) * 1e3,
+            }
+            for name, value in frame_ms.items():
                 stages[name].append(value)
-            for name in ("crop", "engine", "mano"):
-                stages[name].append(predictor.timings[f"{name}_ms"])
             index = report.frames  # counted once its outputs are written: an interrupt keeps them in step
             fps = (index + 1) / max(time.perf_counter() - started, 1e-9)
             draw_hud(
                 annotated,
                 [
-                    f"{fps:.1f} FPS  conf {hand.confidence:.2f}",
-                    "  ".join(f"{k} {stages[k][-1]:.1f}" for k in stages) + " ms",
-                ],
+                    f"{fps:.1f} FPS  hands {len(hands)}/{tracker.max_hands}",
+                    "  ".join(f"{k} {v:.1f}" for k, v in frame_ms.items()) + " ms",
+                ]
+                + [hand_line(track, hand) for track, hand in zip(tracks, hands, strict=True)],
             )
             if out is not None:
                 if writer is None:
@@ -306,15 +299,18 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
                     annotated = letterbox(annotated, video_size)
                     report.resized += 1
                 writer.write(annotated)
-                record = {"frame": index, "time_s": round(now, 4), "hands": [hand.to_json()]}
-                record["stage_ms"] = {k: round(v[-1], 2) for k, v in stages.items()}
+                record = {
+                    "frame": index,
+                    "time_s": round(now, 4),
+                    "hands": [{**track.to_json(), **hand.to_json()} for track, hand in zip(tracks, hands, strict=True)],
+                    "stage_ms": {k: round(v, 2) for k, v in frame_ms.items()},
+                }
                 try:
                     lines.write(json.dumps(record) + "\n")
                     lines.flush()  # a full disk shows at this frame, not at close
-                    if options.save_meshes:
-                        (out / f"mesh_{index:06d}.obj").write_text(
-                            mesh_to_obj(hand.vertices_camera if hand.translation is not None else hand.vertices, faces)
-                        )
+                    for track, hand in zip(tracks, hands, strict=True) if options.save_meshes else ():
+                        vertices = hand.vertices_camera if hand.translation is not None else hand.vertices
+                        (out / f"mesh_{index:06d}_{track.id}.obj").write_text(mesh_to_obj(vertices, faces))
                 except OSError as exc:
                     report.error = f"{exc.filename or report.json_lines}: cannot write it ({exc.strerror or exc})"
                     break
@@ -362,12 +358,21 @@ def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, ope
                 cv2.destroyAllWindows()
             except Exception:
                 pass
-    report.tracking_lost = tracker.lost
+    report.tracking = vars(tracker.counts)
+    report.tracking_lost = sum(tracker.counts.dropped.values())
     report.fps = report.frames / max(time.perf_counter() - started, 1e-9)
     report.stage_ms = {k: float(np.median(v)) if v else 0.0 for k, v in stages.items()}
     if out is not None:
         write_atomically(out / "summary.json", json.dumps(vars(report), indent=2).encode())
     return report
+
+
+def hand_line(track, hand) -> str:
+    """A hand's HUD line: its track, side and scores."""
+    scores = f"conf {hand.confidence:.2f}"
+    if track.side_score is not None:
+        scores += f"  side {track.side_score:.2f}  presence {track.presence:.2f}"
+    return f"#{track.id} {track.side}  {scores}"
 
 
 def _ended_early(capture, source, frames_read: int) -> str | None:

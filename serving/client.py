@@ -7,6 +7,12 @@ HTTP, with tritonclient:
 
     client = HandMeshClient("localhost:8001")
     hands = client.predict(frame_bgr, [(x0, y0, x1, y1)], sides=["right"])
+    hands = client.predict(frame_bgr)  # the hands found in the frame, here in the client
+
+Without boxes the hand finder (MediaPipe's palm detector and landmark model) runs in the client,
+on the whole frame: it needs the full frame and runs before the crops exist, so in Triton it would
+mean sending every whole frame over the network instead of the hands' crops, and one more
+sequential step in the ensemble; in the client it costs what it costs in the runtime.
 """
 
 from __future__ import annotations
@@ -42,8 +48,9 @@ def tritonclient_module(protocol: str):
 class HandMeshClient:
     """Requests to the ``handssca`` ensemble of a running server at ``url`` (host:port)."""
 
-    def __init__(self, url: str, protocol: str = "grpc", model: str = ENSEMBLE, timeout_s: float = 60.0):
+    def __init__(self, url: str, protocol: str = "grpc", model: str = ENSEMBLE, timeout_s: float = 60.0, finder=None):
         self.module = tritonclient_module(protocol)
+        self.finder = finder  # the HandFinder for frames without boxes (default: the shipped models)
         self.protocol, self.model, self.timeout_s = protocol, model, timeout_s
         if protocol == "grpc":
             self.client = self.module.InferenceServerClient(url)
@@ -89,12 +96,26 @@ class HandMeshClient:
             raise ServingClientError(f"model '{self.model}': {_message(exc)}") from exc
         return {name: result.as_numpy(name) for name in self.output_names}
 
-    def predict(self, frame: np.ndarray, boxes, *, colour: str = "bgr", sides=None, K=None) -> list:
-        """HandMeshPredictor.predict's contract, served: one HandPrediction per box (with the
-        camera-frame translation when the intrinsics ``K`` are given)."""
-        from handssca.runtime.predictor import check_request, hand_crops, hand_predictions, in_network_colour
+    def hand_finder(self):
+        if self.finder is None:
+            from handssca.runtime.hand_finder import HandFinder
 
-        boxes, sides = check_request(frame, boxes, sides)
+            self.finder = HandFinder()
+        return self.finder
+
+    def predict(self, frame: np.ndarray, boxes=None, *, colour: str = "bgr", sides=None, K=None) -> list:
+        """HandMeshPredictor.predict's contract, served: one HandPrediction per box, or per hand
+        found when ``boxes`` is None (with the camera-frame translation when the intrinsics ``K``
+        are given)."""
+        from handssca.runtime.predictor import (
+            attach_found,
+            boxes_to_run,
+            hand_crops,
+            hand_predictions,
+            in_network_colour,
+        )
+
+        boxes, sides, found = boxes_to_run(frame, boxes, sides, colour, self.hand_finder)
         if not boxes:
             return []
         crops, _ = hand_crops(in_network_colour(frame, colour, self.rgb), boxes, sides, self.size)
@@ -106,7 +127,9 @@ class HandMeshClient:
             for i in range(0, len(boxes), step)
         ]
         hands = {name: np.concatenate([p[name] for p in parts]).astype(np.float64) for name in self.output_names}
-        return hand_predictions(boxes, sides, hands, K)
+        results = hand_predictions(boxes, sides, hands, K)
+        attach_found(results, found)
+        return results
 
     def close(self) -> None:
         """Closes the connection: Triton's graceful stop waits for open HTTP connections."""

@@ -1,0 +1,199 @@
+"""Following up to N hands through a video: MediaPipe's tracking scheme around our own network.
+
+Per frame (modules/hand_landmark/hand_landmark_tracking_cpu.pbtxt, and MediaPipe Tasks'
+hand_landmarker_graph.cc for the order of association):
+- the hand finder (palm detector + landmark model) runs only while fewer hands are tracked than
+  wanted; a found hand whose box overlaps a tracked one by IoU > 0.5 is the tracked hand (the
+  tracked one is kept), and no more than ``max_hands`` are kept;
+- a tracked hand's box for the next frame comes from this frame's keypoints of our network;
+- a track is dropped when the network's confidence falls below ``min_confidence``, when its box
+  leaves the frame, or when two tracks come to overlap (IoU > 0.5, the older kept); a dropped
+  hand is found again by the finder.
+The network's heatmap confidence was never trained to say "no hand here", so every
+``verify_every`` frames each track is also checked by the landmark model, as MediaPipe checks
+every frame: its presence score (> 0.5) keeps the track and its landmarks re-anchor the box and
+renew the side; otherwise the track is dropped. Each track keeps its side and its own filters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .crop import box_from_points
+from .filters import OneEuroFilter
+from .hand_finder import TRACKING_IOU, FoundHand, HandFinder
+from .hand_rects import landmarks_rect
+from .palm_detection import box_iou
+
+DROP_REASONS = ("confidence", "left_frame", "merged", "not_present")
+VERIFY_EVERY = 5  # frames between the landmark model's checks of a tracked hand
+
+
+def smoothing_filters() -> dict[str, OneEuroFilter]:
+    """A track's own One Euro filters for its keypoints and vertices."""
+    return {"keypoints": OneEuroFilter(1.5, 0.02), "vertices": OneEuroFilter(1.0, 0.5)}
+
+
+@dataclass
+class Track:
+    id: int
+    box: np.ndarray  # the box to crop in the coming frame, image pixels
+    side: str
+    started: int  # the frame it was found in
+    keypoints: np.ndarray | None = None  # the latest (21, 2) keypoints, ours or the finder's
+    found: FoundHand | None = None  # the finder's view of this hand in the current frame, if it looked
+    side_score: float | None = None
+    presence: float | None = None
+    palm_score: float | None = None
+    since_check: int = 0  # frames since the landmark model last saw it
+    filters: dict = field(default_factory=smoothing_filters)
+
+    def take(self, hand: FoundHand) -> None:
+        """The finder's view: its box, side and scores become the track's."""
+        self.found, self.box, self.keypoints = hand, hand.box, hand.keypoints
+        self.side, self.side_score, self.presence = hand.side, hand.side_score, hand.presence
+        self.palm_score = hand.palm_score if hand.palm_score is not None else self.palm_score
+        self.since_check = 0
+
+    def to_json(self) -> dict:
+        out = {"track": self.id, "side": self.side}
+        for name in ("side_score", "presence", "palm_score"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = round(float(value), 4)
+        return out
+
+
+@dataclass
+class TrackingCounts:
+    found: int = 0  # tracks started by the finder (or by --box)
+    dropped: dict = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    finder_runs: int = 0
+    checks: int = 0  # landmark-model checks of tracked hands
+    frames_by_hands: dict = field(default_factory=dict)  # hands tracked -> frames
+
+
+class HandTracker:
+    """``tracks = tracker.prepare(frame, index)`` gives the hands to run the network on this
+    frame; ``tracker.update(tracks, predictions, frame.shape)`` follows them to the next.
+
+    ``finder`` None: no finding; one hand is followed from ``start_box`` (or the centred square)
+    and started there again when lost (the behaviour for footage the finder cannot see, such as
+    the stand-in hand). ``start_box``/``start_side`` pin a first track."""
+
+    def __init__(
+        self,
+        finder: HandFinder | None,
+        max_hands: int = 2,
+        min_confidence: float = 0.0,
+        verify_every: int = VERIFY_EVERY,
+        start_box=None,
+        start_side: str = "right",
+        colour: str = "bgr",
+    ):
+        self.finder, self.max_hands, self.min_confidence = finder, max_hands, min_confidence
+        self.verify_every, self.colour = verify_every, colour
+        self.start_box = None if start_box is None else np.asarray(start_box, np.float64)
+        self.start_side = start_side
+        self.tracks: list[Track] = []
+        self.counts = TrackingCounts()
+        self.finder_ms = 0.0  # the finder's time in the latest frame (palm detector and landmark checks)
+        self._next_id = 0
+        self._pinned = False
+
+    def _new_track(self, box, side: str, index: int) -> Track:
+        track = Track(self._next_id, np.asarray(box, np.float64), side, index)
+        self._next_id += 1
+        self.counts.found += 1
+        return track
+
+    def prepare(self, frame: np.ndarray, index: int) -> list[Track]:
+        """The tracks to run on ``frame``: checked by the landmark model where due, and new ones
+        from the finder while fewer than ``max_hands`` are tracked."""
+        import time
+
+        start = time.perf_counter()
+        for track in self.tracks:
+            track.found = None
+        if self.finder is None:
+            if not self.tracks:
+                box = self.start_box if self.start_box is not None else centred_box(frame.shape)
+                self.tracks = [self._new_track(box, self.start_side, index)]
+        else:
+            if self.start_box is not None and not self._pinned:
+                self._pinned = True
+                self.tracks.append(self._new_track(self.start_box, self.start_side, index))
+            self._check(frame)
+            if len(self.tracks) < self.max_hands:
+                self._find(frame, index)
+        self.finder_ms = (time.perf_counter() - start) * 1e3
+        hands = len(self.tracks)
+        self.counts.frames_by_hands[hands] = self.counts.frames_by_hands.get(hands, 0) + 1
+        return list(self.tracks)
+
+    def _check(self, frame: np.ndarray) -> None:
+        if self.verify_every <= 0:
+            return
+        kept = []
+        for track in self.tracks:
+            if track.keypoints is None or track.since_check + 1 < self.verify_every:
+                kept.append(track)
+                continue
+            self.counts.checks += 1
+            hand = self.finder.landmarks(frame, landmarks_rect(track.keypoints), colour=self.colour)
+            if hand is None:
+                self.counts.dropped["not_present"] += 1
+                continue
+            track.take(hand)
+            kept.append(track)
+        self.tracks = kept
+
+    def _find(self, frame: np.ndarray, index: int) -> None:
+        self.counts.finder_runs += 1
+        for hand in self.finder.find(frame, colour=self.colour, max_hands=self.max_hands):
+            if len(self.tracks) >= self.max_hands:
+                break
+            if any(box_iou(hand.box, track.box[None])[0] > TRACKING_IOU for track in self.tracks):
+                continue  # a hand already tracked: the tracked one is kept
+            track = self._new_track(hand.box, hand.side, index)
+            track.take(hand)
+            self.tracks.append(track)
+
+    def update(self, tracks: list[Track], predictions, frame_shape) -> None:
+        """Each track's next box from its prediction's keypoints; tracks that fell below the
+        confidence, left the frame or came to overlap an older track are dropped."""
+        height, width = frame_shape[:2]
+        kept: list[Track] = []
+        for track, hand in zip(tracks, predictions, strict=True):
+            track.since_check += 1
+            if hand.confidence < self.min_confidence:
+                self.counts.dropped["confidence"] += 1
+                continue
+            box = square_box(hand.keypoints_2d)
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            if not (0 <= cx < width and 0 <= cy < height):
+                self.counts.dropped["left_frame"] += 1
+                continue
+            if any(box_iou(box, older.box[None])[0] > TRACKING_IOU for older in kept):
+                self.counts.dropped["merged"] += 1
+                continue
+            track.box, track.keypoints = box, hand.keypoints_2d
+            kept.append(track)
+        self.tracks = kept
+
+
+def square_box(keypoints: np.ndarray, minimum: float = 8.0) -> np.ndarray:
+    """The square box around the keypoints' tight box (its longer side, at least ``minimum``)."""
+    box = box_from_points(keypoints)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = max(box[2] - box[0], box[3] - box[1], minimum) / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half])
+
+
+def centred_box(frame_shape) -> np.ndarray:
+    """The centred square of 0.6 x the shorter side: a hand held up to the camera."""
+    h, w = frame_shape[:2]
+    side = 0.6 * min(h, w)
+    return np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])
