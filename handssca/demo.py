@@ -89,7 +89,10 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     webcam = run_webcam(
         predictor,
         str(video),
-        WebcamOptions(box=tuple(truth[0]["box"] + [-8, -8, 8, 8]), headless=True, output=out / "webcam"),
+        # The stand-in hand is no real hand: the finder would not see it, so the box is followed.
+        WebcamOptions(
+            box=tuple(truth[0]["box"] + [-8, -8, 8, 8]), headless=True, output=out / "webcam", find_hands=False
+        ),
     )
     if webcam.interrupted:  # Ctrl-C in the webcam loop: its outputs are closed; the demo is not done
         raise KeyboardInterrupt

@@ -110,12 +110,14 @@ def test_webcam_headless_on_a_video(setup, tmp_path):
     report = run_webcam(
         predictor,
         str(video),
-        WebcamOptions(box=tuple(truth[0]["box"]), headless=True, output=tmp_path, save_meshes=True),
+        # The stand-in hand is no real hand: the finder would not see it, so the box is followed.
+        WebcamOptions(box=tuple(truth[0]["box"]), headless=True, output=tmp_path, save_meshes=True, find_hands=False),
     )
     assert report.frames == len(images) and report.error is None
     lines = [json.loads(x) for x in (tmp_path / "frames.jsonl").read_text().splitlines()]
     assert [x["frame"] for x in lines] == list(range(len(images)))
-    assert set(lines[0]["stage_ms"]) == {"capture", "crop", "engine", "mano", "render"}
+    assert set(lines[0]["stage_ms"]) == {"capture", "finder", "crop", "engine", "mano", "render"}
+    assert all(len(x["hands"]) == 1 and x["hands"][0]["track"] == 0 for x in lines)
     assert len(lines[0]["hands"][0]["keypoints_2d"]) == 21
     written = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
     assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == len(images)
@@ -186,11 +188,14 @@ def test_infer_and_webcam_commands(setup, tmp_path, capsys):
     folder.mkdir()
     for i in range(2):
         cv2.imwrite(str(folder / f"{i}.jpg"), images[i])
-    assert main(["infer", str(folder), "--model", str(onnx_path), "-o", str(tmp_path / "out")]) == 0
+    whole = f"0,0,{images[0].shape[1]},{images[0].shape[0]}"
+    assert main(["infer", str(folder), "--model", str(onnx_path), "-o", str(tmp_path / "out"), "--box", whole]) == 0
     predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert len(predictions) == 2 and (tmp_path / "out" / "0_overlay.png").is_file()
+    assert (tmp_path / "out" / "0.obj").is_file()
     box = ",".join(str(v) for v in truth[0]["box"])
-    args = ["webcam", "--source", str(video), "--model", str(onnx_path), "--headless", "-o", str(tmp_path / "w")]
+    args = ["webcam", "--source", str(video), "--model", str(onnx_path), "--no-finder", "--headless", "-o"]
+    args.append(str(tmp_path / "w"))
     assert main([*args, "--box", box, "--max-frames", "3"]) == 0
     assert "3 frames" in capsys.readouterr().out
     assert main([*args[:-2], "--box", box]) == 1
@@ -221,7 +226,7 @@ def test_infer_keeps_every_image_and_says_what_it_skipped(setup, tmp_path, capsy
     cv2.imwrite(str(folder / "a.png"), images[1])  # the same stem: neither may overwrite the other
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     out = tmp_path / "out"
-    assert main(["infer", str(folder), "--model", str(onnx_path), "-o", str(out)]) == 0
+    assert main(["infer", str(folder), "--model", str(onnx_path), "-o", str(out), "--box", "0,0,64,64"]) == 0
     text = capsys.readouterr().out
     assert "skipped" in text and "broken.jpg: truncated JPEG" in text and "(1 skipped" in text
     assert (out / "a_jpg_overlay.png").is_file() and (out / "a_png_overlay.png").is_file()
@@ -262,6 +267,7 @@ def test_an_interrupted_headless_run_finishes_its_outputs(setup, tmp_path, signa
     out = tmp_path / "w"
     box = ",".join(str(v) for v in truth[0]["box"])
     command = [sys.executable, "-m", "handssca.cli", "webcam", "--source", str(long_video), "--model", str(onnx_path)]
+    command.append("--no-finder")
     process = subprocess.Popen(
         [*command, "--box", box, "--headless", "-o", str(out)],
         stdout=subprocess.PIPE,
