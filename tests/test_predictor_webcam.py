@@ -214,8 +214,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["scan_nodes"] == 2 and max(data["parity_max_abs"].values()) < 1e-4
     assert data["webcam"]["frames"] == 12 and data["predictor_vertex_diff_mm"] < 1e-3
-    for name in ("overlays.png", "hand.obj", "webcam/annotated.mp4", "synthetic_input.mp4"):
+    for name in ("overlays.png", "hand.obj", "webcam/annotated.mp4", "synthetic_input.mp4", "finder_photo.png"):
         assert (tmp_path / name).is_file(), name
+    assert sorted(h["side"] for h in data["finder"]["photo"]) == ["left", "right"]
+    assert data["finder"]["video"]["found"] >= 4 and "hand finder on real photographs" in report
 
 
 def test_infer_keeps_every_image_and_says_what_it_skipped(setup, tmp_path, capsys):

@@ -635,3 +635,18 @@ def test_load_test_reports_every_level_with_parity(tiny_onnx, environment):
             network = level["models"][rp.NETWORK]
             assert network["compute_ms"] > 0 and network["queue_ms"] >= 0
     assert all(lv["mean_network_batch"] == 1 for lv in report["modes"]["no batching"]["levels"])
+
+
+def test_frames_without_boxes_are_found_in_the_client(server, predictor):
+    from handssca.runtime.photos import load_photo
+
+    photo = load_photo("back_projection")
+    frame = np.concatenate([photo, photo[:, ::-1]], axis=1)
+    expected = predictor.predict(frame)
+    with HandMeshClient(server.grpc_url) as client:
+        served = client.predict(frame)
+    assert sorted(h.side for h in served) == ["left", "right"]
+    for got, want in zip(served, expected, strict=True):
+        assert got.side == want.side and got.found is not None
+        np.testing.assert_array_equal(got.box, want.box)
+        assert np.abs(got.vertices - want.vertices).max() < 1e-6
