@@ -306,7 +306,8 @@ def test_the_onnx_models_agree_with_litert_on_the_photographs(finder):
                     interpreter.allocate_tensors()
                     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
                     interpreter.invoke()
-                    ours = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input_1": x})))
+                    names = [o.name for o in session.get_outputs()]
+                    ours = dict(zip(names, session.run(None, {"input_1": x}), strict=True))
                     for detail in interpreter.get_output_details():
                         theirs = interpreter.get_tensor(detail["index"])
                         diff = np.abs(ours[detail["name"]] - theirs).max()

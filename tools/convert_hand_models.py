@@ -322,9 +322,9 @@ def main() -> int:
         for name, tflite in models.items():
             files[name], records[name] = build(python, name, tflite, work)
             worst = max(records[name]["rewritten_vs_converted_max_abs"].values())
+            litert = records[name].get("onnx_vs_litert_max_abs_on_photographs", "not run (no ai-edge-litert)")
             print(f"{name}: {records[name]['bytes'] / 1e6:.1f} MB, rewrites {records[name]['rewrites']}, "
-                  f"max |rewritten - converted| {worst:.3g}, vs LiteRT "
-                  f"{records[name].get('onnx_vs_litert_max_abs_on_photographs', 'not run (no ai-edge-litert)')}")  # fmt: skip
+                  f"max |rewritten - converted| {worst:.3g}, vs LiteRT {litert}")  # fmt: skip
             if worst > args.tolerance:
                 fail(f"{name}: the rewrites changed the outputs by {worst:.3g} (> {args.tolerance})")
         provenance = {
