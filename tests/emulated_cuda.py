@@ -60,8 +60,10 @@ def build_library(source_text: str, directory: Path, name: str = "kernel") -> Pa
     source.write_text(emulated_source(source_text))
     library = directory / f"lib{name}.so"
     command = [
-        "g++", "-std=c++17", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-U_FORTIFY_SOURCE",
-        "-Wno-attributes", "-I", str(KERNEL_SOURCE.parent), "-I", str(EMULATION), "-I", str(include),
+        # Standard C++: strict aliasing on (the kernel moves bytes between types with memcpy only).
+        "g++", "-std=c++17", "-O2", "-fPIC", "-shared", "-Wstrict-aliasing=1", "-Werror=strict-aliasing",
+        "-U_FORTIFY_SOURCE", "-Wno-attributes", "-I", str(KERNEL_SOURCE.parent), "-I", str(EMULATION),
+        "-I", str(include),
         "-include", str(EMULATION / "cuda_emulation.h"), str(source), str(EMULATION / "cuda_emulation.cpp"),
         "-o", str(library),
     ]  # fmt: skip

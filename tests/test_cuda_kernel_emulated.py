@@ -266,3 +266,26 @@ def test_broken_synchronisation_and_launch_limits_fail_the_launch(probes):
     status, message, _ = probes(0, blocks_y=65536)
     assert status == 9 and "65535" in message
     assert probes(0)[0] == 0  # and the next launch is clean
+
+
+def test_the_vector_path_keeps_its_128_bit_global_accesses(tmp_path):
+    """loadItems/storeItems move bytes between the 16-byte vectors and the typed arrays with
+    memcpy (no type punning); the PTX nvcc makes of them must still hold 128-bit global loads and
+    stores, for float32 and for the 16-bit types (.u32 lanes), next to the scalar tails."""
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    ptx = tmp_path / "kernel.ptx"
+    command = ["nvcc", "-std=c++17", "-O3", "-arch=sm_90", "-ptx", "-Xcompiler=-Wall,-Wextra,-Wstrict-aliasing",
+               "-I", str(KERNEL_SOURCE.parent), str(KERNEL_SOURCE), "-o", str(ptx)]  # fmt: skip
+    built = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "strict-aliasing" not in built.stderr, built.stderr[-3000:]
+    text = ptx.read_text()
+    for pattern in (r"ld\.global(\.nc)?\.v4\.f32", r"ld\.global(\.nc)?\.v4\.u32", r"st\.global\.v4\.f32",
+                    r"st\.global\.v4\.u32"):  # fmt: skip
+        assert re.search(pattern, text), pattern
+    assert not re.search(r"ld\.global(\.nc)?\.u8", text)  # no byte-wise copies of the vectors

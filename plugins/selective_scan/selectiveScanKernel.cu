@@ -30,6 +30,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace handssca
 {
@@ -95,7 +96,11 @@ __device__ __forceinline__ float softplus(float x)
     return x <= 20.F ? log1pf(expf(x)) : x;
 }
 
-// kItems consecutive values from row[first...] as floats; zeros past ``length``.
+// kItems consecutive values from row[first...] as floats; zeros past ``length``. A whole,
+// 16-byte aligned run is read as 16-byte vectors (128-bit loads; the buffer is untyped device
+// memory, read the way CUB's vectorised loads read it), and the vectors' bytes are moved into the
+// typed array with memcpy: no object is read through a pointer of another type (type punning,
+// which C++ leaves undefined; nvcc turns the memcpy into register moves).
 template <int kItems, typename T>
 __device__ __forceinline__ void loadItems(T const* row, int64_t first, int64_t length, float (&values)[kItems])
 {
@@ -105,13 +110,15 @@ __device__ __forceinline__ void loadItems(T const* row, int64_t first, int64_t l
         T const* src = row + first;
         if (first + kItems <= length && (reinterpret_cast<uintptr_t>(src) & 15U) == 0)
         {
+            uint4 const* vectors = reinterpret_cast<uint4 const*>(src);
             uint4 raw[kBytes / 16];
 #pragma unroll
             for (int k = 0; k < kBytes / 16; ++k)
             {
-                raw[k] = reinterpret_cast<uint4 const*>(src)[k];
+                raw[k] = vectors[k];
             }
-            T const* loaded = reinterpret_cast<T const*>(raw);
+            T loaded[kItems];
+            memcpy(loaded, raw, kBytes);
 #pragma unroll
             for (int i = 0; i < kItems; ++i)
             {
@@ -136,17 +143,19 @@ __device__ __forceinline__ void storeItems(T* row, int64_t first, int64_t length
         T* dst = row + first;
         if (first + kItems <= length && (reinterpret_cast<uintptr_t>(dst) & 15U) == 0)
         {
-            uint4 raw[kBytes / 16];
-            T* packed = reinterpret_cast<T*>(raw);
+            T packed[kItems];
 #pragma unroll
             for (int i = 0; i < kItems; ++i)
             {
                 packed[i] = fromFloat<T>(values[i]);
             }
+            uint4 raw[kBytes / 16];  // the typed values' bytes, then 128-bit stores, as loadItems
+            memcpy(raw, packed, kBytes);
+            uint4* vectors = reinterpret_cast<uint4*>(dst);
 #pragma unroll
             for (int k = 0; k < kBytes / 16; ++k)
             {
-                reinterpret_cast<uint4*>(dst)[k] = raw[k];
+                vectors[k] = raw[k];
             }
             return;
         }
