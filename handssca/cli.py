@@ -20,6 +20,7 @@ from handssca.runtime.hand_finder import VARIANTS as HAND_VARIANTS
 from handssca.runtime.hand_tracking import VERIFY_EVERY
 from handssca.runtime.mano import FINGERTIP_IDS
 from handssca.runtime.predictor import SIDES
+from handssca.serving.server import LOOPBACK
 from handssca.training.datasets import DEFAULT_SPLITS
 
 
@@ -350,7 +351,7 @@ def cmd_serve_start(args: argparse.Namespace) -> int:
     from handssca.serving.server import TritonServer, serve_until_stopped
 
     server = TritonServer(
-        args.repository, environment=args.env, http_port=args.http_port, grpc_port=args.grpc_port,
+        args.repository, environment=args.env, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, log=args.log,
     )  # fmt: skip
     code = serve_until_stopped(server, announce=partial(print, flush=True))  # flushed: often read through a pipe
@@ -590,6 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
     start = serve_sub.add_parser("start", help="run tritonserver on a repository until Ctrl-C or SIGTERM")
     start.add_argument("repository")
     start.add_argument("--env", help="the server environment (default: as 'serve setup')")
+    start.add_argument(
+        "--host",
+        default=LOOPBACK,
+        help=f"the address to listen on ({LOOPBACK}; 0.0.0.0: every interface, no authentication)",
+    )
     start.add_argument("--http-port", type=at_least(1), default=8000)
     start.add_argument("--grpc-port", type=at_least(1), default=8001)
     start.add_argument("--metrics-port", type=at_least(1), default=8002)

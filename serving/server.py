@@ -176,8 +176,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+LOOPBACK = "127.0.0.1"
+NO_AUTHENTICATION = (
+    "Triton's inference endpoints have no authentication: anyone who can reach {host} can run the models"
+)
+
+
 class TritonServer:
-    """``with TritonServer(repository) as server:`` a running Triton on localhost.
+    """``with TritonServer(repository) as server:`` a running Triton, listening on ``host``
+    (HTTP, gRPC and metrics; loopback unless asked: Triton's inference has no authentication).
 
     Entering checks the repository, starts tritonserver and waits until its HTTP health endpoint
     says ready (ServingError with the server's own last words if it exits or times out first).
@@ -190,6 +197,7 @@ class TritonServer:
         repository: str | Path,
         *,
         environment: ServerEnvironment | str | Path | None = None,
+        host: str = LOOPBACK,
         http_port: int | None = None,
         grpc_port: int | None = None,
         metrics_port: int | None = None,
@@ -205,6 +213,9 @@ class TritonServer:
         if not isinstance(environment, ServerEnvironment):
             environment = ServerEnvironment.find(environment)
         self.environment = environment
+        self.host = host
+        # Clients on this machine reach a server on every interface through loopback.
+        self.client_host = LOOPBACK if host in ("0.0.0.0", "::", "") else host
         chosen = iter(free_ports(3))
         self.http_port, self.grpc_port = http_port or next(chosen), grpc_port or next(chosen)
         self.metrics_port = metrics_port or next(chosen)
@@ -221,8 +232,9 @@ class TritonServer:
         restricted = f"model-repository:{ADMIN_HEADER}={self._admin[ADMIN_HEADER]}"
         self.command = [
             str(environment.binary), f"--model-repository={self.repository}",
-            f"--backend-directory={environment.backends}", f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false",
+            f"--backend-directory={environment.backends}", f"--http-address={host}", f"--http-port={self.http_port}",
+            f"--grpc-address={host}", f"--grpc-port={self.grpc_port}", f"--metrics-address={host}",
+            f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false",
             "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={int(stop_timeout_s)}",
             "--model-control-mode=explicit", "--load-model=*", f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
@@ -235,15 +247,19 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"localhost:{self.http_port}"
+        return f"{self.client_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.grpc_port}"
+        return f"{self.client_host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://localhost:{self.metrics_port}/metrics"
+        return f"http://{self.client_host}:{self.metrics_port}/metrics"
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host.startswith("127.") or self.host in ("localhost", "::1")
 
     def _environ(self) -> dict:
         env = dict(os.environ)
@@ -396,9 +412,11 @@ def serve_until_stopped(server: TritonServer, announce=print) -> int:
         server.start()  # interrupted before it is ready, Triton is killed: it holds no request yet
         try:  # from here on a signal always means the graceful stop, whatever line it lands on
             announce(
-                f"serving {server.repository}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+                f"serving {server.repository} on {server.host}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
                 f"metrics {server.metrics_url}"
             )
+            if not server.loopback_only:
+                announce(f"warning: {NO_AUTHENTICATION.format(host=server.host)}")
             announce(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
             code = server.process.wait()
         except KeyboardInterrupt:

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -564,21 +565,27 @@ def test_start_refuses_a_broken_repository_with_the_servers_reason(tiny_onnx, en
             pass
 
 
-def test_serve_start_command_stops_on_sigterm(tiny_onnx, environment, tmp_path):
+@pytest.mark.parametrize("host", [None, "0.0.0.0"])
+def test_serve_start_command_stops_on_sigterm(tiny_onnx, environment, tmp_path, host):
     import selectors
 
     repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
     http, grpc, metrics = free_ports(3)
     command = [sys.executable, "-m", "handssca", "serve", "start", str(repo), "--env", str(environment.folder),
                "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]  # fmt: skip
+    command += ["--host", host] if host else []
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # it must flush on its own
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         selector = selectors.DefaultSelector()
         selector.register(process.stdout, selectors.EVENT_READ)
         assert selector.select(timeout=120), "serve start printed nothing within 120 s"
-        line = process.stdout.readline()
-        assert f"gRPC localhost:{grpc}" in line, process.stderr.read() if process.poll() is not None else line
+        lines = []
+        while not lines or "stops it" not in lines[-1]:
+            lines.append(process.stdout.readline())
+            assert lines[-1], process.stderr.read()
+        assert f"gRPC 127.0.0.1:{grpc}" in lines[0] and f"on {host or '127.0.0.1'}:" in lines[0], lines
+        assert any("no authentication" in line for line in lines) == (host is not None), lines
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=120)
     finally:
@@ -650,3 +657,43 @@ def test_frames_without_boxes_are_found_in_the_client(server, predictor):
         assert got.side == want.side and got.found is not None
         np.testing.assert_array_equal(got.box, want.box)
         assert np.abs(got.vertices - want.vertices).max() < 1e-6
+
+
+def listening_addresses(pid: int, ports) -> dict[int, set[str]]:
+    """The local addresses that process ``pid``'s listening TCP sockets on ``ports`` are bound to
+    (read from /proc: the socket inodes the process holds, then /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found: dict[int, set[str]] = {port: set() for port in ports}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port = fields[1].split(":")
+            if fields[3] != "0A" or fields[9] not in inodes or int(port, 16) not in found:
+                continue
+            raw = bytes.fromhex(address)
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # little-endian words
+            ip = ipaddress.ip_address(words)
+            found[int(port, 16)].add(str(getattr(ip, "ipv4_mapped", None) or ip))  # gRPC: ::ffff:127.0.0.1
+    return found
+
+
+def test_triton_listens_on_loopback_unless_told(server, tiny_onnx, environment, tmp_path, capsys):
+    ports = (server.http_port, server.grpc_port, server.metrics_port)
+    assert listening_addresses(server.process.pid, ports) == {port: {"127.0.0.1"} for port in ports}
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
+    with TritonServer(repo, environment=environment, host="0.0.0.0") as everywhere:
+        ports = (everywhere.http_port, everywhere.grpc_port, everywhere.metrics_port)
+        bound = listening_addresses(everywhere.process.pid, ports)
+        assert all(bound[port] and bound[port] <= {"0.0.0.0", "::"} for port in ports), bound
+        with HandMeshClient(everywhere.grpc_url) as client:  # reached through loopback
+            assert client.size == SIZE
+    assert "--http-address=127.0.0.1" in TritonServer(repo, environment=environment).command
