@@ -356,9 +356,8 @@ def cmd_serve_start(args: argparse.Namespace) -> int:
     )  # fmt: skip
     code = serve_until_stopped(server, announce=partial(print, flush=True))  # flushed: often read through a pipe
     if code != 0:
-        raise CommandError(
-            f"tritonserver exited with {code} when stopped: {server.first_error()} (log: {server.log_path})"
-        )
+        why = server.stop_note or server.first_error()
+        raise CommandError(f"tritonserver exited with {code} when stopped: {why} (log: {server.log_path})")
     print(f"stopped: tritonserver exited with {code}")
     return 0
 

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,8 @@ SERVER_PACKAGES = ("nvidia-pytriton==0.7.0", "numpy<2", "onnx", "onnxruntime", "
 ENV_VARIABLE = "HANDSSCA_TRITON_ENV"
 ENV_MARKER = "handssca_server_env.json"
 SYSTEM_BACKENDS = Path("/opt/tritonserver/backends")  # NVIDIA's tritonserver container
+STUB_TIMEOUT_S = 10
+MAX_RESTARTS = 5  # reloads of one model whose python step died, per server
 ADMIN_HEADER = "handssca-admin"  # the header Triton's repository API wants (its value is per server)
 
 
@@ -205,6 +208,8 @@ class TritonServer:
         start_timeout_s: float = 180.0,
         stop_timeout_s: float = 60.0,
         extra_args: tuple[str, ...] = (),
+        max_restarts: int = MAX_RESTARTS,
+        on_event=None,
     ):
         from .repository import PLUGIN_FOLDER, TRITON_LOADER, check_repository
 
@@ -237,6 +242,9 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false",
             "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={int(stop_timeout_s)}",
             "--model-control-mode=explicit", "--load-model=*", f"--http-restricted-api={restricted}",
+            # How long the python backend waits on a stub that does not answer: after a restart the
+            # dead stub's old instance waits this long before it lets Triton exit (default 30 s).
+            f"--backend-config=python,stub-timeout-seconds={STUB_TIMEOUT_S}",
             f"--grpc-restricted-protocol={restricted}",
             *([f"--backend-config=tensorrt,plugins={';'.join(map(str, plugins))}"] if plugins else []),
             *extra_args,
@@ -244,6 +252,15 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.exit_code: int | None = None
         self.drained: bool | None = None
+        # The watchdog of the python steps (see watch): restarts per model, what it said, and why
+        # it gave up (None while it has not).
+        self.max_restarts = max_restarts
+        self.restarts: dict[str, int] = {}
+        self.events: list[str] = []
+        self.gave_up: str | None = None
+        self._on_event = on_event or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._watching = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     @property
     def http_url(self) -> str:
@@ -296,7 +313,9 @@ class TritonServer:
 
     def start(self) -> TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 (the server writes to it until it stops)
+        self.log_path.write_bytes(b"")
+        # Appending: the watchdog's lines go into the same log without overwriting Triton's.
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the server writes to it until it stops)
         try:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self._environ(),
                                             start_new_session=True)  # fmt: skip
@@ -313,6 +332,7 @@ class TritonServer:
                     f"{self.first_error()} (log: {self.log_path})"
                 )
             if self.ready():
+                self._start_watchdog()
                 return self
             time.sleep(0.2)
         self.kill()
@@ -321,8 +341,83 @@ class TritonServer:
             f"{self.first_error()} (log: {self.log_path})"
         )
 
+    def _stubs(self) -> dict[str, set[int]]:
+        """The live python-backend stub processes of this Triton, by model: each stub's command
+        line is (binary, model.py path, shm region, sizes, Triton's pid, ...)."""
+        stubs: dict[str, set[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if len(args) > 5 and args[0].endswith(b"triton_python_backend_stub") and state != "Z":
+                if args[5].decode() == str(self.process.pid):
+                    stubs.setdefault(Path(args[1].decode()).parent.parent.name, set()).add(int(entry.name))
+        return stubs
+
+    def _start_watchdog(self) -> None:
+        if not Path("/proc/self/cmdline").exists():  # no /proc: nothing to watch with
+            return
+        expected = {model: len(pids) for model, pids in self._stubs().items()}
+        self._watching.set()
+        self._watchdog = threading.Thread(target=self._watch, args=(expected,), name="triton-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self, expected: dict[str, int], interval_s: float = 0.5) -> None:
+        """A python step whose stub process died (an out-of-memory kill, a crash in native code)
+        leaves Triton answering ready while every request to it fails ("Stub process ... is not
+        healthy"); reloading the model starts a new stub. At most ``max_restarts`` per model."""
+        while self._watching.wait(0) and self.process.poll() is None:
+            alive = self._stubs()
+            for model, count in expected.items():
+                if self._watching.is_set() and len(alive.get(model, ())) < count:
+                    self._restart(model)
+            time.sleep(interval_s)
+
+    def _event(self, line: str) -> None:
+        self.events.append(line)
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"handssca watchdog: {line}\n".encode())
+        except OSError:
+            pass
+        self._on_event(f"handssca serve: {line}")
+
+    def _restart(self, model: str) -> None:
+        done = self.restarts.get(model, 0)
+        if done >= self.max_restarts:
+            if self.gave_up is None:
+                self.gave_up = f"the python step of model '{model}' died {done + 1} times: not restarted again"
+                self._event(self.gave_up)
+            return
+        self.restarts[model] = done + 1
+        self._event(
+            f"the python step of model '{model}' died; reloading it (restart {done + 1} of {self.max_restarts})"
+        )
+        start = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/models/{model}/config", timeout=10) as response:
+                config = json.loads(response.read())
+            # A load with the same config is a no-op: a parameter nobody reads makes it a reload.
+            config.setdefault("parameters", {})["handssca_restart"] = {"string_value": str(done + 1)}
+            body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+            request = urllib.request.Request(
+                f"http://{self.http_url}/v2/repository/models/{model}/load", data=body, method="POST",
+                headers=self._admin,
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=self.start_timeout_s):
+                pass
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            self._event(f"reloading model '{model}' failed: {getattr(exc, 'reason', exc)}")
+            return
+        self._event(f"model '{model}' reloaded in {time.monotonic() - start:.1f} s")
+
     def kill(self) -> None:
         """Triton and its python stubs (its process group), at once; nothing if already gone."""
+        self._watching.clear()
         if self.process is None:
             return
         try:
@@ -365,6 +460,9 @@ class TritonServer:
         unloads and exits. The exit code (ServingError if Triton had to be killed)."""
         if self.process is None:
             return 0
+        self._watching.clear()  # stopping: the stubs go with their models, nothing to restart
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=self.start_timeout_s)
         if self.process.poll() is None:
             self.drained = self.drain()
             self.process.send_signal(signal.SIGTERM)
@@ -390,9 +488,20 @@ class TritonServer:
             self.kill()
             raise
 
+    @property
+    def stop_note(self) -> str | None:
+        """Why a stop after a watchdog restart was not clean: requests the dead stub held when it
+        died are never answered, so Triton waits for its old instance until its exit timeout."""
+        if self.exit_code and self.restarts:
+            return (
+                f"the python step restarted by the watchdog ({', '.join(self.restarts)}) held requests that never "
+                f"finish; Triton exited after its {self.stop_timeout_s:.0f} s exit timeout"
+            )
+        return None
+
     def __exit__(self, kind, value, traceback) -> None:
         code = self.stop()
-        if code != 0 and kind is None:
+        if code != 0 and kind is None and self.stop_note is None:
             raise ServingError(
                 f"tritonserver exited with {code} after SIGTERM: {self.first_error()} (log: {self.log_path})"
             )
@@ -418,7 +527,12 @@ def serve_until_stopped(server: TritonServer, announce=print) -> int:
             if not server.loopback_only:
                 announce(f"warning: {NO_AUTHENTICATION.format(host=server.host)}")
             announce(f"log: {server.log_path}; Ctrl-C or SIGTERM stops it")
-            code = server.process.wait()
+            while server.process.poll() is None and server.gave_up is None:
+                time.sleep(0.2)
+            if server.gave_up is not None:
+                code = server.stop()
+                raise ServingError(f"{server.gave_up}; stopped Triton (exit {code}; log: {server.log_path})")
+            code = server.process.returncode
         except KeyboardInterrupt:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
