@@ -119,12 +119,37 @@ def _per_model(before: dict, after: dict) -> dict[str, dict]:
     return result
 
 
-def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: float) -> dict:
-    """``concurrency`` clients for ``duration_s`` against a running server: one level's figures."""
+def server_rss_mb(server) -> float | None:
+    """Resident memory of Triton and its python stubs together (MB), from /proc."""
+    pids = [server.process.pid] + [pid for pids in server._stubs().values() for pid in pids]
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 1) if total else None
+
+
+def drive(
+    url: str, protocol: str, hands: Hands, concurrency: int, duration_s: float, server=None, kill_every_s: float = 0.0
+) -> dict:
+    """``concurrency`` clients for ``duration_s`` against a running server: one level's figures.
+    With ``server``, its memory is sampled every second; with ``kill_every_s`` > 0 the network's
+    python step is SIGKILLed that often (the watchdog's test) and each kill's recovery is timed:
+    from the kill to the end of the last request that failed after it."""
+    import os
+    import signal
+
     from .client import HandMeshClient
 
     latencies: list[float] = []
     errors: list[str] = []
+    outcomes: list[tuple[float, float, bool]] = []  # (start, end, answered) of every request
+    kills: list[float] = []
+    memory: list[tuple[float, float | None]] = []
     parity = {"failures": 0, "max_diff": {k: 0.0 for k in TOLERANCE}}
     lock = threading.Lock()
     start_line = threading.Barrier(concurrency + 1, timeout=120)
@@ -152,7 +177,11 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
                     out = client.infer(hands.crops[i : i + 1], hands.boxes[i : i + 1], hands.is_left[i : i + 1])
                 except Exception as exc:  # every failed request is counted, never dropped
                     record_error(exc)
+                    with lock:
+                        outcomes.append((begin, time.perf_counter(), False))
                     continue
+                with lock:
+                    outcomes.append((begin, time.perf_counter(), True))
                 elapsed = (time.perf_counter() - begin) * 1e3
                 diffs = {k: float(np.abs(out[k][0] - hands.reference[k][i]).max()) for k in TOLERANCE}
                 with lock:
@@ -162,17 +191,50 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
                     if any(d > TOLERANCE[k] for k, d in diffs.items()):
                         parity["failures"] += 1
 
+    def watch():
+        next_kill = begin + kill_every_s
+        while time.perf_counter() < stop_at[0]:
+            now = time.perf_counter()
+            if int(now - begin) >= len(memory):
+                memory.append((round(now - begin, 1), server_rss_mb(server)))
+            if kill_every_s > 0 and now >= next_kill and now < stop_at[0] - 1.0:
+                stubs = sorted(server._stubs().get(NETWORK, ()))
+                if stubs:
+                    os.kill(stubs[0], signal.SIGKILL)
+                    kills.append(now)
+                next_kill += kill_every_s
+            time.sleep(0.05)
+
     threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
     before = _server_statistics(url, protocol)
     stop_at[0] = time.perf_counter() + duration_s
     begin = time.perf_counter()
+    watcher = threading.Thread(target=watch, daemon=True) if server is not None else None
+    if watcher is not None:
+        watcher.start()
     start_line.wait()
     for t in threads:
         t.join()
+    if watcher is not None:
+        watcher.join()
     wall = time.perf_counter() - begin
     models = _per_model(before, _server_statistics(url, protocol))
+    faults = None
+    if kills:
+        bounds = [*kills[1:], float("inf")]
+        recovery = [
+            max([end - kill for start, end, ok in outcomes if not ok and kill <= end < bound], default=0.0)
+            for kill, bound in zip(kills, bounds, strict=True)
+        ]
+        faults = {
+            "kills": len(kills),
+            "every_s": kill_every_s,
+            "lost_requests": len(errors),
+            "recovery_s": [round(r, 2) for r in recovery],
+            "restarts": dict(server.restarts),
+        }
     return {
         "concurrency": concurrency,
         "seconds": round(wall, 2),
@@ -187,6 +249,8 @@ def drive(url: str, protocol: str, hands: Hands, concurrency: int, duration_s: f
         "p99_ms": _percentile(latencies, 99),
         "mean_network_batch": models.get(NETWORK, {}).get("mean_batch"),
         "models": models,
+        "server_rss_mb": memory,
+        "faults": faults,
     }
 
 
@@ -220,6 +284,7 @@ def run_load_test(
     hands: int = 16,
     options: ServingOptions | None = None,
     modes=(True, False),
+    kill_step_every_s: float = 0.0,
     progress=print,
 ) -> dict:
     """The load test's report (a dict ready for JSON): per batching mode, per concurrency level,
@@ -240,6 +305,7 @@ def run_load_test(
         "protocol": protocol,
         "duration_s": duration_s,
         "hands": hands,
+        "kill_step_every_s": kill_step_every_s,
         "mano": mano_label,
         "tolerance": TOLERANCE,
         "options": {k: v for k, v in vars(base).items() if k != "dynamic_batching"},
@@ -257,8 +323,12 @@ def run_load_test(
             write_repository(
                 model, repo, mano=mano, options=ServingOptions(**{**vars(base), "dynamic_batching": dynamic})
             )
+            # With faults injected, enough restarts for every planned kill.
+            restarts = 5 + (int(duration_s * len(concurrency) / kill_step_every_s) if kill_step_every_s else 0)
             server = stack.enter_context(
-                TritonServer(repo, environment=environment, log=Path(folder) / f"{repo.name}.log")
+                TritonServer(
+                    repo, environment=environment, log=Path(folder) / f"{repo.name}.log", max_restarts=restarts
+                )
             )
             servers[names[dynamic]] = server
             report["modes"][names[dynamic]] = {"exit_code": None, "levels": []}
@@ -271,7 +341,7 @@ def run_load_test(
             order = list(urls) if k % 2 == 0 else list(reversed(urls))
             for mode in order:
                 progress(f"{mode}: {n} clients, {duration_s:.0f} s ...")
-                level = drive(urls[mode], protocol, hand_set, n, duration_s)
+                level = drive(urls[mode], protocol, hand_set, n, duration_s, servers[mode], kill_step_every_s)
                 report["modes"][mode]["levels"].append(level)
                 progress(format_level(level))
         stack.close()  # stop every server (drained, SIGTERM) and record how each exited
@@ -306,6 +376,21 @@ def summary_table(report: dict) -> str:
                 f"{lv['p99_ms']} | {lv['errors']} | {lv['parity_failures']} | {lv['mean_network_batch']} | "
                 f"{network.get('queue_ms')} | {network.get('compute_ms')} |"
             )
+    for mode, result in report["modes"].items():
+        for lv in result["levels"]:
+            memory = [mb for _, mb in lv.get("server_rss_mb") or [] if mb]
+            if memory:
+                lines.append(
+                    f"{mode}, {lv['concurrency']} clients: server memory {memory[0]} -> {memory[-1]} MB "
+                    f"(max {max(memory)})"
+                )
+            if lv.get("faults"):
+                f = lv["faults"]
+                lines.append(
+                    f"{mode}, {lv['concurrency']} clients: {f['kills']} kills of the network step, "
+                    f"{f['lost_requests']} requests lost, recovered in {max(f['recovery_s']):.2f} s at worst "
+                    f"(each: {', '.join(map(str, f['recovery_s']))})"
+                )
     return "\n".join(lines)
 
 

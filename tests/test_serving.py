@@ -36,7 +36,7 @@ from handssca.runtime.mano import load_mano
 from handssca.runtime.predictor import HandMeshPredictor
 from handssca.serving import repository as rp
 from handssca.serving.client import HandMeshClient, ServingClientError
-from handssca.serving.load_test import make_hands, run_load_test
+from handssca.serving.load_test import make_hands, run_load_test, summary_table
 from handssca.serving.server import NoServerEnvironment, ServerEnvironment, ServingError, TritonServer, free_ports
 
 SIZE = 128
@@ -642,6 +642,18 @@ def test_load_test_reports_every_level_with_parity(tiny_onnx, environment):
             network = level["models"][rp.NETWORK]
             assert network["compute_ms"] > 0 and network["queue_ms"] >= 0
     assert all(lv["mean_network_batch"] == 1 for lv in report["modes"]["no batching"]["levels"])
+    assert all(lv["faults"] is None and lv["server_rss_mb"] for m in report["modes"].values() for lv in m["levels"])
+
+
+def test_the_load_test_kills_the_network_step_and_times_each_recovery(tiny_onnx, environment):
+    report = run_load_test(tiny_onnx, concurrency=(3,), duration_s=14.0, hands=4, environment=environment,
+                           modes=(False,), kill_step_every_s=5.0, progress=lambda _: None)  # fmt: skip
+    (level,) = report["modes"]["no batching"]["levels"]
+    faults = level["faults"]
+    assert faults["kills"] == 2 and faults["restarts"] == {rp.NETWORK: 2}, faults
+    assert faults["lost_requests"] == level["errors"] > 0 and level["parity_failures"] == 0
+    assert all(0 < r < 5.0 for r in faults["recovery_s"]), faults  # each recovered before the next kill
+    assert level["requests"] > 0 and "kills of the network step" in summary_table(report)
 
 
 def test_frames_without_boxes_are_found_in_the_client(server, predictor):
