@@ -259,7 +259,7 @@ class TritonServer:
         self.events: list[str] = []
         self.gave_up: str | None = None
         self._on_event = on_event or (lambda line: print(line, file=sys.stderr, flush=True))
-        self._watching = threading.Event()
+        self._stop_watching = threading.Event()
         self._watchdog: threading.Thread | None = None
 
     @property
@@ -362,7 +362,7 @@ class TritonServer:
         if not Path("/proc/self/cmdline").exists():  # no /proc: nothing to watch with
             return
         expected = {model: len(pids) for model, pids in self._stubs().items()}
-        self._watching.set()
+        self._stop_watching.clear()
         self._watchdog = threading.Thread(target=self._watch, args=(expected,), name="triton-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -370,12 +370,11 @@ class TritonServer:
         """A python step whose stub process died (an out-of-memory kill, a crash in native code)
         leaves Triton answering ready while every request to it fails ("Stub process ... is not
         healthy"); reloading the model starts a new stub. At most ``max_restarts`` per model."""
-        while self._watching.wait(0) and self.process.poll() is None:
+        while not self._stop_watching.wait(interval_s) and self.process.poll() is None:
             alive = self._stubs()
             for model, count in expected.items():
-                if self._watching.is_set() and len(alive.get(model, ())) < count:
+                if not self._stop_watching.is_set() and len(alive.get(model, ())) < count:
                     self._restart(model)
-            time.sleep(interval_s)
 
     def _event(self, line: str) -> None:
         self.events.append(line)
@@ -417,7 +416,7 @@ class TritonServer:
 
     def kill(self) -> None:
         """Triton and its python stubs (its process group), at once; nothing if already gone."""
-        self._watching.clear()
+        self._stop_watching.set()
         if self.process is None:
             return
         try:
@@ -460,8 +459,8 @@ class TritonServer:
         unloads and exits. The exit code (ServingError if Triton had to be killed)."""
         if self.process is None:
             return 0
-        self._watching.clear()  # stopping: the stubs go with their models, nothing to restart
-        if self._watchdog is not None:
+        self._stop_watching.set()  # stopping: the stubs go with their models, nothing to restart
+        if self._watchdog is not None:  # at once, unless a reload is under way
             self._watchdog.join(timeout=self.start_timeout_s)
         if self.process.poll() is None:
             self.drained = self.drain()
