@@ -781,3 +781,28 @@ def test_a_step_that_keeps_dying_is_given_up_in_one_line(tiny_onnx, environment,
             time.sleep(0.1)
     assert server.gave_up == "the python step of model 'handssca_mesh' died 1 times: not restarted again", events
     assert events == [f"handssca serve: {server.gave_up}"]
+
+
+def test_serve_start_exits_in_one_line_when_triton_itself_dies(tiny_onnx, environment, tmp_path):
+    import selectors
+
+    repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
+    http, grpc, metrics = free_ports(3)
+    command = [sys.executable, "-m", "handssca", "serve", "start", str(repo), "--env", str(environment.folder),
+               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=120), "serve start printed nothing within 120 s"
+        process.stdout.readline()
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        (triton,) = [int(c) for c in children if b"tritonserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        os.kill(triton, signal.SIGKILL)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "tritonserver exited on its own with -9" in lines[0], err
