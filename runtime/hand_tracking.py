@@ -17,6 +17,7 @@ renew the side; otherwise the track is dropped. Each track keeps its side and it
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,8 +113,6 @@ class HandTracker:
     def prepare(self, frame: np.ndarray, index: int) -> list[Track]:
         """The tracks to run on ``frame``: checked by the landmark model where due, and new ones
         from the finder while fewer than ``max_hands`` are tracked."""
-        import time
-
         start = time.perf_counter()
         for track in self.tracks:
             track.found = None
