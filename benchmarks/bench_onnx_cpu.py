@@ -3,7 +3,7 @@
 The network (with the built-in hand's MANO layer in the graph, so outputs include vertices) is
 exported three ways and each file runs in ONNX Runtime:
 
-* ``onnxruntime``: the custom scan node, run by OnnxModel (graph cut at the scans, kernel direct);
+* ``onnxruntime``: the custom scan node, run by OnnxRunner (graph cut at the scans, kernel direct);
 * ``onnxruntime_bridge``: the same file in one plain session through onnxruntime-extensions;
 * ``onnxruntime_portable``: scans in standard ONNX ops (``--scan portable``);
 * ``onnxruntime_fp16``: the fp16 export (activations fp16; ONNX Runtime's CPU fp16 is not fast).
@@ -28,11 +28,11 @@ import torch
 from handssca.export import export_onnx
 from handssca.export.onnx_export import HandSSCAWithMANO
 from handssca.measure import environment, stats, write_json
-from handssca.models import HandSSCA, TorchModel
+from handssca.models import HandSSCA, TorchRunner
 from handssca.models.mano import MANOGraph
 from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.compare import compare_models
-from handssca.runtime.onnx_model import OnnxModel
+from handssca.runtime.onnx_runner import OnnxRunner
 from handssca.runtime.scan_node import register_ort_scan_op
 
 
@@ -69,12 +69,12 @@ def main(argv=None) -> int:
             files[name] = export_onnx(net, Path(tmp) / f"{name}.onnx", validate=False, **mano_kw, **kw).path
             print(f"exported {name} in {time.perf_counter() - start:.0f} s", flush=True)
         models = {
-            "onnxruntime": OnnxModel(files["custom"]),
-            "onnxruntime_portable": OnnxModel(files["portable"]),
-            "onnxruntime_fp16": OnnxModel(files["fp16"]),
+            "onnxruntime": OnnxRunner(files["custom"]),
+            "onnxruntime_portable": OnnxRunner(files["portable"]),
+            "onnxruntime_fp16": OnnxRunner(files["fp16"]),
         }
         runners = {
-            "pytorch_eager": TorchModel(model),
+            "pytorch_eager": TorchRunner(model),
             "onnxruntime": models["onnxruntime"],
             "onnxruntime_bridge": plain_session(files["custom"]),
             "onnxruntime_portable": models["onnxruntime_portable"],

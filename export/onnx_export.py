@@ -387,11 +387,11 @@ def _lower_to_17(proto):
 
 def compare_with_pytorch(model: torch.nn.Module, onnx_model: bytes | str | Path, batch: int, tolerance: float):
     """polygraphy's comparison of the ONNX file in ONNX Runtime against ``model`` on a seeded input."""
-    from handssca.models import TorchModel
+    from handssca.models import TorchRunner
     from handssca.runtime.compare import compare_models
-    from handssca.runtime.onnx_model import OnnxModel
+    from handssca.runtime.onnx_runner import OnnxRunner
 
     size = model.config.input_size
     image = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    models = {"pytorch": TorchModel(model), "onnxruntime": OnnxModel(onnx_model)}
+    models = {"pytorch": TorchRunner(model), "onnxruntime": OnnxRunner(onnx_model)}
     return compare_models(models, image, reference="pytorch", atol=tolerance)

@@ -2,7 +2,7 @@
 
 ONNX Runtime's ``quantize_static`` calibrates by running the model in one plain session, which
 can only reach our scan node through the onnxruntime-extensions bridge (about 60 ns per element,
-minutes per image at full size). So the file is cut at its scan nodes exactly as ``OnnxModel``
+minutes per image at full size). So the file is cut at its scan nodes exactly as ``OnnxRunner``
 runs it (``cut_at_scans``); the fp32 file runs on the calibration images and each stage between
 the scans is calibrated on the tensors it reads there and quantized on its own (after ORT's
 ``quant_pre_process``: shape inference and the Conv + BatchNorm folds); the quantized stages and
@@ -35,7 +35,8 @@ import onnx
 
 from handssca.measure import cpu_info
 from handssca.runtime.files import check_writable, write_together
-from handssca.runtime.onnx_model import OnnxModel, cut_at_scans
+from handssca.runtime.onnx_file import read_onnx
+from handssca.runtime.onnx_runner import OnnxRunner, cut_at_scans
 from handssca.runtime.scan_node import register_scan_schema
 
 from ..errors import HandSSCAError
@@ -109,14 +110,14 @@ def quantize_int8(
         raise QuantizeError(f"int8 scope {scope!r}: expected backbone or all")
     if images.ndim != 4 or len(images) == 0:
         raise QuantizeError(f"calibration: expected a non-empty (N, 3, S, S) batch of crops, got {images.shape}")
-    runner = OnnxModel(source)
+    runner = OnnxRunner(source)
     metadata = dict(runner.metadata)
     if metadata.get("precision", "fp32") != "fp32":
         raise QuantizeError(f"{source}: int8 starts from an fp32 export, this one is {metadata.get('precision')}")
 
-    proto = onnx.load(source)
+    proto = read_onnx(source, error=QuantizeError).model
     constants = {i.name for i in proto.graph.initializer}
-    stages = cut_at_scans(proto, runner.input.name, runner.output_names, constants)
+    stages = cut_at_scans(proto, runner.input_name, runner.output_names, constants)
     # A stage after a scan holds the heads: quantized only with scope "all".
     chosen_stages = [k for k, stage in enumerate(stages) if stage.model is not None and (scope == "all" or k == 0)]
     recorded: list[list[dict]] = [[] for _ in stages]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from handssca.measure import environment, load_average, time_interleaved, time_runner
-from handssca.models import TorchModel
+from handssca.models import TorchRunner
 from handssca.runtime.files import check_writable, write_atomically
 
 
@@ -47,17 +47,17 @@ def discover(
     ``int8_calibration``: (crops, description) to quantize the int8 row with; None leaves it out."""
     from handssca.export import export_onnx
     from handssca.ops.selective_scan import _mamba_available
-    from handssca.runtime.onnx_model import OnnxModel
+    from handssca.runtime.onnx_runner import OnnxRunner
 
     # PyTorch eager as written (every ratio's reference) and with the exact inference rewrites.
     backends = [
-        Backend("pytorch-cpu", "fp32", TorchModel(net, "cpu")),
-        Backend("pytorch-cpu-rewritten", "fp32", TorchModel(copy.deepcopy(net).rewrite_for_inference(), "cpu")),
+        Backend("pytorch-cpu", "fp32", TorchRunner(net, "cpu")),
+        Backend("pytorch-cpu-rewritten", "fp32", TorchRunner(copy.deepcopy(net).rewrite_for_inference(), "cpu")),
     ]
     if compile_model:
         try:
             compiled = torch.compile(net)
-            runner = TorchModel(net, "cpu", forward=compiled)
+            runner = TorchRunner(net, "cpu", forward=compiled)
             size = net.config.input_size
             runner.run(np.zeros((1, 3, size, size), np.float32))  # compile now, fail here if it cannot
             backends.append(Backend("pytorch-compile-cpu", "fp32", runner))
@@ -71,11 +71,11 @@ def discover(
         gpu_net = type(net)(net.config).cuda().eval()
         gpu_net.load_state_dict(net.state_dict())
         backends.append(
-            Backend("pytorch-cuda-reference-scan", "fp32", TorchModel(gpu_net, "cuda", "reference"), cuda=True)
+            Backend("pytorch-cuda-reference-scan", "fp32", TorchRunner(gpu_net, "cuda", "reference"), cuda=True)
         )
         if _mamba_available():
             backends.append(
-                Backend("pytorch-cuda-mamba-ssm", "fp32", TorchModel(gpu_net, "cuda", "mamba-ssm"), cuda=True)
+                Backend("pytorch-cuda-mamba-ssm", "fp32", TorchRunner(gpu_net, "cuda", "mamba-ssm"), cuda=True)
             )
         else:
             backends.append(Backend("pytorch-cuda-mamba-ssm", "fp32", skipped="mamba-ssm is not installed ([cuda])"))
@@ -83,7 +83,7 @@ def discover(
 
         if _cuda_kernel_available():
             backends.append(
-                Backend("pytorch-cuda-handssca-kernel", "fp32", TorchModel(gpu_net, "cuda", "cuda-kernel"), cuda=True)
+                Backend("pytorch-cuda-handssca-kernel", "fp32", TorchRunner(gpu_net, "cuda", "cuda-kernel"), cuda=True)
             )
         else:
             backends.append(
@@ -114,21 +114,21 @@ def discover(
         files["int8"] = workdir / "handssca_int8.onnx"
         quantize_int8(files["custom"], files["int8"], int8_calibration[0], calibration=int8_calibration[1])
     size_mb = {k: p.stat().st_size / 2**20 for k, p in files.items()}
-    backends.append(Backend("onnxruntime-cpu", "fp32", OnnxModel(files["custom"]), size_mb=size_mb["custom"]))
+    backends.append(Backend("onnxruntime-cpu", "fp32", OnnxRunner(files["custom"]), size_mb=size_mb["custom"]))
     backends.append(
-        Backend("onnxruntime-cpu-portable", "fp32", OnnxModel(files["portable"]), size_mb=size_mb["portable"])
+        Backend("onnxruntime-cpu-portable", "fp32", OnnxRunner(files["portable"]), size_mb=size_mb["portable"])
     )
     if "fp16" in files:
-        backends.append(Backend("onnxruntime-cpu", "fp16", OnnxModel(files["fp16"]), size_mb=size_mb["fp16"]))
+        backends.append(Backend("onnxruntime-cpu", "fp16", OnnxRunner(files["fp16"]), size_mb=size_mb["fp16"]))
     if "int8" in files:
-        backends.append(Backend("onnxruntime-cpu", "int8", OnnxModel(files["int8"]), size_mb=size_mb["int8"]))
+        backends.append(Backend("onnxruntime-cpu", "int8", OnnxRunner(files["int8"]), size_mb=size_mb["int8"]))
     else:
         backends.append(Backend("onnxruntime-cpu", "int8", skipped="not requested (--int8-calibration 0)"))
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         backends.append(
-            Backend("onnxruntime-cuda", "fp32", OnnxModel(files["custom"], device="cuda"), size_mb=size_mb["custom"])
+            Backend("onnxruntime-cuda", "fp32", OnnxRunner(files["custom"], device="cuda"), size_mb=size_mb["custom"])
         )
     else:
         backends.append(Backend("onnxruntime-cuda", "fp32", skipped="onnxruntime has no CUDA provider here"))
@@ -139,7 +139,9 @@ def discover(
 def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
     """TensorRT fp32 and fp16 engines with our plugin, built here when TensorRT, a GPU and the
     plugin library ($HANDSSCA_TRT_PLUGIN) are all present."""
-    from handssca.runtime.tensorrt_model import TensorRTModel, TensorRTModelError, build_engine, import_tensorrt
+    from handssca.runtime.engine_build import build_engine
+    from handssca.runtime.tensorrt_libs import TensorRTError, import_tensorrt
+    from handssca.runtime.tensorrt_runner import TensorRTRunner
 
     rows = []
     for precision, variant in (("fp32", "custom"), ("fp16", "fp16")):
@@ -149,15 +151,15 @@ def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
             import_tensorrt()
             engine = workdir / f"handssca_{precision}.engine"
             build_engine(files[variant], engine, min_batch=1, opt_batch=1, max_batch=32)
-            rows.append(Backend("tensorrt", precision, TensorRTModel(engine), size_mb=engine.stat().st_size / 2**20))
-        except TensorRTModelError as exc:
+            rows.append(Backend("tensorrt", precision, TensorRTRunner(engine), size_mb=engine.stat().st_size / 2**20))
+        except TensorRTError as exc:
             rows.append(Backend("tensorrt", precision, skipped=str(exc).split(": on a machine")[0]))
     return rows
 
 
 def mesh_outputs(outputs: dict[str, np.ndarray], mano, fingertip_ids, size: int) -> dict[str, np.ndarray]:
     """What users compare: vertices and joints (mm), keypoints (pixels), MANO parameters."""
-    from handssca.runtime.models import meshes_from_outputs
+    from handssca.runtime.runner import meshes_from_outputs
 
     vertices, joints = meshes_from_outputs(outputs, mano, fingertip_ids)
     return {

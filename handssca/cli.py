@@ -151,7 +151,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
-    from handssca.runtime.tensorrt_model import build_engine
+    from handssca.runtime.engine_build import build_engine
 
     result = build_engine(
         args.onnx, args.output or str(Path(args.onnx).with_suffix(".engine")), plugin=args.plugin,

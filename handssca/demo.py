@@ -80,12 +80,12 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     from handssca.errors import HandSSCAError
     from handssca.export import export_onnx
     from handssca.measure import time_runner
-    from handssca.models import TorchModel
+    from handssca.models import TorchRunner
     from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
     from handssca.runtime.compare import compare_models
     from handssca.runtime.files import check_writable, write_atomically, write_image, write_video
     from handssca.runtime.mesh_render import mesh_to_obj
-    from handssca.runtime.onnx_model import OnnxModel
+    from handssca.runtime.onnx_runner import OnnxRunner
     from handssca.runtime.overlay import draw_hand
     from handssca.runtime.predictor import HandMeshPredictor
     from handssca.runtime.webcam import WebcamOptions, run_webcam
@@ -107,11 +107,11 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     print("[4/7] export to ONNX (one custom node per scan), checked against PyTorch")
     onnx_path = out / "handssca.onnx"
     export = export_onnx(net, onnx_path, weights=weights.split(" (")[0])
-    onnx_model = OnnxModel(onnx_path)
+    onnx_model = OnnxRunner(onnx_path)
     size = net.config.input_size
     image = np.random.default_rng(seed).standard_normal((1, 3, size, size)).astype(np.float32)
     comparison = compare_models(
-        {"pytorch": TorchModel(net), "onnxruntime": onnx_model}, image, reference="pytorch", atol=1e-4
+        {"pytorch": TorchRunner(net), "onnxruntime": onnx_model}, image, reference="pytorch", atol=1e-4
     )
 
     print("[5/7] latency, PyTorch vs ONNX Runtime, batch 1")
@@ -141,7 +141,7 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
         raise KeyboardInterrupt
     if webcam.error:
         raise HandSSCAError(f"demo, step 6: {webcam.error}")
-    torch_predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
+    torch_predictor = HandMeshPredictor(TorchRunner(net), mano, fingertip_ids)
     tiles, mesh_error = [], []
     for index in np.linspace(0, frames - 1, 4).astype(int):
         frame, gt = images[index], truth[index]

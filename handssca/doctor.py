@@ -148,7 +148,7 @@ def cuda_kernel_library(gpu_capabilities: list[str]) -> Finding:
 
 
 def tensorrt_and_plugin() -> list[Finding]:
-    from handssca.runtime.tensorrt_model import PLUGIN_CREATOR, PLUGIN_ENV, TensorRTModelError, load_plugin_library
+    from handssca.runtime.tensorrt_libs import PLUGIN_CREATOR, PLUGIN_ENV, TensorRTError, load_plugin_library
 
     plugin = Path(os.environ.get(PLUGIN_ENV) or DEFAULT_PLUGIN_LIBRARY)
     try:
@@ -176,7 +176,7 @@ def tensorrt_and_plugin() -> list[Finding]:
         return found
     try:
         load_plugin_library(trt, plugin)
-    except TensorRTModelError as exc:
+    except TensorRTError as exc:
         fix = f"rebuild it against TensorRT {trt.__version__}"
         found.append(Finding("tensorrt plugin", "broken", str(exc), fix))
         return found

@@ -3,7 +3,7 @@
 Every failure a user can cause or fix (a bad file, a missing dependency, a refused option, a
 GPU or runtime that cannot run a model) is a ``HandSSCAError``: its message is one line that
 names the file or option and the problem, and the ``handssca`` command prints it and exits 1.
-Each layer has its own subclass (``ManoFileError``, ``OnnxModelError``, ``TensorRTModelError`` ...),
+Each layer has its own subclass (``ManoFileError``, ``OnnxRunnerError``, ``TensorRTError`` ...),
 which keeps the built-in base it had (``ValueError``, ``RuntimeError``) for callers that catch
 those. Anything else that escapes is a bug and keeps its traceback.
 """

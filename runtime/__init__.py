@@ -1,7 +1,7 @@
 """handssca.runtime: low-latency inference without torch (numpy + ONNX Runtime or TensorRT).
 
 Nothing in this package imports torch; a test runs it with torch hidden. The entry points:
-``open_model`` (any runner: ONNX Runtime, TensorRT, or PyTorch where installed),
+``open_runner`` (any runner: ONNX Runtime, TensorRT, or PyTorch where installed),
 ``HandMeshPredictor`` (frames and boxes in, meshes out), the CPU scan kernel. Names are imported
 on first use (PEP 562), so ``import handssca.runtime`` loads nothing it does not need.
 """
@@ -12,10 +12,10 @@ _HOMES = {
     "kernel_info": ".selective_scan",
     "selective_scan_forward": ".selective_scan",
     "selective_scan_backward": ".selective_scan",
-    "open_model": ".models",
-    "meshes_from_outputs": ".models",
-    "OnnxModel": ".onnx_model",
-    "TensorRTModel": ".tensorrt_model",
+    "open_runner": ".runner",
+    "meshes_from_outputs": ".runner",
+    "OnnxRunner": ".onnx_runner",
+    "TensorRTRunner": ".tensorrt_runner",
     "HandMeshPredictor": ".predictor",
     "HandPrediction": ".predictor",
 }

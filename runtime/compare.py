@@ -1,6 +1,6 @@
 """Compare the outputs of several models on the same images, with polygraphy's Comparator.
 
-Each model is a runner of the one contract (``runtime.models``: ``run(images) -> outputs``:
+Each model is a runner of the one contract (``runtime.runner``: ``run(images) -> outputs``:
 PyTorch, ONNX Runtime with the custom node, the portable file, TensorRT) or a plain function of
 the images; polygraphy runs them on the same input and computes the differences, so the export
 check, the benchmarks and a TensorRT engine are all judged by the same tool. No torch here.

@@ -1,8 +1,8 @@
 """Frames and hand boxes in, hand meshes out, over any backend. No torch (unless the backend is).
 
-``HandMeshPredictor(model)`` takes any runner of the one contract (``runtime.models``: an
-``OnnxModel``, a ``TensorRTModel`` or a ``TorchModel``); ``HandMeshPredictor.open(path)`` opens
-one with ``open_model``. Pre-processing (crop size, colour
+``HandMeshPredictor(model)`` takes any runner of the one contract (``runtime.runner``: an
+``OnnxRunner``, a ``TensorRTRunner`` or a ``TorchRunner``); ``HandMeshPredictor.open(path)`` opens
+one with ``open_runner``. Pre-processing (crop size, colour
 order, mean/std) comes from the model's metadata, not from constants here. All hands of a frame
 go through the engine in one batch. Left hands are mirrored into right hands on the way in and
 back on the way out. MANO runs in numpy unless the engine already contains it.
@@ -19,7 +19,7 @@ from .crop import apply_affine, crop_image, hand_affine, invert_affine, normalis
 from .hand_conventions import mirror_points, mirror_pose
 from .hand_finder import FoundHand, FrameError, HandFinder
 from .mano import ManoModel
-from .models import ModelFileError, meshes_from_outputs, open_model
+from .runner import ModelFileError, meshes_from_outputs, open_runner
 
 SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
 
@@ -100,8 +100,8 @@ class HandMeshPredictor:
 
     @classmethod
     def open(cls, source, mano: ManoModel | None = None, fingertip_ids=None, plugin=None, finder=None):
-        """A predictor over ``open_model(source)``: an .onnx, .engine or .pt file, or a torch network."""
-        return cls(open_model(source, plugin=plugin), mano, fingertip_ids, finder)
+        """A predictor over ``open_runner(source)``: an .onnx, .engine or .pt file, or a torch network."""
+        return cls(open_runner(source, plugin=plugin), mano, fingertip_ids, finder)
 
     def hand_finder(self) -> HandFinder:
         if self.finder is None:

@@ -21,7 +21,7 @@ Every implementation, and where it lives:
                      handssca/ops/cuda_kernel.py (ctypes; the ``cuda-kernel`` scan backend)
   mamba-ssm          its CUDA kernel, the ``mamba-ssm`` scan backend when installed
   ONNX node          written by export/scan_translation.py; run by ONNX Runtime through this
-                     module's kernel binding (runtime/onnx_model.py cuts the graph at the nodes)
+                     module's kernel binding (runtime/onnx_runner.py cuts the graph at the nodes)
   portable ONNX      export/portable.py: the node rewritten as a standard ONNX ``Scan``
   TensorRT plugin    plugins/selective_scan/selectiveScanPlugin.cpp (IPluginV3) on the CUDA kernel
 """
@@ -84,7 +84,7 @@ def register_ort_scan_op() -> str:
 
     Returns the path of the extensions library to pass to SessionOptions.register_custom_ops_library.
     This lets any ONNX Runtime session (or tool) run the single exported file as it is; the
-    bridge copies every tensor through Python (about 60 ns per element), so OnnxModel instead
+    bridge copies every tensor through Python (about 60 ns per element), so OnnxRunner instead
     runs the graph in pieces around the scan nodes and calls the kernel directly.
     """
     global _registered

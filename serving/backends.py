@@ -7,7 +7,7 @@ model checks the requests one by one (a bad one gets its own error response and 
 others), runs the good ones as one batch and splits the result back per request.
 
     PreprocessModel   uint8 crops (B, S, S, 3) -> the network's input (B, 3, S, S), normalised
-    NetworkModel      OnnxModel (the scan nodes on our CPU kernel) on 1/model.onnx
+    NetworkModel      OnnxRunner (the scan nodes on our CPU kernel) on 1/model.onnx
     MeshModel         network outputs + boxes + is_left -> meshes, as HandMeshPredictor makes them
 """
 
@@ -94,13 +94,13 @@ class PreprocessModel(_BatchedModel):
 
 class NetworkModel(_BatchedModel):
     def setup(self) -> None:
-        from handssca.runtime.onnx_model import OnnxModel
+        from handssca.runtime.onnx_runner import OnnxRunner
 
-        self.model = OnnxModel(self.folder / "model.onnx", threads=int(self.parameters.get("threads", "0")))
+        self.model = OnnxRunner(self.folder / "model.onnx", threads=int(self.parameters.get("threads", "0")))
         self.model.warmup(1)
 
     def problem(self, arrays):
-        from handssca.runtime.models import batch_problem
+        from handssca.runtime.runner import batch_problem
 
         return batch_problem(arrays[self.inputs[0]])
 

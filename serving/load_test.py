@@ -3,7 +3,7 @@
 For each batching mode the repository is written to a temporary folder and served; for each
 concurrency level N, N threads (one client each, as N camera streams) send one hand per request
 for a fixed time and every answer is compared with the runtime's own (HandMeshPredictor over
-OnnxModel, in this process) for the same crop. Per level: throughput, latency percentiles,
+OnnxRunner, in this process) for the same crop. Per level: throughput, latency percentiles,
 errors, parity failures and the network's mean executed batch (from Triton's statistics). The
 in-process predictor's own throughput is measured in the same run, as the yardstick.
 """

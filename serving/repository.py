@@ -5,7 +5,7 @@
         config.pbtxt
         1/                    (empty: Triton wants a version folder for an ensemble too)
       handssca_preprocess/    python: uint8 crops (B, S, S, 3) -> the network's normalised input
-      handssca_network/       .onnx: python running OnnxModel (our CPU scan kernel) on 1/model.onnx
+      handssca_network/       .onnx: python running OnnxRunner (our CPU scan kernel) on 1/model.onnx
                               engine: tensorrt_plan on 1/model.plan (the plugin from plugins/)
       handssca_mesh/          python: MANO (1/mano.npz) + keypoints in image pixels, as the predictor
       plugins/                engines only: the scan plugin library Triton must load
@@ -83,6 +83,7 @@ class NetworkIO:
     metadata: dict
     max_batch: int | None  # the engine profile's largest batch; None for an ONNX file
     plugin: Path | None = None  # engines: the scan plugin library
+    onnx: object = None  # .onnx: the graph as read (onnx.ModelProto), external data embedded
 
 
 @dataclass
@@ -127,30 +128,26 @@ def _dims(shape) -> list[int]:
 def _onnx_io(path: Path) -> NetworkIO:
     import onnx
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise RepositoryError(f"{path}: not an ONNX model (cannot parse the protobuf)") from exc
-    meta = {p.key: p.value for p in model.metadata_props}.get("handssca")
-    if not meta:
+    from handssca.runtime.onnx_file import read_onnx
+
+    file = read_onnx(path, error=RepositoryError)
+    if not file.metadata:
         raise RepositoryError(f"{path}: no HandSSCA metadata (export it with handssca export)")
-    metadata = json.loads(meta)
-    initializers = {i.name for i in model.graph.initializer}
+    if file.batch is not None:  # Triton hands a model any batch up to max_batch_size
+        raise RepositoryError(f"{path}: exported with a fixed batch of {file.batch}; export it without --batch")
 
     def tensor(value) -> Tensor:
         t = value.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
         return Tensor(value.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, tuple(_dims(dims[1:])))
 
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    batch = inputs[0].type.tensor_type.shape.dim[0]
-    if batch.HasField("dim_value"):  # Triton hands a model any batch up to max_batch_size
-        raise RepositoryError(f"{path}: exported with a fixed batch of {batch.dim_value}; export it without --batch")
-    return NetworkIO("onnx", tensor(inputs[0]), [tensor(o) for o in model.graph.output], metadata, None)
+    image = next(i for i in file.model.graph.input if i.name == file.input_name)
+    outputs = [tensor(o) for o in file.model.graph.output]
+    return NetworkIO("onnx", tensor(image), outputs, file.metadata, None, onnx=file.model)
 
 
 def _engine_io(path: Path, plugin) -> NetworkIO:
-    from handssca.runtime.tensorrt_model import find_plugin_library, sidecar_path_for
+    from handssca.runtime.tensorrt_libs import find_plugin_library, sidecar_path_for
 
     sidecar_path = sidecar_path_for(path)
     try:
@@ -189,7 +186,7 @@ def _engine_io(path: Path, plugin) -> NetworkIO:
 
 def network_io(model: str | Path, plugin=None) -> NetworkIO:
     """The exported model's I/O and metadata: from the .onnx graph, or an engine's sidecar."""
-    from handssca.runtime.models import ENGINE_SUFFIXES
+    from handssca.runtime.runner import ENGINE_SUFFIXES
 
     path = Path(model)
     if not path.is_file():
@@ -348,7 +345,9 @@ def write_repository(
         network_dir = staging / NETWORK / version
         if io.kind == "onnx":
             (network_dir / "model.py").write_text(MODEL_PY.format(cls="NetworkModel"))
-            shutil.copyfile(model, network_dir / "model.onnx")
+            # One self-contained file: external weights (checked to lie inside the model's folder)
+            # are embedded, since Triton's model folder holds nothing else beside it.
+            (network_dir / "model.onnx").write_bytes(io.onnx.SerializeToString())
         else:
             shutil.copyfile(model, network_dir / "model.plan")
             (staging / PLUGIN_FOLDER).mkdir()
@@ -356,7 +355,7 @@ def write_repository(
             shutil.copyfile(io.plugin, staging / PLUGIN_FOLDER / "libhandssca_plugins.so")
             shutil.copyfile(io.plugin.with_name(TRITON_LOADER), staging / PLUGIN_FOLDER / TRITON_LOADER)
         save_mano_npz(mano_model, staging / MESH / version / "mano.npz")
-        from handssca.runtime.tensorrt_model import sha256_file
+        from handssca.runtime.files import sha256_file
 
         manifest = {
             "format": MANIFEST_FORMAT,

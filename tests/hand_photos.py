@@ -3,7 +3,7 @@
 ``mediapipe_tflite()`` takes the four .tflite files from the mediapipe 0.10.21 wheel (pip
 download from PyPI, once, into ~/.cache/handssca), checked against the hashes that
 tools/convert_hand_models.py pins. ``LandmarkNetwork`` keeps the network runner contract
-(``runtime/models.py``) with MediaPipe's landmark model inside: the shipped demo network knows only
+(``runtime/runner.py``) with MediaPipe's landmark model inside: the shipped demo network knows only
 the rendered stand-in hand, so on photographs its keypoints are noise, and tracking by keypoints
 can only be tested with a network whose keypoints follow a real hand.
 """

@@ -6,7 +6,7 @@ import sys
 import types
 
 import pytest
-from test_tensorrt_model import FakeCuda, fake_tensorrt
+from test_tensorrt_runner import FakeCuda, fake_tensorrt
 
 from handssca.cli import main
 from handssca.doctor import architecture_covers, diagnose

@@ -12,10 +12,10 @@ from test_runtime_without_torch import run_without_torch
 
 from handssca.export import ExportError, export_onnx
 from handssca.export.portable import PortableError, lower_scan_nodes
-from handssca.models import HandSSCA, HandSSCAConfig, TorchModel
+from handssca.models import HandSSCA, HandSSCAConfig, TorchRunner
 from handssca.ops import selective_scan_ref
 from handssca.runtime.compare import compare_models
-from handssca.runtime.onnx_model import OnnxModel, OnnxModelError
+from handssca.runtime.onnx_runner import OnnxRunner, OnnxRunnerError
 from handssca.runtime.scan_node import DOMAIN, OP_TYPE, count_scan_nodes, register_scan_schema
 
 TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
@@ -65,7 +65,7 @@ def test_onnx_runtime_matches_pytorch(exported, batch):
     image = torch.randn(batch, 3, 128, 128)
     with torch.inference_mode():
         expected = model(image)
-    got = OnnxModel(result.path).run(image.numpy())
+    got = OnnxRunner(result.path).run(image.numpy())
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
 
@@ -79,19 +79,19 @@ def test_node_count_follows_the_variant(tmp_path, attention, nodes):
 
 def test_runtime_errors_are_clear(exported, tmp_path):
     _, result = exported
-    model = OnnxModel(result.path)
-    with pytest.raises(OnnxModelError, match="must be float32"):
+    model = OnnxRunner(result.path)
+    with pytest.raises(OnnxRunnerError, match="must be float32"):
         model.run(np.zeros((1, 3, 128, 128), np.float64))
-    with pytest.raises(OnnxModelError, match=r"has shape \(1, 3, 96, 96\)"):
+    with pytest.raises(OnnxRunnerError, match=r"has shape \(1, 3, 96, 96\)"):
         model.run(np.zeros((1, 3, 96, 96), np.float32))
-    with pytest.raises(OnnxModelError, match="must be an array of shape"):
+    with pytest.raises(OnnxRunnerError, match="must be an array of shape"):
         model.run(np.zeros((3, 128, 128), np.float32))
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"definitely not a protobuf")
-    with pytest.raises(OnnxModelError, match="junk.onnx: "):
-        OnnxModel(junk)
-    with pytest.raises(OnnxModelError, match="not found"):
-        OnnxModel(tmp_path / "missing.onnx")
+    with pytest.raises(OnnxRunnerError, match="junk.onnx: "):
+        OnnxRunner(junk)
+    with pytest.raises(OnnxRunnerError, match="not found"):
+        OnnxRunner(tmp_path / "missing.onnx")
 
 
 def test_failed_validation_writes_nothing(tmp_path):
@@ -107,8 +107,8 @@ def test_exported_file_runs_without_torch(exported):
     out = run_without_torch(
         f"""
         import numpy as np
-        from handssca.runtime.onnx_model import OnnxModel
-        model = OnnxModel({str(result.path)!r})
+        from handssca.runtime.onnx_runner import OnnxRunner
+        model = OnnxRunner({str(result.path)!r})
         outputs = model.run(np.zeros((2, 3, 128, 128), np.float32))
         assert outputs["pose"].shape == (2, 48) and np.isfinite(outputs["heatmaps"]).all()
         assert "torch" not in sys.modules
@@ -150,7 +150,7 @@ def test_export_with_mano_in_the_graph(tmp_path):
         meta["mano"]["in_graph"] and meta["mano"]["flat_hand_mean"] is False and "NOT the MANO" in meta["mano"]["model"]
     )
     image = torch.randn(2, 3, 128, 128)
-    got = OnnxModel(result.path).run(image.numpy())
+    got = OnnxRunner(result.path).run(image.numpy())
     from handssca.models.mano import MANOGraph
 
     graph = MANOGraph(mano, flat_hand_mean=False, fingertip_ids=fingertip_ids)
@@ -237,9 +237,9 @@ def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
     reference = HandSSCAWithMANO(model, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=fingertip_ids)).eval()
     image = np.random.default_rng(1).standard_normal((2, 3, 128, 128)).astype(np.float32)
     models = {
-        "pytorch": TorchModel(reference),
-        "ort-custom": OnnxModel(custom.path),
-        "ort-portable": OnnxModel(portable.path),
+        "pytorch": TorchRunner(reference),
+        "ort-custom": OnnxRunner(custom.path),
+        "ort-portable": OnnxRunner(portable.path),
     }
     mesh_tolerance = 1e-6  # metres: 1e-3 mm
     tolerances = {"vertices": mesh_tolerance, "joints_3d": mesh_tolerance}
@@ -286,22 +286,22 @@ def test_runtime_refuses_files_it_cannot_run(exported, tmp_path):
     newer.CopyFrom(proto)
     next(o for o in newer.opset_import if o.domain == "").version = onnx.defs.onnx_opset_version() + 5
     (tmp_path / "newer.onnx").write_bytes(newer.SerializeToString())
-    with pytest.raises(OnnxModelError, match=r"newer.onnx: opset \d+ is newer than this installation supports"):
-        OnnxModel(tmp_path / "newer.onnx")
+    with pytest.raises(OnnxRunnerError, match=r"newer.onnx: opset \d+ is newer than this installation supports"):
+        OnnxRunner(tmp_path / "newer.onnx")
     foreign = onnx.ModelProto()
     foreign.CopyFrom(proto)
     node = next(n for n in foreign.graph.node if n.op_type == OP_TYPE)
     node.op_type, node.name = "SelectiveScan", "scan_from_elsewhere"
     (tmp_path / "foreign.onnx").write_bytes(foreign.SerializeToString())
-    with pytest.raises(OnnxModelError, match="'scan_from_elsewhere' .* no registered implementation"):
-        OnnxModel(tmp_path / "foreign.onnx")
+    with pytest.raises(OnnxRunnerError, match="'scan_from_elsewhere' .* no registered implementation"):
+        OnnxRunner(tmp_path / "foreign.onnx")
     versioned = onnx.ModelProto()
     versioned.CopyFrom(proto)
     next(o for o in versioned.opset_import if o.domain == DOMAIN).version = 2
-    with pytest.raises(OnnxModelError, match="node is version 2"):
-        OnnxModel(versioned.SerializeToString())
-    with pytest.raises(OnnxModelError, match="optimization 'max'"):
-        OnnxModel(result.path, optimization="max")
+    with pytest.raises(OnnxRunnerError, match="node is version 2"):
+        OnnxRunner(versioned.SerializeToString())
+    with pytest.raises(OnnxRunnerError, match="optimization 'max'"):
+        OnnxRunner(result.path, optimization="max")
 
 
 def test_runtime_says_when_cuda_is_missing(exported):
@@ -309,13 +309,13 @@ def test_runtime_says_when_cuda_is_missing(exported):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has ONNX Runtime's CUDA provider")
-    with pytest.raises(OnnxModelError, match="no CUDAExecutionProvider .* onnxruntime-gpu"):
-        OnnxModel(exported[1].path, device="cuda")
+    with pytest.raises(OnnxRunnerError, match="no CUDAExecutionProvider .* onnxruntime-gpu"):
+        OnnxRunner(exported[1].path, device="cuda")
 
 
 def test_runtime_options_and_warmup(exported):
     model, result = exported
-    runner = OnnxModel(result.path, threads=1, optimization="basic")
+    runner = OnnxRunner(result.path, threads=1, optimization="basic")
     runner.warmup()
     image = torch.randn(1, 3, 128, 128)
     with torch.inference_mode():
@@ -325,13 +325,13 @@ def test_runtime_options_and_warmup(exported):
 
 def test_an_empty_or_non_finite_batch_is_refused_in_one_line(exported):
     _, result = exported
-    model = OnnxModel(result.path)
+    model = OnnxRunner(result.path)
     size = model.input_shape[2]
-    with pytest.raises(OnnxModelError, match="the batch is empty"):
+    with pytest.raises(OnnxRunnerError, match="the batch is empty"):
         model.run(np.zeros((0, 3, size, size), np.float32))
     image = np.zeros((1, 3, size, size), np.float32)
     image[0, 1, 5, 5] = np.nan
-    with pytest.raises(OnnxModelError, match="1 NaN or infinite values"):
+    with pytest.raises(OnnxRunnerError, match="1 NaN or infinite values"):
         model.run(image)
 
 

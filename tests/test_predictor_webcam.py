@@ -11,11 +11,11 @@ import torch
 
 from handssca.cli import main
 from handssca.export import export_onnx
-from handssca.models import HandSSCA, HandSSCAConfig, TorchModel
+from handssca.models import HandSSCA, HandSSCAConfig, TorchRunner
 from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.crop import apply_affine, crop_affine, invert_affine, square_from_box
 from handssca.runtime.filters import OneEuroFilter
-from handssca.runtime.onnx_model import OnnxModel
+from handssca.runtime.onnx_runner import OnnxRunner
 from handssca.runtime.predictor import HandMeshPredictor, solve_translation
 from handssca.runtime.webcam import WebcamError, WebcamOptions, open_capture, run_webcam
 from handssca.training.synthetic import render_sequence
@@ -39,8 +39,8 @@ def setup(tmp_path_factory):
 
 def test_onnx_and_pytorch_predictors_agree(setup):
     net, onnx_path, mano, fingertip_ids, images, truth, _ = setup
-    onnx_predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, fingertip_ids)
-    torch_predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
+    onnx_predictor = HandMeshPredictor(OnnxRunner(onnx_path), mano, fingertip_ids)
+    torch_predictor = HandMeshPredictor(TorchRunner(net), mano, fingertip_ids)
     boxes = [truth[0]["box"], truth[3]["box"] + [5, -3, 9, 4]]
     a = onnx_predictor.predict(images[0], boxes, K=truth[0]["K"])
     b = torch_predictor.predict(images[0], boxes, K=truth[0]["K"])
@@ -55,7 +55,7 @@ def test_onnx_and_pytorch_predictors_agree(setup):
 
 def test_left_hands_are_mirrored_in_and_out(setup):
     net, _, mano, fingertip_ids, images, truth, _ = setup
-    predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
+    predictor = HandMeshPredictor(TorchRunner(net), mano, fingertip_ids)
     frame, box = images[2], truth[2]["box"]
     width = frame.shape[1]
     (right,) = predictor.predict(frame, [box])
@@ -69,13 +69,13 @@ def test_left_hands_are_mirrored_in_and_out(setup):
 
 def test_predictor_rejects_bad_input(setup):
     net, _, mano, fingertip_ids, images, _, _ = setup
-    predictor = HandMeshPredictor(TorchModel(net), mano, fingertip_ids)
+    predictor = HandMeshPredictor(TorchRunner(net), mano, fingertip_ids)
     with pytest.raises(ValueError, match="uint8"):
         predictor.predict(images[0].astype(np.float32), [(0, 0, 10, 10)])
     with pytest.raises(ValueError, match="is empty"):
         predictor.predict(images[0], [(10, 10, 5, 20)])
     with pytest.raises(ValueError, match="MANO"):
-        HandMeshPredictor(TorchModel(net))
+        HandMeshPredictor(TorchRunner(net))
 
 
 def test_translation_and_crop_geometry():
@@ -106,7 +106,7 @@ def test_one_euro_filter_smooths_noise_and_follows_motion():
 
 def test_webcam_headless_on_a_video(setup, tmp_path):
     net, onnx_path, mano, fingertip_ids, images, truth, video = setup
-    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, fingertip_ids)
+    predictor = HandMeshPredictor(OnnxRunner(onnx_path), mano, fingertip_ids)
     report = run_webcam(
         predictor,
         str(video),
@@ -144,7 +144,7 @@ class FailingStream:
 
 def test_a_stream_that_fails_mid_way_ends_cleanly(setup, tmp_path):
     net, onnx_path, mano, fingertip_ids, images, truth, _ = setup
-    predictor = HandMeshPredictor(OnnxModel(onnx_path), mano, fingertip_ids)
+    predictor = HandMeshPredictor(OnnxRunner(onnx_path), mano, fingertip_ids)
     opened = []
 
     def opener(source):

@@ -1,5 +1,5 @@
 """int8 export: calibrated stage by stage around the scan nodes, put back into one file, run
-unchanged by OnnxModel; its cost measured by eval against the fp32 file."""
+unchanged by OnnxRunner; its cost measured by eval against the fp32 file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from handssca.export import export_onnx
 from handssca.export.quantize import QuantizeError, int8_format, quantize_int8
 from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.runtime.builtin_hand import build_builtin_hand
-from handssca.runtime.onnx_model import OnnxModel
+from handssca.runtime.onnx_runner import OnnxRunner
 from handssca.runtime.scan_node import OP_TYPE
 from handssca.training.datasets import DatasetError, detect_layout
 from handssca.training.samples import calibration_crops
@@ -74,7 +74,7 @@ def test_int8_file_quantizes_the_convolutions_and_keeps_the_scan_nodes(fp32, tmp
         assert all(z.dtype == np.uint8 for z in zero_points)
 
     image = rng.standard_normal((2, 3, 128, 128)).astype(np.float32)
-    expected, got = OnnxModel(source).run(image), OnnxModel(tmp_path / "int8.onnx").run(image)
+    expected, got = OnnxRunner(source).run(image), OnnxRunner(tmp_path / "int8.onnx").run(image)
     assert set(got) == set(expected)
     moved = np.abs(got["joints_2d"] - expected["joints_2d"]).max()
     assert 0 < moved < 0.05  # quantized (not the fp32 graph), and close to it (crop fractions)

@@ -83,7 +83,7 @@ def test_mano_runtime_and_convert_without_torch(tmp_path):
 
 
 def test_no_runtime_module_imports_torch_anywhere():
-    """Not even lazily inside a function: torch adapters live in handssca.models (TorchModel)."""
+    """Not even lazily inside a function: torch adapters live in handssca.models (TorchRunner)."""
     import ast
 
     runtime = Path(__file__).parent.parent / "runtime"

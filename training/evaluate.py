@@ -16,21 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from handssca.runtime.mano import ManoModel
-from handssca.runtime.models import meshes_from_outputs
+from handssca.runtime.runner import meshes_from_outputs
 
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def root_relative_meshes(outputs: dict[str, np.ndarray], mano: ManoModel, fingertip_ids) -> tuple:
     """Root-relative joints and vertices (metres) from any runner's outputs (the one conversion,
-    ``runtime.models.meshes_from_outputs``), as the metrics compare them."""
+    ``runtime.runner.meshes_from_outputs``), as the metrics compare them."""
     vertices, joints = meshes_from_outputs(outputs, mano, fingertip_ids)
     root = joints[:, :1]
     return joints - root, vertices - root
 
 
 def model_predictor(model, mano: ManoModel, fingertip_ids) -> Predict:
-    """Any runner (OnnxModel, TensorRTModel, TorchModel) as a Predict: root-relative joints and vertices."""
+    """Any runner (OnnxRunner, TensorRTRunner, TorchRunner) as a Predict: root-relative joints and vertices."""
     return lambda images: root_relative_meshes(model.run(images), mano, fingertip_ids)
 
 
@@ -139,7 +139,7 @@ def run_evaluation(
     hand) scored on one split with the official metrics; writes the JSON report (and the official
     submission file of the first model) atomically, and returns the lines to show."""
     from handssca.runtime.files import check_writable, write_atomically
-    from handssca.runtime.models import open_model
+    from handssca.runtime.runner import open_runner
 
     from .config import ConfigError, load_config
     from .datasets import DEFAULT_SPLITS, DatasetError, load_mano_model, open_dataset
@@ -160,7 +160,7 @@ def run_evaluation(
         sources += [(f"{kind}:{Path(path).name}", path) for path in paths]
     predictors, size = {}, None
     for label, path in sources:
-        model = open_model(path, plugin=plugin)
+        model = open_runner(path, plugin=plugin)
         predictors[label] = model_predictor(model, mano_model, fingertip_ids)
         size = size or (model.metadata.get("input", {}).get("shape") or [None] * 3)[2]
     if mean_hand:

@@ -17,7 +17,7 @@ _HOMES = {
     "format_model_report": ".summary",
     "model_report": ".summary",
     "parameter_summary": ".summary",
-    "TorchModel": ".torch_model",
+    "TorchRunner": ".torch_runner",
 }
 
 __all__ = sorted(_HOMES)

@@ -9,15 +9,14 @@ on the arrays ORT returns. The file, its metadata and its outputs are the same e
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import HandSSCAError
-from .models import batch_problem
+from .onnx_file import read_onnx
+from .runner import Runner, RunnerError
 from .scan_node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
 from .selective_scan import selective_scan_forward
 
@@ -32,7 +31,7 @@ _OPTIMIZATION = {
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-class OnnxModelError(HandSSCAError, RuntimeError):
+class OnnxRunnerError(RunnerError):
     """The model file cannot be run: names the file and the problem."""
 
 
@@ -52,8 +51,8 @@ def _is_scan(node) -> bool:
     return node.op_type == OP_TYPE and node.domain == DOMAIN
 
 
-class OnnxModel:
-    """``OnnxModel(path_or_bytes).run(image)`` -> dict of output arrays.
+class OnnxRunner(Runner):
+    """``OnnxRunner(path_or_bytes).run(image)`` -> dict of output arrays.
 
     image: (B, 3, S, S) float32, normalised as the metadata's ``input`` says.
     device: "cpu" or "cuda" (ONNX Runtime's CUDA provider; the scan nodes still run on the CPU
@@ -61,6 +60,8 @@ class OnnxModel:
     default); the scan kernel uses OpenMP's default. optimization: ORT's graph optimisation
     level, none | basic | extended | all.
     """
+
+    error = OnnxRunnerError
 
     def __init__(
         self,
@@ -74,32 +75,17 @@ class OnnxModel:
             import onnx
             import onnxruntime as ort
         except ImportError as exc:
-            raise OnnxModelError(f"running ONNX models needs onnx and onnxruntime ({exc})") from exc
-        self.name = "<bytes>" if isinstance(source, bytes) else str(source)
-        if not isinstance(source, bytes):
-            path = Path(source)
-            if not path.is_file():
-                raise OnnxModelError(f"{path}: model file not found")
-            source = path.read_bytes()
-        try:
-            model = onnx.load_from_string(source)
-        except Exception as exc:  # protobuf's DecodeError and friends
-            raise OnnxModelError(f"{self.name}: not an ONNX model (cannot parse the protobuf)") from exc
-        if not model.graph.node:
-            raise OnnxModelError(f"{self.name}: not an ONNX model (the graph has no nodes)")
+            raise OnnxRunnerError(f"running ONNX models needs onnx and onnxruntime ({exc})") from exc
+        file = read_onnx(source, error=OnnxRunnerError)
+        model = file.model
+        self.name, self.metadata = file.name, file.metadata
+        self.input_name, self.input_shape, self.input_dtype = file.input_name, file.input_shape, file.input_dtype
+        self.output_names = file.output_names
         self._check_versions(model, onnx)
-        meta = {p.key: p.value for p in model.metadata_props}.get("handssca")
-        self.metadata = json.loads(meta) if meta else {}
         graph = model.graph
-        initializers = {i.name for i in graph.initializer}
-        self.input = next(i for i in graph.input if i.name not in initializers)
-        self.input_shape = [
-            d.dim_value if d.HasField("dim_value") else d.dim_param for d in self.input.type.tensor_type.shape.dim
-        ]
-        self.output_names = [o.name for o in graph.output]
 
         if optimization not in _OPTIMIZATION:
-            raise OnnxModelError(f"optimization {optimization!r}: expected one of {', '.join(_OPTIMIZATION)}")
+            raise OnnxRunnerError(f"optimization {optimization!r}: expected one of {', '.join(_OPTIMIZATION)}")
         self._options = ort.SessionOptions()
         self._options.intra_op_num_threads = threads
         self._options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION[optimization])
@@ -107,10 +93,10 @@ class OnnxModel:
         self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if providers is None:
             if device not in _PROVIDERS:
-                raise OnnxModelError(f"device {device!r}: expected one of {', '.join(_PROVIDERS)}")
+                raise OnnxRunnerError(f"device {device!r}: expected one of {', '.join(_PROVIDERS)}")
             available = ort.get_available_providers()
             if _PROVIDERS[device][0] not in available:
-                raise OnnxModelError(
+                raise OnnxRunnerError(
                     f"{self.name}: ONNX Runtime here has no {_PROVIDERS[device][0]} (available: "
                     f"{', '.join(available)}); install onnxruntime-gpu for device 'cuda'"
                 )
@@ -120,89 +106,68 @@ class OnnxModel:
         self._constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
         try:
             self._stages = self._build_stages(model)
-        except OnnxModelError:
+        except OnnxRunnerError:
             raise
         except Exception as exc:  # ORT's own failures: unsupported opset, unknown op ...
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OnnxModelError(f"{self.name}: {message}") from exc
+            raise OnnxRunnerError(f"{self.name}: {message}") from exc
 
     def _check_versions(self, model, onnx) -> None:
         """Files this installation cannot run, said before ONNX Runtime says it less clearly."""
         if model.ir_version > onnx.IR_VERSION:
-            raise OnnxModelError(
+            raise OnnxRunnerError(
                 f"{self.name}: ONNX IR version {model.ir_version} is newer than this onnx supports "
                 f"({onnx.IR_VERSION}); upgrade onnx and onnxruntime, or re-export with the versions installed here"
             )
         newest = onnx.defs.onnx_opset_version()
         for entry in model.opset_import:
             if entry.domain in ("", "ai.onnx") and entry.version > newest:
-                raise OnnxModelError(
+                raise OnnxRunnerError(
                     f"{self.name}: opset {entry.version} is newer than this installation supports ({newest}); "
                     f"upgrade onnx and onnxruntime, or re-export with --opset {newest} or lower"
                 )
             if entry.domain == DOMAIN and any(_is_scan(n) for n in model.graph.node) and entry.version != OP_VERSION:
-                raise OnnxModelError(
+                raise OnnxRunnerError(
                     f"{self.name}: the {OP_TYPE} node is version {entry.version}; this runtime implements "
                     f"version {OP_VERSION} (upgrade handssca, or re-export with this version)"
                 )
         for node in model.graph.node:
             if node.domain not in _BUILTIN_DOMAINS and not _is_scan(node):
-                raise OnnxModelError(
+                raise OnnxRunnerError(
                     f"{self.name}: node '{node.name}' ({node.domain}:{node.op_type}) is a custom op with no "
                     f"registered implementation (this runtime implements {DOMAIN}:{OP_TYPE} only)"
                 )
-
-    def warmup(self, runs: int = 2) -> None:
-        """Runs the model on zeros so first-call allocations and kernel choices happen now."""
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in self.input_shape]
-        for _ in range(runs):
-            self.run(np.zeros(shape, np.float32))
 
     def _session(self, model_bytes: bytes):
         return self._ort.InferenceSession(model_bytes, self._options, providers=self.providers)
 
     def _build_stages(self, model) -> list[Stage]:
-        stages = cut_at_scans(model, self.input.name, self.output_names, set(self._constants))
+        stages = cut_at_scans(model, self.input_name, self.output_names, set(self._constants))
         for stage in stages:
             if stage.model is not None:
                 stage.session = self._session(stage.model.SerializeToString())
                 stage.model = None  # the session holds what it needs
         return stages
 
-    def _check(self, image) -> None:
-        expected = self.input_shape
-        if not isinstance(image, np.ndarray) or image.ndim != len(expected):
-            raise OnnxModelError(
-                f"{self.name}: input '{self.input.name}' must be an array of shape {expected}, "
-                f"got {getattr(image, 'shape', type(image).__name__)}"
-            )
-        if image.dtype != np.float32:
-            raise OnnxModelError(f"{self.name}: input '{self.input.name}' must be float32, got {image.dtype}")
-        for axis, (want, got) in enumerate(zip(expected, image.shape, strict=True)):
-            if isinstance(want, int) and want > 0 and want != got:
-                raise OnnxModelError(
-                    f"{self.name}: input '{self.input.name}' has shape {image.shape}, expected {expected} (axis {axis})"
-                )
-        problem = batch_problem(image)
-        if problem:
-            raise OnnxModelError(f"{self.name}: {problem}")
-
     def _scan(self, node, values: dict) -> np.ndarray:
         u, delta, A, B, C, D, delta_bias = (values[t] if t in values else self._constants[t] for t in node.input)
         softplus = next((a.i for a in node.attribute if a.name == "delta_softplus"), 1)
         return selective_scan_forward(u, delta, A, B, C, D, None, delta_bias, bool(softplus))
 
-    def run(self, image: np.ndarray, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    def _run(self, image: np.ndarray, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """Outputs by name. ``timings``, when given, gains the milliseconds spent in the scan
         kernel ("scan_ms") and in ONNX Runtime ("ort_ms")."""
-        values = self.intermediates(image, timings)
+        values = self._values(image, timings)
         return {name: values[name] for name in self.output_names}
 
     def intermediates(self, image: np.ndarray, timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """Every tensor that crosses a cut at the scans, by name (the outputs among them): what
         each stage of ``cut_at_scans`` reads, for calibrating it on its own."""
-        self._check(image)
-        values = {self.input.name: np.ascontiguousarray(image)}
+        self.check(image)
+        return self._values(image, timings)
+
+    def _values(self, image: np.ndarray, timings: dict[str, float] | None) -> dict[str, np.ndarray]:
+        values = {self.input_name: np.ascontiguousarray(image)}
         scan_s = ort_s = 0.0
         for stage in self._stages:
             start = time.perf_counter()
@@ -224,7 +189,7 @@ def cut_at_scans(model, input_name: str, output_names: list[str], constants: set
     """``model`` cut at its scan nodes into Stages, in the order they run.
 
     A node's stage is the number of scans on its longest input path, so each stage's inputs are
-    ready once the stages before it (and its own scans) have run. OnnxModel runs the stages in
+    ready once the stages before it (and its own scans) have run. OnnxRunner runs the stages in
     ONNX Runtime and the scans on the kernel; the int8 export quantizes each stage on its own.
     """
     import onnx

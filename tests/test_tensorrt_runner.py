@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
-from handssca.runtime import tensorrt_model as te
+from handssca.runtime import engine_build, files, tensorrt_libs, tensorrt_runner
 
 
 def onnx_file(tmp_path, batch="batch"):
@@ -328,29 +328,29 @@ def plugin(tmp_path):
 
 def test_without_tensorrt_the_errors_say_how_to_install(tmp_path, plugin, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
-    with pytest.raises(te.TensorRTModelError, match=r"TensorRT is not installed.*handssca\[trt\]"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
-    with pytest.raises(te.TensorRTModelError, match="engine file not found"):
-        te.TensorRTModel(tmp_path / "missing.engine")
+    with pytest.raises(tensorrt_libs.TensorRTError, match=r"TensorRT is not installed.*handssca\[trt\]"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="engine file not found"):
+        tensorrt_runner.TensorRTRunner(tmp_path / "missing.engine")
 
 
 def test_missing_plugin_and_gpu_are_clear(tmp_path, fakes, monkeypatch):
-    monkeypatch.delenv(te.PLUGIN_ENV, raising=False)
-    with pytest.raises(te.TensorRTModelError, match="no plugin library given"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine")
-    with pytest.raises(te.TensorRTModelError, match="nothere.so: plugin library not found"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=tmp_path / "nothere.so")
+    monkeypatch.delenv(tensorrt_libs.PLUGIN_ENV, raising=False)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="no plugin library given"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine")
+    with pytest.raises(tensorrt_libs.TensorRTError, match="nothere.so: plugin library not found"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=tmp_path / "nothere.so")
     _, cuda = fakes
     cuda.devices = 0
     (tmp_path / "p.so").write_bytes(b"x")
-    with pytest.raises(te.TensorRTModelError, match="no CUDA GPU found"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=tmp_path / "p.so")
+    with pytest.raises(tensorrt_libs.TensorRTError, match="no CUDA GPU found"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=tmp_path / "p.so")
 
 
 def test_build_writes_engine_sidecar_and_trtexec_line(tmp_path, fakes, plugin):
     trt, _ = fakes
     cache = tmp_path / "timing.cache"
-    result = te.build_engine(
+    result = engine_build.build_engine(
         onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4, opt_batch=2, timing_cache=cache
     )
     assert result.engine.read_bytes() == b"serialized-engine" and cache.read_bytes() == b"timing-cache"
@@ -359,7 +359,7 @@ def test_build_writes_engine_sidecar_and_trtexec_line(tmp_path, fakes, plugin):
         "name": "Fake GPU",
         "compute_capability": "9.0",
     }
-    assert sidecar["plugin_sha256"] == te.sha256_file(plugin) and len(sidecar["onnx_sha256"]) == 64
+    assert sidecar["plugin_sha256"] == files.sha256_file(plugin) and len(sidecar["onnx_sha256"]) == 64
     assert sidecar["profile"]["max"] == [4, 3, 4, 4] and sidecar["model"] == {"format": "handssca-onnx/1"}
     assert sidecar["io"] == [  # what a Triton repository is written from, without TensorRT
         {"name": "image", "is_input": True, "dtype": "float32", "shape": [-1, 3, 4, 4]},
@@ -370,7 +370,7 @@ def test_build_writes_engine_sidecar_and_trtexec_line(tmp_path, fakes, plugin):
     assert ("profile", ("image", (1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4))) in trt.calls
     assert f"--dynamicPlugins={plugin}" in result.trtexec and "--maxShapes=image:4x3x4x4" in result.trtexec
     assert "--stronglyTyped" in result.trtexec
-    te.build_engine(onnx_file(tmp_path), tmp_path / "m2.engine", plugin=plugin, timing_cache=cache)
+    engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m2.engine", plugin=plugin, timing_cache=cache)
     assert ("timing_cache_in", b"timing-cache") in trt.calls  # the cache is reused
 
 
@@ -378,27 +378,27 @@ def test_parser_rejection_names_the_node(tmp_path, monkeypatch, fakes, plugin):
     _, cuda = fakes
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, parse_ok=False))
     with pytest.raises(
-        te.TensorRTModelError, match="rejected node node_selective_scan .HandSSCASelectiveScan.: Plugin"
+        tensorrt_libs.TensorRTError, match="rejected node node_selective_scan .HandSSCASelectiveScan.: Plugin"
     ):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
     assert not (tmp_path / "m.engine").exists()
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, loads=False))
-    with pytest.raises(te.TensorRTModelError, match="refused the plugin library"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="refused the plugin library"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
 
 
 def test_profile_rules(tmp_path):
-    assert te.batch_profile(["batch", 3, 8, 8], 1, 2, 4) == ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))
-    assert te.batch_profile([2, 3, 8, 8], 2, 2, 2)[2] == (2, 3, 8, 8)
-    with pytest.raises(te.TensorRTModelError, match="fixed batch of 2"):
-        te.batch_profile([2, 3, 8, 8], 1, 2, 4)
-    with pytest.raises(te.TensorRTModelError, match="min <= opt <= max"):
-        te.batch_profile(["b", 3, 8, 8], 4, 2, 8)
+    assert engine_build.batch_profile(["batch", 3, 8, 8], 1, 2, 4) == ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))
+    assert engine_build.batch_profile([2, 3, 8, 8], 2, 2, 2)[2] == (2, 3, 8, 8)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="fixed batch of 2"):
+        engine_build.batch_profile([2, 3, 8, 8], 1, 2, 4)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="min <= opt <= max"):
+        engine_build.batch_profile(["b", 3, 8, 8], 4, 2, 8)
 
 
 def test_backend_runs_through_named_buffers(tmp_path, fakes, plugin):
-    result = te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4)
-    model = te.TensorRTModel(result.engine)
+    result = engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4)
+    model = tensorrt_runner.TensorRTRunner(result.engine)
     assert model.output_names == ["heatmaps", "total"] and (model.min_batch, model.max_batch) == (1, 4)
     model.warmup()
     for batch in (3, 1, 4):  # buffers sized for 4 are reused for every batch
@@ -406,16 +406,16 @@ def test_backend_runs_through_named_buffers(tmp_path, fakes, plugin):
         out = model.run(image)
         np.testing.assert_array_equal(out["heatmaps"], 2 * image)
         np.testing.assert_allclose(out["total"], image.reshape(batch, -1).sum(1), rtol=1e-6)
-    with pytest.raises(te.TensorRTModelError, match="batch 5 is outside the engine's profile 1..4"):
+    with pytest.raises(tensorrt_libs.TensorRTError, match="batch 5 is outside the engine's profile 1..4"):
         model.run(np.zeros((5, 3, 4, 4), np.float32))
-    with pytest.raises(te.TensorRTModelError, match="must be float32"):
+    with pytest.raises(tensorrt_libs.TensorRTError, match="must be float32"):
         model.run(np.zeros((1, 3, 4, 4), np.float64))
-    with pytest.raises(te.TensorRTModelError, match=r"expected \(1, 3, 4, 4\)"):
+    with pytest.raises(tensorrt_libs.TensorRTError, match=r"expected \[-1, 3, 4, 4\] \(axis 2\)"):
         model.run(np.zeros((1, 3, 5, 4), np.float32))
 
 
 def test_engines_from_another_tensorrt_gpu_or_plugin_are_refused(tmp_path, fakes, plugin):
-    result = te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
+    result = engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
     sidecar = json.loads(result.sidecar.read_text())
     for change, message in [
         ({"tensorrt_version": "11.1.0"}, "built with TensorRT 11.1.0, this is TensorRT 10.16.0"),
@@ -424,25 +424,25 @@ def test_engines_from_another_tensorrt_gpu_or_plugin_are_refused(tmp_path, fakes
         ({"format": "something"}, "not a handssca engine sidecar"),
     ]:
         result.sidecar.write_text(json.dumps({**sidecar, **change}))
-        with pytest.raises(te.TensorRTModelError, match=message):
-            te.TensorRTModel(result.engine)
+        with pytest.raises(tensorrt_libs.TensorRTError, match=message):
+            tensorrt_runner.TensorRTRunner(result.engine)
     result.sidecar.write_text(json.dumps(sidecar))
     result.engine.write_bytes(b"garbage")
-    with pytest.raises(te.TensorRTModelError, match="could not deserialise the engine"):
-        te.TensorRTModel(result.engine)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="could not deserialise the engine"):
+        tensorrt_runner.TensorRTRunner(result.engine)
     result.sidecar.unlink()
-    with pytest.raises(te.TensorRTModelError, match="sidecar m.engine.json is missing"):
-        te.TensorRTModel(result.engine)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="sidecar m.engine.json is missing"):
+        tensorrt_runner.TensorRTRunner(result.engine)
 
 
 def test_build_engine_command(tmp_path, fakes, plugin, capsys, monkeypatch):
-    monkeypatch.setenv(te.PLUGIN_ENV, str(plugin))
+    monkeypatch.setenv(tensorrt_libs.PLUGIN_ENV, str(plugin))
     path = onnx_file(tmp_path)
     assert main(["build-engine", str(path), "--max-batch", "4"]) == 0
     out = capsys.readouterr().out
     assert "wrote" in out and "trtexec --onnx=" in out and (tmp_path / "m.engine").is_file()
     assert main(["build-engine", str(tmp_path / "nope.onnx")]) == 1
-    assert "nope.onnx: ONNX file not found" in capsys.readouterr().err
+    assert "nope.onnx: model file not found" in capsys.readouterr().err
 
 
 def test_runtime_module_imports_without_tensorrt_or_torch():
@@ -451,10 +451,10 @@ def test_runtime_module_imports_without_tensorrt_or_torch():
     out = run_without_torch(
         """
         sys.modules["tensorrt"] = None
-        from handssca.runtime.tensorrt_model import TensorRTModelError, import_tensorrt
+        from handssca.runtime.tensorrt_libs import TensorRTError, import_tensorrt
         try:
             import_tensorrt()
-        except TensorRTModelError as exc:
+        except TensorRTError as exc:
             print(exc)
         """
     )
@@ -466,9 +466,9 @@ def test_one_process_builds_and_opens_several_engines(tmp_path, fakes, plugin):
     """The plugin library is loaded once per process: a second load would be refused by TensorRT
     (bench builds then opens; eval opens several engines)."""
     trt, _ = fakes
-    first = te.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
-    second = te.build_engine(onnx_file(tmp_path), tmp_path / "b.engine", plugin=plugin)
-    models = [te.TensorRTModel(first.engine), te.TensorRTModel(second.engine)]
+    first = engine_build.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
+    second = engine_build.build_engine(onnx_file(tmp_path), tmp_path / "b.engine", plugin=plugin)
+    models = [tensorrt_runner.TensorRTRunner(first.engine), tensorrt_runner.TensorRTRunner(second.engine)]
     image = np.ones((2, 3, 4, 4), np.float32)
     for model in models:
         np.testing.assert_array_equal(model.run(image)["heatmaps"], 2 * image)
@@ -476,38 +476,38 @@ def test_one_process_builds_and_opens_several_engines(tmp_path, fakes, plugin):
 
 
 def test_another_build_of_the_plugin_cannot_replace_the_loaded_one(tmp_path, fakes, plugin):
-    te.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
+    engine_build.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
     other = tmp_path / "other" / plugin.name
     other.parent.mkdir()
     other.write_bytes(b"\x7fELF another build")
-    with pytest.raises(te.TensorRTModelError, match="another build of the plugin library .* is already loaded"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "b.engine", plugin=other)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="another build of the plugin library .* is already loaded"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "b.engine", plugin=other)
     copy = tmp_path / "copy.so"
     copy.write_bytes(plugin.read_bytes())  # the same build under another name is the same plugin
-    te.build_engine(onnx_file(tmp_path), tmp_path / "c.engine", plugin=copy)
+    engine_build.build_engine(onnx_file(tmp_path), tmp_path / "c.engine", plugin=copy)
 
 
 def test_a_preloaded_plugin_is_used_as_it_is(tmp_path, fakes, plugin):
     trt, _ = fakes
     trt.registry.load_library("/elsewhere/libhandssca_plugins.so")  # e.g. loaded by the user's own code
-    te.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
+    engine_build.build_engine(onnx_file(tmp_path), tmp_path / "a.engine", plugin=plugin)
 
 
 def test_a_timing_cache_from_another_gpu_is_refused(tmp_path, fakes, plugin):
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"a cache written on another GPU")
-    with pytest.raises(te.TensorRTModelError, match="timing.cache: TensorRT cannot use this timing cache"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, timing_cache=cache)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="timing.cache: TensorRT cannot use this timing cache"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, timing_cache=cache)
     assert not (tmp_path / "m.engine").exists()
     assert cache.read_bytes() == b"a cache written on another GPU"  # left as it was
 
 
 def test_a_shape_tensorrt_refuses_is_an_error_not_the_previous_shape(tmp_path, fakes, plugin):
     trt, _ = fakes
-    model = te.TensorRTModel(te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
+    model = tensorrt_runner.TensorRTRunner(engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
     model.run(np.zeros((1, 3, 4, 4), np.float32))
     trt.Context.refused = {(3, 3, 4, 4)}
-    with pytest.raises(te.TensorRTModelError, match=r"refused input shape \(3, 3, 4, 4\) for image"):
+    with pytest.raises(tensorrt_libs.TensorRTError, match=r"refused input shape \(3, 3, 4, 4\) for image"):
         model.run(np.zeros((3, 3, 4, 4), np.float32))
 
 
@@ -515,28 +515,28 @@ def test_no_cuda_graph_option_that_does_nothing():
     """pycuda has no stream capture, so the option is gone rather than silently ignored."""
     import inspect
 
-    assert "cuda_graph" not in inspect.signature(te.TensorRTModel).parameters
+    assert "cuda_graph" not in inspect.signature(tensorrt_runner.TensorRTRunner).parameters
 
 
 def test_a_failed_build_writes_nothing(tmp_path, monkeypatch, fakes, plugin):
     _, cuda = fakes
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, builds=False))
-    with pytest.raises(te.TensorRTModelError, match="m.onnx: TensorRT could not build an engine"):
-        te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
+    with pytest.raises(tensorrt_libs.TensorRTError, match="m.onnx: TensorRT could not build an engine"):
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
     assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
 
 
 def test_too_little_gpu_memory_for_the_profile_is_one_line(tmp_path, fakes, plugin):
     _, cuda = fakes
-    result = te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4)
+    result = engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4)
     cuda.device_bytes = 100  # less than the buffers of batch 4
-    with pytest.raises(te.TensorRTModelError, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "):
-        te.TensorRTModel(result.engine)
+    with pytest.raises(tensorrt_libs.TensorRTError, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "):
+        tensorrt_runner.TensorRTRunner(result.engine)
 
 
 def test_non_finite_input_is_refused(tmp_path, fakes, plugin):
-    model = te.TensorRTModel(te.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
+    model = tensorrt_runner.TensorRTRunner(engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
     image = np.zeros((1, 3, 4, 4), np.float32)
     image[0, 0, 0, 0] = np.inf
-    with pytest.raises(te.TensorRTModelError, match="1 NaN or infinite values"):
+    with pytest.raises(tensorrt_libs.TensorRTError, match="1 NaN or infinite values"):
         model.run(image)

@@ -1,6 +1,6 @@
-"""A PyTorch HandSSCA network behind the runners' contract (``handssca.runtime.models``).
+"""A PyTorch HandSSCA network behind the runners' contract (``handssca.runtime.runner``).
 
-``OnnxModel``, ``TensorRTModel`` and ``TorchModel`` look alike to the predictor, the evaluation
+``OnnxRunner``, ``TensorRTRunner`` and ``TorchRunner`` look alike to the predictor, the evaluation
 and the benchmarks, so PyTorch is compared with the deployed engines through the same code.
 It lives with the models, not in ``handssca.runtime``, which never imports torch.
 """
@@ -12,10 +12,11 @@ import torch
 
 from handssca.ops import use_scan_backend
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
+from handssca.runtime.runner import Runner
 
 
-class TorchModel:
-    """``TorchModel(net).run(images)`` -> {output name: float32 array}, under inference mode.
+class TorchRunner(Runner):
+    """``TorchRunner(net).run(images)`` -> {output name: float32 array}, under inference mode.
 
     device: where the images go (the network must already be there). scan_backend: force a
     selective-scan implementation ("reference", "mamba-ssm", ...; None: automatic). forward: a
@@ -28,18 +29,14 @@ class TorchModel:
         self.device, self.scan_backend = torch.device(device), scan_backend
         self.forward = forward if forward is not None else self.net
         size = net.config.input_size
+        self.input_shape = ["batch", 3, size, size]
         # What the exporter writes into the ONNX metadata, so pre-processing is identical.
         self.metadata = {
-            "input": {"shape": ["batch", 3, size, size], "colour_order": "RGB", "mean": IMAGE_MEAN, "std": IMAGE_STD},
+            "input": {"shape": self.input_shape, "colour_order": "RGB", "mean": IMAGE_MEAN, "std": IMAGE_STD},
             "mano": {"in_graph": False},
         }
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode(), use_scan_backend(self.scan_backend or "auto"):
             outputs = self.forward(torch.from_numpy(images).to(self.device))
             return {k: v.float().cpu().numpy() for k, v in outputs.items()}
-
-    def warmup(self, runs: int = 2) -> None:
-        size = self.net.config.input_size
-        for _ in range(runs):
-            self.run(np.zeros((1, 3, size, size), np.float32))
