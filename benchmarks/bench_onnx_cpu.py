@@ -33,7 +33,7 @@ from handssca.models.mano import MANOGraph
 from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.compare import compare_models
 from handssca.runtime.onnx_runner import OnnxRunner
-from handssca.runtime.scan_node import register_ort_scan_op
+from handssca.runtime.scan_ort_bridge import register_ort_scan_op
 
 
 def plain_session(path):

@@ -1,7 +1,7 @@
 """Runs an exported HandSSCA .onnx in ONNX Runtime, the scan nodes on our CPU kernel. No torch.
 
 ONNX Runtime can run the single file as it is through onnxruntime-extensions
-(``scan_node.register_ort_scan_op``), but that bridge copies every tensor through Python at about
+(``scan_ort_bridge.register_ort_scan_op``), but that bridge copies every tensor through Python at about
 60 ns per element, which costs more than the scans themselves. So the graph is cut at the scan
 nodes: each stage between them is its own ORT session, and the scans run on the kernel directly
 on the arrays ORT returns. The file, its metadata and its outputs are the same either way.

@@ -20,8 +20,9 @@ Every implementation, and where it lives:
   CUDA kernel        plugins/selective_scan/selectiveScanKernel.cu, called from torch through
                      handssca/ops/cuda_kernel.py (ctypes; the ``cuda-kernel`` scan backend)
   mamba-ssm          its CUDA kernel, the ``mamba-ssm`` scan backend when installed
-  ONNX node          written by export/scan_translation.py; run by ONNX Runtime through this
-                     module's kernel binding (runtime/onnx_runner.py cuts the graph at the nodes)
+  ONNX node          written by export/scan_translation.py; run by runtime/onnx_runner.py (which
+                     cuts the graph at the nodes), or by any ONNX Runtime session through
+                     runtime/scan_ort_bridge.py (onnxruntime-extensions)
   portable ONNX      export/portable.py: the node rewritten as a standard ONNX ``Scan``
   TensorRT plugin    plugins/selective_scan/selectiveScanPlugin.cpp (IPluginV3) on the CUDA kernel
 """
@@ -29,6 +30,8 @@ Every implementation, and where it lives:
 from __future__ import annotations
 
 import numpy as np
+
+from ..errors import HandSSCAError
 
 OP_TYPE = "HandSSCASelectiveScan"  # not "SelectiveScan": TensorRT-LLM registers that name
 DOMAIN = "ai.onnx.contrib"  # the domain onnxruntime-extensions runs Python ops in
@@ -38,7 +41,14 @@ PLUGIN_NAMESPACE = ""
 INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 _ACTIVATIONS = ("u", "delta", "B", "C")
-_registered = False
+
+
+class ScanArgumentError(HandSSCAError, ValueError):
+    """Scan arguments of the wrong shape: names the argument, its shape and the one expected."""
+
+
+class ScanTypeError(ScanArgumentError, TypeError):
+    """A scan argument that is not a floating-point array of the right kind."""
 
 
 def count_scan_nodes(model) -> int:
@@ -79,60 +89,28 @@ def register_scan_schema() -> None:
     defs.register_schema(schema)
 
 
-def register_ort_scan_op() -> str:
-    """Registers the node's CPU implementation with onnxruntime-extensions (once per process).
-
-    Returns the path of the extensions library to pass to SessionOptions.register_custom_ops_library.
-    This lets any ONNX Runtime session (or tool) run the single exported file as it is; the
-    bridge copies every tensor through Python (about 60 ns per element), so OnnxRunner instead
-    runs the graph in pieces around the scan nodes and calls the kernel directly.
-    """
-    global _registered
-    try:
-        from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
-    except ImportError as exc:
-        raise RuntimeError(
-            "running the selective-scan node in ONNX Runtime needs onnxruntime-extensions "
-            "(pip install onnxruntime-extensions)"
-        ) from exc
-    if not _registered:
-        from .selective_scan import selective_scan_forward
-
-        @onnx_op(
-            op_type=OP_TYPE,
-            inputs=[PyCustomOpDef.dt_float] * len(INPUTS),
-            outputs=[PyCustomOpDef.dt_float],
-            attrs={
-                "delta_softplus": PyCustomOpDef.dt_int64,
-                "plugin_version": PyCustomOpDef.dt_string,
-                "plugin_namespace": PyCustomOpDef.dt_string,
-            },
-        )
-        def _scan(u, delta, A, B, C, D, delta_bias, **attrs):
-            return selective_scan_forward(u, delta, A, B, C, D, None, delta_bias, bool(attrs.get("delta_softplus", 1)))
-
-        _registered = True
-    return get_library_path()
-
-
 def scan_shapes(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> tuple[int, int, int, int, int]:
     """The one shape check of the scan's arguments (numpy arrays or torch tensors alike):
-    ValueError naming the first one that disagrees; else (batch, dim, L, N, G)."""
+    ScanArgumentError naming the first one that disagrees; else (batch, dim, L, N, G)."""
 
     def shape(x):
         return tuple(getattr(x, "shape", ()))
 
     if len(shape(u)) != 3:
-        raise ValueError(f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}")
+        raise ScanArgumentError(
+            f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}"
+        )
     batch, dim, L = shape(u)
     if len(shape(A)) != 2 or shape(A)[0] != dim:
-        raise ValueError(f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}")
+        raise ScanArgumentError(f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}")
     N = shape(A)[1]
     if len(shape(B)) != 4:
-        raise ValueError(f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}")
+        raise ScanArgumentError(
+            f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}"
+        )
     G = shape(B)[1]
     if G < 1 or dim % G != 0:
-        raise ValueError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
+        raise ScanArgumentError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
     expected = {
         "delta": (delta, (batch, dim, L)),
         "B": (B, (batch, G, N, L)),
@@ -143,7 +121,7 @@ def scan_shapes(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> tuple[int
     }
     for name, (x, want) in expected.items():
         if x is not None and shape(x) != want:
-            raise ValueError(f"selective_scan: {name} has shape {shape(x)}, expected {want}")
+            raise ScanArgumentError(f"selective_scan: {name} has shape {shape(x)}, expected {want}")
     return batch, dim, L, N, G
 
 

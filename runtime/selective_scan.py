@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _selective_scan_cpu as _kernel
-from .scan_node import scan_shapes
+from .scan_node import ScanArgumentError, ScanTypeError, scan_shapes
 
 __all__ = ["ScanGrads", "arithmetic_floor", "kernel_info", "selective_scan_backward", "selective_scan_forward"]
 
@@ -55,11 +55,11 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def _check(name: str, x, shape: tuple[int, ...]) -> None:
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
+        raise ScanTypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
     if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
-        raise TypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
+        raise ScanTypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
     if tuple(x.shape) != shape:
-        raise ValueError(f"selective_scan: {name} has shape {tuple(x.shape)}, expected {shape}")
+        raise ScanArgumentError(f"selective_scan: {name} has shape {tuple(x.shape)}, expected {shape}")
 
 
 def _validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, int]:
@@ -67,9 +67,9 @@ def _validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, 
         if x is None and name in ("D", "z", "delta_bias"):
             continue
         if not isinstance(x, np.ndarray):
-            raise TypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
+            raise ScanTypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
         if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
-            raise TypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
+            raise ScanTypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
     return scan_shapes(u, delta, A, B, C, D, z, delta_bias)
 
 

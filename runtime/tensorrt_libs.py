@@ -126,5 +126,3 @@ def check_sidecar(sidecar: dict, path: Path, trt_version: str, gpu: dict, plugin
 
 def sidecar_path_for(engine_path: Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
-
-

@@ -79,9 +79,7 @@ class TensorRTRunner(Runner):
             raise TensorRTError(f"{path}: engine file not found")
         sidecar_path = sidecar_path_for(path)
         if not sidecar_path.is_file():
-            raise TensorRTError(
-                f"{path}: its sidecar {sidecar_path.name} is missing (build engines with build-engine)"
-            )
+            raise TensorRTError(f"{path}: its sidecar {sidecar_path.name} is missing (build engines with build-engine)")
         try:
             sidecar = json.loads(sidecar_path.read_text())
         except json.JSONDecodeError as exc:

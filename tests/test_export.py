@@ -122,7 +122,7 @@ def test_exported_file_runs_without_torch(exported):
 def test_plain_onnx_runtime_runs_the_single_file_through_extensions(exported):
     import onnxruntime as ort
 
-    from handssca.runtime.scan_node import register_ort_scan_op
+    from handssca.runtime.scan_ort_bridge import register_ort_scan_op
 
     model, result = exported
     options = ort.SessionOptions()

@@ -504,7 +504,9 @@ def test_a_timing_cache_from_another_gpu_is_refused(tmp_path, fakes, plugin):
 
 def test_a_shape_tensorrt_refuses_is_an_error_not_the_previous_shape(tmp_path, fakes, plugin):
     trt, _ = fakes
-    model = tensorrt_runner.TensorRTRunner(engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
+    model = tensorrt_runner.TensorRTRunner(
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine
+    )
     model.run(np.zeros((1, 3, 4, 4), np.float32))
     trt.Context.refused = {(3, 3, 4, 4)}
     with pytest.raises(tensorrt_libs.TensorRTError, match=r"refused input shape \(3, 3, 4, 4\) for image"):
@@ -530,12 +532,16 @@ def test_too_little_gpu_memory_for_the_profile_is_one_line(tmp_path, fakes, plug
     _, cuda = fakes
     result = engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4)
     cuda.device_bytes = 100  # less than the buffers of batch 4
-    with pytest.raises(tensorrt_libs.TensorRTError, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "):
+    with pytest.raises(
+        tensorrt_libs.TensorRTError, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "
+    ):
         tensorrt_runner.TensorRTRunner(result.engine)
 
 
 def test_non_finite_input_is_refused(tmp_path, fakes, plugin):
-    model = tensorrt_runner.TensorRTRunner(engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine)
+    model = tensorrt_runner.TensorRTRunner(
+        engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin).engine
+    )
     image = np.zeros((1, 3, 4, 4), np.float32)
     image[0, 0, 0, 0] = np.inf
     with pytest.raises(tensorrt_libs.TensorRTError, match="1 NaN or infinite values"):

@@ -31,11 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from handssca.errors import HandSSCAError
 from handssca.runtime.scan_node import scan_shapes
 
 BACKENDS = ("cpu-kernel", "mamba-ssm", "cuda-kernel", "reference")
 _ENV_VAR = "HANDSSCA_SCAN_BACKEND"
 _forced_backend: str | None = None
+
+
+class ScanBackendError(HandSSCAError, ValueError, RuntimeError):
+    """A selective-scan backend that does not exist, or is not available on the device."""
 
 
 def selective_scan_ref(
@@ -144,13 +149,13 @@ def scan_backend(device: torch.device | str) -> str:
     if forced == "auto":
         return available[0]
     if forced not in BACKENDS:
-        raise ValueError(f"{_ENV_VAR}={forced!r}: expected 'auto' or one of {', '.join(BACKENDS)}")
+        raise ScanBackendError(f"{_ENV_VAR}={forced!r}: expected 'auto' or one of {', '.join(BACKENDS)}")
     if forced == "cuda-kernel" and torch.device(device).type == "cuda" and forced not in available:
         from .cuda_kernel import require_cuda_kernel
 
         require_cuda_kernel()  # raises the precise reason (unset, missing or unloadable library)
     if forced not in available:
-        raise RuntimeError(
+        raise ScanBackendError(
             f"selective-scan backend {forced!r} is not available on {torch.device(device)} "
             f"(available: {', '.join(available)})"
         )
@@ -183,7 +188,7 @@ def use_scan_backend(name: str) -> Iterator[None]:
     """Force one implementation inside the block ('auto' restores the automatic choice)."""
     global _forced_backend
     if name != "auto" and name not in BACKENDS:
-        raise ValueError(f"unknown selective-scan backend {name!r}; expected 'auto' or {BACKENDS}")
+        raise ScanBackendError(f"unknown selective-scan backend {name!r}; expected 'auto' or {BACKENDS}")
     previous = _forced_backend
     _forced_backend = None if name == "auto" else name
     try:
