@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from hand_photos import mediapipe_tflite  # noqa: E402
 
-from handssca.measure import environment, time_interleaved, write_json  # noqa: E402
+from handssca.measure import environment, stats, time_interleaved, write_json  # noqa: E402
 from handssca.runtime.builtin_hand import build_builtin_hand  # noqa: E402
 from handssca.runtime.hand_finder import LANDMARK_SIZE, HandFinder, letterbox_affine  # noqa: E402
 from handssca.runtime.hand_rects import landmarks_rect, rect_affine  # noqa: E402
@@ -149,7 +149,7 @@ def steady_state(paths: dict[str, Path], frames: int, verify_every: int) -> dict
                 rows[kind]["render"].append((time.perf_counter() - predicted) * 1e3)
     results = {}
     for kind, row in rows.items():
-        finder_ms, network_ms, render_ms = (float(np.mean(row[k])) for k in ("finder", "network", "render"))
+        finder_ms, network_ms, render_ms = (stats(row[k])["mean_ms"] for k in ("finder", "network", "render"))
         results[kind] = {
             "frames": len(row["network"]),
             "network_ms_mean": network_ms,  # crops, the network on both hands, MANO

@@ -16,27 +16,18 @@ Prints a table and writes JSON (environment + every raw timing):
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from handssca.measure import environment, load_average, time_interleaved, time_runner, write_json
+from handssca.measure import environment, load_average, time_models, write_json
 from handssca.runtime import kernel_info, selective_scan_backward, selective_scan_forward
-from handssca.runtime.scan_node import make_scan_inputs
 from handssca.runtime.selective_scan import arithmetic_floor
-
-# (batch, dim, L, N, G) of the two scans in the paper model (input 256, features 256 x 32 x 32).
-SHAPES = {
-    "spatial": (1, 2048, 1024, 16, 4),  # SS2D over H x W: 4 directions x d_inner 512, L = 32 * 32
-    "channel": (1, 128, 8192, 16, 4),  # SS2D over H x C: 4 directions x d_inner 32, L = 32 * 256
-}
-
-
-def make_inputs(shape, seed=0):
-    batch, dim, length, n, g = shape
-    return make_scan_inputs(np.random.default_rng(seed), batch, dim, length, n, g, with_z=False)
+from handssca.scan_bench import ScanImpl, model_scan_shapes, time_scans
+from handssca.training.config import load_model_config
 
 
 def scalar_loop():
@@ -74,79 +65,88 @@ def scalar_loop():
     return run
 
 
-def bench_scans(repeats, with_reference):
+def bench_scans(config, repeats, with_reference):
+    """Both scans of ``config``'s model: the kernel forward (interleaved with its floor, and on one
+    thread), backward, the scalar loop and the torch reference, on the same inputs."""
     baseline = scalar_loop()
-    results = {}
-    for name, shape in SHAPES.items():
-        x = make_inputs(shape)
-        row = {"shape": dict(zip(("batch", "dim", "L", "N", "G"), shape, strict=True)), "timings": {}, "notes": []}
-        out = selective_scan_forward(**x, delta_softplus=True)
-        timed = time_interleaved(
-            {
-                "kernel_forward": lambda x=x: selective_scan_forward(**x, delta_softplus=True),
-                "floor_exp_recurrence": lambda shape=shape: arithmetic_floor(shape[0] * shape[1], shape[2]),
-            },
-            1,
-            repeats,
-        )
-        row["timings"].update(timed)
-        forward, floor = timed["kernel_forward"], timed["floor_exp_recurrence"]
-        row["forward_over_floor"] = forward["median_ms"] / floor["median_ms"]
-        row["timings"]["kernel_forward_1thread"] = time_runner(
-            lambda x=x: selective_scan_forward(**x, delta_softplus=True, num_threads=1), 1, repeats
-        )
-        dout = np.ones_like(out)
-        row["timings"]["kernel_backward"] = time_runner(
-            lambda x=x, dout=dout: selective_scan_backward(dout, **x, delta_softplus=True), 1, max(3, repeats // 2)
-        )
+
+    def forward(**options):
+        return lambda x: functools.partial(selective_scan_forward, **x, delta_softplus=True, **options)
+
+    def backward(x):
+        dout = np.ones_like(x["u"])
+        return functools.partial(selective_scan_backward, dout, **x, delta_softplus=True)
+
+    def floor(x):
+        batch, dim, length = x["u"].shape
+        return functools.partial(arithmetic_floor, batch * dim, length)
+
+    implementations = {
+        # Two warm-up calls each: the kernel's threads start on its first.
+        "kernel_forward": ScanImpl(forward(), 2, repeats),
+        "floor_exp_recurrence": ScanImpl(floor, 2, repeats),
+        "kernel_forward_1thread": ScanImpl(forward(num_threads=1), 1, repeats),
+        "kernel_backward": ScanImpl(backward, 1, max(3, repeats // 2)),
+    }
+    if baseline is not None:  # its first call compiles it: one more untimed
+        implementations["scalar_loop"] = ScanImpl(lambda x: functools.partial(baseline, x), 2, max(3, repeats // 3))
+    if with_reference:
+        import torch
+
+        from handssca.ops import selective_scan_ref
+
+        def reference(x):
+            t = {k: None if v is None else torch.from_numpy(v) for k, v in x.items()}
+            return functools.partial(selective_scan_ref, **t, delta_softplus=True)
+
+        implementations["torch_reference"] = ScanImpl(reference, 0, 2, context=torch.inference_mode)
+
+    def after(inputs, calls, timings):
+        row = {"notes": [], "forward_over_floor": timings["kernel_forward"]["median_ms"]
+               / timings["floor_exp_recurrence"]["median_ms"]}  # fmt: skip
         if baseline is not None:
-            reference_out = baseline(x)
-            row["timings"]["scalar_loop"] = time_runner(lambda x=x: baseline(x), 1, max(3, repeats // 3))
-            row["max_abs_diff_vs_scalar_loop"] = float(np.abs(out - reference_out).max())
+            row["max_abs_diff_vs_scalar_loop"] = float(np.abs(calls["kernel_forward"]() - calls["scalar_loop"]()).max())
         else:
             row["notes"].append("scalar loop skipped: numba is not installed (pip install 'handssca[dev]')")
-        if with_reference:
-            import torch
+        return row
 
-            from handssca.ops import selective_scan_ref
-
-            t = {k: None if v is None else torch.from_numpy(v) for k, v in x.items()}
-            with torch.inference_mode():
-                row["timings"]["torch_reference"] = time_runner(
-                    lambda t=t: selective_scan_ref(**t, delta_softplus=True), 0, 2
-                )
-        results[name] = row
-    return results
+    rows = time_scans(
+        model_scan_shapes(config), implementations, interleaved=("kernel_forward", "floor_exp_recurrence"), after=after
+    )
+    return {row.pop("scan"): row for row in rows}
 
 
-def bench_model(repeats):
-    """A full paper-size forward pass (batch 1) with the kernel; the scans' share of it."""
+def bench_model(config, repeats):
+    """A full forward pass (batch 1) with the kernel; the scans' share of it."""
     import torch
 
     from handssca.models import HandSSCA
 
     torch.manual_seed(0)
-    model = HandSSCA().eval()
-    image = torch.randn(1, 3, 256, 256)
+    model = HandSSCA(config).eval()
+    image = torch.randn(1, 3, config.input_size, config.input_size)
     with torch.inference_mode():
-        timing = time_runner(lambda: model(image), 2, repeats)
+        timing = time_models({"forward": model}, image, 2, repeats)["forward"]
     return {"forward_batch1": timing, "threads": torch.get_num_threads()}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--config", help="model config YAML whose scans to time (default: the paper's model)")
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) torch reference")
     parser.add_argument("--no-model", action="store_true", help="skip the full-model forward pass")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selective_scan_cpu.json"))
     args = parser.parse_args(argv)
+    config = load_model_config(args.config, {})
 
     report = {
         "environment": environment(kernel=kernel_info()),
-        "scans": bench_scans(args.repeats, not args.no_reference),
+        "model_config": config.to_dict(),
+        "scans": bench_scans(config, args.repeats, not args.no_reference),
     }
     if not args.no_model:
-        report["model"] = bench_model(args.repeats)
+        report["model"] = bench_model(config, args.repeats)
 
     print(
         f"CPU selective scan, {report['environment']['cpu']} ({', '.join(report['environment']['cpu_features'])}), "

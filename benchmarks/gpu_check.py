@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCAN_SHAPES = {"spatial": (2048, 1024, 16, 4), "channel": (128, 8192, 16, 4)}  # (dim, L, N, G) of the model
 
 
 def ensure_package() -> None:
@@ -76,55 +75,60 @@ def relative_difference(got, expected) -> float:
     return float((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-12))
 
 
-def check_scans(kernel, batches, runs) -> list[dict]:
-    import numpy as np
+def check_scans(kernel, config, batches, runs) -> list[dict]:
+    """The scans of ``config``'s model at each batch: ours (own plan and unsplit), the reference,
+    mamba-ssm where installed; CUDA-event timings and the largest relative difference."""
     import torch
 
-    from handssca.measure import time_runner
     from handssca.ops import available_backends, selective_scan_ref
-    from handssca.runtime.scan_node import make_scan_inputs
+    from handssca.scan_bench import ScanImpl, model_scan_shapes, time_scans
 
-    mamba = None
+    def on_gpu(function, *tail, **options):
+        def bind(x):
+            t = {k: torch.from_numpy(v).cuda() for k, v in x.items() if v is not None}
+            ordered = [t[k] for k in ("u", "delta", "A", "B", "C", "D")]
+            return functools.partial(function, *ordered, *tail, t["delta_bias"], True, **options)
+
+        return bind
+
+    implementations = {
+        "ours": ScanImpl(on_gpu(kernel), 2, runs, cuda=True),
+        "ours-unsplit": ScanImpl(on_gpu(kernel, segments=1), 2, runs, cuda=True),
+        "reference": ScanImpl(on_gpu(selective_scan_ref, None), 2, max(3, runs // 10), cuda=True),
+    }
     if "mamba-ssm" in available_backends("cuda"):
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba
 
+        implementations["mamba-ssm"] = ScanImpl(on_gpu(mamba, None), 2, runs, cuda=True)
+
+    def parity(inputs, calls, timings):
+        expected = calls["reference"]()
+        return {"max_rel_diff": {label: relative_difference(call(), expected) for label, call in calls.items()}}
+
+    with torch.inference_mode():
+        scans = time_scans(model_scan_shapes(config), implementations, batches=batches, after=parity)
     rows = []
-    for name, (dim, length, dstate, groups) in SCAN_SHAPES.items():
-        for batch in batches:
-            x = make_scan_inputs(np.random.default_rng(0), batch, dim, length, dstate, groups, with_z=False)
-            x = {k: torch.from_numpy(v).cuda() for k, v in x.items() if v is not None}
-            ordered = [x[k] for k in ("u", "delta", "A", "B", "C", "D")]
-            with torch.inference_mode():
-                expected = selective_scan_ref(*ordered, None, x["delta_bias"], True)
-                kernel_args = (*ordered, x["delta_bias"], True)
-                calls = {
-                    "ours": functools.partial(kernel, *kernel_args),
-                    "ours-unsplit": functools.partial(kernel, *kernel_args, segments=1),
-                    "reference": functools.partial(selective_scan_ref, *ordered, None, x["delta_bias"], True),
-                }
-                if mamba is not None:
-                    calls["mamba-ssm"] = functools.partial(mamba, *ordered, None, x["delta_bias"], True)
-                for label, call in calls.items():
-                    timing = time_runner(call, 2, runs if label != "reference" else max(3, runs // 10), cuda=True)
-                    timing.pop("samples_ms")
-                    rows.append({"scan": name, "batch": batch, "impl": label, **timing,
-                                 "max_rel_diff": relative_difference(call(), expected)})  # fmt: skip
+    for scan in scans:
+        for label, timing in scan["timings"].items():
+            timing.pop("samples_ms")
+            rows.append({"scan": scan["scan"], "batch": scan["shape"]["batch"], "impl": label, **timing,
+                         "max_rel_diff": scan["max_rel_diff"][label]})  # fmt: skip
     return rows
 
 
-def check_model(batches, precisions, runs) -> list[dict]:
+def check_model(config, batches, precisions, runs) -> list[dict]:
     import torch
 
-    from handssca.measure import time_runner
-    from handssca.models import HandSSCA, HandSSCAConfig
+    from handssca.measure import random_images, time_models
+    from handssca.models import HandSSCA
     from handssca.ops import available_backends, use_scan_backend
 
     torch.manual_seed(0)
-    fp32 = HandSSCA(HandSSCAConfig()).cuda().eval()
+    fp32 = HandSSCA(config).cuda().eval()
     backends = [b for b in ("cuda-kernel", "mamba-ssm") if b in available_backends("cuda")] + ["reference"]
     rows = []
     for batch in batches:
-        image = torch.randn(batch, 3, fp32.config.input_size, fp32.config.input_size, device="cuda")
+        image = torch.from_numpy(random_images(batch, config.input_size)).cuda()
         with torch.inference_mode(), use_scan_backend("reference"):
             expected = fp32(image)
         for precision in precisions:
@@ -134,14 +138,14 @@ def check_model(batches, precisions, runs) -> list[dict]:
             cast = image if precision == "fp32" else image.half()
             for backend in backends:
                 with torch.inference_mode(), use_scan_backend(backend):
-                    timing = time_runner(
-                        functools.partial(net, cast), 3, runs if backend != "reference" else 3, cuda=True
-                    )
+                    rounds = runs if backend != "reference" else 3
+                    timing = time_models({backend: net}, cast, 3, rounds, cuda={backend})[backend]
                     outputs = net(cast)
                 timing.pop("samples_ms")
+                images_per_s = timing.pop("throughput_img_s")
                 parity = {key: relative_difference(outputs[key], expected[key]) for key in expected}
                 rows.append({"batch": batch, "precision": precision, "scan": backend, **timing,
-                             "images_per_s": batch / timing["median_ms"] * 1e3,
+                             "images_per_s": images_per_s,
                              "max_rel_diff_vs_fp32_reference": max(parity.values()), "parity": parity})  # fmt: skip
     return rows
 
@@ -183,6 +187,7 @@ def main(argv=None) -> int:
         return 1
     ensure_package()
     from handssca.measure import environment
+    from handssca.models import HandSSCAConfig
     from handssca.ops.cuda_kernel import CudaScanKernel
     from handssca.runtime.files import write_atomically
 
@@ -192,8 +197,9 @@ def main(argv=None) -> int:
     report = {"environment": environment(), "build": build, "library": str(library)}
     report["tests"] = {"summary": "skipped (--skip-tests)"} if args.skip_tests else run_gpu_tests(library)
     print(f"GPU tests: {report['tests']['summary']}")
-    report["scans"] = check_scans(CudaScanKernel(library), args.batches, args.runs)
-    report["model"] = check_model(args.batches, ("fp32", "fp16"), args.runs)
+    config = HandSSCAConfig()  # the paper's model: its scans' shapes and the network timed whole
+    report["scans"] = check_scans(CudaScanKernel(library), config, args.batches, args.runs)
+    report["model"] = check_model(config, args.batches, ("fp32", "fp16"), args.runs)
     table = format_check_table(report)
     gpu = re.sub(r"[^A-Za-z0-9._-]+", "_", report["environment"].get("gpu") or "gpu").strip("_")
     out = args.out or ROOT / "benchmarks" / "results" / "gpu_check" / gpu

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from handssca.measure import environment, load_average, time_interleaved, time_runner
+from handssca.errors import HandSSCAError
+from handssca.measure import environment, load_average, random_images, stats, time_models, time_runner
 from handssca.models import TorchRunner
 from handssca.runtime.files import check_writable, write_atomically
 
@@ -143,17 +143,19 @@ def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
     from handssca.runtime.tensorrt_libs import TensorRTError, import_tensorrt
     from handssca.runtime.tensorrt_runner import TensorRTRunner
 
+    variants = {precision: v for precision, v in (("fp32", "custom"), ("fp16", "fp16")) if v in files}
+    try:
+        import_tensorrt()
+    except TensorRTError:  # import_tensorrt raises it only when the import fails: that is the reason
+        return [Backend("tensorrt", precision, skipped="TensorRT is not installed") for precision in variants]
     rows = []
-    for precision, variant in (("fp32", "custom"), ("fp16", "fp16")):
-        if variant not in files:
-            continue
+    for precision, variant in variants.items():
         try:
-            import_tensorrt()
             engine = workdir / f"handssca_{precision}.engine"
             build_engine(files[variant], engine, min_batch=1, opt_batch=1, max_batch=32)
             rows.append(Backend("tensorrt", precision, TensorRTRunner(engine), size_mb=engine.stat().st_size / 2**20))
         except TensorRTError as exc:
-            rows.append(Backend("tensorrt", precision, skipped=str(exc).split(": on a machine")[0]))
+            rows.append(Backend("tensorrt", precision, skipped=str(exc)))
     return rows
 
 
@@ -174,7 +176,7 @@ def mesh_outputs(outputs: dict[str, np.ndarray], mano, fingertip_ids, size: int)
 def parity(backends: list[Backend], mano, fingertip_ids, size: int, seed: int = 0) -> dict:
     from handssca.runtime.compare import compare_models
 
-    image = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
+    image = random_images(2, size, seed)
     active = {f"{b.name}:{b.precision}": b for b in backends if b.runner is not None}
     functions = {
         key: (lambda images, b=b: mesh_outputs(b.runner.run(images), mano, fingertip_ids, size))
@@ -194,61 +196,64 @@ def end_to_end(backend: Backend, mano, fingertip_ids, runs: int) -> dict:
     predictor = HandMeshPredictor(backend.runner, mano, fingertip_ids)
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
-    stages: dict[str, list[float]] = {"crop_ms": [], "engine_ms": [], "mano_ms": [], "post_ms": [], "total_ms": []}
-    for i in range(runs + 1):
-        start = time.perf_counter()
+    seen: list[dict[str, float]] = []
+
+    def predict():
         predictor.predict(frame, [(200, 120, 440, 360)], K=K)
-        total = (time.perf_counter() - start) * 1e3
-        if i == 0:
-            continue  # warm-up
-        for key in ("crop_ms", "engine_ms", "mano_ms"):
-            stages[key].append(predictor.timings[key])
-        stages["post_ms"].append(total - sum(predictor.timings.values()))
-        stages["total_ms"].append(total)
-    return {k: statistics.median(v) for k, v in stages.items()}
+        seen.append(predictor.timings)
+
+    total = time_runner(predict, 1, runs)["samples_ms"]
+    seen = seen[1:]  # not the warm-up's
+    stages = {key: [s[key] for s in seen] for key in ("crop_ms", "engine_ms", "mano_ms")}
+    stages["post_ms"] = [t - sum(s.values()) for t, s in zip(total, seen, strict=True)]
+    stages["total_ms"] = total
+    return {k: stats(v)["median_ms"] for k, v in stages.items()}
+
+
+@contextlib.contextmanager
+def _forced_scan(backend: str | None):
+    """Inference mode, with the selective scan forced to ``backend`` when one is named."""
+    from handssca.ops import use_scan_backend
+
+    forced = use_scan_backend(backend) if backend else contextlib.nullcontext()
+    with torch.inference_mode(), forced:
+        yield
 
 
 def scan_microbenchmark(config, runs: int) -> dict:
-    """The two scans at the model's shapes: torch reference, CPU kernel, CUDA kernels when here."""
-    from handssca.ops import available_backends, selective_scan, selective_scan_ref, use_scan_backend
+    """The scans at the model's shapes: torch reference, CPU kernel, CUDA kernels when here."""
+    from handssca.ops import available_backends, selective_scan, selective_scan_ref
     from handssca.runtime import selective_scan_forward
-    from handssca.runtime.scan_node import make_scan_inputs
+    from handssca.scan_bench import ScanImpl, model_scan_shapes, time_scans
 
-    s = config.feature_size
-    c = config.fpn_channels
-    shapes = {
-        "spatial": (1, 4 * config.spatial_expand * c, s * s, config.d_state, 4),
-        "channel": (1, 4 * config.channel_expand * s, s * c, config.d_state, 4),
+    def on(device, function):
+        def bind(x):
+            t = {k: torch.from_numpy(v).to(device) for k, v in x.items() if v is not None}
+            return functools.partial(function, **t, delta_softplus=True)
+
+        return bind
+
+    implementations: dict[str, ScanImpl | str] = {
+        "cpu-kernel": ScanImpl(lambda x: functools.partial(selective_scan_forward, **x, delta_softplus=True), 1, runs),
+        "torch-reference-cpu": ScanImpl(
+            on("cpu", selective_scan_ref), 0, max(1, runs // 5), context=functools.partial(_forced_scan, None)
+        ),
     }
-    rows = {}
-    rng = np.random.default_rng(0)
-    for name, (b, d, length, n, g) in shapes.items():
-        x = make_scan_inputs(rng, b, d, length, n, g, with_z=False)
-        t = {k: torch.from_numpy(v) for k, v in x.items() if v is not None}
-        row = {"shape": {"batch": b, "dim": d, "L": length, "N": n, "G": g}}
-        row["cpu-kernel"] = time_runner(lambda x=x: selective_scan_forward(**x, delta_softplus=True), 1, runs)
-        with torch.inference_mode():
-            row["torch-reference-cpu"] = time_runner(
-                lambda t=t: selective_scan_ref(**t, delta_softplus=True), 0, max(1, runs // 5)
+    cuda = {"torch-reference-cuda": "reference", "mamba-ssm-cuda": "mamba-ssm", "handssca-cuda-kernel": "cuda-kernel"}
+    reasons = {"mamba-ssm": "mamba-ssm is not installed ([cuda])",
+               "cuda-kernel": "$HANDSSCA_CUDA_KERNEL is not set to the kernel library"}  # fmt: skip
+    available = available_backends("cuda") if torch.cuda.is_available() else None
+    for key, backend in cuda.items():
+        if available is None:
+            implementations[key] = "no CUDA GPU on this machine"
+        elif backend not in available:
+            implementations[key] = reasons[backend]
+        else:
+            implementations[key] = ScanImpl(
+                on("cuda", selective_scan), 3, runs, cuda=True, context=functools.partial(_forced_scan, backend)
             )
-        if not torch.cuda.is_available():
-            for key in ("torch-reference-cuda", "mamba-ssm-cuda", "handssca-cuda-kernel"):
-                row[key] = {"skipped": "no CUDA GPU on this machine"}
-            rows[name] = row
-            continue
-        tc = {k: v.cuda() for k, v in t.items()}
-        available = available_backends("cuda")
-        reasons = {"mamba-ssm": "mamba-ssm is not installed ([cuda])",
-                   "cuda-kernel": "$HANDSSCA_CUDA_KERNEL is not set to the kernel library"}  # fmt: skip
-        for key, backend in (("torch-reference-cuda", "reference"), ("mamba-ssm-cuda", "mamba-ssm"),
-                             ("handssca-cuda-kernel", "cuda-kernel")):  # fmt: skip
-            if backend not in available:
-                row[key] = {"skipped": reasons[backend]}
-                continue
-            with torch.inference_mode(), use_scan_backend(backend):
-                row[key] = time_runner(lambda tc=tc: selective_scan(**tc, delta_softplus=True), 3, runs, cuda=True)
-        rows[name] = row
-    return rows
+    rows = time_scans(model_scan_shapes(config), implementations)
+    return {row["scan"]: {"shape": row["shape"], **row["timings"]} for row in rows}
 
 
 def _save_figure(fig, path: Path) -> Path:
@@ -426,14 +431,11 @@ def run_bench(
             # Every backend in turn within each round, so machine noise hits all alike: the
             # ratios between rows are measured side by side.
             for batch in tqdm(batches, desc="timing (interleaved)", unit="batch", disable=not show_progress):
-                images = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
-                calls = {id(b): (lambda b=b, x=images: b.runner.run(x)) for b in active}
+                runners = {id(b): b.runner.run for b in active}
                 cuda = {id(b) for b in active if b.cuda}
-                timings = time_interleaved(calls, warmup, max(3, runs // batch), cuda=cuda)
+                timings = time_models(runners, random_images(batch, size), warmup, max(3, runs // batch), cuda=cuda)
                 for backend in active:
-                    timing = timings[id(backend)]
-                    timing["throughput_img_s"] = 1e3 * batch / timing["median_ms"]
-                    backend.results["latency"][str(batch)] = timing
+                    backend.results["latency"][str(batch)] = timings[id(backend)]
             for backend in active:
                 backend.results["end_to_end_ms"] = end_to_end(backend, mano, fingertip_ids, max(3, runs // 2))
             report["environment"]["load_average_after_timing"] = load_average()
@@ -461,6 +463,52 @@ def run_bench(
         write_atomically(out / "bench.json", json.dumps(report, indent=2, default=float).encode())
         write_atomically(out / "table.txt", (summary_text(report) + "\n").encode())
         return report
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """``handssca bench``: which network, the batch sweep and runs, what else to compare, where to write."""
+
+    output: str = "bench_results"
+    checkpoint: str | None = None  # trained weights (None: the untrained network of ``config``)
+    config: str | None = None  # a YAML file with a 'model:' section (None: the paper's model)
+    input_size: int | None = None
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    runs: int = 20
+    compile_model: bool = False  # also time torch.compile (slow to compile on a CPU)
+    data_root: str | None = None  # a FreiHAND-layout folder: the official metrics per backend too
+    data_samples: int = 64
+    int8_images: int = 32  # synthetic hands to calibrate the int8 row with (0: no int8 row)
+
+
+MAX_BATCH = 256  # beyond it a CPU sweep runs for hours and the activations outgrow the machine
+
+
+class BenchError(HandSSCAError, ValueError):
+    """A benchmark that cannot be run as asked."""
+
+
+def run_bench_command(options: BenchOptions) -> list[str]:
+    """``handssca bench``: ``run_bench`` with ``options``; the table and what was written."""
+    from handssca.training.config import load_model_config
+
+    largest = max(options.batches)
+    if largest > MAX_BATCH:
+        size = options.input_size or 256
+        gib = largest * 3 * size * size * 4 / 2**30
+        raise BenchError(
+            f"--batches {largest}: at most {MAX_BATCH} (batch {largest} needs {gib:.1f} GiB for its input images "
+            "alone, and many times that for the network's activations)"
+        )
+
+    config = None if options.checkpoint else load_model_config(options.config, {"input_size": options.input_size})
+    out = Path(options.output)
+    report = run_bench(
+        out, model_config=config, checkpoint=options.checkpoint, batches=options.batches, runs=options.runs,
+        compile_model=options.compile_model, data_root=options.data_root, data_samples=options.data_samples,
+        int8_images=options.int8_images,
+    )  # fmt: skip
+    return [summary_text(report), f"wrote {out / 'bench.json'}, table.txt and {', '.join(report['plots'])}"]
 
 
 def summary_text(report: dict) -> str:

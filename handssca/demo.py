@@ -74,7 +74,7 @@ def show_finder(predictor, out: Path, frames: int) -> dict:
     }
 
 
-def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) -> Path:
+def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0, quick: bool = False) -> Path:
     import torch
 
     from handssca.errors import HandSSCAError
@@ -91,6 +91,7 @@ def run_demo(out: Path, frames: int = 48, seed: int = 0, quick: bool = False) ->
     from handssca.runtime.webcam import WebcamOptions, run_webcam
     from handssca.training.synthetic import render_sequence
 
+    out = Path(out)
     check_writable(out / "report.md")  # a read-only folder or a file in the way: one line, before the work
     frames = 12 if quick else frames
     print(f"[1/7] hand model: {STAND_IN_NOTE}")

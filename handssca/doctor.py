@@ -12,6 +12,7 @@ working); the command fails only on broken items.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -258,3 +259,10 @@ def format_findings(findings: list[Finding]) -> str:
 
 def as_json(findings: list[Finding]) -> list[dict]:
     return [asdict(f) for f in findings]
+
+
+def doctor_report(json_output: bool = False) -> tuple[str, bool]:
+    """``handssca doctor``: (the findings as a table or JSON, whether anything is broken)."""
+    findings = diagnose()
+    text = json.dumps(as_json(findings), indent=2) if json_output else format_findings(findings)
+    return text, any(f.status == "broken" for f in findings)

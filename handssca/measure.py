@@ -1,5 +1,8 @@
 """Timing, and the machine it ran on: the one place ``handssca bench``, the benchmark scripts,
-the demo, ``benchmarks/gpu_check.py`` and ``handssca doctor`` take them from.
+the demo, ``benchmarks/gpu_check.py``, the serving load test and ``handssca doctor`` take them
+from. ``stats`` is the one summary of timings; ``time_runner`` and ``time_interleaved`` the
+timing loops; ``time_models`` the model benchmark (runners on one batch, interleaved). The
+selective-scan micro-benchmark is ``handssca.scan_bench``.
 
 Every published figure names its machine (CPU model and instruction sets, GPU) because the
 machines here differ between sessions; ``environment()`` is that record. Imports torch only when
@@ -117,10 +120,16 @@ def time_runner(run: Callable[[], object], warmup: int, runs: int, cuda: bool = 
     return stats([_time_call(run, cuda) for _ in range(runs)])
 
 
-def time_interleaved(runs: dict[str, Callable[[], object]], warmup: int, rounds: int, cuda=()) -> dict[str, dict]:
+def time_interleaved(
+    runs: dict[str, Callable[[], object]],
+    warmup: int,
+    rounds: int,
+    cuda=(),
+    after_round: Callable[[], object] | None = None,
+) -> dict[str, dict]:
     """``stats`` per name of ``rounds`` rounds in which every call runs once in turn, so that a slow
     spell of a shared machine hits all of them alike: the way to measure ratios between them.
-    Names in ``cuda`` are timed with CUDA events."""
+    Names in ``cuda`` are timed with CUDA events; ``after_round``, untimed, ends each round."""
     for run in runs.values():
         for _ in range(warmup):
             run()
@@ -128,7 +137,33 @@ def time_interleaved(runs: dict[str, Callable[[], object]], warmup: int, rounds:
     for _ in range(rounds):
         for name, run in runs.items():
             samples[name].append(_time_call(run, name in cuda))
+        if after_round is not None:
+            after_round()
     return {name: stats(values) for name, values in samples.items()}
+
+
+def random_images(batch: int, size: int, seed: int | None = None) -> np.ndarray:
+    """A (batch, 3, size, size) float32 batch of standard-normal "images"; seeded by the batch
+    unless ``seed`` is given, so that every model benchmark times the same inputs."""
+    rng = np.random.default_rng(batch if seed is None else seed)
+    return rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+def time_models(
+    runners: dict[str, Callable[[object], object]],
+    images,
+    warmup: int,
+    rounds: int,
+    cuda=(),
+    after_round: Callable[[], object] | None = None,
+) -> dict[str, dict]:
+    """The model benchmark: every runner (a callable on a batch) on ``images``, interleaved
+    (``time_interleaved``), each timing with its ``throughput_img_s``."""
+    calls = {name: (lambda run=run: run(images)) for name, run in runners.items()}
+    timings = time_interleaved(calls, warmup, rounds, cuda=cuda, after_round=after_round)
+    for timing in timings.values():
+        timing["throughput_img_s"] = 1e3 * len(images) / timing["median_ms"]
+    return timings
 
 
 def write_json(path: str | Path, data: dict) -> Path:

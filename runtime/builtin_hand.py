@@ -244,19 +244,7 @@ def build_builtin_hand() -> tuple[ManoModel, tuple[int, ...]]:
     return model, model.fingertip_ids
 
 
-def save_builtin_hand(path: str | Path) -> Path:
+def save_builtin_hand(path: str | Path = "builtin_hand.npz") -> Path:
     """Writes the stand-in hand as a MANO-format .npz (with its fingertip ids and the stand-in note)."""
     model, _ = build_builtin_hand()
     return save_mano_npz(model, path)
-
-
-def load_hand_model(source: str | Path | None, fingertips: str = "smplx") -> tuple[ManoModel, tuple[int, ...], str]:
-    """(model, fingertip ids, label) for a command's ``--mano``: a MANO .pkl/.npz path, or
-    None / "builtin" for the stand-in hand. Raises ManoFileError for a bad file."""
-    from .mano import FINGERTIP_IDS, load_mano
-
-    if source is None or str(source) == "builtin":
-        model, fingertip_ids = build_builtin_hand()
-        return model, fingertip_ids, STAND_IN_NOTE
-    model = load_mano(source)
-    return model, model.fingertip_ids or FINGERTIP_IDS[fingertips], model.note or Path(source).name

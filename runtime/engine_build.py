@@ -75,10 +75,16 @@ class BuildResult:
     trtexec: str
     seconds: float
 
+    def lines(self) -> list[str]:
+        return [
+            f"wrote {self.engine} and {self.sidecar} in {self.seconds:.0f} s",
+            f"the same with trtexec: {self.trtexec}",
+        ]
+
 
 def build_engine(
     onnx_path: str | Path,
-    engine_path: str | Path,
+    engine_path: str | Path | None = None,
     *,
     plugin: str | Path | None = None,
     min_batch: int = 1,
@@ -87,8 +93,10 @@ def build_engine(
     workspace_mib: int = 2048,
     timing_cache: str | Path | None = None,
 ) -> BuildResult:
-    """ONNX -> serialized TensorRT engine (precision from the graph: export fp16 for fp16)."""
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    """ONNX -> serialized TensorRT engine (precision from the graph: export fp16 for fp16), written
+    to ``engine_path`` (default: the ONNX file's name with .engine)."""
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
     file = read_onnx(onnx_path, error=TensorRTError)
     plugin = find_plugin_library(plugin)
     trt = import_tensorrt()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import struct
 import tempfile
 from pathlib import Path
 
@@ -64,6 +66,8 @@ def check_writable(path: str | Path) -> Path:
     after it: its folder is made if missing and a temporary file is created in it and removed.
     OutputError naming the path otherwise (read-only, full, not a folder, no permission)."""
     path = Path(path)
+    if path.is_dir():  # os.replace onto it would fail only after the work
+        raise OutputError(f"{path}: is a folder; give a file name to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
@@ -85,7 +89,7 @@ def list_images(items) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
+        elif path.exists():  # a file, or something that is not one: read_image says which
             paths.append(path)
         else:
             raise HandSSCAError(f"{path}: no such image or folder")
@@ -108,24 +112,160 @@ class UnreadableImage(HandSSCAError, ValueError):
     Loaders catch it to count the sample out and name it."""
 
 
+# What read_image takes, checked before anything is decoded or read whole: a few hundred bytes can
+# declare an image of gigabytes (a decompression bomb), and a folder entry can be a device or a fifo.
+MAX_IMAGE_PIXELS = 64_000_000  # 64 megapixels (8000 x 8000): 192 MB decoded as BGR
+MAX_IMAGE_BYTES = 256 << 20  # 256 MiB of file: a 64-megapixel uncompressed BMP with alpha fits
+IMAGE_FORMATS = "PNG, JPEG, BMP, WebP, TIFF or GIF"  # the formats whose declared size image_size reads
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a fifo",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _regular_file_bytes(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file (after following links) of at most
+    MAX_IMAGE_BYTES; UnreadableImage naming it otherwise. A fifo is never opened (that blocks), a
+    device never read (/dev/zero has no end)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+            if path.is_symlink():
+                kind += f", linked to {os.path.realpath(path)}"
+            raise UnreadableImage(f"{path}: not a regular file ({kind}), not read")
+        if info.st_size > MAX_IMAGE_BYTES:
+            limit = f"the {MAX_IMAGE_BYTES >> 20} MiB an image file may have"
+            raise UnreadableImage(f"{path}: {info.st_size} bytes, more than {limit}; not read")
+        # O_NONBLOCK: should it have become a fifo since the stat, opening it does not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UnreadableImage(f"{path}: not a regular file (it changed while being opened), not read")
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as exc:
+        raise UnreadableImage(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if len(data) > MAX_IMAGE_BYTES:  # grew since the stat
+        raise UnreadableImage(f"{path}: more than the {MAX_IMAGE_BYTES >> 20} MiB an image file may have; not read")
+    return data
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """The (width, height) an image file's header declares, read without decoding anything; None
+    for a format other than PNG, JPEG, BMP, WebP, TIFF or GIF, or a header too short to say."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", data[16:24]) if data[12:16] == b"IHDR" else None
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        if data[:2] == b"BM":
+            if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
+                return struct.unpack("<HH", data[18:22])
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)  # a negative height: stored top-down
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _tiff_size(data)
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", data[6:10])
+    except struct.error:  # cut off inside the header
+        return None
+    return None
+
+
+# Start of frame markers (baseline, progressive, lossless, arithmetic): all but DHT, JPG and DAC.
+_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        elif marker in (0xD9, 0xDA):  # the end, or the scan, before any frame header
+            return None
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        else:
+            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and data[20:21] == b"\x2f":
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth and ImageLength of a TIFF's (or BigTIFF's) first directory: the page OpenCV reads."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    if big:
+        offset = struct.unpack(order + "Q", data[8:16])[0]
+        count, first, size = struct.unpack(order + "Q", data[offset : offset + 8])[0], offset + 8, 20
+    else:
+        offset = struct.unpack(order + "I", data[4:8])[0]
+        count, first, size = struct.unpack(order + "H", data[offset : offset + 2])[0], offset + 2, 12
+    found = {}
+    formats = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+    for k in range(min(count, 4096)):
+        entry = first + k * size
+        tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
+        if tag in (256, 257) and kind in formats:
+            value = entry + (12 if big else 8)
+            found[tag] = struct.unpack(order + formats[kind], data[value : value + struct.calcsize(formats[kind])])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
 def read_image(path: str | Path):
     """The image at ``path`` (H, W, 3 uint8, BGR); UnreadableImage saying why it is not usable.
 
-    A truncated JPEG still decodes (libjpeg fills the rest with grey and only warns), so its end
-    of image marker is checked; likewise a PNG's IEND chunk."""
+    Only a regular file of at most MAX_IMAGE_BYTES is read, and only an image whose header
+    declares at most MAX_IMAGE_PIXELS is decoded (``image_size``). A truncated JPEG still decodes
+    (libjpeg fills the rest with grey and only warns), so its end of image marker is checked;
+    likewise a PNG's IEND chunk."""
     import cv2
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableImage(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    data = _regular_file_bytes(path)
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].rstrip(b"\x00\r\n "):
         raise UnreadableImage(f"{path}: truncated JPEG (no end-of-image marker)")
     if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
         raise UnreadableImage(f"{path}: truncated PNG (no IEND chunk)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
+    size = image_size(data)
+    if size is None:
+        raise UnreadableImage(f"{path}: not a decodable image (not a {IMAGE_FORMATS} file, or its header is cut)")
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UnreadableImage(
+            f"{path}: declares {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), more than "
+            f"the {MAX_IMAGE_PIXELS // 1_000_000} megapixel limit; not decoded"
+        )
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own checks, out of memory ...: one line, never a traceback
+        detail = " ".join(str(exc).split())[-160:]
+        raise UnreadableImage(f"{path}: OpenCV cannot decode it ({detail})") from exc
+    if image is None or image.size == 0:
         raise UnreadableImage(f"{path}: not a decodable image")
     return image
 

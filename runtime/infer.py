@@ -19,6 +19,7 @@ class InferReport:
     written: int = 0  # images with results
     skipped: list[str] = field(default_factory=list)  # "path: reason" for each image left out
     hands: dict[str, list[str]] = field(default_factory=dict)  # image -> the sides of its hands found
+    folder: Path | None = None  # where the overlays, meshes and predictions.json went
 
     def summary_lines(self) -> list[str]:
         """Per image, the hands found ("no hand found" is an outcome, counted); then the totals."""
@@ -29,6 +30,8 @@ class InferReport:
         left_out = f" ({len(self.skipped)} skipped, named above)" if self.skipped else ""
         total = sum(len(s) for s in self.hands.values())
         lines.append(f"{total} hands in {self.written} images{found}{left_out}")
+        if self.folder is not None:
+            lines.append(f"wrote overlays, meshes and predictions.json to {self.folder}")
         return lines
 
 
@@ -39,7 +42,12 @@ def describe_hands(sides: list[str]) -> str:
 
 
 def infer_images(
-    predictor: HandMeshPredictor, items, out: str | Path, box=None, side: str = "right", progress: bool = True
+    predictor: HandMeshPredictor,
+    items,
+    out: str | Path = "handssca_infer",
+    box=None,
+    side: str = "right",
+    progress: bool = True,
 ) -> InferReport:
     """For each image (files, or folders' images): ``<stem>_overlay.png`` (input | meshes and
     skeletons), a mesh per hand, and one ``predictions.json`` for all hands. ``box`` (x0, y0, x1,
@@ -55,7 +63,7 @@ def infer_images(
         raise HandSSCAError("no images to run on")
     out = Path(out)
     names = output_names(paths)
-    report, results = InferReport(), []
+    report, results = InferReport(folder=Path(out)), []
     for path in tqdm(paths, desc="inferring", unit="img", disable=not progress):
         try:
             frame = read_image(path)

@@ -233,19 +233,80 @@ def _read_pickle(path: Path) -> dict:
     return {str(k): _plain(v, str(k)) for k, v in obj.items()}
 
 
-def read_npz(path: Path, error=None) -> dict:
+# What an .npz may declare before any of it is loaded: its .npy headers are read first (a few
+# hundred bytes can declare an array of terabytes, which numpy would allocate to read it).
+MAX_NPZ_ARRAY_BYTES = 64 << 20  # one array (MANO's largest, posedirs, is 2.5 MB)
+MAX_NPZ_BYTES = 256 << 20  # all of a file's arrays together
+# The shapes load_mano takes (None: any length there, within MAX_NPZ_ARRAY_BYTES).
+MANO_NPZ_SHAPES = {
+    "v_template": (NUM_VERTICES, 3), "shapedirs": (NUM_VERTICES, 3, None),
+    "posedirs": (NUM_VERTICES, 3, NUM_POSE_BLEND), "J_regressor": (NUM_JOINTS, NUM_VERTICES),
+    "weights": (NUM_VERTICES, NUM_JOINTS), "kintree_table": (2, NUM_JOINTS), "f": (None, 3),
+    "hands_components": (NUM_HAND_POSE, NUM_HAND_POSE), "hands_mean": (NUM_HAND_POSE,),
+}  # fmt: skip
+
+
+def read_npz(path: Path, error=None, shapes: dict | None = None) -> dict:
     """The arrays of an .npz file, never unpickling; ``error`` (default ManoFileError) naming the
-    file when it is truncated, not an .npz archive, or holds objects."""
+    file when it is truncated, not an .npz archive, or holds objects. Every member's .npy header
+    is read before anything is loaded: an array declaring more than MAX_NPZ_ARRAY_BYTES (or all
+    of them more than MAX_NPZ_BYTES), an object array, or a key of ``shapes`` (key -> shape, None
+    for any length) declaring another shape is refused, naming it and its declared shape."""
     import zipfile
 
     error = error or ManoFileError
     try:
+        with zipfile.ZipFile(path) as archive:
+            _check_npz_headers(path, archive, error, shapes or {})
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
+    except error:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        # np.load reads any non-zip bytes as a pickle and refuses it: say what the file is not.
-        detail = "not a zip archive" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
-        raise error(f"{path}: truncated or not an .npz archive ({detail})") from exc
+        detail = "not a zip archive" if isinstance(exc, zipfile.BadZipFile) else f"{type(exc).__name__}: {exc}"
+        raise error(f"{path}: truncated or not an .npz archive ({' '.join(detail.split())[:160]})") from exc
+
+
+def _check_npz_headers(path: Path, archive, error, shapes: dict) -> None:
+    import math
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    total = 0
+    for info in archive.infolist():
+        key = info.filename.removesuffix(".npy")
+        if info.file_size > MAX_NPZ_ARRAY_BYTES + 65536:  # what the zip says it inflates to
+            raise error(f"{path}: '{key[:80]}' inflates to {info.file_size} bytes, more than an array may have")
+        try:
+            with archive.open(info) as member:
+                version = npy.read_magic(member)
+                if version not in ((1, 0), (2, 0), (3, 0)):
+                    raise ValueError(f".npy version {version[0]}.{version[1]}")
+                # version 3 differs from 2 only in that field names may be UTF-8
+                read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise error(f"{path}: '{key[:80]}' is not a readable .npy array ({detail})") from exc
+        if dtype.hasobject:
+            raise error(f"{path}: '{key[:80]}' holds object arrays (pickles), which are refused")
+        size = math.prod(shape) * dtype.itemsize
+        total += size
+        if size > MAX_NPZ_ARRAY_BYTES:
+            raise error(
+                f"{path}: '{key[:80]}' declares shape {shape} {dtype} ({size} bytes, more than the "
+                f"{MAX_NPZ_ARRAY_BYTES >> 20} MiB an array may have); not loaded"
+            )
+        expected = shapes.get(key)
+        if expected is not None and (
+            len(shape) != len(expected) or any(w not in (None, got) for w, got in zip(expected, shape, strict=True))
+        ):
+            wanted = str(tuple("N" if w is None else w for w in expected)).replace("'", "")
+            raise error(f"{path}: '{key}' declares shape {shape}, expected {wanted}; not loaded")
+    if total > MAX_NPZ_BYTES:
+        limit = f"{MAX_NPZ_BYTES >> 20} MiB"
+        raise error(f"{path}: its arrays declare {total} bytes together, more than {limit}; not loaded")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -326,7 +387,7 @@ def load_mano(path: str | Path) -> ManoModel:
     path = Path(path)
     if not path.is_file():
         raise ManoFileError(f"{path}: MANO file not found (MANO_RIGHT.pkl / MANO_LEFT.pkl or a converted .npz)")
-    raw = read_npz(path) if path.suffix == ".npz" else _read_pickle(path)
+    raw = read_npz(path, shapes=MANO_NPZ_SHAPES) if path.suffix == ".npz" else _read_pickle(path)
     return mano_from_arrays(raw, path)
 
 
@@ -489,3 +550,18 @@ def mano_forward(
         verts = verts + trans
         joints21 = joints21 + trans
     return verts, joints21
+
+
+def convert_mano(source: str | Path, output: str | Path | None = None) -> str:
+    """``handssca mano convert``: the official MANO_RIGHT.pkl / MANO_LEFT.pkl (or an .npz)
+    validated and written as ``output`` (default: the source's name in lower case, .npz); the
+    line that reports it."""
+    out = Path(output or Path(source).with_suffix(".npz").name.lower())
+    if out.suffix != ".npz":
+        raise ManoFileError(f"{out}: the output must be an .npz file")
+    model = load_mano(source)
+    save_mano_npz(model, out, source_file=source)
+    return (
+        f"wrote {out}: {len(model.v_template)} vertices, {len(model.parents)} joints, "
+        f"{model.shapedirs.shape[2]} shape and {model.posedirs.shape[2]} pose blend shapes, {len(model.faces)} faces"
+    )

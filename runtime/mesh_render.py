@@ -5,6 +5,8 @@ Enough for overlays and for looking at a hand model; no GPU, no OpenGL context.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -150,3 +152,17 @@ def pose_sheet(model, fingertip_ids, label: str, size: int = 320, seed: int = 0)
     banner = np.full((28, sheet.shape[1], 3), 255, np.uint8)
     cv2.putText(banner, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 160), 1, cv2.LINE_AA)
     return np.concatenate([banner, sheet], axis=0)
+
+
+def render_hand_model(
+    output: str | Path = "mano_poses.png", mano: str | None = None, fingertips: str = "smplx", size: int = 320,
+    seed: int = 0,
+) -> str:  # fmt: skip
+    """``handssca mano render``: ``pose_sheet`` of the hand model ``mano`` names, written to
+    ``output``; the line that reports it."""
+    from .files import write_image
+    from .hand_model import load_hand_model
+
+    model, fingertip_ids, label = load_hand_model(mano, fingertips)
+    write_image(output, pose_sheet(model, fingertip_ids, label, size=size, seed=seed))
+    return f"wrote {output} ({label})"

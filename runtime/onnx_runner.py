@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .onnx_file import read_onnx
-from .runner import Runner, RunnerError
+from .runner_base import Runner, RunnerError
 from .scan_node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
 from .selective_scan import selective_scan_forward
 

@@ -17,11 +17,44 @@ import numpy as np
 
 from .crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
 from .hand_conventions import mirror_points, mirror_pose
-from .hand_finder import FoundHand, FrameError, HandFinder
+from .hand_finder import MAX_HANDS, VARIANTS, FoundHand, FrameError, HandFinder
+from .hand_model import BUILTIN, load_hand_model
 from .mano import ManoModel
-from .runner import ModelFileError, meshes_from_outputs, open_runner
+from .runner import meshes_from_outputs, open_runner
+from .runner_base import ModelFileError
 
 SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
+
+
+class PredictorOptionsError(ModelFileError):
+    """Predictor options that do not go together."""
+
+
+@dataclass
+class PredictorOptions:
+    """What a predictor is opened from (``handssca infer`` and ``webcam``): exactly one of
+    ``model`` (.onnx / .engine) and ``checkpoint`` (.pt, PyTorch), the hand model, and the hand
+    finder's models, variant, hand count and mirroring."""
+
+    model: str | None = None
+    checkpoint: str | None = None
+    mano: str = BUILTIN
+    plugin: str | None = None  # the TensorRT plugin library, for engines
+    max_hands: int = MAX_HANDS
+    hand_models: str | None = None  # the finder's ONNX models' folder (None: the shipped ones)
+    hand_variant: str = VARIANTS[0]
+    mirror: bool = False  # mirrored frames (a selfie camera): sides swap
+
+
+def open_predictor(options: PredictorOptions, find_hands: bool = True) -> HandMeshPredictor:
+    """The predictor ``options`` describe, with the hand finder when ``find_hands``."""
+    if bool(options.model) == bool(options.checkpoint):
+        raise PredictorOptionsError("give exactly one of --model (.onnx or .engine) and --checkpoint")
+    finder = None
+    if find_hands:
+        finder = HandFinder(options.hand_models, options.hand_variant, options.max_hands, mirrored=options.mirror)
+    mano, fingertip_ids, _ = load_hand_model(options.mano)
+    return HandMeshPredictor.open(options.model or options.checkpoint, mano, fingertip_ids, options.plugin, finder)
 
 
 @dataclass
@@ -93,7 +126,7 @@ class HandMeshPredictor:
         self.max_batch = fixed if isinstance(fixed, int) else None
         self.mano_in_graph = bool(meta.get("mano", {}).get("in_graph"))
         if not self.mano_in_graph and (mano is None or fingertip_ids is None):
-            raise ValueError("this model outputs MANO parameters only: give the MANO model and its fingertip ids")
+            raise ModelFileError("this model outputs MANO parameters only: give the MANO model and its fingertip ids")
         self.mano, self.fingertip_ids = mano, tuple(fingertip_ids) if fingertip_ids is not None else None
         self.finder = finder
         self.timings: dict[str, float] = {}
@@ -173,6 +206,9 @@ def check_request(frame, boxes, sides) -> tuple[list[np.ndarray], list[str]]:
     sides = list(sides) if sides is not None else ["right"] * len(boxes)
     if len(sides) != len(boxes) or any(s not in SIDES for s in sides):
         raise FrameError("sides must give 'right' or 'left' for every box")
+    for box in boxes:
+        if box.shape != (4,) or not np.isfinite(box).all() or not (box[2] > box[0] and box[3] > box[1]):
+            raise FrameError(f"box {box.tolist()}: expected four finite pixels x0,y0,x1,y1 with x0 < x1 and y0 < y1")
     return boxes, sides
 
 

@@ -4,8 +4,8 @@ The scan (Mamba's S6, mamba-ssm's ``selective_scan_ref`` semantics without the z
   inputs u, delta (B, D, L); A (D, N); B, C (B, G, N, L) with D % G == 0; D, delta_bias (D,)
   delta' = softplus(delta + delta_bias) (threshold 20) when delta_softplus, else delta + delta_bias
   h_l = exp(delta'_l A) h_{l-1} + delta'_l B_l u_l,  y_l = <h_l, C_l> + D u_l   (state in fp32)
-``scan_shapes`` is the one check of those shapes; ``make_scan_inputs`` makes random arguments in
-the network's ranges for every test and benchmark.
+``scan_shapes`` is the one check of those shapes (random arguments in the network's ranges, for
+tests and benchmarks, are ``handssca.scan_bench.make_scan_inputs``).
 
 The node: ``HandSSCASelectiveScan`` in domain ``ai.onnx.contrib``, version 1; inputs as above,
 output y (u's shape and type); attributes delta_softplus (INT), plugin_version and
@@ -28,8 +28,6 @@ Every implementation, and where it lives:
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from ..errors import HandSSCAError
 
@@ -123,30 +121,3 @@ def scan_shapes(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> tuple[int
         if x is not None and shape(x) != want:
             raise ScanArgumentError(f"selective_scan: {name} has shape {shape(x)}, expected {want}")
     return batch, dim, L, N, G
-
-
-def make_scan_inputs(
-    rng, batch, dim, length, d_state, groups, dtype=np.float32, with_D=True, with_z=True, with_bias=True, softplus=True
-):
-    """Random scan arguments (numpy, ``rng`` a numpy Generator) in the ranges the network
-    produces, for tests and benchmarks alike: negative A, and delta around softplus's knee
-    (or, without softplus, already positive, as a step size must be)."""
-
-    def normal(*shape, scale=1.0):
-        return (rng.standard_normal(shape) * scale).astype(dtype)
-
-    delta = normal(batch, dim, length, scale=0.7) - 1.0
-    if not softplus:
-        delta = np.log1p(np.exp(delta)) + 0.3
-    return {
-        "u": normal(batch, dim, length),
-        "delta": delta,
-        "A": (-np.exp(rng.standard_normal((dim, d_state)) * 0.5)).astype(dtype),
-        "B": normal(batch, groups, d_state, length),
-        "C": normal(batch, groups, d_state, length),
-        "D": normal(dim) if with_D else None,
-        "z": normal(batch, dim, length) if with_z else None,
-        # Without softplus the step is delta + delta_bias itself, which must stay positive: a negative
-        # bias over many steps grows the state past float32's range (the float64 reference too).
-        "delta_bias": (normal(dim, scale=0.3) if softplus else np.abs(normal(dim, scale=0.3))) if with_bias else None,
-    }

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import sha256_file
-from .runner import Runner
+from .runner_base import Runner
 from .tensorrt_libs import (
     TensorRTError,
     check_sidecar,

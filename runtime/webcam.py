@@ -15,6 +15,7 @@ written instead of a window.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -79,7 +80,9 @@ def open_capture(source):
 
     if isinstance(source, str) and not is_live(source):
         path = Path(source)
-        if path.is_dir():
+        # An image file is a source of one frame, read as a folder's are: OpenCV's capture would
+        # decode it without the checks of read_image (a decompression bomb, a device).
+        if path.is_dir() or (path.suffix.lower() in IMAGE_SUFFIXES and path.exists()):
             return FolderSource(path)
         if not path.is_file():
             raise WebcamError(f"{path}: no such video file or image folder")
@@ -164,6 +167,30 @@ class WebcamOptions:
     show_skeleton: bool = True
     min_confidence: float = 0.0
 
+    def __post_init__(self):
+        # Refused here, in the option's own words: a negative duration would otherwise end the run
+        # before its first frame and be reported as a source that gave none.
+        duration, confidence = self.duration_s, self.min_confidence
+        if duration is not None and not _finite_at_least(duration, 0):
+            message = "must be 0 (no limit) or a positive number of seconds"
+            raise WebcamOptionError(f"--duration {_number(duration)}: {message}")
+        if confidence is not None and not (_finite_at_least(confidence, 0) and confidence <= 1):
+            raise WebcamOptionError(f"--min-confidence {_number(confidence)}: must be a number from 0 to 1")
+        if self.max_frames is not None and not _finite_at_least(self.max_frames, 0):
+            raise WebcamOptionError(f"--max-frames {_number(self.max_frames)}: must be 0 (to the source's end) or more")
+
+
+def _finite_at_least(value, minimum) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= minimum
+
+
+class WebcamOptionError(HandSSCAError, ValueError):
+    """A webcam option out of its range; names the option and the value."""
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else repr(value)[:80]
+
 
 @dataclass
 class WebcamReport:
@@ -201,10 +228,28 @@ class WebcamReport:
             lines.append("interrupted: the outputs are closed and complete up to the last frame")
         return lines
 
+    def exit_status(self, source) -> int:
+        """0 for a complete run, 130 when interrupted; a WebcamError when nothing useful came of it."""
+        if self.interrupted:
+            return 130
+        if self.error:
+            raise WebcamError(self.error)
+        if self.frames == 0:
+            raise WebcamError(f"{source}: no frame could be read ({self.unreadable} unreadable)")
+        return 0
 
-def run_webcam(predictor: HandMeshPredictor, source, options: WebcamOptions, opener=open_capture) -> WebcamReport:
-    """Runs until the source ends, ``max_frames``, or 'q' in the window; returns what happened."""
+
+def run_webcam(
+    predictor: HandMeshPredictor, source="0", options: WebcamOptions | None = None, opener=open_capture
+) -> WebcamReport:
+    """Runs until ``source`` (a camera index, video, image folder or URL) ends, ``max_frames``,
+    or 'q' in the window; returns what happened."""
     import cv2
+
+    options = options or WebcamOptions()
+    source = int(source) if isinstance(source, str) and source.isdigit() else source
+    if options.headless and not options.output:
+        raise WebcamError("--headless needs -o/--output for the annotated video and JSON")
 
     if not options.headless and not has_display():
         raise WebcamError("no display here for the live window: run with --headless -o DIR (video and JSON)")

@@ -100,7 +100,7 @@ class NetworkModel(_BatchedModel):
         self.model.warmup(1)
 
     def problem(self, arrays):
-        from handssca.runtime.runner import batch_problem
+        from handssca.runtime.runner_base import batch_problem
 
         return batch_problem(arrays[self.inputs[0]])
 

@@ -73,8 +73,13 @@ def make_hands(predictor, count: int, seed: int = 0) -> Hands:
     )
 
 
-def _percentile(samples: list[float], q: float) -> float | None:
-    return round(float(np.percentile(samples, q)), 2) if samples else None
+def _latency_percentiles(samples: list[float]) -> dict[str, float | None]:
+    """p50, p90 and p99 of the requests' latencies (ms, ``measure.stats``), None without any."""
+    from handssca.measure import stats
+
+    timing = stats(samples) if samples else {}
+    keys = {"p50_ms": "median_ms", "p90_ms": "p90_ms", "p99_ms": "p99_ms"}
+    return {key: round(float(timing[name]), 2) if timing else None for key, name in keys.items()}
 
 
 def _server_statistics(url: str, protocol: str) -> dict[str, dict[str, int]]:
@@ -254,9 +259,7 @@ def drive(
         "parity_failures": parity["failures"],
         "max_diff": {k: float(f"{v:.3g}") for k, v in parity["max_diff"].items()},
         "hands_per_s": round(len(latencies) / wall, 2),
-        "p50_ms": _percentile(latencies, 50),
-        "p90_ms": _percentile(latencies, 90),
-        "p99_ms": _percentile(latencies, 99),
+        **_latency_percentiles(latencies),
         "mean_network_batch": models.get(NETWORK, {}).get("mean_batch"),
         "models": models,
         "server_rss_mb": memory,
@@ -300,7 +303,7 @@ def run_load_test(
     """The load test's report (a dict ready for JSON): per batching mode, per concurrency level,
     and the in-process runtime's own rate for the same work, all measured side by side."""
     from handssca.measure import load_average
-    from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.hand_model import load_hand_model
     from handssca.runtime.predictor import HandMeshPredictor
 
     from .server import TritonServer
@@ -440,3 +443,51 @@ def plot_report(report: dict, path: Path) -> Path:
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return write_atomically(path, buffer.getvalue())
+
+
+BATCHING_MODES = {"both": (True, False), "dynamic": (True,), "none": (False,)}
+
+
+@dataclass
+class LoadTestOptions:
+    """``handssca serve load-test``: the levels, how long each runs, what is sent, where it goes."""
+
+    output: str = "benchmarks/results/triton_cpu"  # folder for load_test.json, table.md, load_test.png
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    duration_s: float = 10.0  # per level
+    protocol: str = "grpc"
+    hands: int = 16  # distinct hands sent
+    environment: str | None = None  # the server environment (None: as 'serve setup')
+    batching: str = "both"  # the servers to run: both, dynamic, none
+    kill_step_every_s: float = 0.0  # SIGKILL the network's python step this often (0: never)
+    mano: str | None = None  # the mesh model's MANO (None: the built-in stand-in hand)
+
+
+def run_load_test_command(model: str | Path, options: LoadTestOptions, serving: ServingOptions | None = None) -> str:
+    """``handssca serve load-test``: ``run_load_test``, its JSON, table and plot written
+    atomically, and the table; LoadTestError when requests failed or differed from the runtime
+    (requests lost to python steps killed on purpose are the measurement, not a failure)."""
+    from handssca.measure import environment, write_json
+    from handssca.runtime.files import check_writable, write_atomically
+
+    if options.batching not in BATCHING_MODES:
+        raise LoadTestError(f"--batching {options.batching}: expected one of {', '.join(BATCHING_MODES)}")
+    output = Path(options.output)
+    check_writable(output / "load_test.json")
+    report = run_load_test(
+        model, concurrency=options.concurrency, duration_s=options.duration_s, protocol=options.protocol,
+        environment=options.environment, mano=options.mano, hands=options.hands, options=serving,
+        modes=BATCHING_MODES[options.batching], kill_step_every_s=options.kill_step_every_s,
+    )  # fmt: skip
+    report = {"environment": environment(), **report}
+    table = summary_table(report)
+    write_json(output / "load_test.json", report)
+    write_atomically(output / "table.md", (table + "\n").encode())
+    plot = plot_report(report, output / "load_test.png")
+    levels = [level for mode in report["modes"].values() for level in mode["levels"]]
+    failures = sum(lv["parity_failures"] + (0 if lv["faults"] else lv["errors"]) for lv in levels)
+    if failures:
+        raise LoadTestError(
+            f"{failures} requests failed or differed from the runtime (see {output / 'load_test.json'})"
+        )
+    return f"{table}\nwrote {output / 'load_test.json'}, {output / 'table.md'} and {plot}"

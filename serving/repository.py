@@ -296,6 +296,13 @@ class RepositoryReport:
     files: list[Path] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
 
+    def lines(self) -> list[str]:
+        kind = "TensorRT engine + plugin" if self.manifest.get("kind") == "engine" else "ONNX Runtime + scan kernel"
+        return [
+            f"wrote {self.path} (version {self.manifest.get('version')}; {kind}): {', '.join(self.models)}",
+            f"serve it: handssca serve start {self.path}",
+        ]
+
 
 def write_repository(
     model: str | Path,
@@ -309,7 +316,7 @@ def write_repository(
     """Writes the repository for ``model`` (an exported .onnx, or an engine with its sidecar) to
     ``output``, a new folder (or one this wrote before, to add a version). It is built in a
     temporary folder beside ``output``, checked, then moved into place: a failure leaves nothing."""
-    from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.hand_model import load_hand_model
     from handssca.runtime.mano import save_mano_npz
 
     options = options or ServingOptions()
@@ -436,6 +443,8 @@ def check_repository(path: str | Path, names: set[str] | None = None) -> dict[st
     if not root.is_dir():
         raise RepositoryError(f"{root}: not a folder (a Triton model repository is a folder of model folders)")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name != PLUGIN_FOLDER and not p.name.startswith("."))
+    if not folders:
+        raise RepositoryError(f"{root}: no model folders (not a Triton model repository)")
     configs = {p.name: _read_config(p / "config.pbtxt") for p in folders}
     if names is not None and set(configs) != names:
         raise RepositoryError(f"{root}: expected the models {sorted(names)}, found {sorted(configs)}")

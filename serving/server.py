@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -300,9 +301,10 @@ class TritonServer:
             return ""
 
     def first_error(self) -> str:
-        text = self.log_tail(200).splitlines()
-        errors = [line for line in text if line.startswith("E") or "failed" in line.lower() or "error" in line.lower()]
-        return (errors[0] if errors else (text[-1] if text else "no output")).strip()
+        """The log line that says why Triton failed (``failed to load ...``, ``Invalid argument ...``),
+        without its prefix and cut to one line: the first error line that is not one of the
+        HARMLESS_LOG_LINES, else the first line saying 'failed' or 'error', else the last line."""
+        return first_error_line(self.log_tail(400))
 
     def ready(self) -> bool:
         try:
@@ -506,6 +508,40 @@ class TritonServer:
             )
 
 
+# Messages Triton logs, some as errors, on every start on a machine without a GPU (or on one GPU):
+# never the reason a start failed, so first_error_line passes over them.
+HARMLESS_LOG_LINES = (
+    "CudaDriverHelper has not been initialized",
+    "Unable to allocate pinned system memory",
+    "CUDA memory pool disabled",
+    "Failed to enable peer access",
+    "GPU metrics will not be available",
+    "Unable to get number of GPUs",
+)
+_LOG_PREFIX = re.compile(r"^([EWI])\d{4} [\d:.]+ +\d+ [\w.+-]+:\d+\] ?(.*)$")
+
+
+def first_error_line(log: str, limit: int = 300) -> str:
+    """What first_error quotes from a Triton log's text (see there)."""
+    errors, others, last = [], [], ""
+    for raw in log.splitlines():
+        match = _LOG_PREFIX.match(raw)
+        level, message = match.groups() if match else ("", raw)
+        # The message is quoted, with its own newlines escaped (a python traceback): its first line.
+        message = message.strip().strip('"').split("\\n")[0].strip()
+        if not message:
+            continue
+        last = message
+        if any(message.startswith(harmless) for harmless in HARMLESS_LOG_LINES):
+            continue
+        if level == "E":
+            errors.append(message)
+        elif "failed" in message.lower() or "error" in message.lower():
+            others.append(message)
+    line = (errors or others or [last or "no output"])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def serve_until_stopped(server: TritonServer, announce=print) -> int:
     """Starts ``server`` and runs it until Ctrl-C or SIGTERM (what a terminal or a process manager
     sends), then stops it, with both signals ignored while Triton finishes and unloads. Returns
@@ -546,3 +582,33 @@ def serve_until_stopped(server: TritonServer, announce=print) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.kill()
+
+
+@dataclass
+class ServeOptions:
+    """``handssca serve start``: where Triton listens (Triton's own default ports), its
+    environment and its log."""
+
+    host: str = LOOPBACK
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    environment: str | None = None  # the server environment (None: as 'serve setup')
+    log: str | None = None  # the server's log file (None: a temporary folder)
+
+
+def serve_repository(repository: str | Path, options: ServeOptions | None = None) -> str:
+    """``handssca serve start``: Triton on ``repository`` until Ctrl-C or SIGTERM; the line that
+    says how it stopped (ServingError when it did not stop cleanly)."""
+    from functools import partial
+
+    options = options or ServeOptions()
+    server = TritonServer(
+        repository, environment=options.environment, host=options.host, http_port=options.http_port,
+        grpc_port=options.grpc_port, metrics_port=options.metrics_port, log=options.log,
+    )  # fmt: skip
+    code = serve_until_stopped(server, announce=partial(print, flush=True))  # flushed: often read through a pipe
+    if code != 0:
+        why = server.stop_note or server.first_error()
+        raise ServingError(f"tritonserver exited with {code} when stopped: {why} (log: {server.log_path})")
+    return f"stopped: tritonserver exited with {code}"

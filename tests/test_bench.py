@@ -123,3 +123,97 @@ def test_ctrl_c_in_a_command_is_one_line_and_exit_130(tmp_path, monkeypatch, cap
     monkeypatch.setattr("handssca.training.checkpoint.load_network", interrupted)
     assert main(["bench", "-o", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.strip() == "handssca bench: interrupted" and not (tmp_path / "out").exists()
+
+
+def test_the_scan_shapes_come_from_the_model_config():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from handssca.scan_bench import model_scan_shapes
+    from handssca.training.config import load_model_config
+
+    # The shapes benchmarks/bench_selective_scan_cpu.py had written out for the paper's model.
+    assert model_scan_shapes(HandSSCAConfig()) == {"spatial": (1, 2048, 1024, 16, 4), "channel": (1, 128, 8192, 16, 4)}
+    tiny = load_model_config(Path(__file__).parent.parent / "configs" / "model" / "tiny.yaml", {})
+    assert model_scan_shapes(tiny) == {"spatial": (1, 256, 256, 16, 4), "channel": (1, 64, 512, 16, 4)}
+    assert model_scan_shapes(tiny, batch=8)["channel"] == (8, 64, 512, 16, 4)
+    assert set(model_scan_shapes(replace(tiny, attention="ssa"))) == {"spatial"}
+    assert model_scan_shapes(replace(tiny, attention="none")) == {}
+
+
+def test_the_scan_shapes_are_those_the_network_calls_the_scan_with(monkeypatch):
+    import torch
+
+    import handssca.models.ss2d as ss2d
+    from handssca.models import HandSSCA
+    from handssca.runtime.scan_node import scan_shapes
+    from handssca.scan_bench import model_scan_shapes
+
+    config = HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,), d_state=4)
+    called, scan = [], ss2d.selective_scan
+
+    def recording(*args):
+        called.append(scan_shapes(*args[:5]))
+        return scan(*args)
+
+    monkeypatch.setattr(ss2d, "selective_scan", recording)
+    with torch.inference_mode():
+        HandSSCA(config).eval()(torch.zeros(2, 3, 128, 128))
+    assert called == list(model_scan_shapes(config, batch=2).values())
+
+
+def test_one_routine_times_every_scan_implementation():
+    import numpy as np
+
+    from handssca.scan_bench import ScanImpl, time_scans
+
+    def total(x):
+        return lambda: float(np.sum(x["u"]))
+
+    rows = time_scans(
+        {"spatial": (1, 8, 16, 4, 2), "channel": (1, 4, 32, 4, 2)},
+        {"sum": ScanImpl(total, 0, 3), "sum again": ScanImpl(total, 1, 2), "gpu": "no CUDA GPU on this machine"},
+        batches=(1, 2),
+        interleaved=("sum", "sum again"),
+        after=lambda inputs, calls, timings: {"same": calls["sum"]() == calls["sum again"]()},
+    )
+    assert [(r["scan"], r["shape"]["batch"]) for r in rows] == [
+        ("spatial", 1),
+        ("spatial", 2),
+        ("channel", 1),
+        ("channel", 2),
+    ]
+    for row in rows:
+        assert row["same"] and row["timings"]["gpu"] == {"skipped": "no CUDA GPU on this machine"}
+        assert len(row["timings"]["sum"]["samples_ms"]) == 3 == len(row["timings"]["sum again"]["samples_ms"])
+    assert rows[3]["shape"] == {"batch": 2, "dim": 4, "L": 32, "N": 4, "G": 2}
+
+
+def test_model_timing_is_interleaved_with_throughput():
+    from handssca.measure import random_images, time_models
+
+    images = random_images(4, 16)
+    assert images.shape == (4, 3, 16, 16) and (images == random_images(4, 16)).all()
+    seen, rounds = [], []
+    timings = time_models(
+        {"a": lambda x: seen.append(("a", len(x))), "b": lambda x: seen.append(("b", len(x)))},
+        images,
+        1,
+        3,
+        after_round=lambda: rounds.append(len(seen)),
+    )
+    assert seen == [("a", 4), ("b", 4)] * 4 and rounds == [4, 6, 8]
+    for timing in timings.values():
+        assert len(timing["samples_ms"]) == 3 and timing["throughput_img_s"] == 4e3 / timing["median_ms"]
+
+
+def test_load_test_percentiles_come_from_measure():
+    import numpy as np
+
+    from serving.load_test import _latency_percentiles
+
+    samples = list(np.random.default_rng(0).exponential(5.0, 200))
+    assert _latency_percentiles(samples) == {
+        key: round(float(np.percentile(samples, q)), 2) for key, q in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99))
+    }
+    assert _latency_percentiles([]) == {"p50_ms": None, "p90_ms": None, "p99_ms": None}

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from handssca.runtime.scan_node import make_scan_inputs
+from handssca.scan_bench import make_scan_inputs
 
 from emulated_cuda import KERNEL_SOURCE, build_library, reference, run_emulated
 

@@ -187,7 +187,7 @@ def one_scan_node_model(dtype=onnx.TensorProto.FLOAT, softplus=1, opset=18):
     [(3, 6, 7, 5, 2, 1, False), (1, 8, 33, 16, 4, 1, False), (2, 3, 1, 1, 1, 0, False), (2, 12, 19, 3, 4, 1, True)],
 )
 def test_portable_scan_matches_the_reference(rng, batch, dim, length, d_state, groups, softplus, half):
-    from handssca.runtime.scan_node import make_scan_inputs
+    from handssca.scan_bench import make_scan_inputs
 
     ort = pytest.importorskip("onnxruntime")
     dtype = onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT

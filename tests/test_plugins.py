@@ -307,7 +307,7 @@ SHAPES = [
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 2e-5), (torch.float16, 2e-2), (torch.bfloat16, 8e-2)])
 @pytest.mark.parametrize("softplus", [True, False])
 def test_cuda_kernel_matches_the_reference(gpu_kernel, rng, shape, dtype, tolerance, softplus):
-    from handssca.runtime.scan_node import make_scan_inputs
+    from handssca.scan_bench import make_scan_inputs
 
     batch, dim, length, dstate, groups = shape
     x = make_scan_inputs(rng, batch, dim, length, dstate, groups, with_z=False, softplus=softplus)
@@ -342,7 +342,7 @@ def test_the_model_runs_on_our_cuda_kernel_like_the_reference(gpu_kernel, monkey
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_the_kernel_runs_on_a_gpu_that_is_not_the_current_one(gpu_kernel, rng):
-    from handssca.runtime.scan_node import make_scan_inputs
+    from handssca.scan_bench import make_scan_inputs
 
     x = make_scan_inputs(rng, 1, 4, 100, 4, 1, with_z=False)
     t = {k: torch.from_numpy(v).to("cuda:1") for k, v in x.items() if v is not None}

@@ -72,7 +72,7 @@ def test_predictor_rejects_bad_input(setup):
     predictor = HandMeshPredictor(TorchRunner(net), mano, fingertip_ids)
     with pytest.raises(ValueError, match="uint8"):
         predictor.predict(images[0].astype(np.float32), [(0, 0, 10, 10)])
-    with pytest.raises(ValueError, match="is empty"):
+    with pytest.raises(ValueError, match="expected four finite pixels"):
         predictor.predict(images[0], [(10, 10, 5, 20)])
     with pytest.raises(ValueError, match="MANO"):
         HandMeshPredictor(TorchRunner(net))
@@ -246,8 +246,12 @@ def test_a_bad_box_leaves_no_output_folder(setup, tmp_path, capsys):
     _, onnx_path, _, _, images, _, _ = setup
     cv2.imwrite(str(tmp_path / "a.jpg"), images[0])
     out = tmp_path / "out"
-    assert main(["infer", str(tmp_path / "a.jpg"), "--model", str(onnx_path), "-o", str(out), "--box", "1,2"]) == 1
-    assert "--box 1,2: expected x0,y0,x1,y1" in capsys.readouterr().err and not out.exists()
+    for box in ("1,2", "0,0,inf,10", "0,0,nan,10", "5,5,5,9"):  # too few, not finite, degenerate
+        with pytest.raises(SystemExit) as exit_status:
+            main(["infer", str(tmp_path / "a.jpg"), "--model", str(onnx_path), "-o", str(out), "--box", box])
+        err = capsys.readouterr().err
+        assert exit_status.value.code == 2 and f"argument --box: '{box}': expected finite x0,y0,x1,y1" in err
+        assert "Traceback" not in err and not out.exists()
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
@@ -395,3 +399,12 @@ def test_a_video_cut_short_is_reported_not_passed_as_complete(setup, tmp_path, c
     assert f"cut.avi: ended after {read} of the {len(images)} frames its header declares (truncated" in error
     assert len((tmp_path / "cut" / "frames.jsonl").read_text().splitlines()) == read  # what was read is kept
     assert "truncated" in summary["error"]
+
+
+@pytest.mark.parametrize("box", [(0, 0, np.inf, 10), (0, np.nan, 5, 10), (5, 5, 5, 9), (0, 0, 1)])
+def test_non_finite_or_degenerate_boxes_are_refused_in_one_line(box):
+    from handssca.runtime.hand_finder import FrameError
+    from handssca.runtime.predictor import check_request
+
+    with pytest.raises(FrameError, match="expected four finite pixels"):
+        check_request(np.zeros((8, 8, 3), np.uint8), [box], None)

@@ -18,7 +18,7 @@ from handssca.ops import (
     use_scan_backend,
 )
 from handssca.runtime import kernel_info, selective_scan_backward, selective_scan_forward
-from handssca.runtime.scan_node import make_scan_inputs
+from handssca.scan_bench import make_scan_inputs
 
 ORDER = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 

@@ -126,6 +126,13 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path:
                 f"{len(wrong)} of another shape (e.g. {k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)})"
             )
         raise CheckpointError(f"{path}: weights do not fit the model: {'; '.join(parts)}")
+    # A diverged run saves NaN/inf weights: said here, not as a disagreement between backends later.
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(
+            f"{path}: {len(broken)} weight tensors are not finite (NaN or inf; e.g. {broken[0]}): "
+            "the training run diverged, use an earlier checkpoint"
+        )
     model.load_state_dict(weights)
 
 
@@ -144,6 +151,14 @@ def save_weights_only(source: str | Path, destination: str | Path) -> dict[str, 
     torch.save(state, buffer)
     write_atomically(Path(destination), buffer.getvalue())
     return state
+
+
+def slim_checkpoint(source: str | Path, destination: str | Path) -> str:
+    """``handssca checkpoint slim``: ``save_weights_only`` and the line that reports it."""
+    state = save_weights_only(source, destination)
+    size = Path(destination).stat().st_size / 1e6
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in state["metrics"].items())
+    return f"wrote {destination} ({size:.1f} MB; epoch {state['epoch']}{'; ' + metrics if metrics else ''})"
 
 
 def load_network(checkpoint=None, config=None, overrides: dict | None = None, seed: int = 0):

@@ -61,6 +61,58 @@ class ConfigError(HandSSCAError, ValueError):
     """A bad config file or override: names it and the key."""
 
 
+def short(value, limit: int = 80) -> str:
+    """``repr(value)`` of about ``limit`` characters at most (long strings and lists elided): a
+    refusal names a value, never prints a huge one whole."""
+    import reprlib
+
+    shortened = reprlib.Repr()
+    shortened.maxstring = shortened.maxother = limit
+    shortened.maxlist = shortened.maxdict = shortened.maxtuple = 8
+    return cut(shortened.repr(value), limit)
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """``text``, cut to ``limit`` characters with '...' when longer."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, anchor: str, line: int):
+        super().__init__(f"alias *{anchor} on line {line}")
+        self.anchor, self.line = anchor, line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.safe_load without aliases: ``*name`` raises as it is composed, before anything is
+    built. A kilobyte of nested anchors and aliases ("billion laughs") expands to gigabytes in
+    whatever walks it (a comparison, a message, a deepcopy); a config never needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(event.anchor, event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml_load(text: str, where: str, error=None, option: bool = False):
+    """``text`` as YAML (safe types only, no aliases); ``error`` (default ConfigError) naming
+    ``where`` (a file and the line, or with ``option`` a command-line value) when it is not valid
+    YAML or uses an alias."""
+    error = error or ConfigError
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _AliasRefused as exc:
+        line = "" if option else f" line {exc.line}:"
+        raise error(
+            f"{where}:{line} YAML aliases (*{cut(exc.anchor, 40)}) are refused (they can expand without bound); "
+            "write the value out"
+        ) from exc
+    except yaml.YAMLError as exc:
+        what = "the value is not valid YAML" if option else "not valid YAML"
+        raise error(f"{where}: {what} ({cut(str(exc).splitlines()[0], 160)})") from exc
+
+
 # The smallest value each number may take (a step count of 0 divides by zero; a batch of 0 has
 # nothing to train on), and the choices of the fields that have few.
 MINIMUM = {
@@ -83,21 +135,21 @@ def check_values(config: dict) -> dict:
         section, key = dotted.split(".")
         value = config[section][key]
         if value is not None and value < minimum:
-            raise ConfigError(f"{dotted} = {value!r}: must be at least {minimum}")
+            raise ConfigError(f"{dotted} = {short(value)}: must be at least {minimum}")
     for dotted, choices in CHOICES.items():
         section, key = dotted.split(".")
         if config[section][key] not in choices:
-            raise ConfigError(f"{dotted} = {config[section][key]!r}: expected one of {', '.join(choices)}")
+            raise ConfigError(f"{dotted} = {short(config[section][key])}: expected one of {', '.join(choices)}")
     versions = config["data"]["versions"]
     if not versions or any(v not in (0, 1, 2, 3) for v in versions):
-        raise ConfigError(f"data.versions = {versions!r}: expected FreiHAND background versions among 0, 1, 2, 3")
+        raise ConfigError(f"data.versions = {short(versions)}: expected FreiHAND background versions among 0, 1, 2, 3")
     return config
 
 
 def _merge(base: dict, update: dict, where: str) -> dict:
     for key, value in update.items():
         if key not in base:
-            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(base))})")
+            raise ConfigError(f"{where}: unknown key {short(key)} (known: {', '.join(sorted(base))})")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: '{key}' must be a mapping")
@@ -127,7 +179,7 @@ def _check_type(default, value, where: str) -> None:
         ok = isinstance(value, type(default))
     if not ok:
         kind = "a number" if isinstance(default, number) and not isinstance(default, bool) else type(default).__name__
-        raise ConfigError(f"{where} must be {kind} (like its default {default!r}), got {value!r}")
+        raise ConfigError(f"{where} must be {kind} (like its default {default!r}), got {short(value)}")
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -136,11 +188,10 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file (not UTF-8), so not a YAML config") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    data = safe_yaml_load(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -153,17 +204,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _merge(config, read_yaml_mapping(path), str(path))
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set {item}: expected section.key=value")
+            raise ConfigError(f"--set {cut(item)}: expected section.key=value")
         dotted, raw = item.split("=", 1)
         keys = dotted.strip().split(".")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item}: the value is not valid YAML ({str(exc).splitlines()[0]})") from exc
+        value = safe_yaml_load(raw, f"--set {cut(item)}", option=True) if raw.strip() else None
         update: dict = value
         for key in reversed(keys):
             update = {key: update}
-        _merge(config, update, f"--set {dotted}")
+        _merge(config, update, f"--set {cut(dotted)}")
     return check_values(config)
 
 
@@ -177,10 +225,10 @@ def load_model_config(path: str | Path | None, overrides: dict):
         data = read_yaml_mapping(path)
         values = data.get("model", data)
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: 'model' must be a mapping of HandSSCAConfig fields, got {values!r}")
+            raise ConfigError(f"{path}: 'model' must be a mapping of HandSSCAConfig fields, got {short(values)}")
         values = dict(values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return HandSSCAConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path or 'model config'}: {exc}") from exc
+        raise ConfigError(f"{path or 'model config'}: {cut(' '.join(str(exc).split()), 200)}") from exc

@@ -83,14 +83,11 @@ def _numbers(path: Path, values, shape: tuple | None) -> np.ndarray:
 
 
 def _read_yaml(path: Path):
-    import yaml
+    from .config import safe_yaml_load
 
     if not path.is_file():
         raise DatasetError(f"{path}: missing (is the data set complete?)")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return safe_yaml_load(path.read_text(), str(path), DatasetError)  # no aliases: they can expand without bound
 
 
 class FreiHAND:
@@ -365,7 +362,7 @@ DEFAULT_SPLITS = {
 
 def load_mano_model(config: dict):
     """(ManoModel, fingertip ids, description) from the run's ``mano`` section."""
-    from handssca.runtime.builtin_hand import load_hand_model
+    from handssca.runtime.hand_model import load_hand_model
 
     source = config["mano"]["model"]
     if not source:

@@ -15,10 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from handssca.errors import HandSSCAError
 from handssca.runtime.mano import ManoModel
 from handssca.runtime.runner import meshes_from_outputs
 
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class EvaluationError(HandSSCAError, ValueError):
+    """An evaluation that cannot be run as asked."""
 
 
 def root_relative_meshes(outputs: dict[str, np.ndarray], mano: ManoModel, fingertip_ids) -> tuple:
@@ -40,7 +45,7 @@ def mean_hand_predictor(records) -> Predict:
     joints = [r.joints_3d - r.joints_3d[:1] for r in records if r.joints_3d is not None and r.vertices is not None]
     vertices = [r.vertices - r.joints_3d[:1] for r in records if r.joints_3d is not None and r.vertices is not None]
     if not joints:
-        raise ValueError("the mean-hand baseline needs training records with 3D joints and vertices")
+        raise EvaluationError("the mean-hand baseline needs training records with 3D joints and vertices")
     mean_joints, mean_vertices = np.mean(joints, axis=0), np.mean(vertices, axis=0)
 
     def predict(images: np.ndarray):
@@ -121,7 +126,7 @@ def evaluate(
 
 def run_evaluation(
     *,
-    dataset: str,
+    dataset: str = "freihand",
     root: str,
     mano: str = "builtin",
     split: str | None = None,
@@ -156,7 +161,7 @@ def run_evaluation(
     split = split or DEFAULT_SPLITS[dataset][1] or "evaluation"
     records = open_dataset(config, split, mano_model)
     sources = [("pytorch", checkpoint)] if checkpoint else []
-    for kind, paths in (("onnxruntime", onnx), ("tensorrt", engines)):
+    for kind, paths in (("onnxruntime", onnx or ()), ("tensorrt", engines or ())):
         sources += [(f"{kind}:{Path(path).name}", path) for path in paths]
     predictors, size = {}, None
     for label, path in sources:

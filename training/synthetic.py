@@ -38,8 +38,8 @@ SCALE_BONE = (9, 10)  # middle MCP -> PIP in FreiHAND order
 
 @dataclass
 class SynthOptions:
-    train: int = 64
-    evaluation: int = 16
+    train: int = 256  # training hands, each in 4 backgrounds
+    evaluation: int = 64
     image_size: int = IMAGE_SIZE
     occluder_probability: float = 0.3
     finger_pose_std: float = 0.35  # radians, per axis-angle component
@@ -255,3 +255,15 @@ def render_sequence(model: ManoModel, fingertip_ids, frames: int, width: int = 3
             {"K": K, "box": box_from_points(project(joints, K)), "joints": joints, "vertices": verts, "pose": pose}
         )
     return images, annotations
+
+
+def synthesize(
+    options: SynthOptions, output: str | Path = "data/synthetic", mano: str | None = None, fingertips: str = "smplx"
+) -> str:
+    """``handssca data synth``: the data set written with the hand model ``mano`` names, and the
+    line that reports it."""
+    from handssca.runtime.hand_model import load_hand_model
+
+    model, fingertip_ids, label = load_hand_model(mano, fingertips)
+    root = make_synthetic_dataset(output, model, fingertip_ids, options)
+    return f"wrote {root}: {options.train} training hands x 4 backgrounds, {options.evaluation} evaluation ({label})"

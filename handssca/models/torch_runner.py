@@ -12,7 +12,7 @@ import torch
 
 from handssca.ops import use_scan_backend
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
-from handssca.runtime.runner import Runner
+from handssca.runtime.runner_base import Runner
 
 
 class TorchRunner(Runner):

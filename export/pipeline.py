@@ -1,0 +1,54 @@
+"""``handssca export`` from start to end: the weights loaded, the float or int8 export written
+and validated, and the lines that report it."""
+
+from __future__ import annotations
+
+from .onnx_export import ExportError
+from .options import ExportOptions
+
+
+def run_export(options: ExportOptions) -> list[str]:
+    """Writes ``options.output`` (and its sidecar) and returns what to tell the user."""
+    from handssca.runtime.files import check_writable
+    from handssca.runtime.hand_model import BUILTIN, load_hand_model
+    from handssca.training.checkpoint import load_network
+
+    if options.precision == "int8" and not options.calibration:
+        raise ExportError("--precision int8 needs --calibration DATA (a data set folder, or synth)")
+    check_writable(options.output)  # before the weights are loaded and the graph traced
+    lines = []
+    overrides = {"attention": options.attention, "input_size": options.input_size}
+    model, weights = load_network(options.checkpoint, options.config, overrides, options.seed)
+    if weights.startswith("untrained"):
+        lines.append(f"exporting the {weights} network: pass --checkpoint for trained weights")
+    mano, fingertip_ids = None, None
+    if options.with_mano:
+        mano, fingertip_ids, label = load_hand_model(options.with_mano, options.fingertips)
+        hint = " (pass --with-mano PATH for the real model)" if options.with_mano == BUILTIN else ""
+        lines.append(f"MANO in the graph: {label}{hint}")
+    settings = dict(
+        batch=options.batch, opset=options.opset, scan=options.scan, validate=not options.no_validate,
+        tolerance=options.tolerance, mano=mano, mano_flat_hand_mean=options.flat_hand_mean,
+        fingertip_ids=fingertip_ids, weights=weights,
+    )  # fmt: skip
+    if options.precision == "int8":
+        from .quantize import export_int8
+
+        info, skipped = export_int8(
+            model, options.output, calibration=options.calibration, images=options.calibration_images,
+            fmt=options.int8_format, **settings,
+        )  # fmt: skip
+        lines += [f"calibration: counted out {reason}" for reason in skipped]
+        lines.append(f"wrote {options.output}: {info['description']}; calibrated on {info['calibration']}")
+        lines.append(f"measure what it costs: handssca eval --onnx FP32.onnx --onnx {options.output}")
+        return lines
+    from .onnx_export import export_onnx
+
+    result = export_onnx(model, options.output, precision=options.precision, **settings)
+    nodes = f"{result.scan_nodes} selective-scan nodes" if options.scan == "custom" else "scans in standard ONNX ops"
+    lines.append(f"wrote {result.path} ({options.precision}, {nodes}) and {result.sidecar}")
+    if result.comparison is not None:
+        lines.append(
+            "ONNX Runtime vs PyTorch fp32 (polygraphy), max |diff|: " + result.comparison.summary("onnxruntime")
+        )
+    return lines

@@ -1,0 +1,123 @@
+"""How a parsed command reaches the layer that owns its work (``handssca.cli`` parses).
+
+Each subcommand names its owners: the function that does the work and the options dataclasses
+it takes. An option named like one of their fields takes that field's default
+(``adopt_defaults``), so no default is typed twice; ``call`` makes the handler that builds the
+dataclasses from the parsed options, calls the owner and prints what it returns. Owners are
+imported only for the subcommand being run, so commands that need no torch run without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import inspect
+from pathlib import Path
+
+from handssca.errors import HandSSCAError
+
+OWNERS = "owners"  # the attribute of a subparser that names its owners ("module:attribute")
+
+
+class CommandError(HandSSCAError):
+    """A command-line usage problem (options that do not go together, a missing dependency)."""
+
+
+def require_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise CommandError(
+            f"'handssca {command}' needs PyTorch: pip install 'handssca[train]' (torch==2.13.0 for the CPU build)"
+        ) from exc
+
+
+def resolve(owner: str):
+    module, _, name = owner.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def owner_defaults(owner) -> dict:
+    """The defaults of a dataclass's fields, or of a function's keyword parameters."""
+    if dataclasses.is_dataclass(owner):
+        return {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(owner)
+            if f.init and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
+        }
+    parameters = inspect.signature(owner).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def adopt_defaults(parser: argparse.ArgumentParser) -> None:
+    """Each option of ``parser`` named like a field of its owners takes that field's default
+    (options that collect values, --onnx X --onnx Y, start from a list of the owner's)."""
+    defaults = {}
+    for owner in getattr(parser, OWNERS, ()):
+        try:
+            defaults.update(owner_defaults(resolve(owner)))
+        except ImportError:  # torch missing: the handler says so in one line
+            return
+    for action in parser._actions:
+        if action.dest in defaults:
+            value = defaults[action.dest]
+            # argparse appends to a copy of the default, which must be a list
+            action.default = list(value) if isinstance(action, argparse._AppendAction) else value
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    return dict(action.choices) if action else {}
+
+
+def chosen_parsers(parser: argparse.ArgumentParser, argv: list[str]) -> list[argparse.ArgumentParser]:
+    """The subparsers ``argv`` names, outermost first."""
+    chain = []
+    for token in argv:
+        if token.startswith("-"):
+            continue
+        choices = subcommands(chain[-1] if chain else parser)
+        if token not in choices:
+            break
+        chain.append(choices[token])
+    return chain
+
+
+def fields_of(owner, args: argparse.Namespace, **values):
+    """``owner`` (a dataclass) built from the options named like its fields, plus ``values``."""
+    names = {f.name for f in dataclasses.fields(owner) if f.init}
+    return owner(**{n: getattr(args, n) for n in names if hasattr(args, n)} | values)
+
+
+def arguments_of(function, args: argparse.Namespace, *skip: str) -> dict:
+    """The options named like ``function``'s parameters (but ``skip``), as keyword arguments."""
+    names = set(inspect.signature(function).parameters) - set(skip)
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+
+
+def show(result) -> int:
+    """Prints what an owner returned: a line, lines, or a report with ``lines()``."""
+    if hasattr(result, "lines"):
+        result = result.lines()
+    print("\n".join([str(result)] if isinstance(result, (str, Path)) else result))
+    return 0
+
+
+def call(target: str, torch: str | None = None, say=None, **option_classes: str):
+    """The handler that calls the owner ``target`` ("module:function") with the options named
+    like its parameters, each of ``option_classes`` (parameter: "module:dataclass") built from
+    the options named like its fields, and prints what it returns (through ``say``, given).
+    ``torch``: the command's name when it needs PyTorch."""
+
+    def handler(args):
+        if torch:
+            require_torch(torch)
+        function = resolve(target)
+        values = arguments_of(function, args, *option_classes)
+        values |= {name: fields_of(resolve(owner), args) for name, owner in option_classes.items()}
+        result = function(**values)
+        return show(say(result) if say else result)
+
+    handler.owners = (target, *option_classes.values())
+    return handler
