@@ -14,7 +14,16 @@ import threading
 from pathlib import Path
 
 from handssca import __version__
-from handssca.dispatch import OWNERS, adopt_defaults, call, chosen_parsers, fields_of, require_torch, show
+from handssca.dispatch import (
+    OWNERS,
+    OwnerDefaultsFormatter,
+    adopt_defaults,
+    call,
+    chosen_parsers,
+    fields_of,
+    require_torch,
+    show,
+)
 from handssca.errors import HandSSCAError
 from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
 from handssca.models.config import ATTENTION_KINDS
@@ -119,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(group, name, handler, help, *owners):
-        p = group.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = group.add_parser(name, help=help, formatter_class=OwnerDefaultsFormatter)
         p.set_defaults(handler=handler)
         setattr(p, OWNERS, (*getattr(handler, "owners", ()), *owners))
         return p.add_argument
@@ -138,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--json", action="store_true", help="print the summary as JSON")
 
     add = command(sub, "doctor", cmd_doctor, "what this machine can run: kernels, runtimes, GPU, TensorRT plugin")
-    add("--json", action="store_true")
+    add("--json", action="store_true", help="print the findings as JSON")
 
     export = call("handssca.export.pipeline:run_export", "export", options="handssca.export.options:ExportOptions")
     add = command(sub, "export", export, "export the network to ONNX (one custom node per selective scan)")
@@ -146,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--checkpoint", metavar="PT", help="trained weights (default: the untrained network)")
     network_options(add)
     add("--batch", type=at_least(1), help="fixed batch size (default: dynamic)")
-    add("--opset", type=int)
+    add("--opset", type=int, help="ONNX opset to write")
     add("--precision", choices=PRECISIONS, help="fp16: for TensorRT; int8: convolutions")
     add("--calibration", metavar="DATA", help="int8: a data set folder (any layout) or synth")
     add("--calibration-images", type=at_least(1), metavar="N", help="int8: calibration images")
@@ -164,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("onnx_path", metavar="onnx", help="the .onnx from 'handssca export' (an fp16 export for an fp16 engine)")
     add("-o", "--output", dest="engine_path", help="the engine to write (default: the ONNX name with .engine)")
     add("--plugin", metavar="SO", help="the scan plugin library (default: $HANDSSCA_TRT_PLUGIN)")
-    add("--min-batch", type=at_least(1))
-    add("--opt-batch", type=at_least(1))
-    add("--max-batch", type=at_least(1))
+    add("--min-batch", type=at_least(1), help="smallest batch of the profile")
+    add("--opt-batch", type=at_least(1), help="batch TensorRT tunes for")
+    add("--max-batch", type=at_least(1), help="largest batch of the profile")
     add("--workspace", dest="workspace_mib", type=at_least(1), metavar="MIB", help="workspace limit in MiB")
     add("--timing-cache", metavar="FILE", help="timing cache to reuse and update")
 
@@ -183,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tilt", dest="tilt_std", type=float, help="out-of-plane tilt, std in radians")
     add("--back", dest="back_probability", type=float, help="probability that the back of the hand faces the camera")
     add("--mano", metavar="PATH", help="MANO .pkl/.npz (default: the built-in stand-in hand)")
-    add("--fingertips", choices=sorted(FINGERTIP_IDS))
-    add("--seed", type=int)
+    add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
+    add("--seed", type=int, help="seed of the random hands")
 
     add = command(sub, "train", call("handssca.training.trainer:train", "train"), "train from a YAML config")
     add("--config", dest="config_path", help="YAML run config (configs/train/; default: the paper's FreiHAND recipe)")
@@ -201,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = call("handssca.training.evaluate:run_evaluation")
     add = command(sub, "eval", evaluate, "official metrics of a checkpoint / ONNX / engine on a data set")
-    add("--dataset", choices=sorted(DEFAULT_SPLITS))
+    add("--dataset", choices=sorted(DEFAULT_SPLITS), help="the data set's layout")
     add("--root", required=True, help="the data set's folder (or a synthetic set)")
     add("--split", help="default: evaluation (FreiHAND), test (DexYCB)")
     add("--checkpoint", help="a training checkpoint (PyTorch)")
@@ -252,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = command(sub, "demo", demo, "the whole pipeline on this machine, nothing downloaded (a few minutes)")
     add("-o", "--output", dest="out", help="output folder")
     add("--frames", type=at_least(4), help="frames of the synthetic video")
-    add("--seed", type=int)
+    add("--seed", type=int, help="seed of the synthetic video")
     add("--quick", action="store_true", help="fewer timing runs and frames (for tests)")
 
     bench = call("handssca.bench:run_bench_command", "bench", options="handssca.bench:BenchOptions")
@@ -263,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--runs", type=at_least(1), help="timed runs at batch 1 (fewer at larger batches)")
     add("--compile", dest="compile_model", action="store_true", help="also time torch.compile (slow on CPU)")
     add("--data", dest="data_root", help="a FreiHAND-layout folder: also compare the official metrics per backend")
-    add("--data-samples", type=at_least(1))
+    add("--data-samples", type=at_least(1), help="samples for the metrics")
     add(
         "--int8-calibration",
         dest="int8_images",
@@ -308,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = command(serve_sub, "repository", repository, "write a Triton model repository for an .onnx or engine")
     add("model", help="an exported .onnx, or a TensorRT engine with its sidecar")
     add("-o", "--output", required=True, help="the repository folder (new, or one to add to)")
-    add("--fingertips", choices=sorted(FINGERTIP_IDS))
+    add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
     add("--plugin", help="engines: the scan plugin library (default: the engine's sidecar)")
     scheduling_options(add)
     add = command(serve_sub, "check", cmd_serve_check, "parse and cross-check a repository's config.pbtxt files")
@@ -324,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("repository")
     add("--env", dest="environment", help="the server environment (default: as 'serve setup')")
     add("--host", help="the address to listen on (0.0.0.0: every interface, no authentication)")
-    add("--http-port", type=at_least(1))
-    add("--grpc-port", type=at_least(1))
-    add("--metrics-port", type=at_least(1))
+    add("--http-port", type=at_least(1), help="Triton's HTTP port")
+    add("--grpc-port", type=at_least(1), help="Triton's gRPC port")
+    add("--metrics-port", type=at_least(1), help="Triton's metrics port")
     add("--log", help="the server's log file (default: a temporary folder)")
     load = call("handssca.serving.load_test:run_load_test_command", serving=serving,
                 options="handssca.serving.load_test:LoadTestOptions")  # fmt: skip
@@ -335,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-o", "--output", help="folder for JSON, table, plot")
     add("--concurrency", type=batch_list, help="client counts")
     add("--duration", dest="duration_s", type=float, help="seconds per level")
-    add("--protocol", choices=("grpc", "http"))
+    add("--protocol", choices=("grpc", "http"), help="the client protocol")
     add("--hands", type=at_least(1), help="distinct hands sent")
     add("--env", dest="environment", help="the server environment (default: as 'serve setup')")
     add("--batching", choices=("both", "dynamic", "none"), help="the servers to run")

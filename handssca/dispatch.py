@@ -17,6 +17,21 @@ from pathlib import Path
 
 from handssca.errors import HandSSCAError
 
+
+class OwnerDefaultsFormatter(argparse.HelpFormatter):
+    """--help shows each option's default where it has one (the owner's), not "None" or "False"."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            action.default not in (None, False, [], argparse.SUPPRESS)
+            and action.option_strings
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 OWNERS = "owners"  # the attribute of a subparser that names its owners ("module:attribute")
 
 

@@ -25,7 +25,7 @@ def import_tensorrt():
     except ImportError as exc:
         raise TensorRTError(
             "TensorRT is not installed: on a machine with an NVIDIA GPU, pip install 'handssca[trt]' "
-            "(tensorrt comes from NVIDIA's package index; see the README's TensorRT section)"
+            "(tensorrt comes from NVIDIA's package index; see docs/tensorrt.md)"
         ) from exc
     return trt
 

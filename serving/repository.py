@@ -208,7 +208,7 @@ def _add_tensors(fields, tensors) -> None:
 
 def _batching(config, options: ServingOptions, network: bool) -> None:
     """Only the network waits (up to the queue delay) for a fuller batch: it is where a batch can
-    pay (on a GPU; on 2 CPU cores it does not, see the README's load test). The light python
+    pay (on a GPU; on 2 CPU cores it does not, see docs/benchmarks.md). The light python
     steps batch whatever is queued when they are free, without waiting."""
     if not options.dynamic_batching:
         return
