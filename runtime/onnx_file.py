@@ -67,6 +67,16 @@ def _external_locations(model) -> list[tuple[str, str]]:
     ]
 
 
+def is_regular_file(path: Path, follow_links: bool) -> bool | None:
+    """Whether ``path`` is a regular file (a link counts as one only when ``follow_links``); None
+    when there is nothing there."""
+    try:
+        info = os.stat(path) if follow_links else os.lstat(path)
+    except OSError:
+        return None
+    return stat.S_ISREG(info.st_mode)
+
+
 def check_external_data(model, folder: Path | None, name: str) -> None:
     """Refuses external data that is not a regular file inside ``folder`` (see the module's note)."""
     for tensor, location in _external_locations(model):
@@ -76,12 +86,10 @@ def check_external_data(model, folder: Path | None, name: str) -> None:
         relative = Path(location)
         if not location or relative.is_absolute() or ".." in relative.parts:
             raise OnnxFileError(f"{where}: external data must be a file inside the model's folder; refused")
-        target = folder / relative
-        try:
-            info = os.lstat(target)
-        except OSError:
-            raise OnnxFileError(f"{where}, which does not exist beside the model") from None
-        if not stat.S_ISREG(info.st_mode):
+        regular = is_regular_file(folder / relative, follow_links=False)
+        if regular is None:
+            raise OnnxFileError(f"{where}, which does not exist beside the model")
+        if not regular:
             raise OnnxFileError(f"{where}, which is not a regular file (a link, device or fifo); refused")
 
 
@@ -95,11 +103,10 @@ def read_onnx(source: str | Path | bytes, error: type[HandSSCAError] = OnnxFileE
     else:
         path = Path(source)
         name, folder = str(path), path.parent
-        try:
-            info = os.stat(path)
-        except OSError:
-            raise error(f"{path}: model file not found") from None
-        if not stat.S_ISREG(info.st_mode):
+        regular = is_regular_file(path, follow_links=True)
+        if regular is None:
+            raise error(f"{path}: model file not found")
+        if not regular:
             raise error(f"{path}: not a regular file")
         data = path.read_bytes()
     try:
