@@ -35,11 +35,10 @@ def parameter_summary(model: nn.Module) -> list[tuple[str, int]]:
 def model_report(config, batch: int = 1, imagenet_weights=None) -> dict:
     """``handssca info``: parameters per module next to the paper's, the scan implementation, the
     outputs' shapes and a timed CPU forward pass of a network built from ``config``."""
-    import time
-
     import torch
 
     from handssca import __version__
+    from handssca.measure import time_runner
     from handssca.ops import describe_scan_backend
 
     from .handssca import HandSSCA
@@ -49,10 +48,8 @@ def model_report(config, batch: int = 1, imagenet_weights=None) -> dict:
     rows = parameter_summary(model)
     image = torch.randn(batch, 3, config.input_size, config.input_size)
     with torch.inference_mode():
-        model(image)  # warm-up
-        start = time.perf_counter()
-        outputs = model(image)
-        forward_ms = (time.perf_counter() - start) * 1e3
+        outputs = model(image)  # also the warm-up
+        forward_ms = time_runner(lambda: model(image), warmup=0, runs=1)["median_ms"]
     paper = {"total": PAPER_PARAMETERS["model"] if config.attention == "ssca" else None}
     attention_key = next(name for name, _ in rows if name.startswith("attention"))
     paper[attention_key] = PAPER_PARAMETERS.get(config.attention)
