@@ -4,6 +4,8 @@ warmup, written once, and the runners' error family."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from ..errors import HandSSCAError
@@ -37,7 +39,7 @@ def fixed_size(dim) -> int | None:
     return dim if isinstance(dim, (int, np.integer)) and dim > 0 else None
 
 
-class Runner:
+class Runner(ABC):
     """The base of every runner. A subclass sets ``name``, ``metadata``, ``input_name``,
     ``input_shape`` (fixed sizes, or a name / -1 for a dynamic axis), ``input_dtype``,
     ``output_names`` and, where its engine has them, ``min_batch``/``max_batch``; and implements
@@ -80,8 +82,9 @@ class Runner:
         self.check(images)
         return self._run(images, **options)
 
+    @abstractmethod
     def _run(self, images: np.ndarray, **options) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The runner's own work on a batch ``check`` has passed."""
 
     def warmup(self, runs: int = WARMUP_RUNS) -> None:
         """Runs the smallest batch of zeros, so first-call allocations and kernel choices happen now."""
