@@ -1,5 +1,5 @@
 import sys
 
-from handssca.cli import main
+from handssca import main
 
 sys.exit(main())

@@ -24,14 +24,8 @@ from handssca.dispatch import (
     require_torch,
     show,
 )
-from handssca.errors import HandSSCAError
-from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
-from handssca.models.config import ATTENTION_KINDS
-from handssca.runtime.builtin_hand import STAND_IN_NOTE as STAND_IN
-from handssca.runtime.hand_finder import VARIANTS as HAND_VARIANTS
-from handssca.runtime.mano import FINGERTIP_IDS
-from handssca.runtime.predictor import SIDES
-from handssca.training.datasets import DEFAULT_SPLITS
+from handssca.errors import HandSSCAError, one_line
+from handssca.extras import missing_extra
 
 # ---- argparse types ---------------------------------------------------------------------------
 
@@ -115,7 +109,7 @@ def cmd_infer(args):
 def cmd_serve_check(args):
     from handssca.serving.repository import check_repository
 
-    configs = check_repository(args.repository)
+    configs = check_repository(args.repository, trust_modified=args.trust_modified)
     return show(f"{args.repository}: {len(configs)} models, every config.pbtxt parses and the ensemble's tensors agree")
 
 
@@ -123,6 +117,16 @@ def cmd_serve_check(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The choices come from their owners, imported here rather than at the top so that a Ctrl-C
+    # while they load is an interrupt main() handles (one line), not a traceback.
+    from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
+    from handssca.models.config import ATTENTION_KINDS
+    from handssca.runtime.builtin_hand import STAND_IN_NOTE as STAND_IN
+    from handssca.runtime.hand_finder import VARIANTS as HAND_VARIANTS
+    from handssca.runtime.mano import FINGERTIP_IDS
+    from handssca.runtime.predictor import SIDES
+    from handssca.training.datasets import DEFAULT_SPLITS
+
     parser = argparse.ArgumentParser(prog="handssca", description="HandSSCA: train, export, and run a 3D hand mesh.")
     parser.add_argument("--version", action="version", version=f"handssca {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -320,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
     add("--plugin", help="engines: the scan plugin library (default: the engine's sidecar)")
     scheduling_options(add)
-    add = command(serve_sub, "check", cmd_serve_check, "parse and cross-check a repository's config.pbtxt files")
+    add = command(serve_sub, "check", cmd_serve_check, "parse and cross-check a repository's config.pbtxt files",
+                  "handssca.serving.repository:check_repository")  # fmt: skip
     add("repository")
+    add("--trust-modified", action="store_true", help="accept model or python step files changed since written")
     setup = call(
         "handssca.serving.server:setup_server_environment", say=lambda env: f"ready: {env.folder}, {env.binary}"
     )
@@ -337,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--grpc-port", type=at_least(1), help="Triton's gRPC port")
     add("--metrics-port", type=at_least(1), help="Triton's metrics port")
     add("--log", help="the server's log file (default: a temporary folder)")
+    add("--trust-modified", action="store_true", help="serve model or python step files changed since written")
     load = call("handssca.serving.load_test:run_load_test_command", serving=serving,
                 options="handssca.serving.load_test:LoadTestOptions")  # fmt: skip
     add = command(serve_sub, "load-test", load, "concurrent clients against Triton: throughput, latency, parity")
@@ -356,8 +363,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    command = " ".join(["handssca", *[a for a in argv if not a.startswith("-")][:1]])
+    try:
+        return _main(argv)
+    except HandSSCAError as exc:
+        print(f"{command}: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # results are written atomically: nothing half-written is left
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except ImportError as exc:  # a package of an extra that is not installed: which extra, one line
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        print(f"{command}: {missing}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
     choices = parser.get_default("commands")
     if argv and not argv[0].startswith("-") and argv[0] not in choices:
         known = ", ".join(choices)
@@ -379,12 +404,6 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.handler(args)
-    except HandSSCAError as exc:
-        print(f"handssca {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # results are written atomically: nothing half-written is left
-        print(f"handssca {args.command}: interrupted", file=sys.stderr)
-        return 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

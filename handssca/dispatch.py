@@ -26,6 +26,7 @@ class OwnerDefaultsFormatter(argparse.HelpFormatter):
         if (
             action.default not in (None, False, [], argparse.SUPPRESS)
             and action.option_strings
+            and action.nargs != 0  # a flag's default is its absence (--no-smooth: smoothing on)
             and "%(default)" not in text
         ):
             text += " (default: %(default)s)"

@@ -11,3 +11,9 @@ those. Anything else that escapes is a bug and keeps its traceback.
 
 class HandSSCAError(Exception):
     """A user-facing failure: one line naming the file or option and the problem."""
+
+
+def one_line(text) -> str:
+    """``text`` (a message, or an exception) on one line: a newline or other control character
+    (a file name can hold one) is shown escaped, so a one-line message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

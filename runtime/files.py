@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import json
 import os
 import stat
 import struct
@@ -78,7 +80,114 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The file names a folder's images are listed by: those of the formats read_image reads (it
+# decides by content, so a file given by name is read whatever its suffix).
+class RunFolder:
+    """An output folder that one run owns (``infer -o``, ``webcam -o``).
+
+    ``with RunFolder(path) as out:`` locks the folder (a second run into it is refused in one
+    line while this one writes), then removes what the previous run wrote there, so that a
+    report never sits beside another run's files; ``out.path(name)`` is where a result goes,
+    recorded first in the folder's journal (``.handssca-run``, one JSON string a line, appended
+    and flushed), so that even after a kill -9 the next run knows what to clear. Only files the
+    journal names are removed, never the user's own; the lock is the OS's (flock), released by
+    the kernel when the process dies however it dies.
+    """
+
+    LOCK, JOURNAL = ".handssca-lock", ".handssca-run"
+
+    def __init__(self, path: str | Path):
+        self.folder = Path(path)
+        self._lock = self._journal = None
+
+    def __enter__(self) -> RunFolder:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputError(f"{self.folder}: is a file; give a folder for the outputs")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.folder / self.LOCK, "a+")
+        except OSError as exc:
+            raise OutputError(f"{self.folder}: cannot write it ({exc.strerror or exc})") from exc
+        if not _try_lock(self._lock):
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "?"
+            self._lock.close()
+            raise OutputError(
+                f"{self.folder}: another run (pid {holder}) is writing this folder; wait for it or give another -o"
+            )
+        try:
+            self._lock.seek(0)
+            self._lock.truncate()
+            self._lock.write(f"{os.getpid()}\n")
+            self._lock.flush()
+            self._clear_previous()
+            self._journal = open(self.folder / self.JOURNAL, "w", encoding="utf-8")
+        except OSError as exc:
+            self.__exit__(None, None, None)
+            raise OutputError(f"{self.folder}: cannot write it ({exc.strerror or exc})") from exc
+        return self
+
+    def __exit__(self, *exc_info):
+        for f in (self._journal, self._lock):  # closing the lock file releases the lock
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._journal = self._lock = None
+
+    def path(self, name: str) -> Path:
+        """Where the result ``name`` (a file name in the folder) goes, recorded in the journal."""
+        if Path(name).name != name or name in (self.LOCK, self.JOURNAL):
+            raise ValueError(f"{name!r}: a run's results are plain file names in its folder")
+        try:
+            self._journal.write(json.dumps(name) + "\n")
+            self._journal.flush()
+        except OSError as exc:
+            raise OutputError(f"{self.folder / self.JOURNAL}: cannot write it ({exc.strerror or exc})") from exc
+        return self.folder / name
+
+    def write(self, name: str, data: bytes) -> Path:
+        """``data`` written atomically as ``name``."""
+        return write_atomically(self.path(name), data)
+
+    def _clear_previous(self) -> None:
+        """Removes the files the previous run's journal names, and their temporary files."""
+        journal = self.folder / self.JOURNAL
+        if not journal.is_file():
+            return
+        for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                name = json.loads(line)
+            except ValueError:  # a line cut by a crash
+                continue
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                continue
+            for path in [self.folder / name, *self.folder.glob(f".{glob.escape(name)}.*.tmp")]:
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+
+
+def _try_lock(f) -> bool:
+    """An exclusive lock on the open file ``f`` without waiting: False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def list_images(items) -> list[Path]:
@@ -118,7 +227,7 @@ MAX_IMAGE_PIXELS = 64_000_000  # 64 megapixels (8000 x 8000): 192 MB decoded as 
 MAX_IMAGE_BYTES = 256 << 20  # 256 MiB of file: a 64-megapixel uncompressed BMP with alpha fits
 IMAGE_FORMATS = "PNG, JPEG, BMP, WebP, TIFF or GIF"  # the formats whose declared size image_size reads
 
-_FILE_KINDS = {
+FILE_KINDS = {
     stat.S_IFDIR: "a folder",
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
@@ -134,7 +243,7 @@ def _regular_file_bytes(path: Path) -> bytes:
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+            kind = FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
             if path.is_symlink():
                 kind += f", linked to {os.path.realpath(path)}"
             raise UnreadableImage(f"{path}: not a regular file ({kind}), not read")
@@ -154,28 +263,79 @@ def _regular_file_bytes(path: Path) -> bytes:
     return data
 
 
+def image_format(head: bytes) -> str | None:
+    """The image format whose signature ``head`` (a file's first 12 bytes or more) starts with:
+    "PNG", "JPEG", "BMP", "WebP", "TIFF" or "GIF"; None for anything else (a video, say)."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if head[:2] == b"\xff\xd8":
+        return "JPEG"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return None
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """The (width, height) an image file's header declares, read without decoding anything; None
     for a format other than PNG, JPEG, BMP, WebP, TIFF or GIF, or a header too short to say."""
+    kind = image_format(data)
     try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if kind == "PNG":
             return struct.unpack(">II", data[16:24]) if data[12:16] == b"IHDR" else None
-        if data[:2] == b"\xff\xd8":
+        if kind == "JPEG":
             return _jpeg_size(data)
-        if data[:2] == b"BM":
+        if kind == "BMP":
             if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
                 return struct.unpack("<HH", data[18:22])
             width, height = struct.unpack("<ii", data[18:26])
             return abs(width), abs(height)  # a negative height: stored top-down
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        if kind == "WebP":
             return _webp_size(data)
-        if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if kind == "TIFF":
             return _tiff_size(data)
-        if data[:6] in (b"GIF87a", b"GIF89a"):
+        if kind == "GIF":
             return struct.unpack("<HH", data[6:10])
     except struct.error:  # cut off inside the header
         return None
     return None
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file that starts like an image (whatever its name says):
+    such a file is read by read_image and its checks, never by a video reader."""
+    try:
+        with open(path, "rb") as f:
+            return os.path.isfile(path) and image_format(f.read(16)) is not None
+    except OSError:
+        return False
+
+
+def check_frame_size(width: float, height: float, what: str) -> None:
+    """Refuses frames over MAX_IMAGE_PIXELS before one is decoded: the limit read_image puts on
+    images, here for a video's frame size as its header declares it."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UnreadableImage(
+            f"{what}: declares {width:.0f} x {height:.0f} pixel frames ({width * height / 1e6:.0f} megapixels), more "
+            f"than the {MAX_IMAGE_PIXELS // 1_000_000} megapixel limit; not decoded"
+        )
+
+
+def quiet_opencv() -> None:
+    """OpenCV and its FFmpeg print their own lines on stderr (``moov atom not found``, ``[ERROR:0]
+    ... Failed to initialize VideoWriter``) before this program's one-line error says the same
+    thing: silenced, unless the user set OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL. FFmpeg reads
+    its level when the first capture or writer opens, so this is called before that."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 # Start of frame markers (baseline, progressive, lossless, arithmetic): all but DHT, JPG and DAC.
@@ -183,6 +343,13 @@ _JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    return _jpeg_walk(data, until_scan=False)
+
+
+def _jpeg_walk(data: bytes, until_scan: bool):
+    """Walks a JPEG's marker segments from the start: the (width, height) of its frame header, or
+    with ``until_scan`` the offset where its first scan's entropy-coded data starts; None when
+    the data ends or breaks first."""
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
@@ -192,9 +359,11 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 1
         elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
             i += 2
-        elif marker in (0xD9, 0xDA):  # the end, or the scan, before any frame header
+        elif marker == 0xD9:  # the end before any scan
             return None
-        elif marker in _JPEG_SOF:
+        elif marker == 0xDA:
+            return i + 2 + struct.unpack(">H", data[i + 2 : i + 4])[0] if until_scan else None
+        elif marker in _JPEG_SOF and not until_scan:
             height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return width, height
         else:
@@ -240,17 +409,17 @@ def read_image(path: str | Path):
     """The image at ``path`` (H, W, 3 uint8, BGR); UnreadableImage saying why it is not usable.
 
     Only a regular file of at most MAX_IMAGE_BYTES is read, and only an image whose header
-    declares at most MAX_IMAGE_PIXELS is decoded (``image_size``). A truncated JPEG still decodes
-    (libjpeg fills the rest with grey and only warns), so its end of image marker is checked;
-    likewise a PNG's IEND chunk."""
+    declares at most MAX_IMAGE_PIXELS is decoded (``image_size``). Whether it is whole is decided
+    by decoding it, as OpenCV does (5.x refuses a cut JPEG or PNG); data after the image's end
+    (the video of a Motion Photo, a camera's trailer) is not the image's and is ignored. OpenCV 4.x
+    fills a cut JPEG with grey and only warns, so a JPEG's end of image marker is also looked for
+    after its first scan (``jpeg_is_complete``)."""
     import cv2
 
     path = Path(path)
     data = _regular_file_bytes(path)
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].rstrip(b"\x00\r\n "):
-        raise UnreadableImage(f"{path}: truncated JPEG (no end-of-image marker)")
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
-        raise UnreadableImage(f"{path}: truncated PNG (no IEND chunk)")
+    if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
+        raise UnreadableImage(f"{path}: truncated JPEG (no end-of-image marker after its image data)")
     size = image_size(data)
     if size is None:
         raise UnreadableImage(f"{path}: not a decodable image (not a {IMAGE_FORMATS} file, or its header is cut)")
@@ -266,8 +435,17 @@ def read_image(path: str | Path):
         detail = " ".join(str(exc).split())[-160:]
         raise UnreadableImage(f"{path}: OpenCV cannot decode it ({detail})") from exc
     if image is None or image.size == 0:
-        raise UnreadableImage(f"{path}: not a decodable image")
+        raise UnreadableImage(f"{path}: not a decodable image (truncated or damaged)")
     return image
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether a JPEG's first scan is followed by an end of image marker. Inside entropy-coded
+    data a 0xFF byte is always followed by 0x00 or a restart marker, so the first FF D9 after the
+    scan starts is the image's end; a thumbnail's FF D9 sits inside an APP segment before it, and
+    whatever follows the end (a Motion Photo's video) is not looked at."""
+    scan = _jpeg_walk(data, until_scan=True)
+    return scan is not None and data.find(b"\xff\xd9", scan) >= 0
 
 
 def playable(video: str | Path | None) -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import HandSSCAError
 from .crop import apply_affine, box_from_points, invert_affine
 from .hand_rects import HandRect, landmarks_rect, palm_rect, rect_affine, rect_iou
+from .onnx_file import NOTHING, not_a_file, path_kind
 from .palm_detection import INPUT_SIZE as PALM_SIZE
 from .palm_detection import decode_palms, weighted_nms
 
@@ -39,6 +40,21 @@ LANDMARK_TENSORS = {
     "Identity_1": [1, 1],  # presence (a sigmoid already)
     "Identity_2": [1, 1],  # handedness: > 0.5 is a right hand on an unmirrored image
     "Identity_3": [1, 63],  # world landmarks, metres
+}
+# What each output the finder uses may hold (name: what it is, low, high), checked on every run
+# before use: a damaged or foreign model's NaN, inf or absurd values are refused in one line
+# naming its file. Unchecked, NaN landmarks end in a traceback, a NaN side score puts NaN in
+# predictions.json (not JSON) and landmarks of 1e30 pixels make a "hand" that takes a minute.
+# The bounds are generous: on photographs, blank frames and noise the shipped models' regressors
+# stay within +-170 (of +-576) and their landmarks within -63..217 (of -448..672).
+PALM_RANGES = {
+    "Identity": ("palm boxes and keypoints", -3 * PALM_SIZE, 3 * PALM_SIZE),  # 192-pixel units from an anchor
+    "Identity_1": ("palm score logits", -np.inf, np.inf),  # clipped to +-100 when decoded; finite
+}
+LANDMARK_RANGES = {
+    "Identity": ("landmarks", -2 * LANDMARK_SIZE, 3 * LANDMARK_SIZE),  # crop pixels: within two crops of it
+    "Identity_1": ("presence", 0.0, 1.0),
+    "Identity_2": ("handedness", 0.0, 1.0),
 }
 
 
@@ -60,16 +76,19 @@ def model_files(variant: str, folder: str | Path | None = None) -> tuple[Path, P
     if variant not in VARIANTS:
         raise HandModelError(f"hand model variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     folder = Path(folder) if folder is not None else shipped_models()
+    if not folder.is_dir() and path_kind(folder) != NOTHING:  # nothing there: each file is "not found"
+        raise HandModelError(f"{folder}: not a folder of hand models ({path_kind(folder)})")
     return folder / f"palm_detection_{variant}.onnx", folder / f"hand_landmark_{variant}.onnx"
 
 
 def open_session(path: Path, tensors: dict[str, list[int]], what: str, threads: int = 0):
-    """An ONNX Runtime session of ``path``, refused in one line when it is missing, unreadable,
-    or has other tensors than ``tensors``."""
+    """An ONNX Runtime session of ``path``, refused in one line when it is missing, not a file (a
+    folder, a device, a link loop: named), unreadable, or has other tensors than ``tensors``."""
     import onnxruntime as ort
 
-    if not path.is_file():
-        raise HandModelError(f"{path}: {what} model file not found")
+    problem = not_a_file(path, f"{what} model")
+    if problem:
+        raise HandModelError(problem)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # Idle threads must not spin between the finder's small models and the network's sessions.
@@ -83,6 +102,25 @@ def open_session(path: Path, tensors: dict[str, list[int]], what: str, threads: 
     if found != tensors:
         raise HandModelError(f"{path}: not MediaPipe's {what} (expected tensors {tensors}, found {found})")
     return session
+
+
+def checked_run(session, path: Path, ranges: dict[str, tuple[str, float, float]], feeds: dict) -> list[np.ndarray]:
+    """``session``'s outputs named in ``ranges`` (in its order), each finite and within its range;
+    HandModelError naming ``path`` otherwise. Two reductions per output, no temporaries: NaN
+    makes min/max NaN, so one comparison catches it with inf and the out of range."""
+    outputs = session.run(list(ranges), feeds)
+    for (name, (what, low, high)), values in zip(ranges.items(), outputs, strict=True):
+        least, most = values.min(), values.max()
+        if np.isfinite(least) and np.isfinite(most) and low <= least and most <= high:
+            continue
+        flat = values.ravel()
+        bad = ~(np.isfinite(flat) & (flat >= low) & (flat <= high))
+        allowed = "NaN or infinite" if np.isinf(high) else f"NaN, infinite or outside [{low:g}, {high:g}]"
+        raise HandModelError(
+            f"{path}: output '{name}' ({what}) has {int(bad.sum())} of {flat.size} values {allowed} (e.g. "
+            f"{flat[bad][0]:g}): a damaged model, or not MediaPipe's; refused"
+        )
+    return outputs
 
 
 def as_rgb(frame, colour: str = "bgr") -> np.ndarray:
@@ -187,7 +225,8 @@ class HandFinder:
         tensor = cv2.warpAffine(
             image_rgb, affine, (PALM_SIZE, PALM_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
-        regressors, logits = self._palm.run(None, {"input_1": (tensor[None] / np.float32(255.0)).astype(np.float32)})
+        feeds = {"input_1": (tensor[None] / np.float32(255.0)).astype(np.float32)}
+        regressors, logits = checked_run(self._palm, self.files[0], PALM_RANGES, feeds)
         palms = weighted_nms(decode_palms(regressors[0], logits[0], min_score=self.min_detection))
         if max_palms > 0:
             palms = palms.take(slice(0, max_palms))
@@ -208,9 +247,8 @@ class HandFinder:
         crop = cv2.warpAffine(
             image, affine, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-        outputs = self._landmark.run(
-            ["Identity", "Identity_1", "Identity_2"], {"input_1": (crop[None] / np.float32(255.0)).astype(np.float32)}
-        )
+        feeds = {"input_1": (crop[None] / np.float32(255.0)).astype(np.float32)}
+        outputs = checked_run(self._landmark, self.files[1], LANDMARK_RANGES, feeds)
         raw, presence, handedness = outputs[0].reshape(21, 3), float(outputs[1].item()), float(outputs[2].item())
         if not presence > self.min_presence:
             return None

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import UnreadableImage, list_images, read_image, write_atomically, write_image
+from handssca.errors import HandSSCAError, one_line
+
+from .files import RunFolder, UnreadableImage, list_images, read_image, write_image
 from .mesh_render import mesh_to_obj
 from .overlay import default_intrinsics, draw_hand, draw_label
 from .predictor import HandMeshPredictor
@@ -25,6 +27,7 @@ class InferReport:
         """Per image, the hands found ("no hand found" is an outcome, counted); then the totals."""
         lines = [f"{image}: {describe_hands(sides)}" for image, sides in self.hands.items()]
         lines += [f"skipped {skipped}" for skipped in self.skipped]
+        lines = [one_line(line) for line in lines]  # a file name may hold a newline
         empty = sum(1 for sides in self.hands.values() if not sides)
         found = f"; no hand found in {empty}" if empty else ""
         left_out = f" ({len(self.skipped)} skipped, named above)" if self.skipped else ""
@@ -56,39 +59,37 @@ def infer_images(
     such. Unreadable images are named and counted out."""
     from tqdm import tqdm
 
-    from ..errors import HandSSCAError
-
     paths = list_images(items)
     if not paths:
         raise HandSSCAError("no images to run on")
-    out = Path(out)
     names = output_names(paths)
     report, results = InferReport(folder=Path(out)), []
-    for path in tqdm(paths, desc="inferring", unit="img", disable=not progress):
-        try:
-            frame = read_image(path)
-        except UnreadableImage as exc:
-            report.skipped.append(str(exc))
-            continue
-        h, w = frame.shape[:2]
-        K = default_intrinsics(w, h)
-        if box is not None:
-            hands = predictor.predict(frame, [box], sides=[side], K=K)
-            meshes = [f"{names[path]}.obj"]
-        else:
-            hands = predictor.predict(frame, K=K)
-            meshes = [f"{names[path]}_hand{i}_{hand.side}.obj" for i, hand in enumerate(hands)]
-        overlay = frame.copy()
-        for i, hand in enumerate(hands):
-            draw_hand(overlay, hand, predictor.mano.faces, K)
-            draw_label(overlay, hand.box, f"{i} {hand.side}")
-            write_atomically(out / meshes[i], mesh_to_obj(hand.vertices, predictor.mano.faces).encode())
-            results.append({"image": str(path), "hand": i, "mesh": meshes[i], **hand.to_json()})
-        write_image(out / f"{names[path]}_overlay.png", np.concatenate([frame, overlay], axis=1))
-        report.hands[str(path)] = [hand.side for hand in hands]
-    if not report.hands:
-        raise HandSSCAError(f"none of the {len(paths)} images could be read ({report.skipped[0]})")
-    write_atomically(out / "predictions.json", json.dumps(results, indent=1).encode())
+    with RunFolder(out) as folder:  # this run's files only, and no other run writing beside it
+        for path in tqdm(paths, desc="inferring", unit="img", disable=not progress):
+            try:
+                frame = read_image(path)
+            except UnreadableImage as exc:
+                report.skipped.append(str(exc))
+                continue
+            h, w = frame.shape[:2]
+            K = default_intrinsics(w, h)
+            if box is not None:
+                hands = predictor.predict(frame, [box], sides=[side], K=K)
+                meshes = [f"{names[path]}.obj"]
+            else:
+                hands = predictor.predict(frame, K=K)
+                meshes = [f"{names[path]}_hand{i}_{hand.side}.obj" for i, hand in enumerate(hands)]
+            overlay = frame.copy()
+            for i, hand in enumerate(hands):
+                draw_hand(overlay, hand, predictor.mano.faces, K)
+                draw_label(overlay, hand.box, f"{i} {hand.side}")
+                folder.write(meshes[i], mesh_to_obj(hand.vertices, predictor.mano.faces).encode())
+                results.append({"image": str(path), "hand": i, "mesh": meshes[i], **hand.to_json()})
+            write_image(folder.path(f"{names[path]}_overlay.png"), np.concatenate([frame, overlay], axis=1))
+            report.hands[str(path)] = [hand.side for hand in hands]
+        if not report.hands:
+            raise HandSSCAError(f"none of the {len(paths)} images could be read ({report.skipped[0]})")
+        folder.write("predictions.json", json.dumps(results, indent=1).encode())
     report.written = len(report.hands)
     return report
 

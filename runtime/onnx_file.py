@@ -10,6 +10,7 @@ given as bytes has no folder, so it cannot have external data.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandSSCAError
+from .files import FILE_KINDS
 
 
 class OnnxFileError(HandSSCAError, ValueError):
@@ -77,6 +79,35 @@ def is_regular_file(path: Path, follow_links: bool) -> bool | None:
     return stat.S_ISREG(info.st_mode)
 
 
+REGULAR, NOTHING = "a regular file", "nothing"
+
+
+def path_kind(path: Path) -> str:
+    """What is at ``path``, links followed, in words: REGULAR, NOTHING, or read_image's names for
+    the rest (files.FILE_KINDS: "a folder", "a character device", ...; with the link it came
+    through) and "a symbolic link loop", so that a model path is never "not found" when
+    something else is there."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return NOTHING if exc.errno in (errno.ENOENT, errno.ENOTDIR) else f"unreadable: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return REGULAR
+    kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a file")
+    return f"{kind}, linked to {os.path.realpath(path)}" if os.path.islink(path) else kind
+
+
+def not_a_file(path: Path, what: str = "model") -> str | None:
+    """Why ``path`` cannot be read as a ``what`` file, in one line naming it ("PATH: not a model
+    file (a folder)"); None when it is a regular file."""
+    kind = path_kind(path)
+    if kind == REGULAR:
+        return None
+    return f"{path}: {what} file not found" if kind == NOTHING else f"{path}: not a {what} file ({kind})"
+
+
 def check_external_data(model, folder: Path | None, name: str) -> None:
     """Refuses external data that is not a regular file inside ``folder`` (see the module's note)."""
     for tensor, location in _external_locations(model):
@@ -103,11 +134,9 @@ def read_onnx(source: str | Path | bytes, error: type[HandSSCAError] = OnnxFileE
     else:
         path = Path(source)
         name, folder = str(path), path.parent
-        regular = is_regular_file(path, follow_links=True)
-        if regular is None:
-            raise error(f"{path}: model file not found")
-        if not regular:
-            raise error(f"{path}: not a regular file")
+        problem = not_a_file(path)
+        if problem:
+            raise error(problem)
         data = path.read_bytes()
     try:
         model = onnx.load_from_string(data)

@@ -18,12 +18,14 @@ import numpy as np
 from .crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
 from .hand_conventions import mirror_points, mirror_pose
 from .hand_finder import MAX_HANDS, VARIANTS, FoundHand, FrameError, HandFinder
+from .hand_finder import _describe as describe
 from .hand_model import BUILTIN, load_hand_model
 from .mano import ManoModel
 from .runner import meshes_from_outputs, open_runner
 from .runner_base import ModelFileError
 
 SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
+CHUNK = 16  # hands run through the network at once: a frame's hands are one batch, a crowd is several
 
 
 class PredictorOptionsError(ModelFileError):
@@ -147,6 +149,26 @@ class HandMeshPredictor:
         parts = [self.model.run(images[i : i + 1]) for i in range(len(images))]  # a fixed batch-1 engine
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+    def _hands(self, image: np.ndarray, boxes, sides: list[str]) -> dict[str, np.ndarray]:
+        """``hand_arrays`` of the boxes, run CHUNK hands at a time so that memory is bounded
+        whatever the count (a network's activations grow with the batch: 600 boxes at once took
+        gigabytes); the stages' times add up over the chunks."""
+        parts, times = [], dict.fromkeys(("crop_ms", "engine_ms", "mano_ms"), 0.0)
+        for first in range(0, len(boxes), CHUNK):
+            chunk, chunk_sides = boxes[first : first + CHUNK], sides[first : first + CHUNK]
+            start = time.perf_counter()
+            crops, affines = hand_crops(image, chunk, chunk_sides, self.size)
+            batch = normalise(crops, self.mean, self.std)
+            crop_done = time.perf_counter()
+            outputs = self._run(batch)
+            engine_done = time.perf_counter()
+            parts.append(hand_arrays(outputs, affines, chunk_sides, self.size, self.mano, self.fingertip_ids))
+            for name, since, until in (("crop_ms", start, crop_done), ("engine_ms", crop_done, engine_done),
+                                       ("mano_ms", engine_done, time.perf_counter())):  # fmt: skip
+                times[name] += (until - since) * 1e3
+        self.timings.update(times)
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def predict(
         self, frame: np.ndarray, boxes=None, *, colour: str = "bgr", sides=None, K=None
     ) -> list[HandPrediction]:
@@ -159,22 +181,9 @@ class HandMeshPredictor:
         self.timings = {"finder_ms": finder_ms} if found is not None else {}
         if not boxes:
             return []
-        start = time.perf_counter()
-        crops, affines = hand_crops(in_network_colour(frame, colour, self.rgb), boxes, sides, self.size)
-        batch = normalise(crops, self.mean, self.std)
-        crop_done = time.perf_counter()
-        outputs = self._run(batch)
-        engine_done = time.perf_counter()
-        hands = hand_arrays(outputs, affines, sides, self.size, self.mano, self.fingertip_ids)
-        mano_done = time.perf_counter()
+        hands = self._hands(in_network_colour(frame, colour, self.rgb), boxes, sides)
         results = hand_predictions(boxes, sides, hands, K)
-        self.timings = {
-            "crop_ms": (crop_done - start) * 1e3,
-            "engine_ms": (engine_done - crop_done) * 1e3,
-            "mano_ms": (mano_done - engine_done) * 1e3,
-        }
         if found is not None:
-            self.timings["finder_ms"] = finder_ms
             attach_found(results, found)
         return results
 
@@ -201,7 +210,9 @@ def check_request(frame, boxes, sides) -> tuple[list[np.ndarray], list[str]]:
     """A predict call's frame checked, and its boxes (float64) and sides ("right"/"left", one per
     box; all right when None) as lists: what HandMeshPredictor and the serving client take."""
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise FrameError(f"frame must be an (H, W, 3) uint8 image, got {getattr(frame, 'shape', frame)}")
+        raise FrameError(f"frame must be an (H, W, 3) uint8 image, got {describe(frame)}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise FrameError(f"frame is empty ({frame.shape[0]} x {frame.shape[1]} pixels)")
     boxes = [np.asarray(b, dtype=np.float64) for b in boxes]
     sides = list(sides) if sides is not None else ["right"] * len(boxes)
     if len(sides) != len(boxes) or any(s not in SIDES for s in sides):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .mano import ManoModel, mano_forward
+from .onnx_file import NOTHING, not_a_file, path_kind
 from .runner_base import ModelFileError, Runner
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -31,12 +32,15 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 def open_runner(source, *, plugin=None, device: str = "cpu", threads: int = 0) -> Runner:
     """The runner for ``source``: an .onnx file (ONNX Runtime on ``device``), an .engine/.plan
     file (TensorRT, with ``plugin`` or $HANDSSCA_TRT_PLUGIN), a .pt checkpoint or a torch network
-    (PyTorch: needs torch). Each kind refuses what it cannot run in one line naming the file."""
+    (PyTorch: needs torch). Each kind refuses what it cannot run in one line naming the file; a
+    path that is something else (a folder, a device, a link loop) is named as what it is."""
     if not isinstance(source, (str, Path)):
         from handssca.models import TorchRunner
 
         return TorchRunner(source, device=device)
     path = Path(source)
+    if path_kind(path) != NOTHING and (problem := not_a_file(path)):  # each kind says "not found" in its words
+        raise ModelFileError(problem)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         from .onnx_runner import OnnxRunner

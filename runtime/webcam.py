@@ -14,9 +14,12 @@ written instead of a window.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,15 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HandSSCAError
+from ..errors import HandSSCAError, one_line
 from .files import (
     IMAGE_SUFFIXES,
+    OutputError,
+    RunFolder,
     UnreadableImage,
-    check_writable,
+    check_frame_size,
+    is_image_file,
     list_images,
     playable,
+    quiet_opencv,
     read_image,
-    write_atomically,
 )
 from .hand_finder import MAX_HANDS
 from .hand_tracking import VERIFY_EVERY, HandTracker
@@ -78,18 +84,25 @@ def open_capture(source):
     """A cv2.VideoCapture (or FolderSource) for a camera index, file, folder or URL."""
     import cv2
 
+    quiet_opencv()
+    what = f"camera {source}" if isinstance(source, int) else str(source)
     if isinstance(source, str) and not is_live(source):
         path = Path(source)
-        # An image file is a source of one frame, read as a folder's are: OpenCV's capture would
-        # decode it without the checks of read_image (a decompression bomb, a device).
-        if path.is_dir() or (path.suffix.lower() in IMAGE_SUFFIXES and path.exists()):
+        # An image file, whatever its name, is a source of one frame read as a folder's are:
+        # OpenCV's capture would decode it without the checks of read_image (a decompression
+        # bomb: a 144-megapixel .tif is 1.8 GB decoded).
+        if path.is_dir() or is_image_file(path):
             return FolderSource(path)
         if not path.is_file():
             raise WebcamError(f"{path}: no such video file or image folder")
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
-        what = f"camera {source}" if isinstance(source, int) else str(source)
         raise WebcamError(f"{what}: OpenCV cannot open it (no device, unsupported format or unreachable stream)")
+    try:  # the frame size a video's header declares, limited as images are, before a frame is decoded
+        check_frame_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT), what)
+    except UnreadableImage as exc:
+        capture.release()
+        raise WebcamError(str(exc)) from exc
     return capture
 
 
@@ -208,6 +221,7 @@ class WebcamReport:
     interrupted: bool = False  # Ctrl-C or SIGTERM ended the run (outputs closed and summarised)
     skipped: list = field(default_factory=list)  # "path: reason" of each image a folder source left out
     resized: int = 0  # frames of another size than the first, letterboxed into the video
+    summary: str | None = None  # where this report went as JSON (with -o)
 
     def summary_lines(self) -> list[str]:
         """What happened, for the terminal: frames and speed, what was left out or changed, files."""
@@ -223,7 +237,7 @@ class WebcamReport:
         if self.resized:
             lines.append(f"{self.resized} frames had another size than the first: letterboxed into the video")
         if self.video or self.json_lines:
-            lines.append(f"wrote {self.video or 'no video'}, {self.json_lines} and summary.json")
+            lines.append(f"wrote {self.video or 'no video'}, {self.json_lines} and {self.summary or 'no summary'}")
         if self.interrupted:
             lines.append("interrupted: the outputs are closed and complete up to the last frame")
         return lines
@@ -235,7 +249,8 @@ class WebcamReport:
         if self.error:
             raise WebcamError(self.error)
         if self.frames == 0:
-            raise WebcamError(f"{source}: no frame could be read ({self.unreadable} unreadable)")
+            first = f"; {self.skipped[0]}" if self.skipped else ""  # a lone image: why, on the error line
+            raise WebcamError(f"{source}: no frame could be read ({self.unreadable} unreadable{first})")
         return 0
 
 
@@ -266,12 +281,7 @@ def run_webcam(
         start_box=options.box,
         start_side=options.side,
     )
-    writer = lines = None
-    out = Path(options.output) if options.output else None
-    if out:
-        check_writable(out / "frames.jsonl")  # a read-only folder or a file in the way: one line
-        lines = open(out / "frames.jsonl", "w")
-        report.json_lines = str(out / "frames.jsonl")
+    outputs: HeadlessOutputs | None = None
     stages: dict[str, list[float]] = {k: [] for k in ("capture", "finder", "crop", "engine", "mano", "render")}
     faces = predictor.mano.faces if predictor.mano is not None else None
     show_mesh, show_skeleton, paused = options.show_mesh, options.show_skeleton, False
@@ -279,7 +289,12 @@ def run_webcam(
     started = time.perf_counter()
     stop = threading.Event()
     restore = _stop_on_signals(stop)
+    folder = stack = None
     try:
+        if options.output:  # once the source opened: a source that fails takes no earlier run's files
+            stack = contextlib.ExitStack()  # a read-only folder, a file in the way, another run in it: one line
+            folder = stack.enter_context(RunFolder(options.output))
+            outputs = HeadlessOutputs(folder, fps_in, faces, options.save_meshes)
         while not options.max_frames or report.frames < options.max_frames:
             if stop.is_set():
                 report.interrupted = True
@@ -333,17 +348,7 @@ def run_webcam(
                 ]
                 + [hand_line(track, hand) for track, hand in zip(tracks, hands, strict=True)],
             )
-            if out is not None:
-                if writer is None:
-                    video_size = (width, height)  # the first frame's; later ones are letterboxed to it
-                    writer = cv2.VideoWriter(
-                        str(out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, video_size
-                    )
-                    report.video = str(out / "annotated.mp4")
-                if annotated.shape[:2] != video_size[::-1]:
-                    annotated = letterbox(annotated, video_size)
-                    report.resized += 1
-                writer.write(annotated)
+            if outputs is not None:
                 record = {
                     "frame": index,
                     "time_s": round(now, 4),
@@ -351,13 +356,9 @@ def run_webcam(
                     "stage_ms": {k: round(v, 2) for k, v in frame_ms.items()},
                 }
                 try:
-                    lines.write(json.dumps(record) + "\n")
-                    lines.flush()  # a full disk shows at this frame, not at close
-                    for track, hand in zip(tracks, hands, strict=True) if options.save_meshes else ():
-                        vertices = hand.vertices_camera if hand.translation is not None else hand.vertices
-                        (out / f"mesh_{index:06d}_{track.id}.obj").write_text(mesh_to_obj(vertices, faces))
-                except OSError as exc:
-                    report.error = f"{exc.filename or report.json_lines}: cannot write it ({exc.strerror or exc})"
+                    report.resized += outputs.add(annotated, record, list(zip(tracks, hands, strict=True)))
+                except OutputError as exc:
+                    report.error = str(exc)
                     break
             report.frames = index + 1
             if window:
@@ -381,21 +382,13 @@ def run_webcam(
             report.dropped, report.reconnects = grabber.dropped, grabber.reconnects
         if capture is not None:
             report.unreadable = getattr(capture, "unreadable", 0)
-            report.skipped = list(getattr(capture, "skipped", []))
+            report.skipped = [one_line(skipped) for skipped in getattr(capture, "skipped", [])]
             capture.release()
-        if writer is not None:
-            writer.release()
-            if not playable(report.video):  # VideoWriter drops write errors: a full disk shows here
-                Path(report.video).unlink(missing_ok=True)  # not finalised: no unplayable file left behind
-                problem = f"{report.video} could not be finished (full disk?) and was removed"
+        if outputs is not None:
+            problem = outputs.finish(report.frames)
+            report.video, report.json_lines = outputs.video, outputs.json_lines
+            if problem:
                 report.error = f"{report.error}; {problem}" if report.error else problem
-                report.video = None
-        if lines is not None:
-            try:
-                lines.close()
-            except OSError:
-                pass  # the error is already in the report; the partial line goes below
-            _drop_partial_line(Path(report.json_lines))
         if options.headless is False:
             try:
                 import cv2
@@ -403,13 +396,104 @@ def run_webcam(
                 cv2.destroyAllWindows()
             except Exception:
                 pass
+        if stack is not None and sys.exc_info()[1] is not None:  # a failure on its way out: release the folder
+            stack.close()
+    with stack or contextlib.nullcontext():  # the folder is released once the summary is written
+        return _summarise(report, tracker, stages, started, folder)
+
+
+def _summarise(report: WebcamReport, tracker: HandTracker, stages: dict, started: float, folder) -> WebcamReport:
     report.tracking = vars(tracker.counts)
     report.tracking_lost = sum(tracker.counts.dropped.values())
     report.fps = report.frames / max(time.perf_counter() - started, 1e-9)
     report.stage_ms = {k: float(np.median(v)) if v else 0.0 for k, v in stages.items()}
-    if out is not None:
-        write_atomically(out / "summary.json", json.dumps(vars(report), indent=2).encode())
+    if folder is not None:
+        report.summary = str(folder.folder / HeadlessOutputs.SUMMARY)
+        folder.write(HeadlessOutputs.SUMMARY, json.dumps(vars(report), indent=2).encode())
     return report
+
+
+class HeadlessOutputs:
+    """What a run with ``-o`` leaves in its folder (a RunFolder): ``annotated.mp4``, ``frames.jsonl``
+    (one record a frame), ``.obj`` meshes when asked, and ``summary.json``.
+
+    The video and the JSON lines are written under hidden temporary names and moved into place by
+    ``finish``, so a run killed with -9 leaves no unplayable video or unfinished lines under the
+    final names (and the RunFolder has removed the previous run's summary). A frame counts once
+    its meshes and its line are written, in that order; ``finish`` cuts the lines back to the
+    frames counted, so the summary and the lines always agree, full disk or not."""
+
+    VIDEO, LINES, SUMMARY = "annotated.mp4", "frames.jsonl", "summary.json"
+    PARTIAL_VIDEO, PARTIAL_LINES = ".annotated.partial.mp4", ".frames.partial.jsonl"
+
+    def __init__(self, folder: RunFolder, fps: float, faces, save_meshes: bool):
+        self.folder, self.fps, self.faces, self.save_meshes = folder, fps, faces, save_meshes
+        for name in (self.VIDEO, self.LINES, self.SUMMARY):
+            folder.path(name)  # journalled now: a later run clears them even if this one is killed
+        self._video, self._lines = folder.path(self.PARTIAL_VIDEO), folder.path(self.PARTIAL_LINES)
+        try:
+            self.lines = open(self._lines, "w")
+        except OSError as exc:
+            raise OutputError(f"{folder.folder / self.LINES}: cannot write it ({exc.strerror or exc})") from exc
+        self.writer = self.size = None
+        self.video = self.json_lines = None
+
+    def add(self, annotated: np.ndarray, record: dict, hands: list) -> int:
+        """One frame's outputs; returns 1 when the frame was letterboxed to the video's size."""
+        if self.writer is None:
+            self._open_video(annotated.shape[1], annotated.shape[0])
+        written = []
+        try:
+            for track, hand in hands if self.save_meshes else ():
+                vertices = hand.vertices_camera if hand.translation is not None else hand.vertices
+                name = f"mesh_{record['frame']:06d}_{track.id}.obj"
+                written.append(self.folder.write(name, mesh_to_obj(vertices, self.faces).encode()))
+            self.lines.write(json.dumps(record) + "\n")
+            self.lines.flush()  # a full disk shows at this frame, not at close
+        except (OSError, OutputError) as exc:
+            for path in written:  # a frame not counted leaves no mesh
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OutputError):
+                raise
+            raise OutputError(f"{self.folder.folder / self.LINES}: cannot write it ({exc.strerror or exc})") from exc
+        resized = annotated.shape[:2] != self.size[::-1]
+        self.writer.write(letterbox(annotated, self.size) if resized else annotated)
+        return int(resized)
+
+    def _open_video(self, width: int, height: int) -> None:
+        import cv2
+
+        quiet_opencv()
+        self.size = (width, height)  # the first frame's; later ones are letterboxed to it
+        self.writer = cv2.VideoWriter(str(self._video), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+        if not self.writer.isOpened():
+            raise OutputError(
+                f"{self.folder.folder / self.VIDEO}: OpenCV's mp4v encoder cannot take {width} x {height} frames "
+                "(MPEG-4 allows at most 8191 pixels a side)"
+            )
+
+    def finish(self, frames: int) -> str | None:
+        """Closes the outputs and moves them into place; what went wrong, or None."""
+        problem = None
+        try:
+            self.lines.close()
+        except OSError:
+            pass  # the error is already in the report; the lines are cut back below
+        _keep_lines(self._lines, frames)
+        os.replace(self._lines, self.folder.folder / self.LINES)
+        self.json_lines = str(self.folder.folder / self.LINES)
+        if self.writer is not None:
+            self.writer.release()
+            final = self.folder.folder / self.VIDEO
+            if playable(self._video):
+                os.replace(self._video, final)
+                self.video = str(final)
+            else:  # VideoWriter drops write errors: a full disk or a failing encoder shows here
+                self._video.unlink(missing_ok=True)  # no unplayable file left behind
+                free = shutil.disk_usage(self.folder.folder).free
+                why = "the disk is full" if free < (16 << 20) else "the encoder did not finish it"
+                problem = f"{final} could not be written ({why}) and was removed"
+        return problem
 
 
 def hand_line(track, hand) -> str:
@@ -440,19 +524,19 @@ def _ended_early(capture, source, frames_read: int) -> str | None:
     )
 
 
-def _drop_partial_line(path: Path) -> None:
-    """Cuts a JSON-lines file back to its last complete line (a write that failed halfway)."""
-    if not path.is_file():
-        return
+def _keep_lines(path: Path, count: int) -> None:
+    """Cuts a JSON-lines file back to its first ``count`` complete lines (a write that failed
+    halfway, or a line whose frame was not counted)."""
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        os.truncate(path, data.rfind(b"\n") + 1)
+    end = 0
+    for _ in range(count):
+        end = data.index(b"\n", end) + 1
+    if end != len(data):
+        os.truncate(path, end)
 
 
 def has_display() -> bool:
     """Whether a window can open (X11 or Wayland on Linux; other systems are assumed to have one)."""
-    import sys
-
     if not sys.platform.startswith("linux"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

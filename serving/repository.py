@@ -9,13 +9,16 @@
                               engine: tensorrt_plan on 1/model.plan (the plugin from plugins/)
       handssca_mesh/          python: MANO (1/mano.npz) + keypoints in image pixels, as the predictor
       plugins/                engines only: the scan plugin library Triton must load
-      handssca_repository.json   what this was written from (model hash, versions, options)
+      handssca_repository.json   what this was written from (model hash, versions, options) and
+                              the SHA-256 of every file above but the configs
 
 Every config is built as Triton's own ``ModelConfig`` protobuf (from tritonclient) and printed
 with protobuf's text format, so it is well-formed by construction; ``check_repository`` parses
 each config.pbtxt back with the same definitions and checks what the parser cannot: folder and
 model names, version folders and their files, batch sizes, and that each ensemble step's tensors
-exist in the model it calls with the same type and shape. The python models' code is
+exist in the model it calls with the same type and shape; and, unless told to trust a modified
+one, that the network's and the python steps' files are the ones the manifest records (a
+repository edited by hand is never served by mistake). The python models' code is
 ``handssca.serving.backends`` (each model.py is one import), so the server's environment runs
 the same tested code as this package.
 """
@@ -33,7 +36,7 @@ import numpy as np
 
 from handssca import __version__
 from handssca.errors import HandSSCAError
-from handssca.runtime.files import OutputError, write_together
+from handssca.runtime.files import OutputError, sha256_file, write_together
 
 ENSEMBLE = "handssca"
 PREPROCESS = "handssca_preprocess"
@@ -47,6 +50,9 @@ PLUGIN_FOLDER = "plugins"
 TRITON_LOADER = "libhandssca_plugins_triton.so"
 MODEL_PY = "# Written by 'handssca serve repository'; the code is handssca.serving.backends.{cls}.\n" \
     "from handssca.serving.backends import {cls} as TritonPythonModel  # noqa: F401\n"  # fmt: skip
+
+# How to go on from a repository whose files are not the ones its manifest records.
+REWRITE = "rewrite it with 'handssca serve repository', or pass --trust-modified to use it as it is"
 
 # What the ensemble returns per hand (name, numpy dtype name, shape without the batch axis).
 MESH_OUTPUTS = (
@@ -362,8 +368,7 @@ def write_repository(
             shutil.copyfile(io.plugin, staging / PLUGIN_FOLDER / "libhandssca_plugins.so")
             shutil.copyfile(io.plugin.with_name(TRITON_LOADER), staging / PLUGIN_FOLDER / TRITON_LOADER)
         save_mano_npz(mano_model, staging / MESH / version / "mano.npz")
-        from handssca.runtime.files import sha256_file
-
+        files = _earlier_files(output) | {name: sha256_file(path) for name, path in _served_files(staging).items()}
         manifest = {
             "format": MANIFEST_FORMAT,
             "handssca_version": __version__,
@@ -377,9 +382,11 @@ def write_repository(
             "input": asdict(io.input),
             "outputs": [asdict(t) for t in io.outputs],
             "export": {k: io.metadata.get(k) for k in ("precision", "weights", "weights_sha256", "handssca_version")},
+            "files": files,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        check_repository(staging, names={ENSEMBLE, PREPROCESS, NETWORK, MESH})
+        # Its files were hashed a moment ago (and the older versions' are not in staging).
+        check_repository(staging, names={ENSEMBLE, PREPROCESS, NETWORK, MESH}, trust_modified=True)
         _move_into_place(staging, output)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -433,11 +440,14 @@ def _read_config(path: Path):
         raise RepositoryError(f"{path}: not a Triton model configuration ({exc})") from exc
 
 
-def check_repository(path: str | Path, names: set[str] | None = None) -> dict[str, object]:
+def check_repository(
+    path: str | Path, names: set[str] | None = None, *, trust_modified: bool = False
+) -> dict[str, object]:
     """Parses every model's config.pbtxt with Triton's ModelConfig and checks the repository would
     load: names match folders, each model has a numbered version folder with its files, batch
     settings are consistent, and every ensemble step maps tensors its model has, with the same
-    type and shape on both sides. Returns the configs by name; RepositoryError otherwise."""
+    type and shape on both sides. Then, unless ``trust_modified``, that its files are the ones
+    written (check_files). Returns the configs by name; RepositoryError otherwise."""
     pb, _ = _pb()
     root = Path(path)
     if not root.is_dir():
@@ -467,7 +477,73 @@ def check_repository(path: str | Path, names: set[str] | None = None) -> dict[st
     for name, config in configs.items():
         if config.platform == "ensemble":
             _check_ensemble(root, name, config, configs, pb)
+    if not trust_modified:
+        check_files(root)
     return configs
+
+
+def _read_manifest(root: Path) -> dict:
+    """The manifest as a dict; RepositoryError saying how to go on when there is none to read."""
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RepositoryError(
+            f"{root}: no {MANIFEST} (not written by 'handssca serve repository'), so its model and python steps "
+            f"cannot be checked; {REWRITE}"
+        ) from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise RepositoryError(f"{path}: not a readable repository manifest ({exc}); {REWRITE}") from exc
+    if not isinstance(manifest, dict):
+        raise RepositoryError(f"{path}: not a repository manifest (a JSON object); {REWRITE}")
+    return manifest
+
+
+def _served_files(root: Path) -> dict[str, Path]:
+    """The files Triton loads or the python steps run and read: everything in the models' version
+    folders and in plugins/ (Python's bytecode caches aside), by their path in ``root``. The
+    configs are left out: tuning them by hand is allowed, and check_repository parses them."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        in_version = len(parts) > 2 and parts[1].isdigit()
+        if (in_version or parts[0] == PLUGIN_FOLDER) and "__pycache__" not in parts and path.is_file():
+            found["/".join(parts)] = path
+    return found
+
+
+def check_files(root: str | Path) -> None:
+    """The network's model file and the python steps' files (model.py, mano.npz), and the plugins,
+    are those 'serve repository' wrote: the SHA-256 its manifest records for each, none missing
+    and none added. RepositoryError naming the first file that differs, and how to go on."""
+    root = Path(root)
+    recorded = _read_manifest(root).get("files")
+    if not isinstance(recorded, dict) or not recorded:
+        raise RepositoryError(f"{root / MANIFEST}: records no file hashes (written by an older handssca); {REWRITE}")
+    found = _served_files(root)
+    for name, digest in recorded.items():
+        if name not in found:
+            raise RepositoryError(f"{root / name}: missing ({MANIFEST} records it); {REWRITE}")
+        if sha256_file(found[name]) != digest:
+            raise RepositoryError(
+                f"{found[name]}: changed since 'handssca serve repository' wrote it (its SHA-256 is not the one "
+                f"{MANIFEST} records); {REWRITE}"
+            )
+    added = sorted(set(found) - set(recorded))
+    if added:
+        raise RepositoryError(
+            f"{found[added[0]]}: not written by 'handssca serve repository' (not in {MANIFEST}); {REWRITE}"
+        )
+
+
+def _earlier_files(output: Path) -> dict:
+    """The hashes the manifest of a repository being added to records for its earlier versions
+    (none from a missing, damaged or older manifest: check_files then names their files)."""
+    try:
+        files = _read_manifest(output).get("files")
+    except RepositoryError:
+        return {}
+    return dict(files) if isinstance(files, dict) else {}
 
 
 def _check_ensemble(root: Path, name: str, ensemble, configs: dict, pb) -> None:

@@ -211,11 +211,13 @@ class TritonServer:
         extra_args: tuple[str, ...] = (),
         max_restarts: int = MAX_RESTARTS,
         on_event=None,
+        trust_modified: bool = False,
     ):
         from .repository import PLUGIN_FOLDER, TRITON_LOADER, check_repository
 
         self.repository = Path(repository).resolve()
-        self.models = check_repository(self.repository)
+        # Refused unless its model and python steps are as 'serve repository' wrote them.
+        self.models = check_repository(self.repository, trust_modified=trust_modified)
         if not isinstance(environment, ServerEnvironment):
             environment = ServerEnvironment.find(environment)
         self.environment = environment
@@ -259,6 +261,8 @@ class TritonServer:
         self.restarts: dict[str, int] = {}
         self.events: list[str] = []
         self.gave_up: str | None = None
+        # serve_until_stopped raises gave_up itself: said once, not also as an event.
+        self.announce_give_up = True
         self._on_event = on_event or (lambda line: print(line, file=sys.stderr, flush=True))
         self._stop_watching = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -300,6 +304,20 @@ class TritonServer:
         except OSError:
             return ""
 
+    def exited(self, when: str) -> str:
+        """How Triton ended, for a message: ``tritonserver exited with CODE WHEN: LINE`` (LINE from
+        first_error), or ``tritonserver was killed by SIGKILL WHEN`` when a signal ended it (a
+        negative exit code: kill -9, the out-of-memory killer, a crash). Its log then ends on
+        whatever it last wrote (on a machine without a GPU, a harmless CUDA line), never why."""
+        code = self.process.returncode if self.process else self.exit_code
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-code}"
+            return f"tritonserver was killed by {name} {when}"
+        return f"tritonserver exited with {code} {when}: {self.first_error()}"
+
     def first_error(self) -> str:
         """The log line that says why Triton failed (``failed to load ...``, ``Invalid argument ...``),
         without its prefix and cut to one line: the first error line that is not one of the
@@ -329,10 +347,7 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.exit_code = self.process.returncode
-                raise ServingError(
-                    f"{self.repository}: tritonserver exited with {self.exit_code} before it was ready: "
-                    f"{self.first_error()} (log: {self.log_path})"
-                )
+                raise ServingError(f"{self.repository}: {self.exited('before it was ready')} (log: {self.log_path})")
             if self.ready():
                 self._start_watchdog()
                 return self
@@ -378,21 +393,22 @@ class TritonServer:
                 if not self._stop_watching.is_set() and len(alive.get(model, ())) < count:
                     self._restart(model)
 
-    def _event(self, line: str) -> None:
+    def _event(self, line: str, announce: bool = True) -> None:
         self.events.append(line)
         try:
             with open(self.log_path, "ab") as log:
                 log.write(f"handssca watchdog: {line}\n".encode())
         except OSError:
             pass
-        self._on_event(f"handssca serve: {line}")
+        if announce:
+            self._on_event(f"handssca serve: {line}")
 
     def _restart(self, model: str) -> None:
         done = self.restarts.get(model, 0)
         if done >= self.max_restarts:
             if self.gave_up is None:
                 self.gave_up = f"the python step of model '{model}' died {done + 1} times: not restarted again"
-                self._event(self.gave_up)
+                self._event(self.gave_up, announce=self.announce_give_up)
             return
         self.restarts[model] = done + 1
         self._event(
@@ -503,9 +519,7 @@ class TritonServer:
     def __exit__(self, kind, value, traceback) -> None:
         code = self.stop()
         if code != 0 and kind is None and self.stop_note is None:
-            raise ServingError(
-                f"tritonserver exited with {code} after SIGTERM: {self.first_error()} (log: {self.log_path})"
-            )
+            raise ServingError(f"{self.exited('after SIGTERM')} (log: {self.log_path})")
 
 
 # Messages Triton logs, some as errors, on every start on a machine without a GPU (or on one GPU):
@@ -517,6 +531,7 @@ HARMLESS_LOG_LINES = (
     "Failed to enable peer access",
     "GPU metrics will not be available",
     "Unable to get number of GPUs",
+    "unable to create stream for",  # an ensemble's CUDA stream; it runs without one
 )
 _LOG_PREFIX = re.compile(r"^([EWI])\d{4} [\d:.]+ +\d+ [\w.+-]+:\d+\] ?(.*)$")
 
@@ -552,6 +567,7 @@ def serve_until_stopped(server: TritonServer, announce=print) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    server.announce_give_up = False  # the ServingError below says it
     try:
         server.start()  # interrupted before it is ready, Triton is killed: it holds no request yet
         try:  # from here on a signal always means the graceful stop, whatever line it lands on
@@ -576,9 +592,7 @@ def serve_until_stopped(server: TritonServer, announce=print) -> int:
             finally:
                 signal.signal(signal.SIGINT, previous_int)
         server.exit_code = code
-        raise ServingError(
-            f"tritonserver exited on its own with {code}: {server.first_error()} (log: {server.log_path})"
-        )
+        raise ServingError(f"{server.exited('while serving')} (log: {server.log_path})")
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.kill()
@@ -595,6 +609,7 @@ class ServeOptions:
     metrics_port: int = 8002
     environment: str | None = None  # the server environment (None: as 'serve setup')
     log: str | None = None  # the server's log file (None: a temporary folder)
+    trust_modified: bool = False  # serve a repository changed since 'serve repository' wrote it
 
 
 def serve_repository(repository: str | Path, options: ServeOptions | None = None) -> str:
@@ -606,9 +621,13 @@ def serve_repository(repository: str | Path, options: ServeOptions | None = None
     server = TritonServer(
         repository, environment=options.environment, host=options.host, http_port=options.http_port,
         grpc_port=options.grpc_port, metrics_port=options.metrics_port, log=options.log,
+        trust_modified=options.trust_modified,
     )  # fmt: skip
     code = serve_until_stopped(server, announce=partial(print, flush=True))  # flushed: often read through a pipe
     if code != 0:
-        why = server.stop_note or server.first_error()
-        raise ServingError(f"tritonserver exited with {code} when stopped: {why} (log: {server.log_path})")
+        if server.stop_note:
+            said = f"tritonserver exited with {code} when stopped: {server.stop_note}"
+        else:
+            said = server.exited("when stopped")
+        raise ServingError(f"{said} (log: {server.log_path})")
     return f"stopped: tritonserver exited with {code}"

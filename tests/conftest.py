@@ -53,3 +53,16 @@ def sm90_kernel_library(tmp_path_factory):
         return check.build_kernel(tmp_path_factory.mktemp("sm90"), "90")
     finally:
         check.shutil.which = real_which
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(tmp_path_factory):
+    """The shipped demo checkpoint exported to ONNX once per test session, as a user would."""
+    pytest.importorskip("torch")
+    from handssca.demo import SHIPPED_CHECKPOINT
+    from handssca.export import export_onnx
+    from handssca.training.checkpoint import load_network
+
+    path = tmp_path_factory.mktemp("demo") / "demo.onnx"
+    export_onnx(load_network(SHIPPED_CHECKPOINT)[0], path, validate=False)
+    return path

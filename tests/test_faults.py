@@ -115,8 +115,15 @@ def test_the_webcam_removes_a_video_it_could_not_finish_even_without_another_err
     monkeypatch.setattr(webcam, "playable", lambda path: False)
     out = tmp_path / "w"
     assert main(["webcam", "--source", str(folder), "--model", str(model), "--headless", "-o", str(out)]) == 1
-    assert "annotated.mp4 could not be finished (full disk?) and was removed" in capsys.readouterr().err
+    # what failed is said, not guessed: "full disk" only where the disk is full
+    err = capsys.readouterr().err
+    assert "annotated.mp4 could not be written (the encoder did not finish it) and was removed" in err
     assert not (out / "annotated.mp4").exists() and json.loads((out / "summary.json").read_text())["video"] is None
+    assert not list(out.glob(".*partial*"))
+    full = type("Usage", (), {"free": 4096})
+    monkeypatch.setattr(webcam.shutil, "disk_usage", lambda path: full)
+    assert main(["webcam", "--source", str(folder), "--model", str(model), "--headless", "-o", str(out)]) == 1
+    assert "annotated.mp4 could not be written (the disk is full) and was removed" in capsys.readouterr().err
 
 
 def test_an_interrupted_demo_is_not_reported_as_finished(tmp_path, monkeypatch):

@@ -263,6 +263,8 @@ def test_an_interrupted_headless_run_finishes_its_outputs(setup, tmp_path, signa
     import sys
     import time
 
+    import handssca.runtime.webcam as webcam
+
     _, onnx_path, _, _, images, truth, _ = setup
     long_video = tmp_path / "long.mp4"
     writer = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, images[0].shape[1::-1])
@@ -282,7 +284,7 @@ def test_an_interrupted_headless_run_finishes_its_outputs(setup, tmp_path, signa
     )
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        lines = out / "frames.jsonl"
+        lines = out / webcam.HeadlessOutputs.PARTIAL_LINES  # moved into place when the run ends
         if lines.is_file() and lines.read_text().count("\n") >= 3:
             break
         time.sleep(0.05)
@@ -306,7 +308,7 @@ def test_a_source_with_no_readable_frame_fails(setup, tmp_path, capsys):
     args = ["webcam", "--source", str(folder), "--model", str(onnx_path), "--headless", "-o", str(tmp_path / "w")]
     assert main(args) == 1
     captured = capsys.readouterr()
-    assert "a.jpg: truncated JPEG" in captured.out and "no frame could be read (1 unreadable)" in captured.err
+    assert "a.jpg: truncated JPEG" in captured.out and "no frame could be read (1 unreadable; " in captured.err
 
 
 def test_frames_of_another_size_are_letterboxed_not_dropped(setup, tmp_path, capsys):

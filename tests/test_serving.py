@@ -282,6 +282,12 @@ def test_serve_cli_writes_and_checks(tiny_onnx, tmp_path, capsys):
     assert "handssca serve start" in capsys.readouterr().out
     assert main(["serve", "check", str(tmp_path / "repo")]) == 0
     assert "4 models" in capsys.readouterr().out
+    network = tmp_path / "repo" / rp.NETWORK / "1" / "model.onnx"
+    network.write_bytes(network.read_bytes() + b"\0")  # its configs cannot tell
+    assert main(["serve", "check", str(tmp_path / "repo")]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{network}: changed since 'handssca serve repository' wrote it" in line and "--trust-modified" in line
+    assert main(["serve", "check", str(tmp_path / "repo"), "--trust-modified"]) == 0
     assert main(["serve", "repository", str(tiny_onnx), "-o", str(tmp_path / "b"), "--preferred-batch", "32"]) == 1
     assert "preferred batch 32 is larger than the max batch 16" in capsys.readouterr().err
 
@@ -406,6 +412,166 @@ def test_a_bad_request_gets_its_own_error_and_never_fails_its_batch(repo, predic
     assert len(answers) == 3 and "is empty" in answers[1].error().message()
     served = np.concatenate([outputs_of(answers[0])["vertices"], outputs_of(answers[2])["vertices"]])
     assert np.abs(served - hands.reference["vertices"]).max() < 1e-6  # left and right hands alike
+
+
+# ---------------------------------------------------------------- a stand-in tritonserver
+
+# A tritonserver for the serving loop's faults, in seconds and without Triton: it logs what a real
+# one logs on a machine without a GPU (errors included), starts a python-step "stub" (a process
+# named like the python backend's, with Triton's pid where the stub has it), answers every HTTP
+# request as ready and done, exits 0 on SIGTERM, and then does $FAKE_TRITON: "kill-self" (kill -9
+# of tritonserver, at once or after it is ready), "kill-stub" (kill -9 of its stub), or nothing.
+FAKE_TRITON = """#!PYTHON
+import http.server, os, signal, subprocess, sys, threading
+
+print('W1207 17:14:37.380644 6026 pinned_memory_manager.cc:273] "Unable to allocate pinned system memory, '
+      'pinned memory pool will not be available: CUDA driver version is insufficient for CUDA runtime version"')
+print('E1207 17:14:37.380954 6026 server.cc:241] "CudaDriverHelper has not been initialized."')
+print('E1207 17:14:39.681359 6026 ensemble_scheduler.cc:1468] "unable to create stream for handssca: CUDA '
+      'driver version is insufficient for CUDA runtime version"')
+print('I1207 17:14:39.687038 6026 grpc_server.cc:2558] "Started GRPCInferenceService at 127.0.0.1:1"', flush=True)
+does, delay = os.environ.get("FAKE_TRITON", "nothing:0").split(":")
+if does == "kill-self" and delay == "0":
+    os.kill(os.getpid(), signal.SIGKILL)
+stub = subprocess.Popen(["triton_python_backend_stub", "STUB", "shm", "1", "2", str(os.getpid())],
+                        executable=sys.executable)
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+victim = {"kill-stub": stub.pid, "kill-self": os.getpid()}.get(does)
+if victim:
+    threading.Timer(float(delay), os.kill, (victim, signal.SIGKILL)).start()
+port = int(next(a.split("=")[1] for a in sys.argv if a.startswith("--http-port=")))
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Answer).serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_triton(tmp_path):
+    """A server environment (as 'handssca serve setup' makes one) whose tritonserver is FAKE_TRITON."""
+    from handssca.serving.server import ENV_MARKER
+
+    folder, site = tmp_path / "fake_env", tmp_path / "fake_env" / "site"
+    stub = tmp_path / "stub" / rp.MESH / "1" / "model.py"  # the stub's model, as the watchdog reads it
+    stub.parent.mkdir(parents=True)
+    stub.write_text("import time\ntime.sleep(600)\n")
+    binary = site / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    binary.write_text(FAKE_TRITON.replace("PYTHON", sys.executable, 1).replace("STUB", str(stub)))
+    binary.chmod(0o755)
+    (folder / ENV_MARKER).write_text(json.dumps({"site_packages": str(site)}))
+    return folder
+
+
+def serve_start(repository, environment, *options):
+    """``handssca serve start`` in this process, on free ports: its exit status and stderr lines."""
+    from handssca.cli import main
+
+    ports = [str(p) for p in free_ports(3)]
+    return main(["serve", "start", str(repository), "--env", str(environment), "--http-port", ports[0],
+                 "--grpc-port", ports[1], "--metrics-port", ports[2], *options])  # fmt: skip
+
+
+@pytest.mark.parametrize(("delay", "when"), [("0", "before it was ready"), ("1", "while serving")])
+def test_a_killed_triton_is_said_to_be_killed_by_its_signal(tmp_path, fake_triton, monkeypatch, capsys, delay, when):
+    engine, _ = fake_engine(tmp_path)
+    repo = rp.write_repository(engine, tmp_path / "repo", options=rp.ServingOptions(max_batch=8)).path
+    monkeypatch.setenv("FAKE_TRITON", f"kill-self:{delay}")
+    assert serve_start(repo, fake_triton) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"tritonserver was killed by SIGKILL {when} (log: " in line, line
+    assert "CUDA" not in line  # never the harmless lines of a start without a GPU
+
+
+def test_a_watchdog_that_gives_up_says_so_once(tmp_path, fake_triton, monkeypatch, capsys):
+    engine, _ = fake_engine(tmp_path)
+    repo = rp.write_repository(engine, tmp_path / "repo", options=rp.ServingOptions(max_batch=8)).path
+    monkeypatch.setenv("FAKE_TRITON", "kill-stub:0.5")  # no reload brings this stub back
+    assert serve_start(repo, fake_triton) == 1
+    err = capsys.readouterr().err
+    gave_up = "the python step of model 'handssca_mesh' died 6 times: not restarted again"
+    assert err.count(gave_up) == 1, err
+    assert err.splitlines()[-1].startswith(f"handssca serve: {gave_up}; stopped Triton (exit 0; log: "), err
+    assert err.count("(restart 5 of 5)") == 1, err
+
+
+def test_the_manifest_records_the_hash_of_every_file_served(tmp_path):
+    from handssca.runtime.files import sha256_file
+
+    engine, _ = fake_engine(tmp_path)
+    repo = rp.write_repository(engine, tmp_path / "repo", options=rp.ServingOptions(max_batch=8)).path
+    files = json.loads((repo / rp.MANIFEST).read_text())["files"]
+    assert set(files) == {f"{rp.NETWORK}/1/model.plan", f"{rp.PREPROCESS}/1/model.py", f"{rp.MESH}/1/model.py",
+                          f"{rp.MESH}/1/mano.npz", f"{rp.PLUGIN_FOLDER}/libhandssca_plugins.so",
+                          f"{rp.PLUGIN_FOLDER}/{rp.TRITON_LOADER}"}  # fmt: skip
+    assert all(digest == sha256_file(repo / name) for name, digest in files.items())
+    rp.write_repository(engine, repo, options=rp.ServingOptions(max_batch=8, version=2))
+    files = json.loads((repo / rp.MANIFEST).read_text())["files"]
+    assert {f"{rp.MESH}/1/model.py", f"{rp.MESH}/2/model.py"} <= set(files)  # the older version's too
+    cache = repo / rp.MESH / "2" / "__pycache__" / "model.cpython-311.pyc"  # what the stub's import leaves
+    cache.parent.mkdir()
+    cache.write_bytes(b"bytecode")
+    assert set(rp.check_repository(repo)) == {rp.ENSEMBLE, rp.PREPROCESS, rp.NETWORK, rp.MESH}
+
+
+def _append(path, data):
+    path.write_bytes(path.read_bytes() + data)
+
+
+def _without_hashes(manifest):
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "files"}))
+
+
+MODIFIED = {  # what was done to a repository written by 'serve repository', and what the refusal says
+    "model": (lambda repo: _append(repo / rp.NETWORK / "1" / "model.plan", b"!"),
+              f"{rp.NETWORK}/1/model.plan: changed since 'handssca serve repository' wrote it"),
+    "code": (lambda repo: _append(repo / rp.MESH / "1" / "model.py", b"import os\n"),
+             f"{rp.MESH}/1/model.py: changed since 'handssca serve repository' wrote it"),
+    "plugin": (lambda repo: _append(repo / rp.PLUGIN_FOLDER / rp.TRITON_LOADER, b"!"),
+               f"{rp.PLUGIN_FOLDER}/{rp.TRITON_LOADER}: changed since"),
+    "a version by hand": (lambda repo: shutil.copytree(repo / rp.PREPROCESS / "1", repo / rp.PREPROCESS / "2"),
+                          f"{rp.PREPROCESS}/2/model.py: not written by 'handssca serve repository'"),
+    "a file removed": (lambda repo: (repo / rp.MESH / "1" / "mano.npz").unlink(),
+                       f"{rp.MESH}/1/mano.npz: missing (handssca_repository.json records it)"),
+    "no manifest": (lambda repo: (repo / rp.MANIFEST).unlink(), "repo: no handssca_repository.json"),
+    "an older manifest": (lambda repo: _without_hashes(repo / rp.MANIFEST),
+                          "handssca_repository.json: records no file hashes"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("change", sorted(MODIFIED))
+def test_a_modified_repository_is_refused_unless_trusted(tmp_path, fake_triton, monkeypatch, capsys, change):
+    """'serve check' and 'serve start' alike, in one line naming the file and how to go on."""
+    from handssca.cli import main
+
+    engine, _ = fake_engine(tmp_path)
+    repo = rp.write_repository(engine, tmp_path / "repo", options=rp.ServingOptions(max_batch=8)).path
+    modify, message = MODIFIED[change]
+    modify(repo)
+    assert main(["serve", "check", str(repo)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert message in line and line.endswith("or pass --trust-modified to use it as it is"), line
+    assert serve_start(repo, fake_triton) == 1
+    assert capsys.readouterr().err.splitlines() == [line]  # refused before Triton starts
+    assert main(["serve", "check", str(repo), "--trust-modified"]) == 0
+    monkeypatch.setenv("FAKE_TRITON", "kill-self:1")  # started: it stops in its own line
+    assert serve_start(repo, fake_triton, "--trust-modified") == 1
+    assert "tritonserver was killed by SIGKILL" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- a real Triton
@@ -561,7 +727,7 @@ def test_start_refuses_a_broken_repository_with_the_servers_reason(tiny_onnx, en
     repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
     (repo / rp.NETWORK / "1" / "model.onnx").write_bytes(b"not onnx")  # the checker cannot see inside it
     with pytest.raises(ServingError, match="exited with 1 before it was ready"):
-        with TritonServer(repo, environment=environment, start_timeout_s=120):
+        with TritonServer(repo, environment=environment, start_timeout_s=120, trust_modified=True):
             pass
 
 
@@ -805,4 +971,5 @@ def test_serve_start_exits_in_one_line_when_triton_itself_dies(tiny_onnx, enviro
             process.kill()
     assert process.returncode == 1, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "tritonserver exited on its own with -9" in lines[0], err
+    # Not the harmless CUDA line a start without a GPU logs last among its errors.
+    assert len(lines) == 1 and "tritonserver was killed by SIGKILL while serving" in lines[0], err

@@ -9,10 +9,9 @@ with a default.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ..errors import HandSSCAError
 
@@ -77,22 +76,27 @@ def cut(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-class _AliasRefused(yaml.YAMLError):
-    def __init__(self, anchor: str, line: int):
-        super().__init__(f"alias *{anchor} on line {line}")
-        self.anchor, self.line = anchor, line
+@functools.cache
+def _yaml():
+    """PyYAML (imported on first use: the runtime's commands need no YAML) with a SafeLoader that
+    refuses aliases: ``*name`` raises as it is composed, before anything is built. A kilobyte of
+    nested anchors and aliases ("billion laughs") expands to gigabytes in whatever walks it (a
+    comparison, a message, a deepcopy); a config never needs one."""
+    import yaml
 
+    class AliasRefused(yaml.YAMLError):
+        def __init__(self, anchor: str, line: int):
+            super().__init__(f"alias *{anchor} on line {line}")
+            self.anchor, self.line = anchor, line
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """yaml.safe_load without aliases: ``*name`` raises as it is composed, before anything is
-    built. A kilobyte of nested anchors and aliases ("billion laughs") expands to gigabytes in
-    whatever walks it (a comparison, a message, a deepcopy); a config never needs one."""
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise AliasRefused(event.anchor, event.start_mark.line + 1)
+            return super().compose_node(parent, index)
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _AliasRefused(event.anchor, event.start_mark.line + 1)
-        return super().compose_node(parent, index)
+    return yaml, AliasRefused, NoAliasLoader
 
 
 def safe_yaml_load(text: str, where: str, error=None, option: bool = False):
@@ -100,9 +104,10 @@ def safe_yaml_load(text: str, where: str, error=None, option: bool = False):
     ``where`` (a file and the line, or with ``option`` a command-line value) when it is not valid
     YAML or uses an alias."""
     error = error or ConfigError
+    yaml, AliasRefused, NoAliasLoader = _yaml()
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
-    except _AliasRefused as exc:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    except AliasRefused as exc:
         line = "" if option else f" line {exc.line}:"
         raise error(
             f"{where}:{line} YAML aliases (*{cut(exc.anchor, 40)}) are refused (they can expand without bound); "
