@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from handssca.measure import environment, write_json
+from handssca.runtime.webcam import HeadlessOutputs
 
 
 def rss_mb(pid: int) -> float | None:
@@ -53,7 +54,7 @@ def soak(command: list[str], out: Path, frames: int) -> dict:
     samples = []
     begin = time.monotonic()
     while process.poll() is None:
-        lines = out / "frames.jsonl"
+        lines = out / HeadlessOutputs.PARTIAL_LINES  # frames.jsonl while the run writes it
         done = lines.stat().st_size if lines.is_file() else 0
         memory = rss_mb(process.pid)
         if memory is not None:

@@ -1,5 +1,19 @@
+"""``python -m handssca`` and the ``handssca`` command's entry point."""
+
 import sys
 
-from handssca import main
 
-sys.exit(main())
+def main() -> int:
+    """The ``handssca`` command. The CLI is imported here, inside the guard, so that a Ctrl-C
+    while its modules load (numpy, OpenCV, ONNX Runtime: a second or so) ends in one line, not a
+    traceback; from then on ``handssca.cli.main`` handles it."""
+    try:
+        from handssca.cli import main as cli_main
+    except KeyboardInterrupt:
+        print("handssca: interrupted", file=sys.stderr)
+        return 130
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

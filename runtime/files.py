@@ -435,7 +435,7 @@ def read_image(path: str | Path):
         detail = " ".join(str(exc).split())[-160:]
         raise UnreadableImage(f"{path}: OpenCV cannot decode it ({detail})") from exc
     if image is None or image.size == 0:
-        raise UnreadableImage(f"{path}: not a decodable image (truncated or damaged)")
+        raise UnreadableImage(f"{path}: truncated or damaged {image_format(data)} (OpenCV cannot decode it)")
     return image
 
 
