@@ -1,4 +1,4 @@
-"""Builds the CPU selective-scan kernel (handssca.runtime._selective_scan_cpu).
+"""Builds the CPU selective-scan kernel (handssca.runtime.scan._selective_scan_cpu).
 
 Everything else about the package lives in pyproject.toml; only the compiler flags, which
 depend on the compiler, need code.
@@ -30,8 +30,8 @@ class BuildScanKernel(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "handssca.runtime._selective_scan_cpu",
-            sources=["runtime/csrc/selective_scan_cpu.cpp"],
+            "handssca.runtime.scan._selective_scan_cpu",
+            sources=["runtime/scan/csrc/selective_scan_cpu.cpp"],
             language="c++",
         )
     ],

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from hand_photos import mediapipe_tflite  # noqa: E402
 
 from handssca.measure import environment, stats, time_interleaved, write_json  # noqa: E402
-from handssca.runtime.builtin_hand import build_builtin_hand  # noqa: E402
-from handssca.runtime.hand_finder import LANDMARK_SIZE, HandFinder, letterbox_affine  # noqa: E402
-from handssca.runtime.hand_rects import landmarks_rect, rect_affine  # noqa: E402
-from handssca.runtime.hand_tracking import VERIFY_EVERY  # noqa: E402
+from handssca.runtime.hands.finder import LANDMARK_SIZE, HandFinder, letterbox_affine  # noqa: E402
+from handssca.runtime.hands.rects import landmarks_rect, rect_affine  # noqa: E402
+from handssca.runtime.hands.tracking import VERIFY_EVERY  # noqa: E402
+from handssca.runtime.mano.builtin import build_builtin_hand  # noqa: E402
 from handssca.runtime.overlay import default_intrinsics, draw_hand  # noqa: E402
 from handssca.runtime.photos import load_photo, two_hands_sequence  # noqa: E402
 from handssca.runtime.predictor import HandMeshPredictor  # noqa: E402
@@ -84,7 +84,7 @@ def op_profile(model: str, runs: int = 50) -> dict[str, dict]:
 
     import onnxruntime as ort
 
-    from handssca.runtime.hand_finder import shipped_models
+    from handssca.runtime.hands.finder import shipped_models
 
     options = ort.SessionOptions()
     options.enable_profiling = True

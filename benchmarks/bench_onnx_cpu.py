@@ -30,10 +30,10 @@ from handssca.export.onnx_export import HandSSCAWithMANO
 from handssca.measure import environment, random_images, time_models, write_json
 from handssca.models import HandSSCA, TorchRunner
 from handssca.models.mano import MANOGraph
-from handssca.runtime.builtin_hand import build_builtin_hand
-from handssca.runtime.compare import compare_models
-from handssca.runtime.onnx_runner import OnnxRunner
-from handssca.runtime.scan_ort_bridge import register_ort_scan_op
+from handssca.runtime.backends.compare import compare_models
+from handssca.runtime.backends.onnx_runner import OnnxRunner
+from handssca.runtime.mano.builtin import build_builtin_hand
+from handssca.runtime.scan.ort_bridge import register_ort_scan_op
 
 
 def plain_session(path):

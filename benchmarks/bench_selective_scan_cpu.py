@@ -25,7 +25,7 @@ import numpy as np
 
 from handssca.measure import environment, load_average, time_models, write_json
 from handssca.runtime import kernel_info, selective_scan_backward, selective_scan_forward
-from handssca.runtime.selective_scan import arithmetic_floor
+from handssca.runtime.scan.kernel import arithmetic_floor
 from handssca.scan_bench import ScanImpl, model_scan_shapes, time_scans
 from handssca.training.config import load_model_config
 

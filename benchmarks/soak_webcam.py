@@ -90,7 +90,7 @@ def main() -> int:
     args = parser.parse_args()
     from handssca.demo import SHIPPED_CHECKPOINT
     from handssca.export import export_onnx
-    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.runtime.mano.builtin import build_builtin_hand
     from handssca.runtime.photos import two_hands_sequence
     from handssca.training.checkpoint import load_network
     from handssca.training.synthetic import render_sequence

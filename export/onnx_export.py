@@ -23,8 +23,8 @@ from handssca.models.mano import MANOGraph
 from handssca.models.ss2d import SS2D
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
 from handssca.runtime.files import check_writable, write_together
-from handssca.runtime.mano import JOINT_ORDER, ManoModel
-from handssca.runtime.scan_node import (
+from handssca.runtime.mano.model import JOINT_ORDER, ManoModel
+from handssca.runtime.scan.node import (
     DOMAIN,
     OP_TYPE,
     OP_VERSION,
@@ -103,7 +103,7 @@ class ExportResult:
     path: Path
     sidecar: Path
     scan_nodes: int
-    comparison: object | None  # handssca.runtime.compare.Comparison of ONNX Runtime vs PyTorch
+    comparison: object | None  # handssca.runtime.backends.compare.Comparison of ONNX Runtime vs PyTorch
 
     @property
     def max_abs_diff(self) -> dict[str, float] | None:
@@ -388,8 +388,8 @@ def _lower_to_17(proto):
 def compare_with_pytorch(model: torch.nn.Module, onnx_model: bytes | str | Path, batch: int, tolerance: float):
     """polygraphy's comparison of the ONNX file in ONNX Runtime against ``model`` on a seeded input."""
     from handssca.models import TorchRunner
-    from handssca.runtime.compare import compare_models
-    from handssca.runtime.onnx_runner import OnnxRunner
+    from handssca.runtime.backends.compare import compare_models
+    from handssca.runtime.backends.onnx_runner import OnnxRunner
 
     size = model.config.input_size
     image = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)

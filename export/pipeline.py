@@ -10,7 +10,7 @@ from .options import ExportOptions
 def run_export(options: ExportOptions) -> list[str]:
     """Writes ``options.output`` (and its sidecar) and returns what to tell the user."""
     from handssca.runtime.files import check_writable
-    from handssca.runtime.hand_model import BUILTIN, load_hand_model
+    from handssca.runtime.mano.load import BUILTIN, load_hand_model
     from handssca.training.checkpoint import load_network
 
     if options.precision == "int8" and not options.calibration:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from handssca.runtime.scan_node import DOMAIN, OP_TYPE
+from handssca.runtime.scan.node import DOMAIN, OP_TYPE
 
 from ..errors import HandSSCAError
 

@@ -34,10 +34,10 @@ import numpy as np
 import onnx
 
 from handssca.measure import cpu_info
+from handssca.runtime.backends.onnx_file import read_onnx
+from handssca.runtime.backends.onnx_runner import OnnxRunner, cut_at_scans
 from handssca.runtime.files import check_writable, write_together
-from handssca.runtime.onnx_file import read_onnx
-from handssca.runtime.onnx_runner import OnnxRunner, cut_at_scans
-from handssca.runtime.scan_node import register_scan_schema
+from handssca.runtime.scan.node import register_scan_schema
 
 from ..errors import HandSSCAError
 from .options import INT8_FORMATS

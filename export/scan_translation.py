@@ -1,11 +1,11 @@
-"""How the registered torch op becomes one ``HandSSCASelectiveScan`` node (runtime/scan_node.py
+"""How the registered torch op becomes one ``HandSSCASelectiveScan`` node (runtime/scan/node.py
 holds the node's contract and schema)."""
 
 from __future__ import annotations
 
 import onnxscript
 
-from handssca.runtime.scan_node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from handssca.runtime.scan.node import DOMAIN, OP_TYPE, OP_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 _contrib = onnxscript.values.Opset(DOMAIN, OP_VERSION)
 

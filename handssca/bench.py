@@ -47,7 +47,7 @@ def discover(
     ``int8_calibration``: (crops, description) to quantize the int8 row with; None leaves it out."""
     from handssca.export import export_onnx
     from handssca.ops.selective_scan import _mamba_available
-    from handssca.runtime.onnx_runner import OnnxRunner
+    from handssca.runtime.backends.onnx_runner import OnnxRunner
 
     # PyTorch eager as written (every ratio's reference) and with the exact inference rewrites.
     backends = [
@@ -139,9 +139,9 @@ def discover(
 def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
     """TensorRT fp32 and fp16 engines with our plugin, built here when TensorRT, a GPU and the
     plugin library ($HANDSSCA_TRT_PLUGIN) are all present."""
-    from handssca.runtime.engine_build import build_engine
-    from handssca.runtime.tensorrt_libs import TensorRTError, import_tensorrt
-    from handssca.runtime.tensorrt_runner import TensorRTRunner
+    from handssca.runtime.backends.engine_build import build_engine
+    from handssca.runtime.backends.tensorrt_libs import TensorRTError, import_tensorrt
+    from handssca.runtime.backends.tensorrt_runner import TensorRTRunner
 
     variants = {precision: v for precision, v in (("fp32", "custom"), ("fp16", "fp16")) if v in files}
     try:
@@ -161,7 +161,7 @@ def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
 
 def mesh_outputs(outputs: dict[str, np.ndarray], mano, fingertip_ids, size: int) -> dict[str, np.ndarray]:
     """What users compare: vertices and joints (mm), keypoints (pixels), MANO parameters."""
-    from handssca.runtime.runner import meshes_from_outputs
+    from handssca.runtime.mano.model import meshes_from_outputs
 
     vertices, joints = meshes_from_outputs(outputs, mano, fingertip_ids)
     return {
@@ -174,7 +174,7 @@ def mesh_outputs(outputs: dict[str, np.ndarray], mano, fingertip_ids, size: int)
 
 
 def parity(backends: list[Backend], mano, fingertip_ids, size: int, seed: int = 0) -> dict:
-    from handssca.runtime.compare import compare_models
+    from handssca.runtime.backends.compare import compare_models
 
     image = random_images(2, size, seed)
     active = {f"{b.name}:{b.precision}": b for b in backends if b.runner is not None}
@@ -394,7 +394,7 @@ def run_bench(
 
     from handssca.models import HandSSCAConfig
     from handssca.runtime import kernel_info
-    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
+    from handssca.runtime.mano.builtin import STAND_IN_NOTE, build_builtin_hand
     from handssca.training.checkpoint import load_network
 
     batches = tuple(sorted({1, *batches}))  # batch 1 is every ratio's reference

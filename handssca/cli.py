@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     # while they load is an interrupt main() handles (one line), not a traceback.
     from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
     from handssca.models.config import ATTENTION_KINDS
-    from handssca.runtime.builtin_hand import STAND_IN_NOTE as STAND_IN
-    from handssca.runtime.hand_finder import VARIANTS as HAND_VARIANTS
-    from handssca.runtime.mano import FINGERTIP_IDS
+    from handssca.runtime.hands.finder import VARIANTS as HAND_VARIANTS
+    from handssca.runtime.mano.builtin import STAND_IN_NOTE as STAND_IN
+    from handssca.runtime.mano.model import FINGERTIP_IDS
     from handssca.runtime.predictor import SIDES
     from handssca.training.datasets import DEFAULT_SPLITS
 
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--flat-hand-mean", action="store_true", help="pose relative to the flat hand, not the mean")
     add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
 
-    engine = call("handssca.runtime.engine_build:build_engine")
+    engine = call("handssca.runtime.backends.engine_build:build_engine")
     add = command(sub, "build-engine", engine, "build a TensorRT engine from an exported ONNX file (GPU)")
     add("onnx_path", metavar="onnx", help="the .onnx from 'handssca export' (an fp16 export for an fp16 engine)")
     add("-o", "--output", dest="engine_path", help="the engine to write (default: the ONNX name with .engine)")
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
     mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)
-    convert = call("handssca.runtime.mano:convert_mano")
+    convert = call("handssca.runtime.mano.files:convert_mano")
     add = command(mano_sub, "convert", convert, "validate MANO_RIGHT.pkl / MANO_LEFT.pkl and write an .npz")
     add("source", help="MANO_RIGHT.pkl or MANO_LEFT.pkl as downloaded (or an .npz)")
     add("-o", "--output", help="the .npz to write (default: the source name, lower case)")
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
     add("--size", type=at_least(32), help="pixels per pose tile")
     add("--seed", type=int, help="seed of the random poses")
-    builtin = call("handssca.runtime.builtin_hand:save_builtin_hand", say=lambda path: f"wrote {path}: {STAND_IN}")
+    builtin = call("handssca.runtime.mano.builtin:save_builtin_hand", say=lambda path: f"wrote {path}: {STAND_IN}")
     add = command(mano_sub, "builtin", builtin, "write the built-in stand-in hand (NOT MANO) as a MANO-format .npz")
     add("-o", "--output", dest="path", help=".npz to write")
 

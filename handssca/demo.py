@@ -81,11 +81,11 @@ def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0,
     from handssca.export import export_onnx
     from handssca.measure import time_runner
     from handssca.models import TorchRunner
-    from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand
-    from handssca.runtime.compare import compare_models
+    from handssca.runtime.backends.compare import compare_models
+    from handssca.runtime.backends.onnx_runner import OnnxRunner
     from handssca.runtime.files import check_writable, write_atomically, write_image, write_video
+    from handssca.runtime.mano.builtin import STAND_IN_NOTE, build_builtin_hand
     from handssca.runtime.mesh_render import mesh_to_obj
-    from handssca.runtime.onnx_runner import OnnxRunner
     from handssca.runtime.overlay import draw_hand
     from handssca.runtime.predictor import HandMeshPredictor
     from handssca.runtime.webcam import WebcamOptions, run_webcam

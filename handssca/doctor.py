@@ -149,7 +149,7 @@ def cuda_kernel_library(gpu_capabilities: list[str]) -> Finding:
 
 
 def tensorrt_and_plugin() -> list[Finding]:
-    from handssca.runtime.tensorrt_libs import PLUGIN_CREATOR, PLUGIN_ENV, TensorRTError, load_plugin_library
+    from handssca.runtime.backends.tensorrt_libs import PLUGIN_CREATOR, PLUGIN_ENV, TensorRTError, load_plugin_library
 
     plugin = Path(os.environ.get(PLUGIN_ENV) or DEFAULT_PLUGIN_LIBRARY)
     try:

@@ -1,5 +1,9 @@
 """handssca.runtime: low-latency inference without torch (numpy + ONNX Runtime or TensorRT).
 
+By idea: ``backends`` (the runners and model files), ``scan`` (the selective scan's node and CPU
+kernel), ``hands`` (finding and tracking hands), ``mano`` (the hand model); the application
+modules (predictor, crop, infer, webcam, overlay, mesh_render, files, photos) sit at the top.
+
 Nothing in this package imports torch; a test runs it with torch hidden. The entry points:
 ``open_runner`` (any runner: ONNX Runtime, TensorRT, or PyTorch where installed),
 ``HandMeshPredictor`` (frames and boxes in, meshes out), the CPU scan kernel. Names are imported
@@ -9,13 +13,13 @@ on first use (PEP 562), so ``import handssca.runtime`` loads nothing it does not
 from handssca.lazy import lazy_attributes
 
 _HOMES = {
-    "kernel_info": ".selective_scan",
-    "selective_scan_forward": ".selective_scan",
-    "selective_scan_backward": ".selective_scan",
-    "open_runner": ".runner",
-    "meshes_from_outputs": ".runner",
-    "OnnxRunner": ".onnx_runner",
-    "TensorRTRunner": ".tensorrt_runner",
+    "kernel_info": ".scan.kernel",
+    "selective_scan_forward": ".scan.kernel",
+    "selective_scan_backward": ".scan.kernel",
+    "open_runner": ".backends.runner",
+    "meshes_from_outputs": ".mano.model",
+    "OnnxRunner": ".backends.onnx_runner",
+    "TensorRTRunner": ".backends.tensorrt_runner",
     "HandMeshPredictor": ".predictor",
     "HandPrediction": ".predictor",
 }

@@ -22,12 +22,6 @@ def square_from_box(box, expand: float = BOX_EXPAND) -> tuple[float, float, floa
     return (x0 + x1) / 2, (y0 + y1) / 2, expand * max(x1 - x0, y1 - y0)
 
 
-def box_from_points(points_2d: np.ndarray) -> np.ndarray:
-    """The tight box (x0, y0, x1, y1) of 2D points (K, 2)."""
-    p = np.asarray(points_2d, dtype=np.float64)
-    return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()])
-
-
 def crop_affine(
     centre_x: float, centre_y: float, side: float, size: int, rotation_deg: float = 0.0, mirror: bool = False
 ) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HandSSCAError
+from handssca.errors import HandSSCAError
 
 
 class OutputError(HandSSCAError, OSError):

@@ -125,7 +125,7 @@ def pose_sheet(model, fingertip_ids, label: str, size: int = 320, seed: int = 0)
     with shape +2), side by side under a banner naming the model (H, W, 3 uint8 BGR)."""
     import cv2
 
-    from .mano import mano_forward
+    from handssca.runtime.mano.model import mano_forward
 
     rng = np.random.default_rng(seed)
     fist = np.zeros(48)
@@ -160,8 +160,8 @@ def render_hand_model(
 ) -> str:  # fmt: skip
     """``handssca mano render``: ``pose_sheet`` of the hand model ``mano`` names, written to
     ``output``; the line that reports it."""
-    from .files import write_image
-    from .hand_model import load_hand_model
+    from handssca.runtime.files import write_image
+    from handssca.runtime.mano.load import load_hand_model
 
     model, fingertip_ids, label = load_hand_model(mano, fingertips)
     write_image(output, pose_sheet(model, fingertip_ids, label, size=size, seed=seed))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mesh_render import render_perspective
+from handssca.runtime.mesh_render import render_perspective
 
 # FreiHAND's 21 joints: wrist, then four per finger from the palm out (thumb .. pinky).
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4)] + [(0, 5 + 4 * f) for f in range(4)]

@@ -24,7 +24,7 @@ def photo_path(name: str) -> Path:
 
 def load_photo(name: str) -> np.ndarray:
     """The photograph ``name`` (a key of PHOTOS) as (H, W, 3) uint8 BGR."""
-    from .files import read_image
+    from handssca.runtime.files import read_image
 
     return read_image(photo_path(name))
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
-from .hand_conventions import mirror_points, mirror_pose
-from .hand_finder import MAX_HANDS, VARIANTS, FoundHand, FrameError, HandFinder
-from .hand_finder import _describe as describe
-from .hand_model import BUILTIN, load_hand_model
-from .mano import ManoModel
-from .runner import meshes_from_outputs, open_runner
-from .runner_base import ModelFileError
+from handssca.runtime.backends.base import ModelFileError
+from handssca.runtime.backends.runner import open_runner
+from handssca.runtime.crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
+from handssca.runtime.hands.finder import MAX_HANDS, VARIANTS, FoundHand, FrameError, HandFinder
+from handssca.runtime.hands.finder import _describe as describe
+from handssca.runtime.mano.conventions import mirror_points, mirror_pose
+from handssca.runtime.mano.load import BUILTIN, load_hand_model
+from handssca.runtime.mano.model import ManoModel, meshes_from_outputs
 
 SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
 CHUNK = 16  # hands run through the network at once: a frame's hands are one batch, a crowd is several

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HandSSCAError, one_line
-from .files import (
+from handssca.errors import HandSSCAError, one_line
+from handssca.runtime.files import (
     IMAGE_SUFFIXES,
     OutputError,
     RunFolder,
@@ -40,11 +40,11 @@ from .files import (
     quiet_opencv,
     read_image,
 )
-from .hand_finder import MAX_HANDS
-from .hand_tracking import VERIFY_EVERY, HandTracker
-from .mesh_render import mesh_to_obj
-from .overlay import default_intrinsics, draw_hand, draw_hud, draw_label
-from .predictor import HandMeshPredictor
+from handssca.runtime.hands.finder import MAX_HANDS
+from handssca.runtime.hands.tracking import VERIFY_EVERY, HandTracker
+from handssca.runtime.mesh_render import mesh_to_obj
+from handssca.runtime.overlay import default_intrinsics, draw_hand, draw_hud, draw_label
+from handssca.runtime.predictor import HandMeshPredictor
 
 
 class WebcamError(HandSSCAError, RuntimeError):

@@ -94,13 +94,13 @@ class PreprocessModel(_BatchedModel):
 
 class NetworkModel(_BatchedModel):
     def setup(self) -> None:
-        from handssca.runtime.onnx_runner import OnnxRunner
+        from handssca.runtime.backends.onnx_runner import OnnxRunner
 
         self.model = OnnxRunner(self.folder / "model.onnx", threads=int(self.parameters.get("threads", "0")))
         self.model.warmup(1)
 
     def problem(self, arrays):
-        from handssca.runtime.runner_base import batch_problem
+        from handssca.runtime.backends.base import batch_problem
 
         return batch_problem(arrays[self.inputs[0]])
 
@@ -110,7 +110,7 @@ class NetworkModel(_BatchedModel):
 
 class MeshModel(_BatchedModel):
     def setup(self) -> None:
-        from handssca.runtime.mano import load_mano
+        from handssca.runtime.mano.files import load_mano
 
         self.size = int(self.parameters["size"])
         self.fingertip_ids = tuple(json.loads(self.parameters["fingertip_ids"]))

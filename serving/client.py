@@ -98,7 +98,7 @@ class HandMeshClient:
 
     def hand_finder(self):
         if self.finder is None:
-            from handssca.runtime.hand_finder import HandFinder
+            from handssca.runtime.hands.finder import HandFinder
 
             self.finder = HandFinder()
         return self.finder

@@ -303,7 +303,7 @@ def run_load_test(
     """The load test's report (a dict ready for JSON): per batching mode, per concurrency level,
     and the in-process runtime's own rate for the same work, all measured side by side."""
     from handssca.measure import load_average
-    from handssca.runtime.hand_model import load_hand_model
+    from handssca.runtime.mano.load import load_hand_model
     from handssca.runtime.predictor import HandMeshPredictor
 
     from .server import TritonServer

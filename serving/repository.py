@@ -134,7 +134,7 @@ def _dims(shape) -> list[int]:
 def _onnx_io(path: Path) -> NetworkIO:
     import onnx
 
-    from handssca.runtime.onnx_file import read_onnx
+    from handssca.runtime.backends.onnx_file import read_onnx
 
     file = read_onnx(path, error=RepositoryError)
     if not file.metadata:
@@ -153,7 +153,7 @@ def _onnx_io(path: Path) -> NetworkIO:
 
 
 def _engine_io(path: Path, plugin) -> NetworkIO:
-    from handssca.runtime.tensorrt_libs import find_plugin_library, sidecar_path_for
+    from handssca.runtime.backends.tensorrt_libs import find_plugin_library, sidecar_path_for
 
     sidecar_path = sidecar_path_for(path)
     try:
@@ -192,7 +192,7 @@ def _engine_io(path: Path, plugin) -> NetworkIO:
 
 def network_io(model: str | Path, plugin=None) -> NetworkIO:
     """The exported model's I/O and metadata: from the .onnx graph, or an engine's sidecar."""
-    from handssca.runtime.runner import ENGINE_SUFFIXES
+    from handssca.runtime.backends.runner import ENGINE_SUFFIXES
 
     path = Path(model)
     if not path.is_file():
@@ -322,8 +322,8 @@ def write_repository(
     """Writes the repository for ``model`` (an exported .onnx, or an engine with its sidecar) to
     ``output``, a new folder (or one this wrote before, to add a version). It is built in a
     temporary folder beside ``output``, checked, then moved into place: a failure leaves nothing."""
-    from handssca.runtime.hand_model import load_hand_model
-    from handssca.runtime.mano import save_mano_npz
+    from handssca.runtime.mano.files import save_mano_npz
+    from handssca.runtime.mano.load import load_hand_model
 
     options = options or ServingOptions()
     options.check()

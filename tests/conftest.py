@@ -7,6 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handssca.configs import config_path
+from handssca.training.config import read_yaml_mapping
+
+TINY_CONFIG = config_path("model/tiny.yaml")
+# The tiny network's fields, as configs/model/tiny.yaml gives them, less its attention (tests
+# choose it): HandSSCAConfig(**TINY), and the same as --set overrides for train and export.
+TINY = {
+    name: tuple(value) if isinstance(value, list) else value
+    for name, value in read_yaml_mapping(TINY_CONFIG)["model"].items()
+    if name != "attention"
+}
+TINY_OVERRIDES = [f"model.{name}={list(v) if isinstance(v, tuple) else v}" for name, v in TINY.items()]
+
 
 @pytest.fixture
 def rng(request):
@@ -20,7 +33,7 @@ def rng(request):
 def small_synthetic_set(tmp_path_factory):
     """A FreiHAND-layout synthetic set (6 training hands x 4 backgrounds, 4 held out), made once
     per test session; tests that damage it work on a copy."""
-    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.runtime.mano.builtin import build_builtin_hand
     from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synthetic") / "synth"
@@ -65,4 +78,24 @@ def demo_onnx(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("demo") / "demo.onnx"
     export_onnx(load_network(SHIPPED_CHECKPOINT)[0], path, validate=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_network():
+    """The tiny network (configs/model/tiny.yaml), untrained, seed 0, in eval mode: made once."""
+    torch = pytest.importorskip("torch")
+    from handssca.models import HandSSCA, HandSSCAConfig
+
+    torch.manual_seed(0)
+    return HandSSCA(HandSSCAConfig(**TINY)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_network, tmp_path_factory):
+    """The tiny network exported to ONNX once per test session (tests must not change the file)."""
+    from handssca.export import export_onnx
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    export_onnx(tiny_network, path, validate=False)
     return path

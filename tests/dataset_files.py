@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import yaml
 
-from handssca.runtime.hand_conventions import opengl_to_opencv_mano, rest_root_joint
-from handssca.runtime.mano import mano_forward
+from handssca.runtime.mano.conventions import opengl_to_opencv_mano, rest_root_joint
+from handssca.runtime.mano.model import mano_forward
 from handssca.training.datasets import DEXYCB_SERIALS, DEXYCB_SUBJECTS
 from handssca.training.submission import freihand_to_ho3d_order
 

@@ -3,7 +3,7 @@
 ``mediapipe_tflite()`` takes the four .tflite files from the mediapipe 0.10.21 wheel (pip
 download from PyPI, once, into ~/.cache/handssca), checked against the hashes that
 tools/convert_hand_models.py pins. ``LandmarkNetwork`` keeps the network runner contract
-(``runtime/runner.py``) with MediaPipe's landmark model inside: the shipped demo network knows only
+(``runtime/backends/runner.py``) with MediaPipe's landmark model inside: the shipped demo network knows only
 the rendered stand-in hand, so on photographs its keypoints are noise, and tracking by keypoints
 can only be tested with a network whose keypoints follow a real hand.
 """
@@ -58,7 +58,7 @@ class LandmarkNetwork:
         self.std = np.asarray(IMAGE_STD, np.float32)[:, None, None]
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        from handssca.runtime.hand_rects import HandRect
+        from handssca.runtime.hands.rects import HandRect
 
         joints, peaks = [], []
         whole = HandRect(self.size / 2, self.size / 2, self.size, self.size, 0.0)

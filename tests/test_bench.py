@@ -9,11 +9,13 @@ import pytest
 from handssca.bench import STAGES, format_bench_table, run_bench
 from handssca.models import HandSSCAConfig
 
-TINY = HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+from conftest import TINY as TINY_FIELDS
+
+TINY = HandSSCAConfig(**TINY_FIELDS)
 
 
 def test_bench_report_is_complete_and_consistent(tmp_path):
-    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.runtime.mano.builtin import build_builtin_hand
     from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
     data = tmp_path / "data"
@@ -146,10 +148,10 @@ def test_the_scan_shapes_are_those_the_network_calls_the_scan_with(monkeypatch):
 
     import handssca.models.ss2d as ss2d
     from handssca.models import HandSSCA
-    from handssca.runtime.scan_node import scan_shapes
+    from handssca.runtime.scan.node import scan_shapes
     from handssca.scan_bench import model_scan_shapes
 
-    config = HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,), d_state=4)
+    config = HandSSCAConfig(**TINY_FIELDS, d_state=4)
     called, scan = [], ss2d.selective_scan
 
     def recording(*args):

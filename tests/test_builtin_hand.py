@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from handssca.cli import main
-from handssca.runtime.builtin_hand import STAND_IN_NOTE, build_builtin_hand, save_builtin_hand
-from handssca.runtime.mano import load_mano, mano_forward
+from handssca.runtime.mano.builtin import STAND_IN_NOTE, build_builtin_hand, save_builtin_hand
+from handssca.runtime.mano.files import load_mano
+from handssca.runtime.mano.model import mano_forward
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from handssca.training.checkpoint import (
     save_checkpoint,
 )
 
-TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from handssca.cli import main
 from handssca.models import HandSSCA, HandSSCAConfig
-from handssca.runtime.onnx_file import OnnxFileError, read_onnx
-from handssca.runtime.onnx_runner import OnnxRunner
+from handssca.runtime.backends.onnx_file import OnnxFileError, read_onnx
+from handssca.runtime.backends.onnx_runner import OnnxRunner
 from handssca.training.checkpoint import save_checkpoint
 
-TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+from conftest import TINY
 
 
 def model_with_external_weight(folder, location: str, write_data: bool = True):
@@ -117,7 +117,7 @@ def test_export_to_a_folder_is_refused_before_the_network_is_built(tmp_path, cap
 
 
 def test_eval_submission_to_a_folder_is_refused_before_the_evaluation(tmp_path, capsys, monkeypatch):
-    import handssca.runtime.runner as runner
+    import handssca.runtime.backends.runner as runner
 
     monkeypatch.setattr(runner, "open_runner", lambda *a, **k: pytest.fail("the evaluation started"))
     folder = tmp_path / "submission"

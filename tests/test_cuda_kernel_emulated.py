@@ -22,6 +22,8 @@ from handssca.scan_bench import make_scan_inputs
 
 from emulated_cuda import KERNEL_SOURCE, build_library, reference, run_emulated
 
+pytestmark = pytest.mark.slow  # the CUDA source compiled for the CPU emulation
+
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from dataset_files import write_dexycb, write_ho3d
 
-from handssca.runtime.builtin_hand import build_builtin_hand
-from handssca.runtime.mano import mano_forward
+from handssca.runtime.mano.builtin import build_builtin_hand
+from handssca.runtime.mano.model import mano_forward
 from handssca.runtime.mesh_render import project
 from handssca.training.datasets import HO3D, DatasetError, DexYCB, FreiHAND, dexycb_s0_split
 from handssca.training.samples import Augmentation, HandCrops
@@ -125,7 +125,7 @@ def test_dexycb_s0_right_hands_with_pca_converted(tmp_path, hand, rng):
 
 
 def test_crops_are_consistent_with_their_intrinsics(freihand):
-    from handssca.runtime.mano import rodrigues
+    from handssca.runtime.mano.model import rodrigues
 
     records = FreiHAND(freihand, "training")
     for augment in (None, Augmentation(occluders=1.0)):

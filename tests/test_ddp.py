@@ -12,7 +12,12 @@ import sys
 import pytest
 import torch
 
-TINY = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
+from conftest import TINY as TINY_FIELDS
+from conftest import TINY_OVERRIDES
+
+pytestmark = pytest.mark.slow  # two processes train with gloo
+
+TINY = TINY_OVERRIDES
 
 
 def train(root, out, batch, steps, processes=1, resume=None):
@@ -60,7 +65,7 @@ def assert_same_weights(a, b):
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=NOISE_ONLY.get(name, WEIGHT_ATOL), msg=name)
     from handssca.models import HandSSCA, HandSSCAConfig
 
-    config = HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+    config = HandSSCAConfig(**TINY_FIELDS)
     nets = [HandSSCA(config).eval(), HandSSCA(config).eval()]
     for net, state in zip(nets, (a, b), strict=True):
         net.load_state_dict(state)

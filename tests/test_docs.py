@@ -7,7 +7,7 @@ Checked without a network, in a fraction of a second:
   is a command of the parser (``handssca.cli.build_parser``, walked through argparse's
   subparsers), and every long option shown after it on the same command line is one of that
   command's options;
-- a source path a page names in inline code (``runtime/onnx_runner.py``) exists;
+- a source path a page names in inline code (``runtime/backends/onnx_runner.py``) exists;
 - README.md stays a landing page: at most 200 lines.
 """
 

@@ -14,11 +14,11 @@ from handssca.export import ExportError, export_onnx
 from handssca.export.portable import PortableError, lower_scan_nodes
 from handssca.models import HandSSCA, HandSSCAConfig, TorchRunner
 from handssca.ops import selective_scan_ref
-from handssca.runtime.compare import compare_models
-from handssca.runtime.onnx_runner import OnnxRunner, OnnxRunnerError
-from handssca.runtime.scan_node import DOMAIN, OP_TYPE, count_scan_nodes, register_scan_schema
+from handssca.runtime.backends.compare import compare_models
+from handssca.runtime.backends.onnx_runner import OnnxRunner, OnnxRunnerError
+from handssca.runtime.scan.node import DOMAIN, OP_TYPE, count_scan_nodes, register_scan_schema
 
-TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+from conftest import TINY
 
 
 def tiny(attention="ssca"):
@@ -107,7 +107,7 @@ def test_exported_file_runs_without_torch(exported):
     out = run_without_torch(
         f"""
         import numpy as np
-        from handssca.runtime.onnx_runner import OnnxRunner
+        from handssca.runtime.backends.onnx_runner import OnnxRunner
         model = OnnxRunner({str(result.path)!r})
         outputs = model.run(np.zeros((2, 3, 128, 128), np.float32))
         assert outputs["pose"].shape == (2, 48) and np.isfinite(outputs["heatmaps"]).all()
@@ -122,7 +122,7 @@ def test_exported_file_runs_without_torch(exported):
 def test_plain_onnx_runtime_runs_the_single_file_through_extensions(exported):
     import onnxruntime as ort
 
-    from handssca.runtime.scan_ort_bridge import register_ort_scan_op
+    from handssca.runtime.scan.ort_bridge import register_ort_scan_op
 
     model, result = exported
     options = ort.SessionOptions()
@@ -137,7 +137,7 @@ def test_plain_onnx_runtime_runs_the_single_file_through_extensions(exported):
 
 
 def test_export_with_mano_in_the_graph(tmp_path):
-    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.runtime.mano.builtin import build_builtin_hand
 
     mano, fingertip_ids = build_builtin_hand()
     model = tiny()
@@ -222,7 +222,7 @@ def test_portable_needs_a_recent_opset():
 
 def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
     """The three ways to run the network on the same input, compared by polygraphy."""
-    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.runtime.mano.builtin import build_builtin_hand
 
     mano, fingertip_ids = build_builtin_hand()
     model = tiny()
@@ -339,7 +339,7 @@ def test_an_empty_or_non_finite_batch_is_refused_in_one_line(exported):
 def test_the_file_is_the_opset_asked_for(tmp_path, opset, with_mano):
     """--opset N gives an opset-N file (17: TensorRT 8.6-era parsers), checked and run by ONNX
     Runtime against PyTorch, and the sidecar says the same."""
-    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.runtime.mano.builtin import build_builtin_hand
 
     mano_kw = {}
     if with_mano:

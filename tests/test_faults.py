@@ -16,12 +16,15 @@ import yaml
 from dataset_files import write_dexycb, write_ho3d
 
 from handssca.cli import main
-from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.files import OutputError
+from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.training.config import ConfigError, load_config
 from handssca.training.datasets import HO3D, DatasetError, DexYCB, FreiHAND
 
-TINY = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
+from conftest import TINY as TINY_FIELDS
+from conftest import TINY_OVERRIDES
+
+TINY = TINY_OVERRIDES
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +33,8 @@ def freihand(small_synthetic_set):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    config = folder / "tiny.yaml"
-    config.write_text("input_size: 128\nresnet_width: 8\nfpn_channels: 32\nmano_hidden: [64]\n")
-    assert main(["export", "--config", str(config), "-o", str(folder / "m.onnx"), "--no-validate"]) == 0
-    return folder / "m.onnx"
+def tiny_model(tiny_onnx):
+    return tiny_onnx
 
 
 def _full_disk_for(monkeypatch, name_part: str):
@@ -206,7 +205,7 @@ def test_slimming_a_checkpoint_onto_itself_is_refused(tmp_path, capsys):
     from handssca.models import HandSSCA, HandSSCAConfig
     from handssca.training.checkpoint import save_checkpoint
 
-    net = HandSSCA(HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,)))
+    net = HandSSCA(HandSSCAConfig(**TINY_FIELDS))
     path = tmp_path / "last.pt"
     optimizer = torch.optim.Adam(net.parameters())
     save_checkpoint(path, net, epoch=0, step=1, training={"optimizer": optimizer.state_dict()})

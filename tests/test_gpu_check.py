@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import TINY
+
 
 @pytest.fixture(scope="module")
 def gpu_check():
@@ -54,9 +56,6 @@ def on_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *args, **kwargs: self)
     plain = measure._time_call
     monkeypatch.setattr(measure, "_time_call", lambda run, cuda: plain(run, False))
-
-
-TINY = {"input_size": 128, "resnet_width": 8, "fpn_channels": 32, "mano_hidden": (64,)}
 
 
 def test_the_scans_are_checked_at_the_models_shapes(gpu_check, on_the_cpu):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from mano_files import random_mano_arrays
 
-from handssca.runtime.hand_conventions import (
+from handssca.runtime.mano.conventions import (
     dexycb_pose_to_axis_angle,
     mirror_image_points,
     mirror_points,
@@ -15,7 +15,8 @@ from handssca.runtime.hand_conventions import (
     rest_root_joint,
     rotation_to_axis_angle,
 )
-from handssca.runtime.mano import FINGERTIP_IDS, mano_forward, mano_from_arrays, rodrigues
+from handssca.runtime.mano.files import mano_from_arrays
+from handssca.runtime.mano.model import FINGERTIP_IDS, mano_forward, rodrigues
 
 TIPS = FINGERTIP_IDS["smplx"]
 

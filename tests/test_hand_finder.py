@@ -13,9 +13,8 @@ from hand_photos import LandmarkNetwork, load_converter, mediapipe_tflite
 
 from handssca.cli import main
 from handssca.errors import HandSSCAError
-from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.files import write_video
-from handssca.runtime.hand_finder import (
+from handssca.runtime.hands.finder import (
     LANDMARK_SIZE,
     FrameError,
     HandFinder,
@@ -24,7 +23,8 @@ from handssca.runtime.hand_finder import (
     model_files,
     shipped_models,
 )
-from handssca.runtime.hand_rects import (
+from handssca.runtime.hands.palms import ANCHORS, PalmDetections, decode_palms, ssd_anchors, weighted_nms
+from handssca.runtime.hands.rects import (
     HandRect,
     hand_rotation,
     landmarks_rect,
@@ -32,7 +32,7 @@ from handssca.runtime.hand_rects import (
     palm_rect,
     rect_affine,
 )
-from handssca.runtime.palm_detection import ANCHORS, PalmDetections, decode_palms, ssd_anchors, weighted_nms
+from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.photos import load_photo, two_hands_sequence
 from handssca.runtime.predictor import HandMeshPredictor
 from handssca.runtime.webcam import WebcamOptions, run_webcam
@@ -356,15 +356,8 @@ def test_the_rewrites_are_exact_and_names_canonical(rng):
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    pytest.importorskip("torch")
-    from handssca.demo import SHIPPED_CHECKPOINT
-    from handssca.export import export_onnx
-    from handssca.training.checkpoint import load_network
-
-    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
-    export_onnx(load_network(SHIPPED_CHECKPOINT)[0], path, validate=False)
-    return path
+def tiny_onnx(demo_onnx):  # the shipped demo network here, not the untrained tiny one
+    return demo_onnx
 
 
 def test_predict_without_boxes_finds_the_hands_and_their_sides(tiny_onnx, finder):

@@ -77,9 +77,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_walk_sees_function_level_and_relative_imports():
     modules = package_modules()
-    assert "handssca.runtime.runner" in modules and "handssca.cli" in modules
-    runner = imports_of("handssca.runtime.runner", modules["handssca.runtime.runner"], modules)
-    assert {"handssca.runtime.onnx_runner", "handssca.runtime.mano"} <= runner  # inside open_runner; relative
+    assert "handssca.runtime.backends.runner" in modules and "handssca.cli" in modules
+    runner = imports_of("handssca.runtime.backends.runner", modules["handssca.runtime.backends.runner"], modules)
+    assert "handssca.runtime.backends.onnx_runner" in runner  # inside open_runner
+    export = imports_of("handssca.export.onnx_export", modules["handssca.export.onnx_export"], modules)
+    assert "handssca.export.portable" in export  # relative
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 

@@ -10,14 +10,8 @@ import pytest
 import torch
 from mano_files import random_mano_arrays, write_official_pickle
 
-from handssca.runtime.mano import (
-    FINGERTIP_IDS,
-    ManoFileError,
-    load_mano,
-    mano_forward,
-    mano_from_arrays,
-    save_mano_npz,
-)
+from handssca.runtime.mano.files import load_mano, mano_from_arrays, save_mano_npz
+from handssca.runtime.mano.model import FINGERTIP_IDS, ManoFileError, mano_forward
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handssca.runtime.hand_conventions import rotation_to_axis_angle  # noqa: F401 (rotation helpers)
-from handssca.runtime.mano import rodrigues
+from handssca.runtime.mano.conventions import rotation_to_axis_angle  # noqa: F401 (rotation helpers)
+from handssca.runtime.mano.model import rodrigues
 from handssca.training.metrics import HandMetrics, f_score, format_metrics_table, pck_auc, procrustes_align
 
 

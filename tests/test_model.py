@@ -18,7 +18,7 @@ from handssca.models.attention import build_attention
 from handssca.models.ss2d import SS2D, cross_merge, cross_scan
 from handssca.ops import use_scan_backend
 
-TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
+from conftest import TINY
 
 
 def tiny(attention="ssca"):

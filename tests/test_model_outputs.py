@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
+from handssca.runtime.backends.base import ModelFileError
+from handssca.runtime.backends.onnx_file import OnnxFileError, read_onnx
+from handssca.runtime.backends.runner import open_runner
 from handssca.runtime.files import read_image
-from handssca.runtime.hand_finder import HandFinder, HandModelError, shipped_models
-from handssca.runtime.onnx_file import OnnxFileError, read_onnx
-from handssca.runtime.runner import open_runner
-from handssca.runtime.runner_base import ModelFileError
+from handssca.runtime.hands.finder import HandFinder, HandModelError, shipped_models
 
 PHOTO = shipped_models().parent / "photos" / "handSrc.jpg"
 PALM, LANDMARK = "palm_detection_full.onnx", "hand_landmark_full.onnx"

@@ -24,6 +24,8 @@ import torch
 
 from handssca.ops import selective_scan_ref
 
+pytestmark = pytest.mark.slow  # nvcc and the C++ compiler build the kernel library and the plugin
+
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 # What the default build gives with nvcc 12.8+ (SASS; 120 also as PTX).
 ARCHITECTURES = ["75", "80", "86", "89", "90", "100", "120"]

@@ -7,26 +7,22 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from handssca.cli import main
-from handssca.export import export_onnx
-from handssca.models import HandSSCA, HandSSCAConfig, TorchRunner
-from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.models import TorchRunner
+from handssca.runtime.backends.onnx_runner import OnnxRunner
 from handssca.runtime.crop import apply_affine, crop_affine, invert_affine, square_from_box
-from handssca.runtime.filters import OneEuroFilter
-from handssca.runtime.onnx_runner import OnnxRunner
+from handssca.runtime.hands.filters import OneEuroFilter
+from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.predictor import HandMeshPredictor, solve_translation
 from handssca.runtime.webcam import WebcamError, WebcamOptions, open_capture, run_webcam
 from handssca.training.synthetic import render_sequence
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    torch.manual_seed(0)
-    net = HandSSCA(HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
+def setup(tiny_network, tiny_onnx, tmp_path_factory):
+    net = tiny_network
     folder = tmp_path_factory.mktemp("predictor")
-    export_onnx(net, folder / "tiny.onnx", validate=False)
     mano, fingertip_ids = build_builtin_hand()
     images, truth = render_sequence(mano, fingertip_ids, 10, seed=1)
     video = folder / "hand.mp4"
@@ -34,7 +30,7 @@ def setup(tmp_path_factory):
     for image in images:
         writer.write(image)
     writer.release()
-    return net, folder / "tiny.onnx", mano, fingertip_ids, images, truth, video
+    return net, tiny_onnx, mano, fingertip_ids, images, truth, video
 
 
 def test_onnx_and_pytorch_predictors_agree(setup):
@@ -405,7 +401,7 @@ def test_a_video_cut_short_is_reported_not_passed_as_complete(setup, tmp_path, c
 
 @pytest.mark.parametrize("box", [(0, 0, np.inf, 10), (0, np.nan, 5, 10), (5, 5, 5, 9), (0, 0, 1)])
 def test_non_finite_or_degenerate_boxes_are_refused_in_one_line(box):
-    from handssca.runtime.hand_finder import FrameError
+    from handssca.runtime.hands.finder import FrameError
     from handssca.runtime.predictor import check_request
 
     with pytest.raises(FrameError, match="expected four finite pixels"):

@@ -10,27 +10,20 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from handssca.cli import main
 from handssca.export import export_onnx
 from handssca.export.quantize import QuantizeError, int8_format, quantize_int8
-from handssca.models import HandSSCA, HandSSCAConfig
-from handssca.runtime.builtin_hand import build_builtin_hand
-from handssca.runtime.onnx_runner import OnnxRunner
-from handssca.runtime.scan_node import OP_TYPE
+from handssca.runtime.backends.onnx_runner import OnnxRunner
+from handssca.runtime.mano.builtin import build_builtin_hand
+from handssca.runtime.scan.node import OP_TYPE
 from handssca.training.datasets import DatasetError, detect_layout
 from handssca.training.samples import calibration_crops
 
-TINY = dict(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))
-
 
 @pytest.fixture(scope="module")
-def fp32(tmp_path_factory):
-    torch.manual_seed(0)
-    net = HandSSCA(HandSSCAConfig(**TINY)).eval()
-    folder = tmp_path_factory.mktemp("int8")
-    return net, export_onnx(net, folder / "fp32.onnx", validate=False).path
+def fp32(tiny_network, tiny_onnx):
+    return tiny_network, tiny_onnx
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ MOTION_VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64 + b"\xff\xd9" * 8 + b"
 
 @pytest.fixture(scope="module")
 def predictor(demo_onnx):
-    from handssca.runtime.hand_model import load_hand_model
+    from handssca.runtime.mano.load import load_hand_model
     from handssca.runtime.predictor import HandMeshPredictor
 
     mano, tips, _ = load_hand_model("builtin")
@@ -167,7 +167,7 @@ def test_six_hundred_boxes_stay_under_a_gigabyte_and_a_half(demo_onnx, tmp_path)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked copy of pytest.
     script = f"""
 import re, numpy as np
-from handssca.runtime.hand_model import load_hand_model
+from handssca.runtime.mano.load import load_hand_model
 from handssca.runtime.predictor import HandMeshPredictor
 mano, tips, _ = load_hand_model("builtin")
 p = HandMeshPredictor.open({str(demo_onnx)!r}, mano, tips)

@@ -76,7 +76,8 @@ def test_mano_runtime_and_convert_without_torch(tmp_path):
         import numpy as np
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from mano_files import random_mano_arrays, write_official_pickle
-        from handssca.runtime.mano import FINGERTIP_IDS, load_mano, mano_forward
+        from handssca.runtime.mano.model import FINGERTIP_IDS, mano_forward
+        from handssca.runtime.mano.files import load_mano
         from handssca.cli import main
 
         src = {str(tmp_path / "MANO_RIGHT.pkl")!r}

@@ -1,6 +1,6 @@
 """The CPU scan kernel built with AddressSanitizer and UndefinedBehaviorSanitizer runs its tests clean.
 
-The kernel (runtime/csrc/selective_scan_cpu.cpp) is compiled again with
+The kernel (runtime/scan/csrc/selective_scan_cpu.cpp) is compiled again with
 ``-fsanitize=address,undefined -fno-sanitize-recover=undefined``, and the kernel's tests in
 tests/test_selective_scan.py run in a subprocess that loads that build in place of the installed
 one (a sitecustomize puts it in sys.modules first; libasan is preloaded, since python itself is
@@ -21,19 +21,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "runtime" / "csrc" / "selective_scan_cpu.cpp"
+SOURCE = ROOT / "runtime" / "scan" / "csrc" / "selective_scan_cpu.cpp"
 SITE = """import importlib.util, os, sys
-spec = importlib.util.spec_from_file_location("handssca.runtime._selective_scan_cpu", os.environ["SANITIZED_KERNEL"])
+name, library = "handssca.runtime.scan._selective_scan_cpu", os.environ["SANITIZED_KERNEL"]
+spec = importlib.util.spec_from_file_location(name, library)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-sys.modules["handssca.runtime._selective_scan_cpu"] = module
+sys.modules["handssca.runtime.scan._selective_scan_cpu"] = module
 """
 CHECK = """
-import ctypes, os, handssca.runtime.selective_scan as scan
+import ctypes, os, handssca.runtime.scan.kernel as scan
 assert scan._kernel.__file__ == os.environ["SANITIZED_KERNEL"], scan._kernel.__file__
 ctypes.CDLL(None).__asan_init  # the sanitizer's runtime is in the process
 print("sanitized kernel loaded")
 """
+
+pytestmark = pytest.mark.slow  # the kernel rebuilt with ASan and UBSan
 
 
 def test_the_cpu_kernel_tests_run_clean_under_asan_and_ubsan(tmp_path):

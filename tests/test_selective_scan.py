@@ -179,7 +179,7 @@ def test_every_x86_clone_of_the_kernel_has_fma():
     import shutil
     import subprocess
 
-    from handssca.runtime import _selective_scan_cpu
+    from handssca.runtime.scan import _selective_scan_cpu
 
     if platform.machine() != "x86_64" or shutil.which("objdump") is None:
         pytest.skip("needs an x86-64 build and binutils' objdump")

@@ -30,9 +30,9 @@ from tritonclient.grpc import model_config_pb2
 
 from handssca.export import export_onnx
 from handssca.models import HandSSCA, HandSSCAConfig
-from handssca.runtime.builtin_hand import build_builtin_hand
 from handssca.runtime.crop import normalise
-from handssca.runtime.mano import load_mano
+from handssca.runtime.mano.builtin import build_builtin_hand
+from handssca.runtime.mano.files import load_mano
 from handssca.runtime.predictor import HandMeshPredictor
 from handssca.serving import repository as rp
 from handssca.serving.client import HandMeshClient, ServingClientError
@@ -40,15 +40,6 @@ from handssca.serving.load_test import make_hands, run_load_test, summary_table
 from handssca.serving.server import NoServerEnvironment, ServerEnvironment, ServingError, TritonServer, free_ports
 
 SIZE = 128
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    torch.manual_seed(0)
-    net = HandSSCA(HandSSCAConfig(input_size=SIZE, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
-    path = tmp_path_factory.mktemp("serving") / "tiny.onnx"
-    export_onnx(net, path, validate=False)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -605,6 +596,7 @@ def frame_and_boxes(seed=3):
     return frame, boxes, ["right", "left", "left", "right", "right", "left"]
 
 
+@pytest.mark.slow  # a real tritonserver
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_meshes_equal_the_runtime(server, predictor, protocol):
     frame, boxes, sides = frame_and_boxes()
@@ -627,6 +619,7 @@ def test_served_meshes_equal_the_runtime(server, predictor, protocol):
         assert got.confidence == pytest.approx(want.confidence, abs=1e-6)
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, predictor):
     hands = make_hands(predictor, 2)
     with HandMeshClient(server.grpc_url) as client:
@@ -655,6 +648,7 @@ def infer_body(hands) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_a_client_that_hangs_up_costs_nobody_else_their_answer(server, predictor):
     hands = make_hands(predictor, 4)
     body = infer_body(hands)
@@ -686,6 +680,7 @@ def test_a_client_that_hangs_up_costs_nobody_else_their_answer(server, predictor
     assert np.abs(out["keypoints_2d"] - hands.reference["keypoints_2d"]).max() < 1e-3
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_stopping_answers_what_is_in_flight_and_exits_cleanly(tiny_onnx, predictor, environment, tmp_path):
     """Stop while a request waits in the network's batching queue (a 2 s queue delay holds it there
     for certain): it is answered, correctly; a request sent while stopping is refused in words;
@@ -723,6 +718,7 @@ def test_stopping_answers_what_is_in_flight_and_exits_cleanly(tiny_onnx, predict
     assert not server.log_path.exists()  # a clean stop removes the log it made
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_start_refuses_a_broken_repository_with_the_servers_reason(tiny_onnx, environment, tmp_path):
     repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
     (repo / rp.NETWORK / "1" / "model.onnx").write_bytes(b"not onnx")  # the checker cannot see inside it
@@ -731,6 +727,7 @@ def test_start_refuses_a_broken_repository_with_the_servers_reason(tiny_onnx, en
             pass
 
 
+@pytest.mark.slow  # a real tritonserver
 @pytest.mark.parametrize("host", [None, "0.0.0.0"])
 def test_serve_start_command_stops_on_sigterm(tiny_onnx, environment, tmp_path, host):
     import selectors
@@ -765,6 +762,7 @@ def test_serve_start_command_stops_on_sigterm(tiny_onnx, environment, tmp_path, 
     assert "stopped: tritonserver exited with 0" in out
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_sigterm_to_a_load_test_stops_its_servers_and_leaves_nothing(tiny_onnx, environment, tmp_path):
     """A service manager's SIGTERM unwinds the command like Ctrl-C: both Triton servers are
     stopped (none left running) and the temporary repositories are gone; exit 130."""
@@ -791,6 +789,7 @@ def test_sigterm_to_a_load_test_stops_its_servers_and_leaves_nothing(tiny_onnx, 
     assert not (tmp_path / "out" / "load_test.json").exists()  # an interrupted run publishes nothing
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_load_test_reports_every_level_with_parity(tiny_onnx, environment):
     options = rp.ServingOptions(max_batch=4, preferred_batch=2)
     report = run_load_test(tiny_onnx, concurrency=(1, 3), duration_s=1.0, hands=4, environment=environment,
@@ -811,6 +810,7 @@ def test_load_test_reports_every_level_with_parity(tiny_onnx, environment):
     assert all(lv["faults"] is None and lv["server_rss_mb"] for m in report["modes"].values() for lv in m["levels"])
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_the_load_test_kills_the_network_step_and_times_each_recovery(tiny_onnx, environment):
     report = run_load_test(tiny_onnx, concurrency=(3,), duration_s=14.0, hands=4, environment=environment,
                            modes=(False,), kill_step_every_s=5.0, progress=lambda _: None)  # fmt: skip
@@ -825,6 +825,7 @@ def test_the_load_test_kills_the_network_step_and_times_each_recovery(tiny_onnx,
     assert level["requests"] > 0 and "kills of the network step" in summary_table(report)
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_frames_without_boxes_are_found_in_the_client(server, predictor):
     from handssca.runtime.photos import load_photo
 
@@ -867,6 +868,7 @@ def listening_addresses(pid: int, ports) -> dict[int, set[str]]:
     return found
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_triton_listens_on_loopback_unless_told(server, tiny_onnx, environment, tmp_path, capsys):
     ports = (server.http_port, server.grpc_port, server.metrics_port)
     assert listening_addresses(server.process.pid, ports) == {port: {"127.0.0.1"} for port in ports}
@@ -887,6 +889,7 @@ def kill_stub(server, model: str) -> int:
     return pid
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_a_killed_python_step_is_reloaded_and_answers_resume(tiny_onnx, predictor, environment, tmp_path):
     """Three clients under load; the network's stub is SIGKILLed: requests in flight then get an
     error, the watchdog reloads the model, and every answer after that succeeds."""
@@ -936,6 +939,7 @@ def test_a_killed_python_step_is_reloaded_and_answers_resume(tiny_onnx, predicto
     assert later and all(later), len(later)
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_a_step_that_keeps_dying_is_given_up_in_one_line(tiny_onnx, environment, tmp_path):
     repo = rp.write_repository(tiny_onnx, tmp_path / "repo").path
     events = []
@@ -949,6 +953,7 @@ def test_a_step_that_keeps_dying_is_given_up_in_one_line(tiny_onnx, environment,
     assert events == [f"handssca serve: {server.gave_up}"]
 
 
+@pytest.mark.slow  # a real tritonserver
 def test_serve_start_exits_in_one_line_when_triton_itself_dies(tiny_onnx, environment, tmp_path):
     import selectors
 

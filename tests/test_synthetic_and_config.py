@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from handssca.runtime.builtin_hand import build_builtin_hand
-from handssca.runtime.mano import mano_forward
+from handssca.runtime.mano.builtin import build_builtin_hand
+from handssca.runtime.mano.model import mano_forward
 from handssca.runtime.mesh_render import project
 from handssca.training.config import ConfigError, load_config
 from handssca.training.losses import LossWeights, hand_loss, weak_perspective
@@ -240,7 +240,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, mo
 def test_a_failed_synthetic_data_set_leaves_no_partial_folder(tmp_path, monkeypatch):
     from handssca.errors import HandSSCAError
     from handssca.runtime import files
-    from handssca.runtime.builtin_hand import build_builtin_hand
+    from handssca.runtime.mano.builtin import build_builtin_hand
     from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
     mano, fingertip_ids = build_builtin_hand()

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
-from handssca.runtime import engine_build, files, tensorrt_libs, tensorrt_runner
+from handssca.runtime import files
+from handssca.runtime.backends import engine_build, tensorrt_libs, tensorrt_runner
 
 
 def onnx_file(tmp_path, batch="batch"):
@@ -451,7 +452,7 @@ def test_runtime_module_imports_without_tensorrt_or_torch():
     out = run_without_torch(
         """
         sys.modules["tensorrt"] = None
-        from handssca.runtime.tensorrt_libs import TensorRTError, import_tensorrt
+        from handssca.runtime.backends.tensorrt_libs import TensorRTError, import_tensorrt
         try:
             import_tensorrt()
         except TensorRTError as exc:

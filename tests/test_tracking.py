@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from hand_photos import LandmarkNetwork
 
-from handssca.runtime.hand_finder import FoundHand, HandFinder
-from handssca.runtime.hand_model import load_hand_model
-from handssca.runtime.hand_rects import landmarks_rect
-from handssca.runtime.hand_tracking import SAME_HAND_CONTAINMENT, HandTracker, same_hand
-from handssca.runtime.palm_detection import box_containment, box_iou
+from handssca.runtime.hands.boxes import box_containment, box_iou
+from handssca.runtime.hands.finder import FoundHand, HandFinder
+from handssca.runtime.hands.rects import landmarks_rect
+from handssca.runtime.hands.tracking import SAME_HAND_CONTAINMENT, HandTracker, same_hand
+from handssca.runtime.mano.load import load_hand_model
 from handssca.runtime.photos import load_photo
 from handssca.runtime.predictor import HandMeshPredictor
 

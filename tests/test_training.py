@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from handssca.cli import main
-from handssca.runtime.builtin_hand import build_builtin_hand
+from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.training.checkpoint import load_checkpoint
 from handssca.training.config import ConfigError, load_config
 from handssca.training.synthetic import SynthOptions, make_synthetic_dataset

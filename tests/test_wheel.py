@@ -94,7 +94,7 @@ def test_the_box_runs_the_predictor_from_python(box, demo_onnx):
 import sys
 from handssca.runtime import HandMeshPredictor
 from handssca.runtime.files import read_image
-from handssca.runtime.hand_model import load_hand_model
+from handssca.runtime.mano.load import load_hand_model
 mano, tips, _ = load_hand_model("builtin")
 hands = HandMeshPredictor.open({str(demo_onnx)!r}, mano, tips).predict(read_image({str(PHOTO)!r}))
 assert hands and hands[0].vertices.shape == (778, 3), hands

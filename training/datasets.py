@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.runtime.hand_conventions import dexycb_pose_to_axis_angle, opengl_to_opencv_mano, rest_root_joint
-from handssca.runtime.mano import MANO_TO_FREIHAND, ManoModel, mano_forward, read_npz
+from handssca.runtime.mano.conventions import dexycb_pose_to_axis_angle, opengl_to_opencv_mano, rest_root_joint
+from handssca.runtime.mano.files import read_npz
+from handssca.runtime.mano.model import MANO_TO_FREIHAND, ManoModel, mano_forward
 
 from ..errors import HandSSCAError
 from .config import ConfigError
@@ -193,7 +194,7 @@ class HO3D:
                 self.records.append(record)
 
     def _record(self, name: str) -> HandRecord | None:
-        from handssca.runtime.mano import UnsafePickleError, safe_unpickle
+        from handssca.runtime.mano.files import UnsafePickleError, safe_unpickle
 
         if name.count("/") != 1:
             raise DatasetError(f"{self.root / f'{self.split}.txt'}: line {name!r} is not SEQUENCE/FRAME")
@@ -362,7 +363,7 @@ DEFAULT_SPLITS = {
 
 def load_mano_model(config: dict):
     """(ManoModel, fingertip ids, description) from the run's ``mano`` section."""
-    from handssca.runtime.hand_model import load_hand_model
+    from handssca.runtime.mano.load import load_hand_model
 
     source = config["mano"]["model"]
     if not source:

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from handssca.errors import HandSSCAError
-from handssca.runtime.mano import ManoModel
-from handssca.runtime.runner import meshes_from_outputs
+from handssca.runtime.mano.model import ManoModel, meshes_from_outputs
 
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -143,8 +142,8 @@ def run_evaluation(
     """``handssca eval``: every model given (a checkpoint, ONNX files, TensorRT engines, the mean
     hand) scored on one split with the official metrics; writes the JSON report (and the official
     submission file of the first model) atomically, and returns the lines to show."""
+    from handssca.runtime.backends.runner import open_runner
     from handssca.runtime.files import check_writable, write_atomically
-    from handssca.runtime.runner import open_runner
 
     from .config import ConfigError, load_config
     from .datasets import DEFAULT_SPLITS, DatasetError, load_mano_model, open_dataset

@@ -21,15 +21,15 @@ from handssca.runtime.crop import (
     IMAGE_MEAN,
     IMAGE_STD,
     apply_affine,
-    box_from_points,
     crop_affine,
     crop_image,
     normalise,
     square_from_box,
 )
 from handssca.runtime.files import UnreadableImage, read_image
-from handssca.runtime.hand_conventions import rotation_to_axis_angle
-from handssca.runtime.mano import rodrigues
+from handssca.runtime.hands.boxes import box_from_points
+from handssca.runtime.mano.conventions import rotation_to_axis_angle
+from handssca.runtime.mano.model import rodrigues
 from handssca.runtime.mesh_render import project
 
 from ..errors import HandSSCAError

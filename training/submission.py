@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from handssca.runtime.files import write_atomically
-from handssca.runtime.mano import MANO_TO_FREIHAND
+from handssca.runtime.mano.model import MANO_TO_FREIHAND
 
 OPENGL = np.array([1.0, -1.0, -1.0])
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from handssca.errors import HandSSCAError
 from handssca.runtime.files import write_atomically
-from handssca.runtime.mano import ManoModel, mano_forward
+from handssca.runtime.mano.model import ManoModel, mano_forward
 from handssca.runtime.mesh_render import project, render_perspective
 
 IMAGE_SIZE = 224  # FreiHAND's images
@@ -52,7 +52,7 @@ class SynthOptions:
 
 def _random_rotation(rng, options: SynthOptions) -> np.ndarray:
     """Global hand rotation: palm or back towards the camera, a roll, some tilt."""
-    from handssca.runtime.mano import rodrigues
+    from handssca.runtime.mano.model import rodrigues
 
     roll = rodrigues(np.array([0.0, 0.0, np.deg2rad(rng.uniform(-options.roll_deg, options.roll_deg))]))
     tilt = rodrigues(rng.normal(0.0, options.tilt_std, 3))
@@ -100,7 +100,7 @@ def render_sample(model: ManoModel, fingertip_ids, rng, options: SynthOptions):
     """One posed hand: (hand layer BGR, mask, annotations dict)."""
     size = options.image_size
     pose = np.zeros(48)
-    from handssca.runtime.hand_conventions import rotation_to_axis_angle
+    from handssca.runtime.mano.conventions import rotation_to_axis_angle
 
     pose[:3] = rotation_to_axis_angle(_random_rotation(rng, options))
     pose[3:] = rng.normal(0.0, options.finger_pose_std, 45)
@@ -225,9 +225,9 @@ def _write_info(root: Path, model: ManoModel, options: SynthOptions) -> None:
 def render_sequence(model: ManoModel, fingertip_ids, frames: int, width: int = 320, height: int = 240, seed: int = 0):
     """A hand turning and closing in front of a fixed background: (frames BGR list, per-frame
     annotations with K, box, joints and vertices). For the demo's video and webcam tests."""
-    from handssca.runtime.crop import box_from_points
-    from handssca.runtime.hand_conventions import rotation_to_axis_angle
-    from handssca.runtime.mano import rodrigues
+    from handssca.runtime.hands.boxes import box_from_points
+    from handssca.runtime.mano.conventions import rotation_to_axis_angle
+    from handssca.runtime.mano.model import rodrigues
 
     rng = np.random.default_rng(seed)
     fingertip_ids = tuple(fingertip_ids)
@@ -262,7 +262,7 @@ def synthesize(
 ) -> str:
     """``handssca data synth``: the data set written with the hand model ``mano`` names, and the
     line that reports it."""
-    from handssca.runtime.hand_model import load_hand_model
+    from handssca.runtime.mano.load import load_hand_model
 
     model, fingertip_ids, label = load_hand_model(mano, fingertips)
     root = make_synthetic_dataset(output, model, fingertip_ids, options)

@@ -1,9 +1,9 @@
 """The MANO layer for training: smplx's MANO with every convention an explicit argument.
 
-The arrays come from ``handssca.runtime.mano.load_mano`` (restricted unpickling), never from
+The arrays come from ``handssca.runtime.mano.files.load_mano`` (restricted unpickling), never from
 smplx's own loader, so the training side and the runtime read the same validated data.
 
-``MANOGraph`` (MANO inside an exported ONNX graph) and the numpy ``handssca.runtime.mano.mano_forward``
+``MANOGraph`` (MANO inside an exported ONNX graph) and the numpy ``handssca.runtime.mano.model.mano_forward``
 mirror each other step by step, with the same function names in the same order, modelled on smplx's
 ``lbs.py``: blend_shapes, vertices2joints, batch_rodrigues, pose_feature (pose blend shapes),
 batch_rigid_transform, skinning. Read them side by side; a change to one belongs in both.
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from handssca.runtime.mano import MANO_TO_FREIHAND, NUM_HAND_POSE, ManoModel
+from handssca.runtime.mano.model import MANO_TO_FREIHAND, NUM_HAND_POSE, ManoModel
 
 # ------------------------------------------------------------------------------------------------
-# smplx's lbs.py step by step, as in handssca/runtime/mano.py (same names, same order), in ops the
+# smplx's lbs.py step by step, as in handssca/runtime/mano/model.py (same names, same order), in ops the
 # ONNX exporter traces: the kinematic chain is a Python list, never a tensor. B: batch,
 # V: vertices (778), J: joints (16), S: shape coefficients (10), P: pose blend shapes (135).
 # Unlike numpy's (V, 3, S), the blend shape directions here are flattened to (S, V * 3), as smplx
@@ -177,7 +177,7 @@ class MANOLayer(nn.Module):
 class MANOGraph(nn.Module):
     """MANO forward kinematics in plain torch ops with the kinematic tree unrolled at build time.
 
-    The same math as ``handssca.runtime.mano.mano_forward`` (and smplx), written so torch.export
+    The same math as ``handssca.runtime.mano.model.mano_forward`` (and smplx), written so torch.export
     and the ONNX exporter can trace it: smplx indexes its chain with a parents tensor, which is
     data-dependent for the exporter. Axis-angle pose (B, 48), shape (B, 10) -> vertices (B, 778, 3)
     and 21 joints in FreiHAND order, metres.

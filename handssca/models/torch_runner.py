@@ -1,4 +1,4 @@
-"""A PyTorch HandSSCA network behind the runners' contract (``handssca.runtime.runner``).
+"""A PyTorch HandSSCA network behind the runners' contract (``handssca.runtime.backends.runner``).
 
 ``OnnxRunner``, ``TensorRTRunner`` and ``TorchRunner`` look alike to the predictor, the evaluation
 and the benchmarks, so PyTorch is compared with the deployed engines through the same code.
@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from handssca.ops import use_scan_backend
+from handssca.runtime.backends.base import Runner
 from handssca.runtime.crop import IMAGE_MEAN, IMAGE_STD
-from handssca.runtime.runner_base import Runner
 
 
 class TorchRunner(Runner):

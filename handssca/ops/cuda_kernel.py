@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from handssca.errors import HandSSCAError
-from handssca.runtime.scan_node import scan_shapes
+from handssca.runtime.scan.node import scan_shapes
 
 LIBRARY_ENV = "HANDSSCA_CUDA_KERNEL"
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from handssca.errors import HandSSCAError
-from handssca.runtime.scan_node import scan_shapes
+from handssca.runtime.scan.node import scan_shapes
 
 BACKENDS = ("cpu-kernel", "mamba-ssm", "cuda-kernel", "reference")
 _ENV_VAR = "HANDSSCA_SCAN_BACKEND"
@@ -101,7 +101,7 @@ def selective_scan_ref(
 
 def _cpu_kernel_available() -> bool:
     try:
-        from handssca.runtime import selective_scan as _  # noqa: F401
+        from handssca.runtime.scan import kernel as _  # noqa: F401
     except ImportError:
         return False
     return True

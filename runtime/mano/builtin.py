@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .mano import NUM_JOINTS, NUM_POSE_BLEND, ManoModel, save_mano_npz
+from handssca.runtime.mano.files import save_mano_npz
+from handssca.runtime.mano.model import NUM_JOINTS, NUM_POSE_BLEND, ManoModel
 
 STAND_IN_NOTE = "built-in stand-in hand with MANO's structure; NOT the MANO model"
 

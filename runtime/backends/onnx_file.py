@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HandSSCAError
-from .files import FILE_KINDS
+from handssca.errors import HandSSCAError
+from handssca.runtime.files import FILE_KINDS
 
 
 class OnnxFileError(HandSSCAError, ValueError):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _selective_scan_cpu as _kernel
-from .scan_node import ScanArgumentError, ScanTypeError, scan_shapes
+from handssca.runtime.scan import _selective_scan_cpu as _kernel
+from handssca.runtime.scan.node import ScanArgumentError, ScanTypeError, scan_shapes
 
 __all__ = ["ScanGrads", "arithmetic_floor", "kernel_info", "selective_scan_backward", "selective_scan_forward"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .builtin_hand import STAND_IN_NOTE, build_builtin_hand
-from .mano import FINGERTIP_IDS, ManoModel, load_mano
+from handssca.runtime.mano.builtin import STAND_IN_NOTE, build_builtin_hand
+from handssca.runtime.mano.files import load_mano
+from handssca.runtime.mano.model import FINGERTIP_IDS, ManoModel
 
 BUILTIN = "builtin"  # --mano's name for the stand-in hand
 

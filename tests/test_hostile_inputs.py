@@ -1,4 +1,4 @@
-"""Bad input, round three (issue 26): image bombs, folder entries that are not regular files,
+"""Hostile inputs: image bombs, folder entries that are not regular files,
 .npz files declaring huge or object arrays, YAML alias bombs, a negative webcam duration and
 Triton's harmless first error line.
 
@@ -115,17 +115,8 @@ def gif_declaring(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-
-    from handssca.export import export_onnx
-    from handssca.models import HandSSCA, HandSSCAConfig
-
-    torch.manual_seed(0)
-    net = HandSSCA(HandSSCAConfig(input_size=128, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
-    path = tmp_path_factory.mktemp("round3") / "tiny.onnx"
-    export_onnx(net, path, validate=False)
-    return path
+def tiny_model(tiny_onnx):
+    return tiny_onnx
 
 
 def good_image(path: Path) -> Path:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HandSSCAError
-from .crop import apply_affine, box_from_points, invert_affine
-from .hand_rects import HandRect, landmarks_rect, palm_rect, rect_affine, rect_iou
-from .onnx_file import NOTHING, not_a_file, path_kind
-from .palm_detection import INPUT_SIZE as PALM_SIZE
-from .palm_detection import decode_palms, weighted_nms
+from handssca.errors import HandSSCAError
+from handssca.runtime.backends.onnx_file import NOTHING, not_a_file, path_kind
+from handssca.runtime.crop import apply_affine, invert_affine
+from handssca.runtime.hands.boxes import box_from_points
+from handssca.runtime.hands.palms import INPUT_SIZE as PALM_SIZE
+from handssca.runtime.hands.palms import decode_palms, weighted_nms
+from handssca.runtime.hands.rects import HandRect, landmarks_rect, palm_rect, rect_affine, rect_iou
 
 LANDMARK_SIZE = 224
 VARIANTS = ("full", "lite")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import HandSSCAError
-from .files import sha256_file
+from handssca.errors import HandSSCAError
+from handssca.runtime.files import sha256_file
 
 SIDECAR_FORMAT = "handssca-engine/1"
 PLUGIN_ENV = "HANDSSCA_TRT_PLUGIN"  # where the plugin library is, when not given

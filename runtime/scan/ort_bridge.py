@@ -4,9 +4,9 @@ it is. ``OnnxRunner`` does not use it (see ``register_ort_scan_op``)."""
 
 from __future__ import annotations
 
-from ..errors import HandSSCAError
-from .scan_node import INPUTS, OP_TYPE
-from .selective_scan import selective_scan_forward
+from handssca.errors import HandSSCAError
+from handssca.runtime.scan.kernel import selective_scan_forward
+from handssca.runtime.scan.node import INPUTS, OP_TYPE
 
 _registered = False
 

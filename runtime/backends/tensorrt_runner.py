@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import sha256_file
-from .runner_base import Runner
-from .tensorrt_libs import (
+from handssca.runtime.backends.base import Runner
+from handssca.runtime.backends.tensorrt_libs import (
     TensorRTError,
     check_sidecar,
     find_plugin_library,
@@ -26,6 +25,7 @@ from .tensorrt_libs import (
     load_plugin_library,
     sidecar_path_for,
 )
+from handssca.runtime.files import sha256_file
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def rect_affine(rect: HandRect, size: int) -> np.ndarray:
 def rect_iou(a: HandRect, b: HandRect) -> float:
     """IoU of two rectangles' unrotated boxes (calculators/util/association_norm_rect_calculator.cc
     ignores the rotation)."""
-    from .palm_detection import box_iou
+    from handssca.runtime.hands.boxes import box_iou
 
     return float(box_iou(rect_box(a), rect_box(b)[None])[0])
 

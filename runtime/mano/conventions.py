@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mano import NUM_HAND_POSE, ManoModel, rodrigues
+from handssca.runtime.mano.model import NUM_HAND_POSE, ManoModel, rodrigues
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..errors import HandSSCAError
+from handssca.errors import HandSSCAError
 
 WARMUP_RUNS = 2  # first-call allocations and kernel choices; more changes no timing here
 

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .crop import box_from_points
-from .filters import OneEuroFilter
-from .hand_finder import TRACKING_IOU, FoundHand, HandFinder
-from .hand_rects import landmarks_rect
-from .palm_detection import box_containment, box_iou
+from handssca.runtime.hands.boxes import box_containment, box_iou, centred_box, square_box
+from handssca.runtime.hands.filters import OneEuroFilter
+from handssca.runtime.hands.finder import TRACKING_IOU, FoundHand, HandFinder
+from handssca.runtime.hands.rects import landmarks_rect
 
 DROP_REASONS = ("confidence", "left_frame", "merged", "not_present")
 VERIFY_EVERY = 5  # frames between the landmark model's checks of a tracked hand
@@ -225,18 +224,3 @@ def same_hand(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether boxes ``a`` and ``b`` (4,) hold one hand: IoU > TRACKING_IOU (MediaPipe's
     association), or the smaller lies inside the larger by more than SAME_HAND_CONTAINMENT."""
     return bool(box_iou(a, b[None])[0] > TRACKING_IOU or box_containment(a, b[None])[0] > SAME_HAND_CONTAINMENT)
-
-
-def square_box(keypoints: np.ndarray, minimum: float = 8.0) -> np.ndarray:
-    """The square box around the keypoints' tight box (its longer side, at least ``minimum``)."""
-    box = box_from_points(keypoints)
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    half = max(box[2] - box[0], box[3] - box[1], minimum) / 2
-    return np.array([cx - half, cy - half, cx + half, cy + half])
-
-
-def centred_box(frame_shape) -> np.ndarray:
-    """The centred square of 0.6 x the shorter side: a hand held up to the camera."""
-    h, w = frame_shape[:2]
-    side = 0.6 * min(h, w)
-    return np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2])

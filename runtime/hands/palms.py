@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handssca.runtime.hands.boxes import box_iou
+
 INPUT_SIZE = 192
 STRIDES = (8, 16, 16, 16)  # four SSD layers; the three of stride 16 share one 12 x 12 grid
 ANCHOR_OFFSET = 0.5
@@ -86,39 +88,6 @@ def decode_palms(
     # A box of negative size is invalid in MediaPipe (IsValid) and skipped.
     valid = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
     return PalmDetections(boxes[valid], keypoints[valid], scores[valid])
-
-
-def _overlaps(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(intersections (K,), the area of ``box``, the areas (K,) of ``boxes``)."""
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return intersection, area, areas
-
-
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) box with each of (K, 4) boxes (xmin, ymin, xmax, ymax); 0 where disjoint.
-
-    calculators/util/non_max_suppression_calculator.cc (OverlapSimilarity, INTERSECTION_OVER_UNION).
-    """
-    intersection, area, areas = _overlaps(box, boxes)
-    union = area + areas - intersection
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((intersection > 0) & (union > 0), intersection / union, 0.0)
-
-
-def box_containment(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """How much of the smaller box lies inside the larger, for one (4,) box and each of (K, 4):
-    intersection over the smaller area; 1 for a box inside another, 0 where disjoint. IoU cannot
-    see a small box inside a large one (a square of 0.3 x the side inside another: IoU 0.09)."""
-    intersection, area, areas = _overlaps(box, boxes)
-    smaller = np.minimum(area, areas)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((intersection > 0) & (smaller > 0), intersection / smaller, 0.0)
 
 
 def weighted_nms(palms: PalmDetections, iou_threshold: float = NMS_IOU, max_palms: int = -1) -> PalmDetections:

@@ -15,21 +15,21 @@ Every implementation, and where it lives:
   reference          handssca/ops/selective_scan.py  ``selective_scan_ref`` (torch; every fast path
                      is tested against it) and the registered op ``torch.ops.handssca.selective_scan``
                      that dispatches to the others
-  CPU kernel         runtime/csrc/selective_scan_cpu.cpp via runtime/selective_scan.py (torch-free,
+  CPU kernel         runtime/scan/csrc/selective_scan_cpu.cpp via runtime/scan/kernel.py (torch-free,
                      forward and backward; the ``cpu-kernel`` scan backend and ONNX Runtime's node)
   CUDA kernel        plugins/selective_scan/selectiveScanKernel.cu, called from torch through
                      handssca/ops/cuda_kernel.py (ctypes; the ``cuda-kernel`` scan backend)
   mamba-ssm          its CUDA kernel, the ``mamba-ssm`` scan backend when installed
-  ONNX node          written by export/scan_translation.py; run by runtime/onnx_runner.py (which
+  ONNX node          written by export/scan_translation.py; run by runtime/backends/onnx_runner.py (which
                      cuts the graph at the nodes), or by any ONNX Runtime session through
-                     runtime/scan_ort_bridge.py (onnxruntime-extensions)
+                     runtime/scan/ort_bridge.py (onnxruntime-extensions)
   portable ONNX      export/portable.py: the node rewritten as a standard ONNX ``Scan``
   TensorRT plugin    plugins/selective_scan/selectiveScanPlugin.cpp (IPluginV3) on the CUDA kernel
 """
 
 from __future__ import annotations
 
-from ..errors import HandSSCAError
+from handssca.errors import HandSSCAError
 
 OP_TYPE = "HandSSCASelectiveScan"  # not "SelectiveScan": TensorRT-LLM registers that name
 DOMAIN = "ai.onnx.contrib"  # the domain onnxruntime-extensions runs Python ops in

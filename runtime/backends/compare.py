@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import HandSSCAError
+from handssca.errors import HandSSCAError
 
 ImageFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 INPUT = "image"

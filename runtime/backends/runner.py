@@ -5,8 +5,8 @@ order, mean/std, whether MANO is in the graph), ``run(images) -> {output: array}
 crops (B, 3, S, S), and ``warmup()``. The base checks every input the same way (an array, its
 shape, dtype, an empty batch, NaN or inf, the batch range) before a runner's ``_run`` sees it:
 
-    OnnxRunner      runtime/onnx_runner.py          ONNX Runtime, the scan node on our CPU kernel
-    TensorRTRunner  runtime/tensorrt_runner.py      a TensorRT engine with our plugin (tensorrt, pycuda)
+    OnnxRunner      runtime/backends/onnx_runner.py          ONNX Runtime, the scan node on our CPU kernel
+    TensorRTRunner  runtime/backends/tensorrt_runner.py      a TensorRT engine with our plugin (tensorrt, pycuda)
     TorchRunner     handssca/models/torch_runner.py  PyTorch (needs torch; not part of the runtime)
 
 The base and its errors live in ``runner_base.py``. ``open_runner`` picks a runner by what it is
@@ -19,11 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from .mano import ManoModel, mano_forward
-from .onnx_file import NOTHING, not_a_file, path_kind
-from .runner_base import ModelFileError, Runner
+from handssca.runtime.backends.base import ModelFileError, Runner
+from handssca.runtime.backends.onnx_file import NOTHING, not_a_file, path_kind
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -43,11 +40,11 @@ def open_runner(source, *, plugin=None, device: str = "cpu", threads: int = 0) -
         raise ModelFileError(problem)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        from .onnx_runner import OnnxRunner
+        from handssca.runtime.backends.onnx_runner import OnnxRunner
 
         return OnnxRunner(path, device=device, threads=threads)
     if suffix in ENGINE_SUFFIXES:
-        from .tensorrt_runner import TensorRTRunner
+        from handssca.runtime.backends.tensorrt_runner import TensorRTRunner
 
         return TensorRTRunner(path, plugin=plugin)
     if suffix in CHECKPOINT_SUFFIXES:
@@ -61,15 +58,3 @@ def open_runner(source, *, plugin=None, device: str = "cpu", threads: int = 0) -
         f"{path}: not a model this can run (.onnx, {', '.join(ENGINE_SUFFIXES)} or a {'/'.join(CHECKPOINT_SUFFIXES)} "
         "checkpoint)"
     )
-
-
-def meshes_from_outputs(outputs: dict[str, np.ndarray], mano: ManoModel | None, fingertip_ids) -> tuple:
-    """(vertices (B, 778, 3), joints (B, 21, 3)) in metres, float64, as MANO gives them (not root
-    relative): from the graph when the export put MANO in it, else the runtime's numpy MANO on the
-    predicted pose (relative to the mean hand) and shape."""
-    if "vertices" in outputs and "joints_3d" in outputs:
-        return outputs["vertices"].astype(np.float64), outputs["joints_3d"].astype(np.float64)
-    if mano is None:
-        raise ModelFileError("the model's outputs have no MANO in the graph: give a MANO model (--mano)")
-    fingertip_ids = None if fingertip_ids is None else tuple(fingertip_ids)
-    return mano_forward(mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=fingertip_ids)

@@ -679,7 +679,7 @@ void backward(const ScanProblem<T>& p, const T* dout, const ScanGrads<T>& gr, in
 
 // ---------------------------------------------------------------------------------------------
 // Python binding: arrays arrive through the buffer protocol (numpy, no torch); the Python
-// wrapper in handssca.runtime.selective_scan checks shapes and dtypes and allocates outputs.
+// wrapper in handssca.runtime.scan.kernel checks shapes and dtypes and allocates outputs.
 // Here each buffer is checked once more against the declared sizes, so a wrong call raises
 // instead of reading out of bounds.
 
@@ -917,7 +917,7 @@ PyMethodDef methods[] = {
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_selective_scan_cpu",
-                      "CPU selective-scan kernels; use handssca.runtime.selective_scan instead.", -1,
+                      "CPU selective-scan kernels; use handssca.runtime.scan.kernel instead.", -1,
                       methods, nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace

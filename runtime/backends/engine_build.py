@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import check_writable, sha256_file, write_together
-from .onnx_file import read_onnx
-from .tensorrt_libs import (
+from handssca.runtime.backends.onnx_file import read_onnx
+from handssca.runtime.backends.tensorrt_libs import (
     SIDECAR_FORMAT,
     TensorRTError,
     find_plugin_library,
@@ -28,6 +27,7 @@ from .tensorrt_libs import (
     load_plugin_library,
     sidecar_path_for,
 )
+from handssca.runtime.files import check_writable, sha256_file, write_together
 
 
 def batch_profile(input_shape: list, min_batch: int, opt_batch: int, max_batch: int) -> tuple[tuple, tuple, tuple]:

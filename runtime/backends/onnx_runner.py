@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_file import read_onnx
-from .runner_base import Runner, RunnerError
-from .scan_node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
-from .selective_scan import selective_scan_forward
+from handssca.runtime.backends.base import Runner, RunnerError
+from handssca.runtime.backends.onnx_file import read_onnx
+from handssca.runtime.scan.kernel import selective_scan_forward
+from handssca.runtime.scan.node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
 
 # Domains ONNX Runtime implements itself; a node of any other domain needs a registration.
 _BUILTIN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.training", "ai.onnx.preview.training"}
