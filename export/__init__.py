@@ -6,7 +6,6 @@ Names are imported on first use (PEP 562): ``handssca.export.options`` needs no 
 from handssca.lazy import lazy_attributes
 
 _HOMES = {
-    "ExportError": ".onnx_export",
     "ExportResult": ".onnx_export",
     "export_onnx": ".onnx_export",
     "run_export": ".pipeline",

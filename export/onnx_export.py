@@ -17,6 +17,7 @@ import onnx
 import torch
 
 from handssca import __version__
+from handssca.errors import RunError
 from handssca.models import HandSSCA
 from handssca.models.handssca import INFERENCE_REWRITES
 from handssca.models.mano import MANOGraph
@@ -34,9 +35,8 @@ from handssca.runtime.scan.node import (
     register_scan_schema,
 )
 
-from ..errors import HandSSCAError
 from .options import DEFAULT_OPSET, MIN_OPSET, PRECISIONS, SCAN_VARIANTS
-from .portable import PortableError, lower_scan_nodes
+from .portable import lower_scan_nodes
 from .scan_translation import scan_translation
 
 # Largest |ONNX Runtime - PyTorch fp32| accepted by the export check, per precision. fp16 is
@@ -92,10 +92,6 @@ class Float16Network(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.float() for k, v in self.net(image.half()).items()}
-
-
-class ExportError(HandSSCAError, RuntimeError):
-    """The export or its validation failed; the message says which check and by how much."""
 
 
 @dataclass
@@ -191,7 +187,7 @@ def export_onnx(
     float16 (see Float16Network). ``scan`` "portable" writes every scan in standard ONNX ops
     instead of the custom node (see export.portable). With ``validate``, ONNX Runtime runs the
     file and polygraphy compares every output with the float32 PyTorch network; a difference
-    above ``tolerance`` (absolute; default DEFAULT_TOLERANCE[precision]) raises ExportError and
+    above ``tolerance`` (absolute; default DEFAULT_TOLERANCE[precision]) raises RunError and
     nothing is written.
 
     With ``mano`` the MANO layer runs inside the graph (outputs gain vertices and joints_3d);
@@ -202,19 +198,19 @@ def export_onnx(
     """
     path = Path(path)
     if path.suffix != ".onnx":
-        raise ExportError(f"{path}: the output file must end in .onnx")
+        raise RunError(f"{path}: the output file must end in .onnx")
     check_writable(path)  # before minutes of export and validation, not after
     if precision not in PRECISIONS:
-        raise ExportError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise RunError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "int8":
-        raise ExportError("int8 needs calibration images: use export.quantize.export_int8 (--calibration)")
+        raise RunError("int8 needs calibration images: use export.quantize.export_int8 (--calibration)")
     if scan not in SCAN_VARIANTS:
-        raise ExportError(f"scan {scan!r}: expected one of {', '.join(SCAN_VARIANTS)}")
+        raise RunError(f"scan {scan!r}: expected one of {', '.join(SCAN_VARIANTS)}")
     if batch is not None and batch < 1:
-        raise ExportError(f"batch {batch}: must be at least 1 (or None for a dynamic batch)")
+        raise RunError(f"batch {batch}: must be at least 1 (or None for a dynamic batch)")
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise ExportError(f"opset {opset}: this export writes opsets {MIN_OPSET} to {newest} (onnx {onnx.__version__})")
+        raise RunError(f"opset {opset}: this export writes opsets {MIN_OPSET} to {newest} (onnx {onnx.__version__})")
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
     register_scan_schema()
     net = model.eval()
@@ -227,7 +223,7 @@ def export_onnx(
     mano_info = None
     if mano is not None:
         if mano_flat_hand_mean is None or fingertip_ids is None:
-            raise ExportError("exporting with MANO needs mano_flat_hand_mean and fingertip_ids")
+            raise RunError("exporting with MANO needs mano_flat_hand_mean and fingertip_ids")
         mano_layer = MANOGraph(mano, flat_hand_mean=mano_flat_hand_mean, fingertip_ids=tuple(fingertip_ids))
         graph_model = HandSSCAWithMANO(graph_model, mano_layer).eval()
         reference = HandSSCAWithMANO(reference, mano_layer).eval()
@@ -262,16 +258,16 @@ def export_onnx(
                 verbose=False,
             )
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise RunError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     proto = program.model_proto
     found = count_scan_nodes(proto)
     if found != expected_nodes:
-        raise ExportError(f"expected {expected_nodes} {OP_TYPE} nodes (one per scan), the graph has {found}")
+        raise RunError(f"expected {expected_nodes} {OP_TYPE} nodes (one per scan), the graph has {found}")
     if scan == "portable":
         try:
             proto = lower_scan_nodes(proto)
-        except PortableError as exc:
-            raise ExportError(str(exc)) from exc
+        except RunError as exc:
+            raise RunError(str(exc)) from exc
     if opset != DEFAULT_OPSET:
         proto = convert_opset(proto, opset)
     nodes = count_scan_nodes(proto)
@@ -282,7 +278,7 @@ def export_onnx(
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"onnx checker: {str(exc).splitlines()[0]}") from exc
+        raise RunError(f"onnx checker: {str(exc).splitlines()[0]}") from exc
     data = proto.SerializeToString()
 
     comparison = None
@@ -290,7 +286,7 @@ def export_onnx(
         comparison = compare_with_pytorch(reference, data, batch or 3, tolerance)
         if not comparison.passed:
             name, diff = comparison.worst("onnxruntime")
-            raise ExportError(
+            raise RunError(
                 f"ONNX Runtime disagrees with PyTorch: max |diff| {diff.max_abs:.3g} in '{name}' > {tolerance:g} "
                 f"(all: {comparison.summary('onnxruntime')})"
             )
@@ -320,12 +316,12 @@ def convert_opset(proto, opset: int):
         try:
             converted = version_converter.convert_version(proto, opset)
         except Exception as exc:  # the converter raises RuntimeError/ValidationError with its own text
-            raise ExportError(f"opset {opset}: onnx's version converter failed ({str(exc).splitlines()[0]})") from exc
+            raise RunError(f"opset {opset}: onnx's version converter failed ({str(exc).splitlines()[0]})") from exc
     else:
         converted = _lower_to_17(proto)
     found = next((o.version for o in converted.opset_import if o.domain in ("", "ai.onnx")), None)
     if found != opset:
-        raise ExportError(f"opset {opset}: the converted file is opset {found}")
+        raise RunError(f"opset {opset}: the converted file is opset {found}")
     return converted
 
 
@@ -353,7 +349,7 @@ def _lower_to_17(proto):
             dims = shapes.get(node.input[0])
             size = dims.dim[axis].dim_value if dims is not None and len(dims.dim) > abs(axis) else 0
             if size <= 0:
-                raise ExportError(f"opset 17: cannot lower {label}: its axis is dynamic (use opset 18)")
+                raise RunError(f"opset 17: cannot lower {label}: its axis is dynamic (use opset 18)")
             chunk = -(-size // count)  # opset 18: equal chunks, the last one smaller
             sizes = [chunk] * (count - 1) + [size - chunk * (count - 1)]
             name = f"{node.output[0]}__split_sizes"
@@ -364,19 +360,19 @@ def _lower_to_17(proto):
         elif node.op_type in _REDUCE_AXES_18:
             if len(node.input) > 1 and node.input[1]:
                 if node.input[1] not in constants:
-                    raise ExportError(f"opset 17: cannot lower {label}: its axes are computed (use opset 18)")
+                    raise RunError(f"opset 17: cannot lower {label}: its axes are computed (use opset 18)")
                 axes = [int(a) for a in constants[node.input[1]].reshape(-1)]
                 del node.input[1:]
                 node.attribute.append(onnx.helper.make_attribute("axes", axes))
             elif attribute(node, "noop_with_empty_axes", 0):
-                raise ExportError(f"opset 17: cannot lower {label}: it reduces nothing (noop_with_empty_axes)")
+                raise RunError(f"opset 17: cannot lower {label}: it reduces nothing (noop_with_empty_axes)")
             replace_attributes(node, "noop_with_empty_axes")  # 18's; 0 is what 17 always does
         elif node.op_type == "Resize":
             # Opset 18's new attributes at their defaults mean what Resize-13 does: drop them.
             if attribute(node, "axes") is not None or attribute(node, "antialias", 0) != 0:
-                raise ExportError(f"opset 17: cannot lower {label}: it uses opset 18's Resize attributes")
+                raise RunError(f"opset 17: cannot lower {label}: it uses opset 18's Resize attributes")
             if attribute(node, "keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
-                raise ExportError(f"opset 17: cannot lower {label}: it uses opset 18's Resize attributes")
+                raise RunError(f"opset 17: cannot lower {label}: it uses opset 18's Resize attributes")
             for name in _RESIZE_18_ATTRIBUTES:
                 replace_attributes(node, name)
     for entry in proto.opset_import:

@@ -3,7 +3,8 @@ and validated, and the lines that report it."""
 
 from __future__ import annotations
 
-from .onnx_export import ExportError
+from handssca.errors import RunError
+
 from .options import ExportOptions
 
 
@@ -14,7 +15,7 @@ def run_export(options: ExportOptions) -> list[str]:
     from handssca.training.checkpoint import load_network
 
     if options.precision == "int8" and not options.calibration:
-        raise ExportError("--precision int8 needs --calibration DATA (a data set folder, or synth)")
+        raise RunError("--precision int8 needs --calibration DATA (a data set folder, or synth)")
     check_writable(options.output)  # before the weights are loaded and the graph traced
     lines = []
     overrides = {"attention": options.attention, "input_size": options.input_size}

@@ -20,16 +20,11 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from handssca.errors import RunError
 from handssca.runtime.scan.node import DOMAIN, OP_TYPE
-
-from ..errors import HandSSCAError
 
 MIN_OPSET = 15  # CastLike; Unsqueeze and ReduceSum with axes as inputs
 SOFTPLUS_THRESHOLD = 20.0
-
-
-class PortableError(HandSSCAError, ValueError):
-    """The model cannot be rewritten in standard ops; the message says why."""
 
 
 def _const(name: str, values, dtype=None):
@@ -156,7 +151,7 @@ def lower_scan_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with every scan node replaced by standard ONNX ops (see the module doc)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
-        raise PortableError(f"the portable scan needs opset {MIN_OPSET} or newer; this model has opset {opset}")
+        raise RunError(f"the portable scan needs opset {MIN_OPSET} or newer; this model has opset {opset}")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph

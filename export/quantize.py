@@ -33,18 +33,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from handssca.errors import RunError
 from handssca.measure import cpu_info
 from handssca.runtime.backends.onnx_file import read_onnx
 from handssca.runtime.backends.onnx_runner import OnnxRunner, cut_at_scans
 from handssca.runtime.files import check_writable, write_together
 from handssca.runtime.scan.node import register_scan_schema
 
-from ..errors import HandSSCAError
 from .options import INT8_FORMATS
-
-
-class QuantizeError(HandSSCAError, RuntimeError):
-    """The int8 export cannot be made; the message names the file or option and the problem."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,7 @@ def has_vnni() -> bool:
 def int8_format(name: str = "auto") -> Int8Format:
     """The format ``name`` stands for on this CPU (see the module's docstring)."""
     if name not in INT8_FORMATS:
-        raise QuantizeError(f"int8 format {name!r}: expected one of {', '.join(INT8_FORMATS)}")
+        raise RunError(f"int8 format {name!r}: expected one of {', '.join(INT8_FORMATS)}")
     if name in ("auto", "u8s8"):
         return Int8Format("u8s8", "QUInt8", reduce_range=not has_vnni(), symmetric_activations=False)
     return Int8Format("s8s8", "QInt8", reduce_range=False, symmetric_activations=True)
@@ -103,19 +99,19 @@ def quantize_int8(
 
     source, output = Path(source), Path(output)
     if output.suffix != ".onnx":
-        raise QuantizeError(f"{output}: the output file must end in .onnx")
+        raise RunError(f"{output}: the output file must end in .onnx")
     check_writable(output)
     chosen = int8_format(fmt)
     if scope not in ("backbone", "all"):
-        raise QuantizeError(f"int8 scope {scope!r}: expected backbone or all")
+        raise RunError(f"int8 scope {scope!r}: expected backbone or all")
     if images.ndim != 4 or len(images) == 0:
-        raise QuantizeError(f"calibration: expected a non-empty (N, 3, S, S) batch of crops, got {images.shape}")
+        raise RunError(f"calibration: expected a non-empty (N, 3, S, S) batch of crops, got {images.shape}")
     runner = OnnxRunner(source)
     metadata = dict(runner.metadata)
     if metadata.get("precision", "fp32") != "fp32":
-        raise QuantizeError(f"{source}: int8 starts from an fp32 export, this one is {metadata.get('precision')}")
+        raise RunError(f"{source}: int8 starts from an fp32 export, this one is {metadata.get('precision')}")
 
-    proto = read_onnx(source, error=QuantizeError).model
+    proto = read_onnx(source, error=RunError).model
     constants = {i.name for i in proto.graph.initializer}
     stages = cut_at_scans(proto, runner.input_name, runner.output_names, constants)
     # A stage after a scan holds the heads: quantized only with scope "all".
@@ -176,7 +172,7 @@ def quantize_int8(
     try:
         onnx.checker.check_model(merged, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise QuantizeError(f"{output}: the quantized graph fails onnx's checker: {str(exc).splitlines()[0]}") from exc
+        raise RunError(f"{output}: the quantized graph fails onnx's checker: {str(exc).splitlines()[0]}") from exc
     sidecar = output.with_suffix(".json")
     write_together({output: merged.SerializeToString(), sidecar: json.dumps(metadata, indent=2).encode()})
     return info
@@ -196,7 +192,7 @@ def _merge(original, stages, quantized):
                     onnx.numpy_helper.to_array(init).tobytes()
                     != onnx.numpy_helper.to_array(initializers[init.name]).tobytes()
                 ):
-                    raise QuantizeError(f"stages disagree on the quantization constant '{init.name}'")
+                    raise RunError(f"stages disagree on the quantization constant '{init.name}'")
                 continue
             initializers[init.name] = init
         for node in model.graph.node:

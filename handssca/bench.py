@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handssca.errors import HandSSCAError
+from handssca.errors import OptionError
 from handssca.measure import environment, load_average, random_images, stats, time_models, time_runner
 from handssca.models import TorchRunner
 from handssca.runtime.files import check_writable, write_atomically
@@ -139,14 +139,15 @@ def discover(
 def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
     """TensorRT fp32 and fp16 engines with our plugin, built here when TensorRT, a GPU and the
     plugin library ($HANDSSCA_TRT_PLUGIN) are all present."""
+    from handssca.errors import MissingBackend
     from handssca.runtime.backends.engine_build import build_engine
-    from handssca.runtime.backends.tensorrt_libs import TensorRTError, import_tensorrt
+    from handssca.runtime.backends.tensorrt_libs import import_tensorrt
     from handssca.runtime.backends.tensorrt_runner import TensorRTRunner
 
     variants = {precision: v for precision, v in (("fp32", "custom"), ("fp16", "fp16")) if v in files}
     try:
         import_tensorrt()
-    except TensorRTError:  # import_tensorrt raises it only when the import fails: that is the reason
+    except MissingBackend:  # import_tensorrt raises it only when the import fails: that is the reason
         return [Backend("tensorrt", precision, skipped="TensorRT is not installed") for precision in variants]
     rows = []
     for precision, variant in variants.items():
@@ -154,7 +155,7 @@ def _tensorrt_backends(files: dict, workdir: Path) -> list[Backend]:
             engine = workdir / f"handssca_{precision}.engine"
             build_engine(files[variant], engine, min_batch=1, opt_batch=1, max_batch=32)
             rows.append(Backend("tensorrt", precision, TensorRTRunner(engine), size_mb=engine.stat().st_size / 2**20))
-        except TensorRTError as exc:
+        except MissingBackend as exc:
             rows.append(Backend("tensorrt", precision, skipped=str(exc)))
     return rows
 
@@ -399,11 +400,12 @@ def run_bench(
 
     batches = tuple(sorted({1, *batches}))  # batch 1 is every ratio's reference
     if data_root:  # a data set that cannot be scored is refused before minutes of timing
-        from handssca.training.datasets import DatasetError, FreiHAND
+        from handssca.errors import InputError
+        from handssca.training.datasets import FreiHAND
 
         evaluation = FreiHAND(data_root, "evaluation")
         if evaluation.xyz is None:
-            raise DatasetError(f"{data_root}: its evaluation split has no ground truth (evaluation_xyz.json) to score")
+            raise InputError(f"{data_root}: its evaluation split has no ground truth (evaluation_xyz.json) to score")
     with _no_empty_folder_left(out):
         net, weights = load_network(checkpoint, model_config or (None if checkpoint else HandSSCAConfig()))
         mano, fingertip_ids = build_builtin_hand()
@@ -484,10 +486,6 @@ class BenchOptions:
 MAX_BATCH = 256  # beyond it a CPU sweep runs for hours and the activations outgrow the machine
 
 
-class BenchError(HandSSCAError, ValueError):
-    """A benchmark that cannot be run as asked."""
-
-
 def run_bench_command(options: BenchOptions) -> list[str]:
     """``handssca bench``: ``run_bench`` with ``options``; the table and what was written."""
     from handssca.training.config import load_model_config
@@ -496,7 +494,7 @@ def run_bench_command(options: BenchOptions) -> list[str]:
     if largest > MAX_BATCH:
         size = options.input_size or 256
         gib = largest * 3 * size * size * 4 / 2**30
-        raise BenchError(
+        raise OptionError(
             f"--batches {largest}: at most {MAX_BATCH} (batch {largest} needs {gib:.1f} GiB for its input images "
             "alone, and many times that for the network's activations)"
         )

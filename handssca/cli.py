@@ -367,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["handssca", *[a for a in argv if not a.startswith("-")][:1]])
     try:
         return _main(argv)
-    except HandSSCAError as exc:
+    except HandSSCAError as exc:  # 2 for an option, as argparse's usage errors; 1 for the rest
         print(f"{command}: {one_line(exc)}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:  # results are written atomically: nothing half-written is left
         print(f"{command}: interrupted", file=sys.stderr)
         return 130

@@ -15,7 +15,7 @@ import importlib
 import inspect
 from pathlib import Path
 
-from handssca.errors import HandSSCAError
+from handssca.errors import MissingBackend
 
 
 class OwnerDefaultsFormatter(argparse.HelpFormatter):
@@ -36,15 +36,11 @@ class OwnerDefaultsFormatter(argparse.HelpFormatter):
 OWNERS = "owners"  # the attribute of a subparser that names its owners ("module:attribute")
 
 
-class CommandError(HandSSCAError):
-    """A command-line usage problem (options that do not go together, a missing dependency)."""
-
-
 def require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError as exc:
-        raise CommandError(
+        raise MissingBackend(
             f"'handssca {command}' needs PyTorch: pip install 'handssca[train]' (torch==2.13.0 for the CPU build)"
         ) from exc
 

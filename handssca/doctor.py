@@ -130,12 +130,13 @@ def cuda_kernel_library(gpu_capabilities: list[str]) -> Finding:
             f"{BUILD_PLUGINS}, then HANDSSCA_CUDA_KERNEL={DEFAULT_KERNEL_LIBRARY}",
         )
     try:
-        from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+        from handssca.errors import MissingBackend
+        from handssca.ops.cuda_kernel import CudaScanKernel
     except ImportError:
         return Finding("cuda kernel library", "missing", f"{path} is built, but torch is not installed to use it")
     try:
         kernel = CudaScanKernel(path)
-    except CudaKernelError as exc:
+    except MissingBackend as exc:
         return Finding("cuda kernel library", "broken", str(exc), f"rebuild it: {BUILD_PLUGINS}")
     uncovered = [c for c in gpu_capabilities if architecture_covers(kernel.architectures, c) is False]
     if uncovered:
@@ -149,7 +150,8 @@ def cuda_kernel_library(gpu_capabilities: list[str]) -> Finding:
 
 
 def tensorrt_and_plugin() -> list[Finding]:
-    from handssca.runtime.backends.tensorrt_libs import PLUGIN_CREATOR, PLUGIN_ENV, TensorRTError, load_plugin_library
+    from handssca.errors import MissingBackend
+    from handssca.runtime.backends.tensorrt_libs import PLUGIN_CREATOR, PLUGIN_ENV, load_plugin_library
 
     plugin = Path(os.environ.get(PLUGIN_ENV) or DEFAULT_PLUGIN_LIBRARY)
     try:
@@ -177,7 +179,7 @@ def tensorrt_and_plugin() -> list[Finding]:
         return found
     try:
         load_plugin_library(trt, plugin)
-    except TensorRTError as exc:
+    except MissingBackend as exc:
         fix = f"rebuild it against TensorRT {trt.__version__}"
         found.append(Finding("tensorrt plugin", "broken", str(exc), fix))
         return found
@@ -220,12 +222,13 @@ def triton_server() -> list[Finding]:
         ]
     else:
         found = [Finding("tritonclient", "ok", "HTTP and gRPC clients, Triton's config definitions")]
-    from handssca.serving.server import NoServerEnvironment, ServerEnvironment, ServingError
+    from handssca.errors import MissingBackend, ServingError
+    from handssca.serving.server import ServerEnvironment
 
     try:
         environment = ServerEnvironment.find()
-    except ServingError as exc:
-        if not isinstance(exc, NoServerEnvironment):  # one made here, but damaged
+    except (ServingError, MissingBackend) as exc:
+        if not isinstance(exc, MissingBackend):  # one made here, but damaged
             found.append(Finding("triton server", "broken", str(exc), "handssca serve setup"))
             return found
         found.append(

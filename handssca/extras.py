@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-from handssca.errors import HandSSCAError
+from handssca.errors import MissingBackend
 
 # Import names that differ from the distribution that provides them.
 DISTRIBUTIONS = {
@@ -23,10 +23,6 @@ DISTRIBUTIONS = {
     "skimage": "scikit-image",
     "google": "tritonclient",  # google.protobuf comes with tritonclient[grpc]
 }
-
-
-class MissingExtra(HandSSCAError, ImportError):
-    """A command needs a package of an extra that is not installed; says which extra."""
 
 
 def _normalise(name: str) -> str:
@@ -48,7 +44,7 @@ def extras_of(distribution: str) -> list[str]:
     return sorted(found, key=lambda extra: extra == "dev")
 
 
-def missing_extra(exc: ImportError) -> MissingExtra | None:
+def missing_extra(exc: ImportError) -> MissingBackend | None:
     """The one-line error for ``exc`` (a module that is not installed), naming the extra to install,
     or None when no extra provides it (then the import error is a bug, and keeps its traceback)."""
     module = (getattr(exc, "name", None) or "").split(".")[0]
@@ -59,4 +55,4 @@ def missing_extra(exc: ImportError) -> MissingExtra | None:
     if not extras:
         return None
     hint = " (torch==2.13.0 first for the CPU build)" if module == "torch" else ""
-    return MissingExtra(f"needs {distribution}, which is not installed: pip install 'handssca[{extras[0]}]'{hint}")
+    return MissingBackend(f"needs {distribution}, which is not installed: pip install 'handssca[{extras[0]}]'{hint}")

@@ -13,11 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
-
-
-class OutputError(HandSSCAError, OSError):
-    """A result that cannot be written (full disk, read-only folder, no permission); names the file."""
+from handssca.errors import HandSSCAError, OutputError, UnreadableImage
 
 
 def _current_umask() -> int:
@@ -214,11 +210,6 @@ def write_image(path: str | Path, image) -> Path:
     if not ok:
         raise HandSSCAError(f"{path}: OpenCV cannot encode an image with this extension")
     return write_atomically(path, encoded.tobytes())
-
-
-class UnreadableImage(HandSSCAError, ValueError):
-    """An image file that is missing, truncated or not decodable; the message names it and why.
-    Loaders catch it to count the sample out and name it."""
 
 
 # What read_image takes, checked before anything is decoded or read whole: a few hundred bytes can

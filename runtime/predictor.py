@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handssca.runtime.backends.base import ModelFileError
+from handssca.errors import InputError, ModelFileError, OptionError
 from handssca.runtime.backends.runner import open_runner
 from handssca.runtime.crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
-from handssca.runtime.hands.finder import MAX_HANDS, VARIANTS, FoundHand, FrameError, HandFinder
+from handssca.runtime.hands.finder import MAX_HANDS, VARIANTS, FoundHand, HandFinder
 from handssca.runtime.hands.finder import _describe as describe
 from handssca.runtime.mano.conventions import mirror_points, mirror_pose
 from handssca.runtime.mano.load import BUILTIN, load_hand_model
@@ -26,10 +26,6 @@ from handssca.runtime.mano.model import ManoModel, meshes_from_outputs
 
 SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
 CHUNK = 16  # hands run through the network at once: a frame's hands are one batch, a crowd is several
-
-
-class PredictorOptionsError(ModelFileError):
-    """Predictor options that do not go together."""
 
 
 @dataclass
@@ -51,7 +47,7 @@ class PredictorOptions:
 def open_predictor(options: PredictorOptions, find_hands: bool = True) -> HandMeshPredictor:
     """The predictor ``options`` describe, with the hand finder when ``find_hands``."""
     if bool(options.model) == bool(options.checkpoint):
-        raise PredictorOptionsError("give exactly one of --model (.onnx or .engine) and --checkpoint")
+        raise OptionError("give exactly one of --model (.onnx or .engine) and --checkpoint")
     finder = None
     if find_hands:
         finder = HandFinder(options.hand_models, options.hand_variant, options.max_hands, mirrored=options.mirror)
@@ -195,7 +191,7 @@ def boxes_to_run(frame, boxes, sides, colour: str, hand_finder) -> tuple[list, l
     if boxes is not None:
         return (*check_request(frame, boxes, sides), None)
     if sides is not None:
-        raise FrameError("sides are given with boxes only: found hands come with their own")
+        raise InputError("sides are given with boxes only: found hands come with their own")
     check_request(frame, [], None)
     found = hand_finder().find(frame, colour=colour)
     return [hand.box for hand in found], [hand.side for hand in found], found
@@ -210,16 +206,16 @@ def check_request(frame, boxes, sides) -> tuple[list[np.ndarray], list[str]]:
     """A predict call's frame checked, and its boxes (float64) and sides ("right"/"left", one per
     box; all right when None) as lists: what HandMeshPredictor and the serving client take."""
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise FrameError(f"frame must be an (H, W, 3) uint8 image, got {describe(frame)}")
+        raise InputError(f"frame must be an (H, W, 3) uint8 image, got {describe(frame)}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise FrameError(f"frame is empty ({frame.shape[0]} x {frame.shape[1]} pixels)")
+        raise InputError(f"frame is empty ({frame.shape[0]} x {frame.shape[1]} pixels)")
     boxes = [np.asarray(b, dtype=np.float64) for b in boxes]
     sides = list(sides) if sides is not None else ["right"] * len(boxes)
     if len(sides) != len(boxes) or any(s not in SIDES for s in sides):
-        raise FrameError("sides must give 'right' or 'left' for every box")
+        raise InputError("sides must give 'right' or 'left' for every box")
     for box in boxes:
         if box.shape != (4,) or not np.isfinite(box).all() or not (box[2] > box[0] and box[3] > box[1]):
-            raise FrameError(f"box {box.tolist()}: expected four finite pixels x0,y0,x1,y1 with x0 < x1 and y0 < y1")
+            raise InputError(f"box {box.tolist()}: expected four finite pixels x0,y0,x1,y1 with x0 < x1 and y0 < y1")
     return boxes, sides
 
 

@@ -27,12 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import HandSSCAError, one_line
+from handssca.errors import OptionError, OutputError, RunError, UnreadableImage, one_line
 from handssca.runtime.files import (
     IMAGE_SUFFIXES,
-    OutputError,
     RunFolder,
-    UnreadableImage,
     check_frame_size,
     is_image_file,
     list_images,
@@ -47,10 +45,6 @@ from handssca.runtime.overlay import default_intrinsics, draw_hand, draw_hud, dr
 from handssca.runtime.predictor import HandMeshPredictor
 
 
-class WebcamError(HandSSCAError, RuntimeError):
-    """The source cannot be opened or read; the message says which and why."""
-
-
 def is_live(source) -> bool:
     return isinstance(source, int) or (isinstance(source, str) and "://" in source)
 
@@ -61,7 +55,7 @@ class FolderSource:
     def __init__(self, folder: Path):
         self.paths = list_images([folder])
         if not self.paths:
-            raise WebcamError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
+            raise RunError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
         self.index, self.unreadable, self.fps = 0, 0, 10.0
         self.skipped: list[str] = []  # "path: reason" of each image left out
 
@@ -94,15 +88,15 @@ def open_capture(source):
         if path.is_dir() or is_image_file(path):
             return FolderSource(path)
         if not path.is_file():
-            raise WebcamError(f"{path}: no such video file or image folder")
+            raise RunError(f"{path}: no such video file or image folder")
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
-        raise WebcamError(f"{what}: OpenCV cannot open it (no device, unsupported format or unreachable stream)")
+        raise RunError(f"{what}: OpenCV cannot open it (no device, unsupported format or unreachable stream)")
     try:  # the frame size a video's header declares, limited as images are, before a frame is decoded
         check_frame_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT), what)
     except UnreadableImage as exc:
         capture.release()
-        raise WebcamError(str(exc)) from exc
+        raise RunError(str(exc)) from exc
     return capture
 
 
@@ -136,7 +130,7 @@ class LatestFrameGrabber:
                     self.capture.release()
                     self.capture = self.opener(self.source)
                     self.reconnects += 1
-                except WebcamError:
+                except RunError:
                     pass
                 continue
             failures = 0
@@ -186,19 +180,15 @@ class WebcamOptions:
         duration, confidence = self.duration_s, self.min_confidence
         if duration is not None and not _finite_at_least(duration, 0):
             message = "must be 0 (no limit) or a positive number of seconds"
-            raise WebcamOptionError(f"--duration {_number(duration)}: {message}")
+            raise OptionError(f"--duration {_number(duration)}: {message}")
         if confidence is not None and not (_finite_at_least(confidence, 0) and confidence <= 1):
-            raise WebcamOptionError(f"--min-confidence {_number(confidence)}: must be a number from 0 to 1")
+            raise OptionError(f"--min-confidence {_number(confidence)}: must be a number from 0 to 1")
         if self.max_frames is not None and not _finite_at_least(self.max_frames, 0):
-            raise WebcamOptionError(f"--max-frames {_number(self.max_frames)}: must be 0 (to the source's end) or more")
+            raise OptionError(f"--max-frames {_number(self.max_frames)}: must be 0 (to the source's end) or more")
 
 
 def _finite_at_least(value, minimum) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= minimum
-
-
-class WebcamOptionError(HandSSCAError, ValueError):
-    """A webcam option out of its range; names the option and the value."""
 
 
 def _number(value) -> str:
@@ -243,14 +233,14 @@ class WebcamReport:
         return lines
 
     def exit_status(self, source) -> int:
-        """0 for a complete run, 130 when interrupted; a WebcamError when nothing useful came of it."""
+        """0 for a complete run, 130 when interrupted; a RunError when nothing useful came of it."""
         if self.interrupted:
             return 130
         if self.error:
-            raise WebcamError(self.error)
+            raise RunError(self.error)
         if self.frames == 0:
             first = f"; {self.skipped[0]}" if self.skipped else ""  # a lone image: why, on the error line
-            raise WebcamError(f"{source}: no frame could be read ({self.unreadable} unreadable{first})")
+            raise RunError(f"{source}: no frame could be read ({self.unreadable} unreadable{first})")
         return 0
 
 
@@ -264,10 +254,10 @@ def run_webcam(
     options = options or WebcamOptions()
     source = int(source) if isinstance(source, str) and source.isdigit() else source
     if options.headless and not options.output:
-        raise WebcamError("--headless needs -o/--output for the annotated video and JSON")
+        raise RunError("--headless needs -o/--output for the annotated video and JSON")
 
     if not options.headless and not has_display():
-        raise WebcamError("no display here for the live window: run with --headless -o DIR (video and JSON)")
+        raise RunError("no display here for the live window: run with --headless -o DIR (video and JSON)")
     report = WebcamReport()
     live = is_live(source)
     grabber = LatestFrameGrabber(source, opener) if live else None

@@ -19,29 +19,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import ServingError
 
 from .repository import ENSEMBLE, MESH_OUTPUTS
 
 PROTOCOLS = ("grpc", "http")
 
 
-class ServingClientError(HandSSCAError, RuntimeError):
-    """The server refused or failed a request: its message, and the model it was for."""
-
-
 def tritonclient_module(protocol: str):
     if protocol not in PROTOCOLS:
-        raise ServingClientError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        raise ServingError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     try:
         if protocol == "grpc":
             import tritonclient.grpc as module
         else:
             import tritonclient.http as module
     except ImportError as exc:
-        raise ServingClientError(
-            f"the Triton client needs tritonclient: pip install 'handssca[serve]' ({exc})"
-        ) from exc
+        raise ServingError(f"the Triton client needs tritonclient: pip install 'handssca[serve]' ({exc})") from exc
     return module
 
 
@@ -62,7 +56,7 @@ class HandMeshClient:
             config = self.client.get_model_config(model)
         except Exception as exc:  # tritonclient's InferenceServerException, refused connections
             self.client.close()
-            raise ServingClientError(f"{url}: cannot read the config of model '{model}' ({_message(exc)})") from exc
+            raise ServingError(f"{url}: cannot read the config of model '{model}' ({_message(exc)})") from exc
         config = config["config"] if protocol == "grpc" and isinstance(config, dict) else config
         if not isinstance(config, dict):  # gRPC returns the protobuf message
             from google.protobuf import json_format
@@ -76,7 +70,7 @@ class HandMeshClient:
 
     def infer(self, crops: np.ndarray, boxes: np.ndarray, is_left: np.ndarray) -> dict[str, np.ndarray]:
         """One request: crops (B, S, S, 3) uint8, boxes (B, 4) float64, is_left (B, 1) bool ->
-        the ensemble's outputs by name. ServingClientError with the server's message on refusal."""
+        the ensemble's outputs by name. ServingError with the server's message on refusal."""
         from tritonclient.utils import np_to_triton_dtype
 
         m = self.module
@@ -93,7 +87,7 @@ class HandMeshClient:
             else:
                 result = self.client.infer(self.model, inputs, outputs=outputs)
         except Exception as exc:  # tritonclient's InferenceServerException, gRPC and socket errors
-            raise ServingClientError(f"model '{self.model}': {_message(exc)}") from exc
+            raise ServingError(f"model '{self.model}': {_message(exc)}") from exc
         return {name: result.as_numpy(name) for name in self.output_names}
 
     def hand_finder(self):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import ServingError
 
 from .repository import NETWORK, ServingOptions, write_repository
 
@@ -29,10 +29,6 @@ TOLERANCE = {"vertices": 1e-4, "joints_3d": 1e-4, "keypoints_2d": 1e-2, "pose": 
 
 
 IN_PROCESS_S = 20.0  # the longest the in-process yardstick is timed
-
-
-class LoadTestError(HandSSCAError, RuntimeError):
-    pass
 
 
 @dataclass
@@ -465,13 +461,13 @@ class LoadTestOptions:
 
 def run_load_test_command(model: str | Path, options: LoadTestOptions, serving: ServingOptions | None = None) -> str:
     """``handssca serve load-test``: ``run_load_test``, its JSON, table and plot written
-    atomically, and the table; LoadTestError when requests failed or differed from the runtime
+    atomically, and the table; ServingError when requests failed or differed from the runtime
     (requests lost to python steps killed on purpose are the measurement, not a failure)."""
     from handssca.measure import environment, write_json
     from handssca.runtime.files import check_writable, write_atomically
 
     if options.batching not in BATCHING_MODES:
-        raise LoadTestError(f"--batching {options.batching}: expected one of {', '.join(BATCHING_MODES)}")
+        raise ServingError(f"--batching {options.batching}: expected one of {', '.join(BATCHING_MODES)}")
     output = Path(options.output)
     check_writable(output / "load_test.json")
     report = run_load_test(
@@ -487,7 +483,5 @@ def run_load_test_command(model: str | Path, options: LoadTestOptions, serving: 
     levels = [level for mode in report["modes"].values() for level in mode["levels"]]
     failures = sum(lv["parity_failures"] + (0 if lv["faults"] else lv["errors"]) for lv in levels)
     if failures:
-        raise LoadTestError(
-            f"{failures} requests failed or differed from the runtime (see {output / 'load_test.json'})"
-        )
+        raise ServingError(f"{failures} requests failed or differed from the runtime (see {output / 'load_test.json'})")
     return f"{table}\nwrote {output / 'load_test.json'}, {output / 'table.md'} and {plot}"

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from handssca import __version__
-from handssca.errors import HandSSCAError
-from handssca.runtime.files import OutputError, sha256_file, write_together
+from handssca.errors import ModelFileError, OutputError
+from handssca.runtime.files import sha256_file, write_together
 
 ENSEMBLE = "handssca"
 PREPROCESS = "handssca_preprocess"
@@ -66,10 +66,6 @@ MESH_OUTPUTS = (
 # The network outputs the mesh model reads (MANO in the graph adds vertices and joints_3d).
 MESH_READS = ("heatmaps", "joints_2d", "pose", "shape")
 MANO_IN_GRAPH = ("vertices", "joints_3d")
-
-
-class RepositoryError(HandSSCAError, ValueError):
-    """A repository that cannot be written or would not serve: names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +104,9 @@ class ServingOptions:
         for name, least in (("max_batch", 1), ("preferred_batch", 1), ("queue_delay_us", 0), ("instances", 1),
                             ("version", 1), ("threads", 0)):  # fmt: skip
             if getattr(self, name) < least:
-                raise RepositoryError(f"{name} = {getattr(self, name)}: must be at least {least}")
+                raise ModelFileError(f"{name} = {getattr(self, name)}: must be at least {least}")
         if self.dynamic_batching and self.preferred_batch > self.max_batch:
-            raise RepositoryError(
+            raise ModelFileError(
                 f"preferred batch {self.preferred_batch} is larger than the max batch {self.max_batch}"
             )
 
@@ -121,7 +117,7 @@ def _pb():
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except ImportError as exc:
-        raise RepositoryError(
+        raise ModelFileError(
             f"writing and checking Triton configs needs tritonclient: pip install 'handssca[serve]' ({exc})"
         ) from exc
     return model_config_pb2, text_format
@@ -136,11 +132,11 @@ def _onnx_io(path: Path) -> NetworkIO:
 
     from handssca.runtime.backends.onnx_file import read_onnx
 
-    file = read_onnx(path, error=RepositoryError)
+    file = read_onnx(path, error=ModelFileError)
     if not file.metadata:
-        raise RepositoryError(f"{path}: no HandSSCA metadata (export it with handssca export)")
+        raise ModelFileError(f"{path}: no HandSSCA metadata (export it with handssca export)")
     if file.batch is not None:  # Triton hands a model any batch up to max_batch_size
-        raise RepositoryError(f"{path}: exported with a fixed batch of {file.batch}; export it without --batch")
+        raise ModelFileError(f"{path}: exported with a fixed batch of {file.batch}; export it without --batch")
 
     def tensor(value) -> Tensor:
         t = value.type.tensor_type
@@ -159,20 +155,20 @@ def _engine_io(path: Path, plugin) -> NetworkIO:
     try:
         sidecar = json.loads(sidecar_path.read_text())
     except FileNotFoundError:
-        raise RepositoryError(
+        raise ModelFileError(
             f"{path}: its sidecar {sidecar_path.name} is missing (build engines with build-engine)"
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RepositoryError(f"{sidecar_path}: not valid JSON ({exc})") from exc
+        raise ModelFileError(f"{sidecar_path}: not valid JSON ({exc})") from exc
     io = sidecar.get("io")
     if not io or not sidecar.get("model"):
-        raise RepositoryError(
+        raise ModelFileError(
             f"{sidecar_path}: records no input/output tensors (an engine built before handssca 0.1's serving): "
             "rebuild it with handssca build-engine"
         )
     image = next(t for t in io if t["is_input"])
     if image["shape"][0] != -1 or sidecar["profile"]["min"][0] != 1:
-        raise RepositoryError(
+        raise ModelFileError(
             f"{path}: Triton hands an engine any batch from 1 to max_batch_size; build it from an export with a "
             f"dynamic batch and --min-batch 1 (this one: batch {image['shape'][0]}, profile from "
             f"{sidecar['profile']['min'][0]})"
@@ -183,7 +179,7 @@ def _engine_io(path: Path, plugin) -> NetworkIO:
     library = find_plugin_library(plugin or sidecar.get("plugin_library"))
     loader = library.with_name(TRITON_LOADER)
     if not loader.is_file():
-        raise RepositoryError(
+        raise ModelFileError(
             f"{loader}: missing beside the plugin library; Triton's TensorRT backend needs it to register the "
             "plugin (build plugins/ with -DTENSORRT_LIB_DIR=<folder with libnvinfer.so>)"
         )
@@ -196,13 +192,13 @@ def network_io(model: str | Path, plugin=None) -> NetworkIO:
 
     path = Path(model)
     if not path.is_file():
-        raise RepositoryError(f"{path}: model file not found")
+        raise ModelFileError(f"{path}: model file not found")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _onnx_io(path)
     if suffix in ENGINE_SUFFIXES:
         return _engine_io(path, plugin)
-    raise RepositoryError(f"{path}: serve an exported .onnx or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})")
+    raise ModelFileError(f"{path}: serve an exported .onnx or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})")
 
 
 def _add_tensors(fields, tensors) -> None:
@@ -247,7 +243,7 @@ def build_configs(io: NetworkIO, options: ServingOptions, fingertip_ids) -> dict
     outputs_by_name = {t.name: t for t in io.outputs}
     missing = [n for n in MESH_READS if n not in outputs_by_name]
     if missing:
-        raise RepositoryError(f"the network has no output {', '.join(missing)} (not a HandSSCA export?)")
+        raise ModelFileError(f"the network has no output {', '.join(missing)} (not a HandSSCA export?)")
     mano_in_graph = all(n in outputs_by_name for n in MANO_IN_GRAPH)
     mesh_reads = [outputs_by_name[n] for n in MESH_READS + (MANO_IN_GRAPH if mano_in_graph else ())]
     mesh_outputs = [Tensor(n, d, s) for n, d, s in MESH_OUTPUTS]
@@ -330,7 +326,7 @@ def write_repository(
     model, output = Path(model), Path(output)
     io = network_io(model, plugin)
     if io.max_batch is not None and options.max_batch > io.max_batch:
-        raise RepositoryError(
+        raise ModelFileError(
             f"{model}: takes batches up to {io.max_batch}; serve it with --max-batch {io.max_batch} or less "
             "(and --preferred-batch no larger)"
         )
@@ -339,10 +335,10 @@ def write_repository(
     _, text_format = _pb()
     if output.exists() and not (output / MANIFEST).is_file():
         kind = "folder" if output.is_dir() else "file"
-        raise RepositoryError(f"{output}: a {kind} that is not a HandSSCA model repository is in the way")
+        raise ModelFileError(f"{output}: a {kind} that is not a HandSSCA model repository is in the way")
     version = str(options.version)
     if (output / NETWORK / version).exists():
-        raise RepositoryError(f"{output}: version {version} exists already; pass --version {_next_version(output)}")
+        raise ModelFileError(f"{output}: version {version} exists already; pass --version {_next_version(output)}")
 
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -435,9 +431,9 @@ def _read_config(path: Path):
     try:
         return text_format.Parse(path.read_text(), pb.ModelConfig())
     except FileNotFoundError:
-        raise RepositoryError(f"{path}: missing (every model folder needs a config.pbtxt)") from None
+        raise ModelFileError(f"{path}: missing (every model folder needs a config.pbtxt)") from None
     except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise RepositoryError(f"{path}: not a Triton model configuration ({exc})") from exc
+        raise ModelFileError(f"{path}: not a Triton model configuration ({exc})") from exc
 
 
 def check_repository(
@@ -447,33 +443,33 @@ def check_repository(
     load: names match folders, each model has a numbered version folder with its files, batch
     settings are consistent, and every ensemble step maps tensors its model has, with the same
     type and shape on both sides. Then, unless ``trust_modified``, that its files are the ones
-    written (check_files). Returns the configs by name; RepositoryError otherwise."""
+    written (check_files). Returns the configs by name; ModelFileError otherwise."""
     pb, _ = _pb()
     root = Path(path)
     if not root.is_dir():
-        raise RepositoryError(f"{root}: not a folder (a Triton model repository is a folder of model folders)")
+        raise ModelFileError(f"{root}: not a folder (a Triton model repository is a folder of model folders)")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name != PLUGIN_FOLDER and not p.name.startswith("."))
     if not folders:
-        raise RepositoryError(f"{root}: no model folders (not a Triton model repository)")
+        raise ModelFileError(f"{root}: no model folders (not a Triton model repository)")
     configs = {p.name: _read_config(p / "config.pbtxt") for p in folders}
     if names is not None and set(configs) != names:
-        raise RepositoryError(f"{root}: expected the models {sorted(names)}, found {sorted(configs)}")
+        raise ModelFileError(f"{root}: expected the models {sorted(names)}, found {sorted(configs)}")
     for name, config in configs.items():
         where = root / name / "config.pbtxt"
         if config.name and config.name != name:
-            raise RepositoryError(f"{where}: names the model '{config.name}' but its folder is '{name}'")
+            raise ModelFileError(f"{where}: names the model '{config.name}' but its folder is '{name}'")
         versions = [p for p in (root / name).iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
         if not versions:
-            raise RepositoryError(f"{root / name}: no version folder (1/, 2/ ...)")
+            raise ModelFileError(f"{root / name}: no version folder (1/, 2/ ...)")
         newest = max(versions, key=lambda p: int(p.name))
         needed = {"python": "model.py"}.get(config.backend) or {"tensorrt_plan": "model.plan"}.get(config.platform)
         if needed and not (newest / needed).is_file():
-            raise RepositoryError(f"{newest}: {needed} is missing")
+            raise ModelFileError(f"{newest}: {needed} is missing")
         batching = config.dynamic_batching
         if config.HasField("dynamic_batching") and any(
             b > config.max_batch_size for b in batching.preferred_batch_size
         ):
-            raise RepositoryError(f"{where}: a preferred batch size is larger than max_batch_size")
+            raise ModelFileError(f"{where}: a preferred batch size is larger than max_batch_size")
     for name, config in configs.items():
         if config.platform == "ensemble":
             _check_ensemble(root, name, config, configs, pb)
@@ -483,19 +479,19 @@ def check_repository(
 
 
 def _read_manifest(root: Path) -> dict:
-    """The manifest as a dict; RepositoryError saying how to go on when there is none to read."""
+    """The manifest as a dict; ModelFileError saying how to go on when there is none to read."""
     path = root / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise RepositoryError(
+        raise ModelFileError(
             f"{root}: no {MANIFEST} (not written by 'handssca serve repository'), so its model and python steps "
             f"cannot be checked; {REWRITE}"
         ) from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise RepositoryError(f"{path}: not a readable repository manifest ({exc}); {REWRITE}") from exc
+        raise ModelFileError(f"{path}: not a readable repository manifest ({exc}); {REWRITE}") from exc
     if not isinstance(manifest, dict):
-        raise RepositoryError(f"{path}: not a repository manifest (a JSON object); {REWRITE}")
+        raise ModelFileError(f"{path}: not a repository manifest (a JSON object); {REWRITE}")
     return manifest
 
 
@@ -515,23 +511,23 @@ def _served_files(root: Path) -> dict[str, Path]:
 def check_files(root: str | Path) -> None:
     """The network's model file and the python steps' files (model.py, mano.npz), and the plugins,
     are those 'serve repository' wrote: the SHA-256 its manifest records for each, none missing
-    and none added. RepositoryError naming the first file that differs, and how to go on."""
+    and none added. ModelFileError naming the first file that differs, and how to go on."""
     root = Path(root)
     recorded = _read_manifest(root).get("files")
     if not isinstance(recorded, dict) or not recorded:
-        raise RepositoryError(f"{root / MANIFEST}: records no file hashes (written by an older handssca); {REWRITE}")
+        raise ModelFileError(f"{root / MANIFEST}: records no file hashes (written by an older handssca); {REWRITE}")
     found = _served_files(root)
     for name, digest in recorded.items():
         if name not in found:
-            raise RepositoryError(f"{root / name}: missing ({MANIFEST} records it); {REWRITE}")
+            raise ModelFileError(f"{root / name}: missing ({MANIFEST} records it); {REWRITE}")
         if sha256_file(found[name]) != digest:
-            raise RepositoryError(
+            raise ModelFileError(
                 f"{found[name]}: changed since 'handssca serve repository' wrote it (its SHA-256 is not the one "
                 f"{MANIFEST} records); {REWRITE}"
             )
     added = sorted(set(found) - set(recorded))
     if added:
-        raise RepositoryError(
+        raise ModelFileError(
             f"{found[added[0]]}: not written by 'handssca serve repository' (not in {MANIFEST}); {REWRITE}"
         )
 
@@ -541,7 +537,7 @@ def _earlier_files(output: Path) -> dict:
     (none from a missing, damaged or older manifest: check_files then names their files)."""
     try:
         files = _read_manifest(output).get("files")
-    except RepositoryError:
+    except ModelFileError:
         return {}
     return dict(files) if isinstance(files, dict) else {}
 
@@ -552,36 +548,36 @@ def _check_ensemble(root: Path, name: str, ensemble, configs: dict, pb) -> None:
     for i, step in enumerate(ensemble.ensemble_scheduling.step):
         model = configs.get(step.model_name)
         if model is None:
-            raise RepositoryError(f"{where}: step {i + 1} calls '{step.model_name}', which is not in {root}")
+            raise ModelFileError(f"{where}: step {i + 1} calls '{step.model_name}', which is not in {root}")
         if model.max_batch_size < ensemble.max_batch_size:
-            raise RepositoryError(
+            raise ModelFileError(
                 f"{where}: max_batch_size {ensemble.max_batch_size} is larger than {step.model_name}'s "
                 f"{model.max_batch_size}"
             )
         model_inputs = {t.name: (t.data_type, list(t.dims)) for t in model.input}
         for key, source in step.input_map.items():
             if key not in model_inputs:
-                raise RepositoryError(f"{where}: step {i + 1} feeds '{key}', which {step.model_name} has no input of")
+                raise ModelFileError(f"{where}: step {i + 1} feeds '{key}', which {step.model_name} has no input of")
             if source not in produced:
-                raise RepositoryError(f"{where}: step {i + 1} reads '{source}' before any step makes it")
+                raise ModelFileError(f"{where}: step {i + 1} reads '{source}' before any step makes it")
             if produced[source] != model_inputs[key]:
-                raise RepositoryError(
+                raise ModelFileError(
                     f"{where}: '{source}' is {_describe(pb, produced[source])} but {step.model_name}'s input "
                     f"'{key}' is {_describe(pb, model_inputs[key])}"
                 )
         unfed = set(model_inputs) - set(step.input_map)
         if unfed:
-            raise RepositoryError(f"{where}: step {i + 1} leaves {step.model_name}'s inputs {sorted(unfed)} unfed")
+            raise ModelFileError(f"{where}: step {i + 1} leaves {step.model_name}'s inputs {sorted(unfed)} unfed")
         model_outputs = {t.name: (t.data_type, list(t.dims)) for t in model.output}
         for key, target in step.output_map.items():
             if key not in model_outputs:
-                raise RepositoryError(f"{where}: step {i + 1} takes '{key}', which {step.model_name} does not output")
+                raise ModelFileError(f"{where}: step {i + 1} takes '{key}', which {step.model_name} does not output")
             produced[target] = model_outputs[key]
     for t in ensemble.output:
         if t.name not in produced:
-            raise RepositoryError(f"{where}: no step makes the output '{t.name}'")
+            raise ModelFileError(f"{where}: no step makes the output '{t.name}'")
         if produced[t.name] != (t.data_type, list(t.dims)):
-            raise RepositoryError(
+            raise ModelFileError(
                 f"{where}: output '{t.name}' is declared {_describe(pb, (t.data_type, list(t.dims)))} but its step "
                 f"makes {_describe(pb, produced[t.name])}"
             )

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from handssca import __version__
-from handssca.errors import HandSSCAError
+from handssca.errors import MissingBackend, ServingError
 
 SERVER_PACKAGES = ("nvidia-pytriton==0.7.0", "numpy<2", "onnx", "onnxruntime", "onnxruntime-extensions", "polygraphy")
 ENV_VARIABLE = "HANDSSCA_TRITON_ENV"
@@ -42,14 +42,6 @@ SYSTEM_BACKENDS = Path("/opt/tritonserver/backends")  # NVIDIA's tritonserver co
 STUB_TIMEOUT_S = 10
 MAX_RESTARTS = 5  # reloads of one model whose python step died, per server
 ADMIN_HEADER = "handssca-admin"  # the header Triton's repository API wants (its value is per server)
-
-
-class ServingError(HandSSCAError, RuntimeError):
-    """The server cannot be set up, started or stopped cleanly: says what and where."""
-
-
-class NoServerEnvironment(ServingError):
-    """No server environment was ever made here (not a fault: ``handssca serve setup`` makes one)."""
 
 
 def default_environment() -> Path:
@@ -100,7 +92,7 @@ class ServerEnvironment:
         system = shutil.which("tritonserver")
         if folder is None and system and SYSTEM_BACKENDS.is_dir():
             return cls(None, Path(system), SYSTEM_BACKENDS, [], [])
-        raise NoServerEnvironment(
+        raise MissingBackend(
             f"{chosen}: no Triton server environment here: make one with 'handssca serve setup {chosen}' "
             f"(or set {ENV_VARIABLE}; in NVIDIA's tritonserver container the system server is used)"
         )

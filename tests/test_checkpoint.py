@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from handssca.cli import main
+from handssca.errors import ModelFileError
 from handssca.models import HandSSCA, HandSSCAConfig
-from handssca.training.checkpoint import (
-    FORMAT,
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from handssca.training.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 from conftest import TINY
 
@@ -46,23 +41,23 @@ def test_bad_checkpoints_get_one_line_errors(checkpoint, tmp_path):
     data = path.read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated.pt: truncated or not a PyTorch checkpoint"):
+    with pytest.raises(ModelFileError, match="truncated.pt: truncated or not a PyTorch checkpoint"):
         load_checkpoint(truncated)
     text = tmp_path / "notes.pt"
     text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 20)
-    with pytest.raises(CheckpointError, match="notes.pt: truncated or not a PyTorch checkpoint"):
+    with pytest.raises(ModelFileError, match="notes.pt: truncated or not a PyTorch checkpoint"):
         load_checkpoint(text)
-    with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
+    with pytest.raises(ModelFileError, match="missing.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": model.state_dict()}, foreign)
-    with pytest.raises(CheckpointError, match="not a HandSSCA checkpoint"):
+    with pytest.raises(ModelFileError, match="not a HandSSCA checkpoint"):
         load_checkpoint(foreign)
     state = load_checkpoint(path)
     state["model_config"] = {**state["model_config"], "attention": "ssca"}
     other = tmp_path / "other.pt"
     torch.save(state, other)
-    with pytest.raises(CheckpointError, match="weights do not fit the model: .*missing"):
+    with pytest.raises(ModelFileError, match="weights do not fit the model: .*missing"):
         model_from_checkpoint(other)
 
 
@@ -95,7 +90,7 @@ class Boom:
 def test_a_checkpoint_with_code_is_refused_not_run(tmp_path, capfd):
     evil = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "model": {}, "model_config": {}, "payload": Boom()}, evil, pickle_module=pickle)
-    with pytest.raises(CheckpointError, match="evil.pt: refused to load") as refused:
+    with pytest.raises(ModelFileError, match="evil.pt: refused to load") as refused:
         load_checkpoint(evil)
     assert "this must never run" not in capfd.readouterr().out
     message = str(refused.value)

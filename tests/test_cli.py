@@ -39,10 +39,10 @@ def test_info_reads_a_yaml_config(tmp_path, capsys):
 def test_info_config_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  attention: transformer\n")
-    assert main(["info", "--config", str(bad)]) == 1
+    assert main(["info", "--config", str(bad)]) == 2  # an option (a config value): 2
     err = capsys.readouterr().err.strip()
     assert "bad.yaml" in err and "transformer" in err and "\n" not in err
-    assert main(["info", "--config", str(tmp_path / "none.yaml")]) == 1
+    assert main(["info", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from dataset_files import write_dexycb, write_ho3d
 
+from handssca.errors import InputError
 from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.mano.model import mano_forward
 from handssca.runtime.mesh_render import project
-from handssca.training.datasets import HO3D, DatasetError, DexYCB, FreiHAND, dexycb_s0_split
+from handssca.training.datasets import HO3D, DexYCB, FreiHAND, dexycb_s0_split
 from handssca.training.samples import Augmentation, HandCrops
 from handssca.training.submission import (
     freihand_to_ho3d_order,
@@ -54,17 +55,17 @@ def test_freihand_errors_name_the_file(freihand, tmp_path):
     broken = tmp_path / "fh"
     shutil.copytree(freihand, broken)
     (broken / "training_xyz.json").write_text(json.dumps(json.loads((broken / "training_xyz.json").read_text())[:2]))
-    with pytest.raises(DatasetError, match=r"training_xyz.json: 2 entries, but training_K.json has 3"):
+    with pytest.raises(InputError, match=r"training_xyz.json: 2 entries, but training_K.json has 3"):
         FreiHAND(broken, "training")
     (broken / "training_K.json").unlink()
-    with pytest.raises(DatasetError, match="training_K.json: missing"):
+    with pytest.raises(InputError, match="training_K.json: missing"):
         FreiHAND(broken, "training")
     shutil.rmtree(broken)
     shutil.copytree(freihand, broken)
     (broken / "training" / "rgb" / "00000011.jpg").unlink()
-    with pytest.raises(DatasetError, match="images for 3 annotations x 4 versions"):
+    with pytest.raises(InputError, match="images for 3 annotations x 4 versions"):
         FreiHAND(broken, "training")
-    with pytest.raises(DatasetError, match="folder not found"):
+    with pytest.raises(InputError, match="folder not found"):
         FreiHAND(tmp_path / "nothing", "training")
 
 
@@ -96,11 +97,11 @@ def test_ho3d_refuses_an_unsafe_meta_file(tmp_path, hand, rng, capfd):
     mano, fingertip_ids = hand
     write_ho3d(tmp_path, mano, fingertip_ids, rng, frames=1)
     (tmp_path / "train" / "ABF10" / "meta" / "0000.pkl").write_bytes(pickle.dumps({"camMat": Boom()}))
-    with pytest.raises(DatasetError, match="0000.pkl: unsafe pickle"):
+    with pytest.raises(InputError, match="0000.pkl: unsafe pickle"):
         HO3D(tmp_path, "train", mano=mano)
     assert "must never run" not in capfd.readouterr().out
     (tmp_path / "train.txt").unlink()
-    with pytest.raises(DatasetError, match="train.txt: missing"):
+    with pytest.raises(InputError, match="train.txt: missing"):
         HO3D(tmp_path, "train", mano=mano)
 
 
@@ -120,7 +121,7 @@ def test_dexycb_s0_right_hands_with_pca_converted(tmp_path, hand, rng):
     import shutil
 
     shutil.rmtree(tmp_path / "20201022-subject-10")
-    with pytest.raises(DatasetError, match="20201022-subject-10: subject folder missing"):
+    with pytest.raises(InputError, match="20201022-subject-10: subject folder missing"):
         DexYCB(tmp_path, "train", mano=mano)
 
 
@@ -183,7 +184,7 @@ def test_corrupt_images_are_skipped_and_counted_then_refused(freihand, tmp_path)
     for name in ("00000002.jpg", "00000003.jpg", "00000004.jpg"):
         (root / "training" / "rgb" / name).write_bytes(b"")
     strict = HandCrops(FreiHAND(root, "training"), size=64, max_bad_fraction=0.01)
-    with pytest.raises(DatasetError, match="unreadable image"):
+    with pytest.raises(InputError, match="unreadable image"):
         strict[1]
 
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 from test_runtime_without_torch import run_without_torch
 
-from handssca.export import ExportError, export_onnx
-from handssca.export.portable import PortableError, lower_scan_nodes
+from handssca.errors import RunError
+from handssca.export import export_onnx
+from handssca.export.portable import lower_scan_nodes
 from handssca.models import HandSSCA, HandSSCAConfig, TorchRunner
 from handssca.ops import selective_scan_ref
 from handssca.runtime.backends.compare import compare_models
-from handssca.runtime.backends.onnx_runner import OnnxRunner, OnnxRunnerError
+from handssca.runtime.backends.onnx_runner import OnnxRunner
 from handssca.runtime.scan.node import DOMAIN, OP_TYPE, count_scan_nodes, register_scan_schema
 
 from conftest import TINY
@@ -80,25 +81,25 @@ def test_node_count_follows_the_variant(tmp_path, attention, nodes):
 def test_runtime_errors_are_clear(exported, tmp_path):
     _, result = exported
     model = OnnxRunner(result.path)
-    with pytest.raises(OnnxRunnerError, match="must be float32"):
+    with pytest.raises(RunError, match="must be float32"):
         model.run(np.zeros((1, 3, 128, 128), np.float64))
-    with pytest.raises(OnnxRunnerError, match=r"has shape \(1, 3, 96, 96\)"):
+    with pytest.raises(RunError, match=r"has shape \(1, 3, 96, 96\)"):
         model.run(np.zeros((1, 3, 96, 96), np.float32))
-    with pytest.raises(OnnxRunnerError, match="must be an array of shape"):
+    with pytest.raises(RunError, match="must be an array of shape"):
         model.run(np.zeros((3, 128, 128), np.float32))
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"definitely not a protobuf")
-    with pytest.raises(OnnxRunnerError, match="junk.onnx: "):
+    with pytest.raises(RunError, match="junk.onnx: "):
         OnnxRunner(junk)
-    with pytest.raises(OnnxRunnerError, match="not found"):
+    with pytest.raises(RunError, match="not found"):
         OnnxRunner(tmp_path / "missing.onnx")
 
 
 def test_failed_validation_writes_nothing(tmp_path):
-    with pytest.raises(ExportError, match="ONNX Runtime disagrees with PyTorch"):
+    with pytest.raises(RunError, match="ONNX Runtime disagrees with PyTorch"):
         export_onnx(tiny("none"), tmp_path / "bad.onnx", batch=1, tolerance=-1.0)
     assert not list(tmp_path.iterdir())
-    with pytest.raises(ExportError, match="must end in .onnx"):
+    with pytest.raises(RunError, match="must end in .onnx"):
         export_onnx(tiny("none"), tmp_path / "model.bin")
 
 
@@ -160,7 +161,7 @@ def test_export_with_mano_in_the_graph(tmp_path):
     worst_mm = 1e3 * max(np.abs(got["vertices"] - verts.numpy()).max(), np.abs(got["joints_3d"] - joints.numpy()).max())
     print(f"worst vertex/joint difference, ONNX Runtime vs PyTorch: {worst_mm:.2e} mm")
     assert got["vertices"].shape == (2, 778, 3) and worst_mm < 1e-3
-    with pytest.raises(ExportError, match="needs mano_flat_hand_mean"):
+    with pytest.raises(RunError, match="needs mano_flat_hand_mean"):
         export_onnx(model, tmp_path / "x.onnx", mano=mano)
 
 
@@ -216,7 +217,7 @@ def test_portable_scan_matches_the_reference(rng, batch, dim, length, d_state, g
 
 
 def test_portable_needs_a_recent_opset():
-    with pytest.raises(PortableError, match="opset 15"):
+    with pytest.raises(RunError, match="opset 15"):
         lower_scan_nodes(one_scan_node_model(opset=14))
 
 
@@ -286,21 +287,21 @@ def test_runtime_refuses_files_it_cannot_run(exported, tmp_path):
     newer.CopyFrom(proto)
     next(o for o in newer.opset_import if o.domain == "").version = onnx.defs.onnx_opset_version() + 5
     (tmp_path / "newer.onnx").write_bytes(newer.SerializeToString())
-    with pytest.raises(OnnxRunnerError, match=r"newer.onnx: opset \d+ is newer than this installation supports"):
+    with pytest.raises(RunError, match=r"newer.onnx: opset \d+ is newer than this installation supports"):
         OnnxRunner(tmp_path / "newer.onnx")
     foreign = onnx.ModelProto()
     foreign.CopyFrom(proto)
     node = next(n for n in foreign.graph.node if n.op_type == OP_TYPE)
     node.op_type, node.name = "SelectiveScan", "scan_from_elsewhere"
     (tmp_path / "foreign.onnx").write_bytes(foreign.SerializeToString())
-    with pytest.raises(OnnxRunnerError, match="'scan_from_elsewhere' .* no registered implementation"):
+    with pytest.raises(RunError, match="'scan_from_elsewhere' .* no registered implementation"):
         OnnxRunner(tmp_path / "foreign.onnx")
     versioned = onnx.ModelProto()
     versioned.CopyFrom(proto)
     next(o for o in versioned.opset_import if o.domain == DOMAIN).version = 2
-    with pytest.raises(OnnxRunnerError, match="node is version 2"):
+    with pytest.raises(RunError, match="node is version 2"):
         OnnxRunner(versioned.SerializeToString())
-    with pytest.raises(OnnxRunnerError, match="optimization 'max'"):
+    with pytest.raises(RunError, match="optimization 'max'"):
         OnnxRunner(result.path, optimization="max")
 
 
@@ -309,7 +310,7 @@ def test_runtime_says_when_cuda_is_missing(exported):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has ONNX Runtime's CUDA provider")
-    with pytest.raises(OnnxRunnerError, match="no CUDAExecutionProvider .* onnxruntime-gpu"):
+    with pytest.raises(RunError, match="no CUDAExecutionProvider .* onnxruntime-gpu"):
         OnnxRunner(exported[1].path, device="cuda")
 
 
@@ -327,11 +328,11 @@ def test_an_empty_or_non_finite_batch_is_refused_in_one_line(exported):
     _, result = exported
     model = OnnxRunner(result.path)
     size = model.input_shape[2]
-    with pytest.raises(OnnxRunnerError, match="the batch is empty"):
+    with pytest.raises(RunError, match="the batch is empty"):
         model.run(np.zeros((0, 3, size, size), np.float32))
     image = np.zeros((1, 3, size, size), np.float32)
     image[0, 1, 5, 5] = np.nan
-    with pytest.raises(OnnxRunnerError, match="1 NaN or infinite values"):
+    with pytest.raises(RunError, match="1 NaN or infinite values"):
         model.run(image)
 
 
@@ -353,7 +354,7 @@ def test_the_file_is_the_opset_asked_for(tmp_path, opset, with_mano):
 
 
 def test_an_opset_outside_the_range_is_refused_and_nothing_written(tmp_path):
-    with pytest.raises(ExportError, match=r"opset 16: this export writes opsets 17 to \d+"):
+    with pytest.raises(RunError, match=r"opset 16: this export writes opsets 17 to \d+"):
         export_onnx(tiny(), tmp_path / "m.onnx", opset=16)
     assert not list(tmp_path.iterdir())
 
@@ -366,7 +367,7 @@ def test_an_unwritable_output_is_found_before_the_work(tmp_path, monkeypatch):
         raise AssertionError("exported although the output cannot be written")
 
     monkeypatch.setattr(torch.onnx, "export", must_not_run)
-    from handssca.runtime.files import OutputError
+    from handssca.errors import OutputError
 
     with pytest.raises(OutputError, match=r"not_a_folder/m.onnx: cannot write it"):
         export_onnx(tiny(), blocker / "m.onnx")
@@ -434,6 +435,6 @@ def test_the_export_writes_the_rewrites_and_proves_them_against_the_network_as_w
     monkeypatch.setattr(
         backbone, "smooth_then_pool_as_one_conv", lambda w: torch.flip(w, (2,)).repeat(1, 1, 2, 2)[..., :4, :4] / 4
     )
-    with pytest.raises(ExportError, match="ONNX Runtime disagrees with PyTorch"):
+    with pytest.raises(RunError, match="ONNX Runtime disagrees with PyTorch"):
         export_onnx(model, tmp_path / "wrong.onnx", batch=1)
     assert not (tmp_path / "wrong.onnx").exists()

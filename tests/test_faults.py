@@ -16,10 +16,10 @@ import yaml
 from dataset_files import write_dexycb, write_ho3d
 
 from handssca.cli import main
-from handssca.runtime.files import OutputError
+from handssca.errors import InputError, OptionError, OutputError
 from handssca.runtime.mano.builtin import build_builtin_hand
-from handssca.training.config import ConfigError, load_config
-from handssca.training.datasets import HO3D, DatasetError, DexYCB, FreiHAND
+from handssca.training.config import load_config
+from handssca.training.datasets import HO3D, DexYCB, FreiHAND
 
 from conftest import TINY as TINY_FIELDS
 from conftest import TINY_OVERRIDES
@@ -151,8 +151,8 @@ def test_eval_with_no_usable_sample_fails_in_one_line(freihand, tmp_path, capsys
 
 
 def test_unannotated_frames_are_counted_out_without_tripping_the_bad_image_limit():
+    from handssca.errors import UnusableSample
     from handssca.training.evaluate import evaluate
-    from handssca.training.samples import UnusableSample
 
     class Crops:
         def __len__(self):
@@ -278,10 +278,10 @@ def test_freihand_annotations_of_the_wrong_shape_name_the_file(freihand, tmp_pat
     root = tmp_path / "fh"
     shutil.copytree(freihand, root)
     _edited(root, name, change)
-    with pytest.raises(DatasetError, match=message):
+    with pytest.raises(InputError, match=message):
         FreiHAND(root, "evaluation")
     (root / "evaluation_K.json").write_bytes(b"\xff\xfe\x00junk")
-    with pytest.raises(DatasetError, match="evaluation_K.json: not a text file"):
+    with pytest.raises(InputError, match="evaluation_K.json: not a text file"):
         FreiHAND(root, "evaluation")
 
 
@@ -294,10 +294,10 @@ def test_ho3d_and_dexycb_metadata_of_the_wrong_kind_name_the_file(tmp_path):
     meta = pickle.loads(meta_path.read_bytes())
     del meta["handBeta"]
     meta_path.write_bytes(pickle.dumps(meta, protocol=2))
-    with pytest.raises(DatasetError, match=r"0000.pkl: missing field 'handBeta'"):
+    with pytest.raises(InputError, match=r"0000.pkl: missing field 'handBeta'"):
         HO3D(ho3d, "train", mano=mano)
     (ho3d / "train.txt").write_text("nothing-here\n")
-    with pytest.raises(DatasetError, match=r"train.txt: line 'nothing-here' is not SEQUENCE/FRAME"):
+    with pytest.raises(InputError, match=r"train.txt: line 'nothing-here' is not SEQUENCE/FRAME"):
         HO3D(ho3d, "train", mano=mano)
 
     dex = tmp_path / "dex"
@@ -305,13 +305,13 @@ def test_ho3d_and_dexycb_metadata_of_the_wrong_kind_name_the_file(tmp_path):
     sequence = next((dex / "20200709-subject-01").iterdir())
     meta = yaml.safe_load((sequence / "meta.yml").read_text())
     (sequence / "meta.yml").write_text(yaml.safe_dump({k: v for k, v in meta.items() if k != "mano_sides"}))
-    with pytest.raises(DatasetError, match=r"meta.yml: missing field 'mano_sides'"):
+    with pytest.raises(InputError, match=r"meta.yml: missing field 'mano_sides'"):
         DexYCB(dex, "train", mano=mano)
     (sequence / "meta.yml").write_text(yaml.safe_dump(meta))
     labels = next((dex / "20200709-subject-01" / "20200709_141754").rglob("labels_000000.npz"))  # the right hand
     labels.write_bytes(labels.read_bytes()[:100])
     data = DexYCB(dex, "train", mano=mano)
-    with pytest.raises(DatasetError, match="labels_000000.npz: truncated or not an .npz archive"):
+    with pytest.raises(InputError, match="labels_000000.npz: truncated or not an .npz archive"):
         [data[i] for i in range(len(data))]
 
 
@@ -328,18 +328,18 @@ def test_ho3d_and_dexycb_metadata_of_the_wrong_kind_name_the_file(tmp_path):
     ],
 )
 def test_config_values_out_of_range_are_refused_by_name(overrides, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(OptionError, match=message):
         load_config(None, overrides)
 
 
 def test_a_binary_config_file_and_a_bad_model_section_are_one_line(tmp_path, capsys):
     garbage = tmp_path / "garbage.yaml"
     garbage.write_bytes(bytes(range(256)))
-    assert main(["train", "--config", str(garbage)]) == 1
+    assert main(["train", "--config", str(garbage)]) == 2  # config values are options: 2
     assert "garbage.yaml: not a text file" in capsys.readouterr().err
     bad = tmp_path / "model.yaml"
     bad.write_text("model: 3\n")
-    assert main(["info", "--config", str(bad)]) == 1
+    assert main(["info", "--config", str(bad)]) == 2
     assert "model.yaml: 'model' must be a mapping" in capsys.readouterr().err
 
 

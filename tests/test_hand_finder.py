@@ -12,17 +12,9 @@ import pytest
 from hand_photos import LandmarkNetwork, load_converter, mediapipe_tflite
 
 from handssca.cli import main
-from handssca.errors import HandSSCAError
+from handssca.errors import HandSSCAError, InputError, ModelFileError
 from handssca.runtime.files import write_video
-from handssca.runtime.hands.finder import (
-    LANDMARK_SIZE,
-    FrameError,
-    HandFinder,
-    HandModelError,
-    letterbox_affine,
-    model_files,
-    shipped_models,
-)
+from handssca.runtime.hands.finder import LANDMARK_SIZE, HandFinder, letterbox_affine, model_files, shipped_models
 from handssca.runtime.hands.palms import ANCHORS, PalmDetections, decode_palms, ssd_anchors, weighted_nms
 from handssca.runtime.hands.rects import (
     HandRect,
@@ -234,7 +226,7 @@ def test_odd_frames_are_taken_or_refused_in_one_line(finder):
     grey = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
     assert isinstance(finder.find(grey), list) and isinstance(finder.find(grey[..., None]), list)
     for bad in [photo.astype(np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros(5, np.uint8), "frame.jpg"]:
-        with pytest.raises(FrameError) as error:
+        with pytest.raises(InputError) as error:
             finder.find(bad)
         assert "\n" not in str(error.value)
 
@@ -269,10 +261,10 @@ def test_missing_truncated_and_foreign_model_files_are_one_line(tmp_path):
         if damage:
             shutil.copy(shipped_models() / palm.name, palm)
             damage()
-        with pytest.raises(HandModelError) as error:
+        with pytest.raises(ModelFileError) as error:
             HandFinder(folder)
         assert message in str(error.value) and "\n" not in str(error.value)
-    with pytest.raises(HandModelError, match="variant 'huge'"):
+    with pytest.raises(ModelFileError, match="variant 'huge'"):
         HandFinder(variant="huge")
 
 

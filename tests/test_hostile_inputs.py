@@ -29,8 +29,9 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
+from handssca.errors import UnreadableImage
 from handssca.runtime import files
-from handssca.runtime.files import UnreadableImage, read_image
+from handssca.runtime.files import read_image
 
 MAX_IMAGE_BYTES = getattr(files, "MAX_IMAGE_BYTES", 256 << 20)  # the limits (named here before the fix)
 
@@ -316,41 +317,43 @@ def test_bench_refuses_a_yaml_alias_bomb_in_one_line(tmp_path):
     assert bomb.stat().st_size < 1024
     # unfixed: 30 s and a MemoryError traceback at this limit (past 3 GB without one)
     code, stdout, stderr, peak = run_bounded(["bench", "--config", str(bomb), "-o", str(tmp_path / "b")], timeout=120)
-    assert "Traceback" not in stderr and code == 1, stderr[-2000:]
+    assert "Traceback" not in stderr and code == 2, stderr[-2000:]
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and f"{bomb}: line 2: YAML aliases" in lines[0] and len(lines[0]) < 300, lines
     assert peak < PEAK_RSS
 
 
 def test_aliases_are_refused_in_every_yaml_read(tmp_path):
-    from handssca.training.config import ConfigError, load_config
-    from handssca.training.datasets import DatasetError, _read_yaml
+    from handssca.errors import InputError, OptionError
+    from handssca.training.config import load_config
+    from handssca.training.datasets import _read_yaml
 
     config = tmp_path / "train.yaml"
     config.write_text("train: &t\n  epochs: 2\nloss: *t\n")
-    with pytest.raises(ConfigError, match=r"train.yaml: line 3: YAML aliases \(\*t\) are refused"):
+    with pytest.raises(OptionError, match=r"train.yaml: line 3: YAML aliases \(\*t\) are refused"):
         load_config(config)
-    with pytest.raises(ConfigError, match=r"--set model.x=\[\*a\]: YAML aliases"):
+    with pytest.raises(OptionError, match=r"--set model.x=\[\*a\]: YAML aliases"):
         load_config(None, ["model.x=[*a]"])
     meta = tmp_path / "meta.yml"
     meta.write_text("serials: &s [1, 2]\nmore: [*s, *s]\n")
-    with pytest.raises(DatasetError, match=r"meta.yml: line 2: YAML aliases \(\*s\) are refused"):
+    with pytest.raises(InputError, match=r"meta.yml: line 2: YAML aliases \(\*s\) are refused"):
         _read_yaml(meta)
 
 
 def test_refusals_quote_at_most_a_short_piece_of_a_value(tmp_path):
-    from handssca.training.config import ConfigError, load_config, load_model_config
+    from handssca.errors import OptionError
+    from handssca.training.config import load_config, load_model_config
 
     long = "x" * 100_000
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(OptionError) as caught:
         load_config(None, [f"train.device={long}"])
     assert "train.device" in str(caught.value) and len(str(caught.value)) < 300
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(OptionError) as caught:
         load_config(None, [f"train.epochs={long}"])
     assert "'epochs' must be a number" in str(caught.value) and len(str(caught.value)) < 300
     model = tmp_path / "model.yaml"
     model.write_text("model: [" + ", ".join(["1"] * 5_000) + "]\n")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(OptionError) as caught:
         load_model_config(model, {})
     assert "'model' must be a mapping" in str(caught.value) and len(str(caught.value)) < 300
 
@@ -374,7 +377,7 @@ def test_webcam_refuses_a_negative_or_non_finite_duration(tiny_model, tmp_path, 
     folder.mkdir()
     good_image(folder / "a.png")
     args = ["webcam", "--source", str(folder), "--model", str(tiny_model), "--headless", "-o", str(tmp_path / "w")]
-    assert main([*args, "--duration", value]) == 1
+    assert main([*args, "--duration", value]) == 2  # an option out of its range: 2, as --max-frames -1
     err = capsys.readouterr().err.strip()
     assert f"--duration {value}: must be 0 (no limit) or a positive number of seconds" in err, err
     assert len(err.splitlines()) == 1 and not (tmp_path / "w").exists()

@@ -10,8 +10,9 @@ import pytest
 import torch
 from mano_files import random_mano_arrays, write_official_pickle
 
+from handssca.errors import InputError
 from handssca.runtime.mano.files import load_mano, mano_from_arrays, save_mano_npz
-from handssca.runtime.mano.model import FINGERTIP_IDS, ManoFileError, mano_forward
+from handssca.runtime.mano.model import FINGERTIP_IDS, mano_forward
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_malicious_pickle_is_refused_not_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "MANO_RIGHT.pkl"
     path.write_bytes(pickle.dumps({"v_template": Exploit()}, protocol=2))
-    with pytest.raises(ManoFileError, match=r"refusing to load global '(posix|os|nt)\.system'"):
+    with pytest.raises(InputError, match=r"refusing to load global '(posix|os|nt)\.system'"):
         load_mano(path)
     assert not (tmp_path / "pwned").exists()
 
@@ -60,21 +61,21 @@ def test_truncated_and_wrong_files(tmp_path, arrays):
     write_official_pickle(arrays, good)
     cut = tmp_path / "cut.pkl"
     cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
-    with pytest.raises(ManoFileError, match="cut.pkl: truncated or corrupt"):
+    with pytest.raises(InputError, match="cut.pkl: truncated or corrupt"):
         load_mano(cut)
-    with pytest.raises(ManoFileError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         load_mano(tmp_path / "nope.pkl")
-    with pytest.raises(ManoFileError, match=r"'v_template' has shape \(777, 3\)"):
+    with pytest.raises(InputError, match=r"'v_template' has shape \(777, 3\)"):
         mano_from_arrays({**arrays, "v_template": arrays["v_template"][:777]}, "x.npz")
-    with pytest.raises(ManoFileError, match="missing key 'weights'"):
+    with pytest.raises(InputError, match="missing key 'weights'"):
         mano_from_arrays({k: v for k, v in arrays.items() if k != "weights"}, "x.npz")
     bad_tree = arrays["kintree_table"].copy()
     bad_tree[0, 5] = 9
-    with pytest.raises(ManoFileError, match="kintree_table"):
+    with pytest.raises(InputError, match="kintree_table"):
         mano_from_arrays({**arrays, "kintree_table": bad_tree}, "x.npz")
     not_npz = tmp_path / "junk.npz"
     not_npz.write_bytes(b"junk")
-    with pytest.raises(ManoFileError, match="junk.npz: truncated or not an .npz archive"):
+    with pytest.raises(InputError, match="junk.npz: truncated or not an .npz archive"):
         load_mano(not_npz)
 
 
@@ -193,5 +194,5 @@ def test_a_sparse_matrix_claiming_a_huge_shape_is_refused_before_allocating(tmp_
     """A crafted J_regressor claiming 10^6 x 10^6 (8 TB dense) is a one-line error, not a MemoryError."""
     path = tmp_path / "MANO_RIGHT.pkl"
     write_official_pickle(arrays, path, sparse_shape=(1_000_000, 1_000_000))
-    with pytest.raises(ManoFileError, match="claims 1000000 x 1000000"):
+    with pytest.raises(InputError, match="claims 1000000 x 1000000"):
         load_mano(path)

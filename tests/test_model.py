@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from handssca.errors import InputError
 from handssca.models import (
     ATTENTION_KINDS,
     PAPER_PARAMETERS,
@@ -196,7 +197,7 @@ def test_load_torchvision_resnet50_errors(tmp_path):
     truncated.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(ValueError, match="truncated.pth: cannot read"):
         load_torchvision_resnet50(model, truncated)
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(InputError, match="missing.pth"):
         load_torchvision_resnet50(model, tmp_path / "missing.pth")
     wrong = tmp_path / "resnet18.pth"
     state = torchvision_state(model)

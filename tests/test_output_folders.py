@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
-from handssca.runtime.files import OutputError, RunFolder
+from handssca.errors import OutputError
+from handssca.runtime.files import RunFolder
 
 PHOTOS = Path(__file__).resolve().parent.parent / "handssca" / "assets" / "photos"
 PHOTO = PHOTOS / "handSrc.jpg"

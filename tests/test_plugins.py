@@ -156,13 +156,14 @@ def test_a_users_architectures_are_kept(tmp_path):
 
 
 def test_the_kernel_library_loads_through_ctypes_and_refuses_cpu_tensors(kernel_build):
-    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+    from handssca.errors import MissingBackend
+    from handssca.ops.cuda_kernel import CudaScanKernel
 
     build, result = kernel_build
     assert result.returncode == 0
     kernel = CudaScanKernel(build / "selective_scan" / "libhandssca_selective_scan_kernel.so")
     u = torch.zeros(1, 4, 8)
-    with pytest.raises(CudaKernelError, match="needs CUDA tensors, got cpu"):
+    with pytest.raises(MissingBackend, match="needs CUDA tensors, got cpu"):
         kernel(u, u, torch.zeros(4, 2), torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 2, 8))
 
 
@@ -178,7 +179,8 @@ def test_the_kernel_library_loads_through_ctypes_and_refuses_cpu_tensors(kernel_
     ],
 )
 def test_the_kernel_binding_checks_every_shape_before_the_kernel(kernel_build, name, shape, message):
-    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+    from handssca.errors import MissingBackend
+    from handssca.ops.cuda_kernel import CudaScanKernel
 
     build, _ = kernel_build
     kernel = CudaScanKernel(build / "selective_scan" / "libhandssca_selective_scan_kernel.so")
@@ -187,32 +189,34 @@ def test_the_kernel_binding_checks_every_shape_before_the_kernel(kernel_build, n
         "B": torch.zeros(1, 1, 2, 8), "C": torch.zeros(1, 1, 2, 8), "D": torch.zeros(4), "delta_bias": torch.zeros(4),
     }  # fmt: skip
     args[name] = torch.zeros(shape)
-    with pytest.raises(CudaKernelError, match=message):
+    with pytest.raises(MissingBackend, match=message):
         kernel(**args)
 
 
 def test_the_kernel_binding_wants_one_device(kernel_build):
-    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+    from handssca.errors import MissingBackend
+    from handssca.ops.cuda_kernel import CudaScanKernel
 
     build, _ = kernel_build
     kernel = CudaScanKernel(build / "selective_scan" / "libhandssca_selective_scan_kernel.so")
     u, A, BC = torch.zeros(1, 4, 8), torch.zeros(4, 2), torch.zeros(1, 1, 2, 8)
-    with pytest.raises(CudaKernelError, match="delta is on meta, u on cpu: one device for all"):
+    with pytest.raises(MissingBackend, match="delta is on meta, u on cpu: one device for all"):
         kernel(u, torch.zeros(1, 4, 8, device="meta"), A, BC, BC)
 
 
 def test_cuda_kernel_backend_dispatch_and_errors(tmp_path, monkeypatch):
+    from handssca.errors import MissingBackend
     from handssca.ops import available_backends, scan_backend, use_scan_backend
-    from handssca.ops.cuda_kernel import CudaKernelError, CudaScanKernel
+    from handssca.ops.cuda_kernel import CudaScanKernel
 
     monkeypatch.delenv("HANDSSCA_CUDA_KERNEL", raising=False)
     assert "cuda-kernel" not in available_backends("cuda")
-    with pytest.raises(CudaKernelError, match="HANDSSCA_CUDA_KERNEL is not set"):
+    with pytest.raises(MissingBackend, match="HANDSSCA_CUDA_KERNEL is not set"):
         with use_scan_backend("cuda-kernel"):
             scan_backend("cuda")
     monkeypatch.setenv("HANDSSCA_CUDA_KERNEL", str(tmp_path / "missing.so"))
     assert "cuda-kernel" not in available_backends("cuda")
-    with pytest.raises(CudaKernelError, match="missing.so: CUDA kernel library not found"):
+    with pytest.raises(MissingBackend, match="missing.so: CUDA kernel library not found"):
         with use_scan_backend("cuda-kernel"):
             scan_backend("cuda")
     with pytest.raises(RuntimeError, match="'cuda-kernel' is not available on cpu"):
@@ -220,7 +224,7 @@ def test_cuda_kernel_backend_dispatch_and_errors(tmp_path, monkeypatch):
             scan_backend("cpu")
     not_a_library = tmp_path / "notes.so"
     not_a_library.write_text("not ELF")
-    with pytest.raises(CudaKernelError, match="notes.so: not a loadable HandSSCA kernel library"):
+    with pytest.raises(MissingBackend, match="notes.so: not a loadable HandSSCA kernel library"):
         CudaScanKernel(not_a_library)
 
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
+from handssca.errors import RunError
 from handssca.models import TorchRunner
 from handssca.runtime.backends.onnx_runner import OnnxRunner
 from handssca.runtime.crop import apply_affine, crop_affine, invert_affine, square_from_box
 from handssca.runtime.hands.filters import OneEuroFilter
 from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.predictor import HandMeshPredictor, solve_translation
-from handssca.runtime.webcam import WebcamError, WebcamOptions, open_capture, run_webcam
+from handssca.runtime.webcam import WebcamOptions, open_capture, run_webcam
 from handssca.training.synthetic import render_sequence
 
 
@@ -145,7 +146,7 @@ def test_a_stream_that_fails_mid_way_ends_cleanly(setup, tmp_path):
 
     def opener(source):
         if opened:
-            raise WebcamError("reconnect refused")
+            raise RunError("reconnect refused")
         opened.append(FailingStream(images, fail_after=4))
         return opened[-1]
 
@@ -164,11 +165,11 @@ def test_a_stream_that_fails_mid_way_ends_cleanly(setup, tmp_path):
 
 
 def test_sources_that_cannot_be_read(tmp_path, setup):
-    with pytest.raises(WebcamError, match="no such video file or image folder"):
+    with pytest.raises(RunError, match="no such video file or image folder"):
         open_capture(str(tmp_path / "missing.mp4"))
     folder = tmp_path / "frames"
     folder.mkdir()
-    with pytest.raises(WebcamError, match="no images"):
+    with pytest.raises(RunError, match="no images"):
         open_capture(str(folder))
     images = setup[4]
     cv2.imwrite(str(folder / "a.png"), images[0])
@@ -401,8 +402,8 @@ def test_a_video_cut_short_is_reported_not_passed_as_complete(setup, tmp_path, c
 
 @pytest.mark.parametrize("box", [(0, 0, np.inf, 10), (0, np.nan, 5, 10), (5, 5, 5, 9), (0, 0, 1)])
 def test_non_finite_or_degenerate_boxes_are_refused_in_one_line(box):
-    from handssca.runtime.hands.finder import FrameError
+    from handssca.errors import InputError
     from handssca.runtime.predictor import check_request
 
-    with pytest.raises(FrameError, match="expected four finite pixels"):
+    with pytest.raises(InputError, match="expected four finite pixels"):
         check_request(np.zeros((8, 8, 3), np.uint8), [box], None)

@@ -12,12 +12,13 @@ import onnx
 import pytest
 
 from handssca.cli import main
+from handssca.errors import InputError, RunError
 from handssca.export import export_onnx
-from handssca.export.quantize import QuantizeError, int8_format, quantize_int8
+from handssca.export.quantize import int8_format, quantize_int8
 from handssca.runtime.backends.onnx_runner import OnnxRunner
 from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.scan.node import OP_TYPE
-from handssca.training.datasets import DatasetError, detect_layout
+from handssca.training.datasets import detect_layout
 from handssca.training.samples import calibration_crops
 
 
@@ -76,16 +77,16 @@ def test_int8_file_quantizes_the_convolutions_and_keeps_the_scan_nodes(fp32, tmp
 def test_int8_refuses_what_it_cannot_quantize(fp32, tmp_path):
     net, source = fp32
     images = np.zeros((2, 3, 128, 128), np.float32)
-    with pytest.raises(QuantizeError, match="int8 format 'u4': expected one of auto, u8s8, s8s8"):
+    with pytest.raises(RunError, match="int8 format 'u4': expected one of auto, u8s8, s8s8"):
         int8_format("u4")
-    with pytest.raises(QuantizeError, match="int8 scope 'heads': expected backbone or all"):
+    with pytest.raises(RunError, match="int8 scope 'heads': expected backbone or all"):
         quantize_int8(source, tmp_path / "x.onnx", images, scope="heads")
-    with pytest.raises(QuantizeError, match="must end in .onnx"):
+    with pytest.raises(RunError, match="must end in .onnx"):
         quantize_int8(source, tmp_path / "x.bin", images)
-    with pytest.raises(QuantizeError, match=r"non-empty \(N, 3, S, S\)"):
+    with pytest.raises(RunError, match=r"non-empty \(N, 3, S, S\)"):
         quantize_int8(source, tmp_path / "x.onnx", images[:0], show_progress=False)
     fp16 = export_onnx(net, tmp_path / "fp16.onnx", precision="fp16", validate=False).path
-    with pytest.raises(QuantizeError, match="fp16.onnx: int8 starts from an fp32 export, this one is fp16"):
+    with pytest.raises(RunError, match="fp16.onnx: int8 starts from an fp32 export, this one is fp16"):
         quantize_int8(fp16, tmp_path / "x.onnx", images, show_progress=False)
     assert not (tmp_path / "x.onnx").exists()
 
@@ -101,7 +102,7 @@ def test_calibration_crops_from_any_layout_count_bad_images_out(synthetic_root, 
     assert len(crops) == 3 and len(skipped) == 1 and skipped[0].startswith(f"{first}: truncated JPEG")
     synth, _ = calibration_crops("synth", 3, 96)
     assert synth.shape == (3, 3, 96, 96) and 0.3 < synth.std() < 3  # normalised like inference input
-    with pytest.raises(DatasetError, match="not a FreiHAND"):
+    with pytest.raises(InputError, match="not a FreiHAND"):
         calibration_crops(str(tmp_path), 2, 128)
 
 
@@ -115,7 +116,7 @@ def test_layouts_are_recognised_by_their_files(synthetic_root, tmp_path):
     assert detect_layout(synthetic_root) == "freihand"
     assert detect_layout(tmp_path / "ho3d") == "ho3d"
     assert detect_layout(tmp_path / "dexycb") == "dexycb"
-    with pytest.raises(DatasetError, match="missing: data set folder not found"):
+    with pytest.raises(InputError, match="missing: data set folder not found"):
         detect_layout(tmp_path / "missing")
 
 

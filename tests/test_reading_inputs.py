@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from handssca.cli import main
-from handssca.errors import HandSSCAError
-from handssca.runtime.files import UnreadableImage, jpeg_is_complete, list_images, read_image
+from handssca.errors import HandSSCAError, UnreadableImage
+from handssca.runtime.files import jpeg_is_complete, list_images, read_image
 
 PHOTOS = Path(__file__).resolve().parent.parent / "handssca" / "assets" / "photos"
 PHOTO = PHOTOS / "handSrc.jpg"

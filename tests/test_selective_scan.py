@@ -155,7 +155,7 @@ def test_cpu_kernel_rejects_bad_input(rng):
         selective_scan_forward(**{**inputs, "delta": inputs["delta"][..., :4]})
     with pytest.raises(ValueError, match="not divisible"):
         selective_scan_forward(**{**inputs, "B": np.zeros((1, 3, 4, 5), np.float32)})
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(ValueError, match="floating-point"):  # an option error, as every argument's
         selective_scan_forward(**{**inputs, "u": inputs["u"].astype(np.int32)})
     with pytest.raises(ValueError, match=r"A must have shape \(8, N\)"):
         selective_scan_forward(**{**inputs, "A": inputs["A"][:4]})

@@ -28,6 +28,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from handssca.errors import MissingBackend, ServingError
 from handssca.export import export_onnx
 from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.runtime.crop import normalise
@@ -35,9 +36,9 @@ from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.mano.files import load_mano
 from handssca.runtime.predictor import HandMeshPredictor
 from handssca.serving import repository as rp
-from handssca.serving.client import HandMeshClient, ServingClientError
+from handssca.serving.client import HandMeshClient
 from handssca.serving.load_test import make_hands, run_load_test, summary_table
-from handssca.serving.server import NoServerEnvironment, ServerEnvironment, ServingError, TritonServer, free_ports
+from handssca.serving.server import ServerEnvironment, TritonServer, free_ports
 
 SIZE = 128
 
@@ -105,7 +106,7 @@ def test_scheduling_options_are_written(tiny_onnx, tmp_path):
     single = rp.write_repository(tiny_onnx, tmp_path / "single", options=rp.ServingOptions(dynamic_batching=False))
     for name in (rp.PREPROCESS, rp.NETWORK, rp.MESH):
         assert not read_config(single.path / name / "config.pbtxt").HasField("dynamic_batching")
-    with pytest.raises(rp.RepositoryError, match="preferred batch 9 is larger than the max batch 8"):
+    with pytest.raises(rp.ModelFileError, match="preferred batch 9 is larger than the max batch 8"):
         rp.ServingOptions(max_batch=8, preferred_batch=9).check()
 
 
@@ -117,12 +118,12 @@ def test_versions_go_beside_older_ones_and_nothing_is_overwritten(tiny_onnx, tmp
         assert {p.name for p in (repo / name).iterdir() if p.is_dir()} == {"1", "2"}
     assert read_config(repo / rp.NETWORK / "config.pbtxt").max_batch_size == 4  # the newest config
     assert json.loads((repo / rp.MANIFEST).read_text())["version"] == 2
-    with pytest.raises(rp.RepositoryError, match="version 2 exists already; pass --version 3"):
+    with pytest.raises(rp.ModelFileError, match="version 2 exists already; pass --version 3"):
         rp.write_repository(tiny_onnx, repo, options=rp.ServingOptions(version=2))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(rp.RepositoryError, match="not a HandSSCA model repository is in the way"):
+    with pytest.raises(rp.ModelFileError, match="not a HandSSCA model repository is in the way"):
         rp.write_repository(tiny_onnx, foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
@@ -130,10 +131,10 @@ def test_versions_go_beside_older_ones_and_nothing_is_overwritten(tiny_onnx, tmp
 
 def test_a_failed_write_leaves_nothing(tiny_onnx, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
-        raise rp.RepositoryError("checked and refused")
+        raise rp.ModelFileError("checked and refused")
 
     monkeypatch.setattr(rp, "check_repository", broken)
-    with pytest.raises(rp.RepositoryError, match="checked and refused"):
+    with pytest.raises(rp.ModelFileError, match="checked and refused"):
         rp.write_repository(tiny_onnx, tmp_path / "repo")
     assert list(tmp_path.iterdir()) == []
 
@@ -157,7 +158,7 @@ def test_a_fixed_batch_export_is_refused(tmp_path):
     torch.manual_seed(0)
     net = HandSSCA(HandSSCAConfig(input_size=SIZE, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
     export_onnx(net, tmp_path / "fixed.onnx", batch=2, validate=False)
-    with pytest.raises(rp.RepositoryError, match="exported with a fixed batch of 2; export it without --batch"):
+    with pytest.raises(rp.ModelFileError, match="exported with a fixed batch of 2; export it without --batch"):
         rp.write_repository(tmp_path / "fixed.onnx", tmp_path / "repo")
 
 
@@ -194,7 +195,7 @@ def test_engine_repositories_serve_a_tensorrt_plan_with_the_plugin(tmp_path):
     assert (repo / rp.PLUGIN_FOLDER / plugin.name).read_bytes() == plugin.read_bytes()
     assert (repo / rp.PLUGIN_FOLDER / rp.TRITON_LOADER).read_bytes() == b"\x7fELF loader"
     assert json.loads(read_config(repo / rp.PREPROCESS / "config.pbtxt").parameters["std"].string_value) == [0.25] * 3
-    with pytest.raises(rp.RepositoryError, match="takes batches up to 8; serve it with --max-batch 8 or less"):
+    with pytest.raises(rp.ModelFileError, match="takes batches up to 8; serve it with --max-batch 8 or less"):
         rp.write_repository(engine, tmp_path / "big", options=rp.ServingOptions(max_batch=16))
     sidecar = json.loads((tmp_path / "hand.engine.json").read_text())
     for key, value in (("min", [2, 3, SIZE, SIZE]), ("io", None)):
@@ -204,15 +205,15 @@ def test_engine_repositories_serve_a_tensorrt_plan_with_the_plugin(tmp_path):
         else:
             changed["io"][0]["shape"][0] = 4  # a static batch
         (tmp_path / "hand.engine.json").write_text(json.dumps(changed))
-        with pytest.raises(rp.RepositoryError, match="dynamic batch and --min-batch 1"):
+        with pytest.raises(rp.ModelFileError, match="dynamic batch and --min-batch 1"):
             rp.write_repository(engine, tmp_path / "refused", options=rp.ServingOptions(max_batch=4, preferred_batch=2))
     (tmp_path / "hand.engine.json").write_text(json.dumps(sidecar))
     (tmp_path / rp.TRITON_LOADER).unlink()
-    with pytest.raises(rp.RepositoryError, match="libhandssca_plugins_triton.so: missing beside the plugin library"):
+    with pytest.raises(rp.ModelFileError, match="libhandssca_plugins_triton.so: missing beside the plugin library"):
         rp.write_repository(engine, tmp_path / "no_loader")
     (tmp_path / "old").mkdir()
     old_engine, _ = fake_engine(tmp_path / "old", io=False)
-    with pytest.raises(rp.RepositoryError, match="records no input/output tensors.*rebuild it"):
+    with pytest.raises(rp.ModelFileError, match="records no input/output tensors.*rebuild it"):
         rp.write_repository(old_engine, tmp_path / "old_repo")
 
 
@@ -252,16 +253,16 @@ def test_check_repository_refuses_what_would_not_serve(repo, model, old, new, me
     text = config.read_text()
     assert old in text
     config.write_text(text.replace(old, new, 1))
-    with pytest.raises(rp.RepositoryError, match=message):
+    with pytest.raises(rp.ModelFileError, match=message):
         rp.check_repository(repo)
 
 
 def test_check_repository_wants_version_folders_and_code(repo):
     (repo / rp.MESH / "1" / "model.py").unlink()
-    with pytest.raises(rp.RepositoryError, match="model.py is missing"):
+    with pytest.raises(rp.ModelFileError, match="model.py is missing"):
         rp.check_repository(repo)
     shutil.rmtree(repo / rp.MESH / "1")
-    with pytest.raises(rp.RepositoryError, match="no version folder"):
+    with pytest.raises(rp.ModelFileError, match="no version folder"):
         rp.check_repository(repo)
 
 
@@ -288,7 +289,7 @@ def test_without_a_server_environment_or_server_the_errors_say_what_to_do(tmp_pa
 
     monkeypatch.setenv(sv.ENV_VARIABLE, str(tmp_path / "nothing"))
     monkeypatch.setattr(sv.shutil, "which", lambda name: None)
-    with pytest.raises(ServingError, match="no Triton server environment here: make one with 'handssca serve setup"):
+    with pytest.raises(MissingBackend, match="no Triton server environment here: make one with 'handssca serve setup"):
         ServerEnvironment.find()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -297,7 +298,7 @@ def test_without_a_server_environment_or_server_the_errors_say_what_to_do(tmp_pa
         sv.setup_server_environment(foreign)
     assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
     (port,) = free_ports(1)
-    with pytest.raises(ServingClientError, match=f"localhost:{port}: cannot read the config of model 'handssca'"):
+    with pytest.raises(ServingError, match=f"localhost:{port}: cannot read the config of model 'handssca'"):
         HandMeshClient(f"localhost:{port}", "http", timeout_s=2)
 
 
@@ -572,7 +573,7 @@ def test_a_modified_repository_is_refused_unless_trusted(tmp_path, fake_triton, 
 def environment():
     try:
         return ServerEnvironment.find()
-    except NoServerEnvironment as exc:
+    except MissingBackend as exc:
         if os.environ.get("HANDSSCA_REQUIRE_TRITON") == "1":
             raise
         pytest.skip(f"no Triton server environment ({exc})")
@@ -624,13 +625,13 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, pred
     hands = make_hands(predictor, 2)
     with HandMeshClient(server.grpc_url) as client:
         small = np.zeros((1, 64, 64, 3), np.uint8)
-        with pytest.raises(ServingClientError, match="unexpected shape for input 'crops'.*\\[1,64,64,3\\]"):
+        with pytest.raises(ServingError, match="unexpected shape for input 'crops'.*\\[1,64,64,3\\]"):
             client.infer(small, hands.boxes[:1], hands.is_left[:1])
-        with pytest.raises(ServingClientError, match="input 'crops' data-type is 'FP32'.*expects 'UINT8'"):
+        with pytest.raises(ServingError, match="input 'crops' data-type is 'FP32'.*expects 'UINT8'"):
             client.infer(hands.crops[:1].astype(np.float32), hands.boxes[:1], hands.is_left[:1])
-        with pytest.raises(ServingClientError, match="hand box .* is empty"):
+        with pytest.raises(ServingError, match="hand box .* is empty"):
             client.infer(hands.crops[:1], np.array([[50, 50, 40, 90]], np.float64), hands.is_left[:1])
-        with pytest.raises(ServingClientError, match="batch-size must be <= 4"):
+        with pytest.raises(ServingError, match="batch-size must be <= 4"):
             client.infer(np.repeat(hands.crops[:1], 5, axis=0), np.repeat(hands.boxes[:1], 5, 0),
                          np.repeat(hands.is_left[:1], 5, 0))  # fmt: skip
         out = client.infer(hands.crops, hands.boxes, hands.is_left)
@@ -694,7 +695,7 @@ def test_stopping_answers_what_is_in_flight_and_exits_cleanly(tiny_onnx, predict
     def send(client):
         try:
             answers.append(client.infer(hands.crops, hands.boxes, hands.is_left))
-        except ServingClientError as exc:
+        except ServingError as exc:
             refusals.append(str(exc))
 
     with TritonServer(repo, environment=environment) as server:
@@ -908,7 +909,7 @@ def test_a_killed_python_step_is_reloaded_and_answers_resume(tiny_onnx, predicto
                     try:
                         got = c.predict(frame, boxes[:2], sides=sides[:2])
                         ok = np.abs(got[1].vertices - expected[1].vertices).max() < 1e-6
-                    except ServingClientError:
+                    except ServingError:
                         ok = False
                     results.append((time.monotonic(), ok))
 

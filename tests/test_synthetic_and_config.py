@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from handssca.errors import OptionError
 from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.mano.model import mano_forward
 from handssca.runtime.mesh_render import project
-from handssca.training.config import ConfigError, load_config
+from handssca.training.config import load_config
 from handssca.training.losses import LossWeights, hand_loss, weak_perspective
 from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 
@@ -81,12 +82,12 @@ def test_config_defaults_file_and_overrides(tmp_path):
     config = load_config(path, ["train.lr=0.001", "model.attention=ssa", "data.versions=[0, 2]"])
     assert config["model"] == {"input_size": 128, "resnet_width": 8, "attention": "ssa"}
     assert config["train"]["epochs"] == 3 and config["train"]["lr"] == 0.001 and config["data"]["versions"] == [0, 2]
-    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+    with pytest.raises(OptionError, match="unknown key 'epoch'"):
         load_config(None, ["train.epoch=3"])
-    with pytest.raises(ConfigError, match="expected section.key=value"):
+    with pytest.raises(OptionError, match="expected section.key=value"):
         load_config(None, ["train.epochs"])
     path.write_text("train:\n  learning_rate: 1\n")
-    with pytest.raises(ConfigError, match="run.yaml.train: unknown key 'learning_rate'"):
+    with pytest.raises(OptionError, match="run.yaml.train: unknown key 'learning_rate'"):
         load_config(path)
 
 
@@ -179,9 +180,10 @@ def test_shipped_training_configs_load_and_build_their_loss(name):
     ],
 )
 def test_an_override_of_the_wrong_kind_is_one_line(override, message):
-    from handssca.training.config import ConfigError, load_config
+    from handssca.errors import OptionError
+    from handssca.training.config import load_config
 
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(OptionError, match=message):
         load_config(None, [override])
 
 

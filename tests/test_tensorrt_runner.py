@@ -329,22 +329,22 @@ def plugin(tmp_path):
 
 def test_without_tensorrt_the_errors_say_how_to_install(tmp_path, plugin, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
-    with pytest.raises(tensorrt_libs.TensorRTError, match=r"TensorRT is not installed.*handssca\[trt\]"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match=r"TensorRT is not installed.*handssca\[trt\]"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
-    with pytest.raises(tensorrt_libs.TensorRTError, match="engine file not found"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="engine file not found"):
         tensorrt_runner.TensorRTRunner(tmp_path / "missing.engine")
 
 
 def test_missing_plugin_and_gpu_are_clear(tmp_path, fakes, monkeypatch):
     monkeypatch.delenv(tensorrt_libs.PLUGIN_ENV, raising=False)
-    with pytest.raises(tensorrt_libs.TensorRTError, match="no plugin library given"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="no plugin library given"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine")
-    with pytest.raises(tensorrt_libs.TensorRTError, match="nothere.so: plugin library not found"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="nothere.so: plugin library not found"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=tmp_path / "nothere.so")
     _, cuda = fakes
     cuda.devices = 0
     (tmp_path / "p.so").write_bytes(b"x")
-    with pytest.raises(tensorrt_libs.TensorRTError, match="no CUDA GPU found"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="no CUDA GPU found"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=tmp_path / "p.so")
 
 
@@ -379,21 +379,21 @@ def test_parser_rejection_names_the_node(tmp_path, monkeypatch, fakes, plugin):
     _, cuda = fakes
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, parse_ok=False))
     with pytest.raises(
-        tensorrt_libs.TensorRTError, match="rejected node node_selective_scan .HandSSCASelectiveScan.: Plugin"
+        tensorrt_libs.MissingBackend, match="rejected node node_selective_scan .HandSSCASelectiveScan.: Plugin"
     ):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
     assert not (tmp_path / "m.engine").exists()
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, loads=False))
-    with pytest.raises(tensorrt_libs.TensorRTError, match="refused the plugin library"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="refused the plugin library"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
 
 
 def test_profile_rules(tmp_path):
     assert engine_build.batch_profile(["batch", 3, 8, 8], 1, 2, 4) == ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))
     assert engine_build.batch_profile([2, 3, 8, 8], 2, 2, 2)[2] == (2, 3, 8, 8)
-    with pytest.raises(tensorrt_libs.TensorRTError, match="fixed batch of 2"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="fixed batch of 2"):
         engine_build.batch_profile([2, 3, 8, 8], 1, 2, 4)
-    with pytest.raises(tensorrt_libs.TensorRTError, match="min <= opt <= max"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="min <= opt <= max"):
         engine_build.batch_profile(["b", 3, 8, 8], 4, 2, 8)
 
 
@@ -407,11 +407,11 @@ def test_backend_runs_through_named_buffers(tmp_path, fakes, plugin):
         out = model.run(image)
         np.testing.assert_array_equal(out["heatmaps"], 2 * image)
         np.testing.assert_allclose(out["total"], image.reshape(batch, -1).sum(1), rtol=1e-6)
-    with pytest.raises(tensorrt_libs.TensorRTError, match="batch 5 is outside the engine's profile 1..4"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="batch 5 is outside the engine's profile 1..4"):
         model.run(np.zeros((5, 3, 4, 4), np.float32))
-    with pytest.raises(tensorrt_libs.TensorRTError, match="must be float32"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="must be float32"):
         model.run(np.zeros((1, 3, 4, 4), np.float64))
-    with pytest.raises(tensorrt_libs.TensorRTError, match=r"expected \[-1, 3, 4, 4\] \(axis 2\)"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match=r"expected \[-1, 3, 4, 4\] \(axis 2\)"):
         model.run(np.zeros((1, 3, 5, 4), np.float32))
 
 
@@ -425,14 +425,14 @@ def test_engines_from_another_tensorrt_gpu_or_plugin_are_refused(tmp_path, fakes
         ({"format": "something"}, "not a handssca engine sidecar"),
     ]:
         result.sidecar.write_text(json.dumps({**sidecar, **change}))
-        with pytest.raises(tensorrt_libs.TensorRTError, match=message):
+        with pytest.raises(tensorrt_libs.MissingBackend, match=message):
             tensorrt_runner.TensorRTRunner(result.engine)
     result.sidecar.write_text(json.dumps(sidecar))
     result.engine.write_bytes(b"garbage")
-    with pytest.raises(tensorrt_libs.TensorRTError, match="could not deserialise the engine"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="could not deserialise the engine"):
         tensorrt_runner.TensorRTRunner(result.engine)
     result.sidecar.unlink()
-    with pytest.raises(tensorrt_libs.TensorRTError, match="sidecar m.engine.json is missing"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="sidecar m.engine.json is missing"):
         tensorrt_runner.TensorRTRunner(result.engine)
 
 
@@ -452,10 +452,11 @@ def test_runtime_module_imports_without_tensorrt_or_torch():
     out = run_without_torch(
         """
         sys.modules["tensorrt"] = None
-        from handssca.runtime.backends.tensorrt_libs import TensorRTError, import_tensorrt
+        from handssca.runtime.backends.tensorrt_libs import import_tensorrt
+        from handssca.errors import MissingBackend
         try:
             import_tensorrt()
-        except TensorRTError as exc:
+        except MissingBackend as exc:
             print(exc)
         """
     )
@@ -481,7 +482,7 @@ def test_another_build_of_the_plugin_cannot_replace_the_loaded_one(tmp_path, fak
     other = tmp_path / "other" / plugin.name
     other.parent.mkdir()
     other.write_bytes(b"\x7fELF another build")
-    with pytest.raises(tensorrt_libs.TensorRTError, match="another build of the plugin library .* is already loaded"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="another build of the plugin library .* is already loaded"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "b.engine", plugin=other)
     copy = tmp_path / "copy.so"
     copy.write_bytes(plugin.read_bytes())  # the same build under another name is the same plugin
@@ -497,7 +498,7 @@ def test_a_preloaded_plugin_is_used_as_it_is(tmp_path, fakes, plugin):
 def test_a_timing_cache_from_another_gpu_is_refused(tmp_path, fakes, plugin):
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"a cache written on another GPU")
-    with pytest.raises(tensorrt_libs.TensorRTError, match="timing.cache: TensorRT cannot use this timing cache"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="timing.cache: TensorRT cannot use this timing cache"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, timing_cache=cache)
     assert not (tmp_path / "m.engine").exists()
     assert cache.read_bytes() == b"a cache written on another GPU"  # left as it was
@@ -510,7 +511,7 @@ def test_a_shape_tensorrt_refuses_is_an_error_not_the_previous_shape(tmp_path, f
     )
     model.run(np.zeros((1, 3, 4, 4), np.float32))
     trt.Context.refused = {(3, 3, 4, 4)}
-    with pytest.raises(tensorrt_libs.TensorRTError, match=r"refused input shape \(3, 3, 4, 4\) for image"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match=r"refused input shape \(3, 3, 4, 4\) for image"):
         model.run(np.zeros((3, 3, 4, 4), np.float32))
 
 
@@ -524,7 +525,7 @@ def test_no_cuda_graph_option_that_does_nothing():
 def test_a_failed_build_writes_nothing(tmp_path, monkeypatch, fakes, plugin):
     _, cuda = fakes
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(cuda, builds=False))
-    with pytest.raises(tensorrt_libs.TensorRTError, match="m.onnx: TensorRT could not build an engine"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="m.onnx: TensorRT could not build an engine"):
         engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin)
     assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
 
@@ -534,7 +535,7 @@ def test_too_little_gpu_memory_for_the_profile_is_one_line(tmp_path, fakes, plug
     result = engine_build.build_engine(onnx_file(tmp_path), tmp_path / "m.engine", plugin=plugin, max_batch=4)
     cuda.device_bytes = 100  # less than the buffers of batch 4
     with pytest.raises(
-        tensorrt_libs.TensorRTError, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "
+        tensorrt_libs.MissingBackend, match=r"m.engine: not enough GPU memory for the buffers of batch 4 "
     ):
         tensorrt_runner.TensorRTRunner(result.engine)
 
@@ -545,5 +546,5 @@ def test_non_finite_input_is_refused(tmp_path, fakes, plugin):
     )
     image = np.zeros((1, 3, 4, 4), np.float32)
     image[0, 0, 0, 0] = np.inf
-    with pytest.raises(tensorrt_libs.TensorRTError, match="1 NaN or infinite values"):
+    with pytest.raises(tensorrt_libs.MissingBackend, match="1 NaN or infinite values"):
         model.run(image)

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from handssca.cli import main
+from handssca.errors import OptionError, RunError
 from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.training.checkpoint import load_checkpoint
-from handssca.training.config import ConfigError, load_config
+from handssca.training.config import load_config
 from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
-from handssca.training.trainer import Trainer, TrainingError
+from handssca.training.trainer import Trainer
 
 TINY_MODEL = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
 
@@ -116,11 +117,11 @@ def test_train_and_eval_commands(synthetic_root, tmp_path, capsys):
 
 
 def test_training_errors_are_clear(synthetic_root, tmp_path, capsys):
-    with pytest.raises(ConfigError, match="data.root is not set"):
+    with pytest.raises(OptionError, match="data.root is not set"):
         Trainer(load_config(None, ["mano.model=builtin", *TINY_MODEL]), show_progress=False)
-    with pytest.raises(ConfigError, match="mano.model is not set"):
+    with pytest.raises(OptionError, match="mano.model is not set"):
         Trainer(load_config(None, [f"data.root={synthetic_root}", "mano.model=null"]), show_progress=False)
-    assert main(["train", "--set", "train.epoch=3"]) == 1
+    assert main(["train", "--set", "train.epoch=3"]) == 2  # a config value: 2
     assert "unknown key 'epoch'" in capsys.readouterr().err
     assert main(["train", "--set", f"data.root={tmp_path / 'nothing'}", "--set", "mano.model=builtin"]) == 1
     assert "nothing" in capsys.readouterr().err
@@ -130,7 +131,7 @@ def test_training_into_a_folder_that_holds_a_run_is_refused(synthetic_root, tmp_
     out = tmp_path / "run"
     Trainer(config_for(synthetic_root, out, "train.epochs=1", "train.max_steps=2"), show_progress=False).fit()
     before = {name: (out / name).read_bytes() for name in ("last.pt", "log.csv", "config.json")}
-    with pytest.raises(TrainingError, match=r"holds a run already \(last.pt.*--resume .*last.pt"):
+    with pytest.raises(RunError, match=r"holds a run already \(last.pt.*--resume .*last.pt"):
         Trainer(config_for(synthetic_root, out, "train.epochs=1", "train.max_steps=2"), show_progress=False)
     assert {name: (out / name).read_bytes() for name in before} == before  # nothing touched
 
@@ -181,7 +182,8 @@ def test_eval_of_a_split_without_ground_truth_still_writes_the_submission(synthe
 def test_a_truncated_png_or_jpeg_is_detected(tmp_path):
     import cv2
 
-    from handssca.runtime.files import UnreadableImage, read_image
+    from handssca.errors import UnreadableImage
+    from handssca.runtime.files import read_image
 
     image = np.full((32, 32, 3), 120, np.uint8)
     for suffix in (".jpg", ".png"):

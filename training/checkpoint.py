@@ -25,16 +25,11 @@ from typing import Any
 import torch
 
 from handssca import __version__
+from handssca.errors import ModelFileError
 from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.runtime.files import write_atomically
 
-from ..errors import HandSSCAError
-
 FORMAT = "handssca-checkpoint/1"
-
-
-class CheckpointError(HandSSCAError, ValueError):
-    """The checkpoint cannot be used: names the file and the problem."""
 
 
 def save_checkpoint(
@@ -65,12 +60,12 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint's dict, checked for format and completeness; CheckpointError otherwise."""
+    """The checkpoint's dict, checked for format and completeness; ModelFileError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise ModelFileError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(
+        raise ModelFileError(
             f"{path}: truncated or not a PyTorch checkpoint (not a complete zip archive, which torch.save writes)"
         )
     try:
@@ -80,18 +75,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # Name what was found; torch's own text suggests turning the safety off, which we never do.
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"a reference to {found.group(1)}" if found else "objects other than tensors and plain data"
-        raise CheckpointError(
+        raise ModelFileError(
             f"{path}: refused to load: it holds {what}, which a HandSSCA checkpoint never does (it may run code)"
         ) from exc
     except Exception as exc:  # torch.load on foreign bytes raises almost any exception type
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({detail})") from exc
+        raise ModelFileError(f"{path}: truncated or not a PyTorch checkpoint ({detail})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: not a HandSSCA checkpoint (format {found!r}, expected {FORMAT!r})")
+        raise ModelFileError(f"{path}: not a HandSSCA checkpoint (format {found!r}, expected {FORMAT!r})")
     for key in ("model", "model_config"):
         if key not in state:
-            raise CheckpointError(f"{path}: incomplete checkpoint, '{key}' is missing")
+            raise ModelFileError(f"{path}: incomplete checkpoint, '{key}' is missing")
     return state
 
 
@@ -102,7 +97,7 @@ def model_from_checkpoint(path: str | Path, state: dict[str, Any] | None = None)
     try:
         config = HandSSCAConfig.from_dict(state["model_config"])
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad model_config ({exc})") from exc
+        raise ModelFileError(f"{path}: bad model_config ({exc})") from exc
     model = HandSSCA(config)
     load_weights(model, state["model"], path)
     return model.eval()
@@ -125,11 +120,11 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path:
             parts.append(
                 f"{len(wrong)} of another shape (e.g. {k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)})"
             )
-        raise CheckpointError(f"{path}: weights do not fit the model: {'; '.join(parts)}")
+        raise ModelFileError(f"{path}: weights do not fit the model: {'; '.join(parts)}")
     # A diverged run saves NaN/inf weights: said here, not as a disagreement between backends later.
     broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{path}: {len(broken)} weight tensors are not finite (NaN or inf; e.g. {broken[0]}): "
             "the training run diverged, use an earlier checkpoint"
         )
@@ -141,7 +136,7 @@ def save_weights_only(source: str | Path, destination: str | Path) -> dict[str, 
     or export from. Returns the written dict (model, config, epoch, step, metrics)."""
     source, destination = Path(source), Path(destination)
     if destination.exists() and source.exists() and destination.resolve() == source.resolve():
-        raise CheckpointError(
+        raise ModelFileError(
             f"{destination}: is the checkpoint being slimmed; slimming it in place would drop the training state "
             "that --resume needs: write to another file"
         )
@@ -168,7 +163,7 @@ def load_network(checkpoint=None, config=None, overrides: dict | None = None, se
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if checkpoint:
         if config is not None or overrides:
-            raise CheckpointError(
+            raise ModelFileError(
                 f"{checkpoint}: --checkpoint fixes the model; drop --config, --attention and --input-size"
             )
         return model_from_checkpoint(checkpoint), f"checkpoint {Path(checkpoint).name}"

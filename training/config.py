@@ -13,7 +13,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from ..errors import HandSSCAError
+from handssca.errors import OptionError
 
 DEFAULTS: dict[str, Any] = {
     "model": {},  # HandSSCAConfig fields; empty = the paper's model
@@ -56,10 +56,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(HandSSCAError, ValueError):
-    """A bad config file or override: names it and the key."""
-
-
 def short(value, limit: int = 80) -> str:
     """``repr(value)`` of about ``limit`` characters at most (long strings and lists elided): a
     refusal names a value, never prints a huge one whole."""
@@ -100,10 +96,10 @@ def _yaml():
 
 
 def safe_yaml_load(text: str, where: str, error=None, option: bool = False):
-    """``text`` as YAML (safe types only, no aliases); ``error`` (default ConfigError) naming
+    """``text`` as YAML (safe types only, no aliases); ``error`` (default OptionError) naming
     ``where`` (a file and the line, or with ``option`` a command-line value) when it is not valid
     YAML or uses an alias."""
-    error = error or ConfigError
+    error = error or OptionError
     yaml, AliasRefused, NoAliasLoader = _yaml()
     try:
         return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
@@ -135,29 +131,29 @@ CHOICES = {
 
 def check_values(config: dict) -> dict:
     """Each number at or above its MINIMUM, each choice among CHOICES, FreiHAND versions among
-    0-3: ConfigError naming the key otherwise, before any training starts."""
+    0-3: OptionError naming the key otherwise, before any training starts."""
     for dotted, minimum in MINIMUM.items():
         section, key = dotted.split(".")
         value = config[section][key]
         if value is not None and value < minimum:
-            raise ConfigError(f"{dotted} = {short(value)}: must be at least {minimum}")
+            raise OptionError(f"{dotted} = {short(value)}: must be at least {minimum}")
     for dotted, choices in CHOICES.items():
         section, key = dotted.split(".")
         if config[section][key] not in choices:
-            raise ConfigError(f"{dotted} = {short(config[section][key])}: expected one of {', '.join(choices)}")
+            raise OptionError(f"{dotted} = {short(config[section][key])}: expected one of {', '.join(choices)}")
     versions = config["data"]["versions"]
     if not versions or any(v not in (0, 1, 2, 3) for v in versions):
-        raise ConfigError(f"data.versions = {short(versions)}: expected FreiHAND background versions among 0, 1, 2, 3")
+        raise OptionError(f"data.versions = {short(versions)}: expected FreiHAND background versions among 0, 1, 2, 3")
     return config
 
 
 def _merge(base: dict, update: dict, where: str) -> dict:
     for key, value in update.items():
         if key not in base:
-            raise ConfigError(f"{where}: unknown key {short(key)} (known: {', '.join(sorted(base))})")
+            raise OptionError(f"{where}: unknown key {short(key)} (known: {', '.join(sorted(base))})")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{key}' must be a mapping")
+                raise OptionError(f"{where}: '{key}' must be a mapping")
             if key == "model":  # HandSSCAConfig checks these names itself
                 base[key] = {**base[key], **value}
             else:
@@ -184,21 +180,21 @@ def _check_type(default, value, where: str) -> None:
         ok = isinstance(value, type(default))
     if not ok:
         kind = "a number" if isinstance(default, number) and not isinstance(default, bool) else type(default).__name__
-        raise ConfigError(f"{where} must be {kind} (like its default {default!r}), got {short(value)}")
+        raise OptionError(f"{where} must be {kind} (like its default {default!r}), got {short(value)}")
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
+    """A YAML file whose top level is a mapping; OptionError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise OptionError(f"{path}: config file not found")
     try:
         text = path.read_text()
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (not UTF-8), so not a YAML config") from exc
+        raise OptionError(f"{path}: not a text file (not UTF-8), so not a YAML config") from exc
     data = safe_yaml_load(text, str(path)) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise OptionError(f"{path}: expected a mapping at the top level")
     return data
 
 
@@ -209,7 +205,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _merge(config, read_yaml_mapping(path), str(path))
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set {cut(item)}: expected section.key=value")
+            raise OptionError(f"--set {cut(item)}: expected section.key=value")
         dotted, raw = item.split("=", 1)
         keys = dotted.strip().split(".")
         value = safe_yaml_load(raw, f"--set {cut(item)}", option=True) if raw.strip() else None
@@ -222,7 +218,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def load_model_config(path: str | Path | None, overrides: dict):
     """A HandSSCAConfig from a YAML file's ``model:`` section (or its top level), then the
-    overrides that are not None; ConfigError naming the file for an unknown or bad field."""
+    overrides that are not None; OptionError naming the file for an unknown or bad field."""
     from handssca.models import HandSSCAConfig
 
     values: dict = {}
@@ -230,10 +226,10 @@ def load_model_config(path: str | Path | None, overrides: dict):
         data = read_yaml_mapping(path)
         values = data.get("model", data)
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: 'model' must be a mapping of HandSSCAConfig fields, got {short(values)}")
+            raise OptionError(f"{path}: 'model' must be a mapping of HandSSCAConfig fields, got {short(values)}")
         values = dict(values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return HandSSCAConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path or 'model config'}: {cut(' '.join(str(exc).split()), 200)}") from exc
+        raise OptionError(f"{path or 'model config'}: {cut(' '.join(str(exc).split()), 200)}") from exc

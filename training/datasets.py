@@ -16,16 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from handssca.errors import InputError, OptionError
 from handssca.runtime.mano.conventions import dexycb_pose_to_axis_angle, opengl_to_opencv_mano, rest_root_joint
 from handssca.runtime.mano.files import read_npz
 from handssca.runtime.mano.model import MANO_TO_FREIHAND, ManoModel, mano_forward
-
-from ..errors import HandSSCAError
-from .config import ConfigError
-
-
-class DatasetError(HandSSCAError, ValueError):
-    """A missing, partial or inconsistent data set: names the file or split and the problem."""
 
 
 @dataclass
@@ -43,43 +37,43 @@ class HandRecord:
 
 def _read_json(path: Path):
     if not path.is_file():
-        raise DatasetError(f"{path}: missing (is the data set complete?)")
+        raise InputError(f"{path}: missing (is the data set complete?)")
     try:
         return json.loads(path.read_text())
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not a text file (not UTF-8), so not JSON") from exc
+        raise InputError(f"{path}: not a text file (not UTF-8), so not JSON") from exc
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
 
 
 @contextlib.contextmanager
 def _contents(path: Path):
     """Reading an annotation file's fields: a missing key or a value of the wrong kind or shape is
-    a DatasetError naming the file, not a KeyError or ValueError from deep inside."""
+    a InputError naming the file, not a KeyError or ValueError from deep inside."""
     try:
         yield
-    except DatasetError:
+    except InputError:
         raise
     except KeyError as exc:
-        raise DatasetError(f"{path}: missing field {exc}") from exc
+        raise InputError(f"{path}: missing field {exc}") from exc
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
-        raise DatasetError(
+        raise InputError(
             f"{path}: unexpected contents ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from exc
 
 
 def _numbers(path: Path, values, shape: tuple | None) -> np.ndarray:
     """``values`` as finite float64 of ``shape`` (-1: any length; None: any shape), or
-    DatasetError naming ``path``."""
+    InputError naming ``path``."""
     with _contents(path):
         array = np.asarray(values, dtype=np.float64)
     if shape is not None and (
         array.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, array.shape, strict=True))
     ):
         wanted = "(" + ", ".join("N" if w == -1 else str(w) for w in shape) + ")"
-        raise DatasetError(f"{path}: entries of shape {array.shape}, expected {wanted}")
+        raise InputError(f"{path}: entries of shape {array.shape}, expected {wanted}")
     if not np.isfinite(array).all():
-        raise DatasetError(f"{path}: holds NaN or infinite values")
+        raise InputError(f"{path}: holds NaN or infinite values")
     return array
 
 
@@ -87,8 +81,8 @@ def _read_yaml(path: Path):
     from .config import safe_yaml_load
 
     if not path.is_file():
-        raise DatasetError(f"{path}: missing (is the data set complete?)")
-    return safe_yaml_load(path.read_text(), str(path), DatasetError)  # no aliases: they can expand without bound
+        raise InputError(f"{path}: missing (is the data set complete?)")
+    return safe_yaml_load(path.read_text(), str(path), InputError)  # no aliases: they can expand without bound
 
 
 class FreiHAND:
@@ -103,9 +97,9 @@ class FreiHAND:
     def __init__(self, root: str | Path, split: str = "training", versions=(0, 1, 2, 3)):
         self.root, self.split = Path(root), split
         if split not in ("training", "evaluation"):
-            raise DatasetError(f"FreiHAND split {split!r}: expected 'training' or 'evaluation'")
+            raise InputError(f"FreiHAND split {split!r}: expected 'training' or 'evaluation'")
         if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: FreiHAND folder not found")
+            raise InputError(f"{self.root}: FreiHAND folder not found")
         K_path = self.root / f"{split}_K.json"
         self.K = _numbers(K_path, _read_json(K_path), (-1, 3, 3))
         n = len(self.K)
@@ -116,17 +110,17 @@ class FreiHAND:
         if mano is not None:
             mano = mano.reshape(n, -1)
             if mano.shape[1] < 58:
-                raise DatasetError(f"{self.root / f'{split}_mano.json'}: {mano.shape[1]} values per entry, expected 61")
+                raise InputError(f"{self.root / f'{split}_mano.json'}: {mano.shape[1]} values per entry, expected 61")
         self.mano = mano
         self.versions = tuple(versions) if split == "training" else (0,)
         self.count = n
         self.images = self.root / split / "rgb"
         if not self.images.is_dir():
-            raise DatasetError(f"{self.images}: image folder missing for FreiHAND {split}")
+            raise InputError(f"{self.images}: image folder missing for FreiHAND {split}")
         last = self.images / f"{n * (max(self.versions) + 1) - 1:08d}.jpg"
         if not last.is_file():
             found = len(list(self.images.glob("*.jpg")))
-            raise DatasetError(
+            raise InputError(
                 f"{self.images}: {found} images for {n} annotations x {max(self.versions) + 1} versions "
                 f"({last.name} is missing)"
             )
@@ -139,7 +133,7 @@ class FreiHAND:
         raw = _read_json(path)
         if not isinstance(raw, list) or len(raw) != n:
             count = len(raw) if isinstance(raw, list) else f"not a list: {type(raw).__name__},"
-            raise DatasetError(f"{path}: {count} entries, but {self.split}_K.json has {n}")
+            raise InputError(f"{path}: {count} entries, but {self.split}_K.json has {n}")
         return _numbers(path, raw, shape)
 
     def __len__(self) -> int:
@@ -175,13 +169,13 @@ class HO3D:
     def __init__(self, root: str | Path, split: str = "train", mano: ManoModel | None = None, version: str = "v2"):
         self.root, self.split, self.version = Path(root), split, version
         if split not in ("train", "evaluation"):
-            raise DatasetError(f"HO3D split {split!r}: expected 'train' or 'evaluation'")
+            raise InputError(f"HO3D split {split!r}: expected 'train' or 'evaluation'")
         if mano is None:
-            raise DatasetError("HO3D needs the MANO model to convert its annotations (mano=...)")
+            raise InputError("HO3D needs the MANO model to convert its annotations (mano=...)")
         self.mano = mano
         listing = self.root / f"{split}.txt"
         if not listing.is_file():
-            raise DatasetError(f"{listing}: missing (is the HO3D {version} folder complete?)")
+            raise InputError(f"{listing}: missing (is the HO3D {version} folder complete?)")
         names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
         self.name = f"HO3D {version} {split}"
         self.records: list[HandRecord] = []
@@ -194,25 +188,25 @@ class HO3D:
                 self.records.append(record)
 
     def _record(self, name: str) -> HandRecord | None:
-        from handssca.runtime.mano.files import UnsafePickleError, safe_unpickle
+        from handssca.runtime.mano.files import safe_unpickle
 
         if name.count("/") != 1:
-            raise DatasetError(f"{self.root / f'{self.split}.txt'}: line {name!r} is not SEQUENCE/FRAME")
+            raise InputError(f"{self.root / f'{self.split}.txt'}: line {name!r} is not SEQUENCE/FRAME")
         seq, frame = name.split("/")
         folder = self.root / self.split / seq
         meta_path = folder / "meta" / f"{frame}.pkl"
         if not meta_path.is_file():
-            raise DatasetError(f"{meta_path}: missing meta file listed in {self.split}.txt")
+            raise InputError(f"{meta_path}: missing meta file listed in {self.split}.txt")
         try:
             meta = safe_unpickle(meta_path.read_bytes())
-        except UnsafePickleError as exc:
-            raise DatasetError(f"{meta_path}: unsafe pickle, not loaded ({exc})") from exc
+        except InputError as exc:
+            raise InputError(f"{meta_path}: unsafe pickle, not loaded ({exc})") from exc
         except Exception as exc:  # truncated pickles fail in many ways
-            raise DatasetError(f"{meta_path}: unreadable meta file ({type(exc).__name__}: {exc})") from exc
+            raise InputError(f"{meta_path}: unreadable meta file ({type(exc).__name__}: {exc})") from exc
         candidates = [folder / "rgb" / f"{frame}{ext}" for ext in (".jpg", ".png")]
         image = next((c for c in candidates if c.is_file()), None)
         if image is None:
-            raise DatasetError(f"{folder / 'rgb'}: no image for frame {frame}")
+            raise InputError(f"{folder / 'rgb'}: no image for frame {frame}")
         with _contents(meta_path):
             return self._meta_record(meta, image, name)
 
@@ -278,7 +272,7 @@ def dexycb_s0_split(split: str) -> tuple[list[int], list[int]]:
         return [0, 1], [i for i in range(100) if i % 5 == 4]
     if split == "test":
         return list(range(2, 10)), [i for i in range(100) if i % 5 == 4]
-    raise DatasetError(f"DexYCB split {split!r}: expected train, val or test")
+    raise InputError(f"DexYCB split {split!r}: expected train, val or test")
 
 
 class DexYCB:
@@ -288,9 +282,9 @@ class DexYCB:
     def __init__(self, root: str | Path, split: str = "train", mano: ManoModel | None = None, setup: str = "s0"):
         self.root, self.split = Path(root), split
         if setup != "s0":
-            raise DatasetError(f"DexYCB setup {setup!r}: only s0 (the paper's) is implemented")
+            raise InputError(f"DexYCB setup {setup!r}: only s0 (the paper's) is implemented")
         if mano is None:
-            raise DatasetError("DexYCB needs the MANO model to convert its PCA poses (mano=...)")
+            raise InputError("DexYCB needs the MANO model to convert its PCA poses (mano=...)")
         self.mano = mano
         subjects, sequences = dexycb_s0_split(split)
         self.items: list[tuple[Path, Path, np.ndarray, np.ndarray]] = []  # image, labels, K, betas
@@ -299,7 +293,7 @@ class DexYCB:
         for s in subjects:
             subject = self.root / DEXYCB_SUBJECTS[s]
             if not subject.is_dir():
-                raise DatasetError(f"{subject}: subject folder missing for DexYCB {split}")
+                raise InputError(f"{subject}: subject folder missing for DexYCB {split}")
             names = sorted(p.name for p in subject.iterdir() if p.is_dir())
             for q in sequences:
                 if q >= len(names):
@@ -337,8 +331,8 @@ class DexYCB:
     def __getitem__(self, index: int) -> HandRecord:
         image, labels_path, K, betas = self.items[index]
         if not labels_path.is_file():
-            raise DatasetError(f"{labels_path}: missing label file")
-        labels = read_npz(labels_path, DatasetError)
+            raise InputError(f"{labels_path}: missing label file")
+        labels = read_npz(labels_path, InputError)
         with _contents(labels_path):
             joints = np.asarray(labels["joint_3d"], dtype=np.float64).reshape(21, 3)
             pose_m = np.asarray(labels["pose_m"], dtype=np.float64).reshape(1, 51)
@@ -367,7 +361,7 @@ def load_mano_model(config: dict):
 
     source = config["mano"]["model"]
     if not source:
-        raise ConfigError("mano.model is not set: give the MANO_RIGHT.pkl (or 'builtin' for the stand-in hand)")
+        raise OptionError("mano.model is not set: give the MANO_RIGHT.pkl (or 'builtin' for the stand-in hand)")
     return load_hand_model(source, config["mano"]["fingertips"])
 
 
@@ -376,14 +370,14 @@ def open_dataset(config: dict, split: str, mano):
     data = config["data"]
     name, root = data["dataset"], data["root"]
     if root is None:
-        raise ConfigError("data.root is not set: point it at the data set (or make one with 'handssca data synth')")
+        raise OptionError("data.root is not set: point it at the data set (or make one with 'handssca data synth')")
     if name == "freihand":
         return FreiHAND(root, split, versions=tuple(data["versions"]) if split == "training" else (0,))
     if name == "ho3d":
         return HO3D(root, split, mano=mano, version=data["ho3d_version"])
     if name == "dexycb":
         return DexYCB(root, split, mano=mano)
-    raise ConfigError(f"data.dataset {name!r}: expected freihand, ho3d or dexycb")
+    raise OptionError(f"data.dataset {name!r}: expected freihand, ho3d or dexycb")
 
 
 def detect_layout(root: str | Path) -> str:
@@ -391,11 +385,11 @@ def detect_layout(root: str | Path) -> str:
     each one's loader reads first."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: data set folder not found")
+        raise InputError(f"{root}: data set folder not found")
     if any((root / f"{split}_K.json").is_file() for split in ("training", "evaluation")):
         return "freihand"
     if any((root / f"{split}.txt").is_file() for split in ("train", "evaluation")):
         return "ho3d"
     if any((root / subject).is_dir() for subject in DEXYCB_SUBJECTS):
         return "dexycb"
-    raise DatasetError(f"{root}: not a FreiHAND (training_K.json), HO3D (train.txt) or DexYCB (subject folders) layout")
+    raise InputError(f"{root}: not a FreiHAND (training_K.json), HO3D (train.txt) or DexYCB (subject folders) layout")

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import RunError
 from handssca.runtime.mano.model import ManoModel, meshes_from_outputs
 
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-class EvaluationError(HandSSCAError, ValueError):
-    """An evaluation that cannot be run as asked."""
 
 
 def root_relative_meshes(outputs: dict[str, np.ndarray], mano: ManoModel, fingertip_ids) -> tuple:
@@ -44,7 +40,7 @@ def mean_hand_predictor(records) -> Predict:
     joints = [r.joints_3d - r.joints_3d[:1] for r in records if r.joints_3d is not None and r.vertices is not None]
     vertices = [r.vertices - r.joints_3d[:1] for r in records if r.joints_3d is not None and r.vertices is not None]
     if not joints:
-        raise EvaluationError("the mean-hand baseline needs training records with 3D joints and vertices")
+        raise RunError("the mean-hand baseline needs training records with 3D joints and vertices")
     mean_joints, mean_vertices = np.mean(joints, axis=0), np.mean(vertices, axis=0)
 
     def predict(images: np.ndarray):
@@ -66,9 +62,9 @@ def evaluate(
     ground truth (a public evaluation split) are predicted but not scored."""
     from tqdm import tqdm
 
-    from .datasets import DatasetError
+    from handssca.errors import InputError, UnusableSample
+
     from .metrics import HandMetrics
-    from .samples import UnusableSample
 
     load = getattr(crops, "load", crops.__getitem__)  # HandCrops.load never substitutes a sample
     count = len(crops) if not limit else min(limit, len(crops))
@@ -90,7 +86,7 @@ def evaluate(
                         continue
                     bad.append(str(exc))
                     if len(bad) > max(1, max_bad_fraction * count):
-                        raise DatasetError(
+                        raise InputError(
                             f"{len(bad)} of the first {i + 1} samples are unusable, more than "
                             f"{max_bad_fraction:.0%}: {bad[0]} (and {len(bad) - 1} more)"
                         ) from exc
@@ -142,16 +138,17 @@ def run_evaluation(
     """``handssca eval``: every model given (a checkpoint, ONNX files, TensorRT engines, the mean
     hand) scored on one split with the official metrics; writes the JSON report (and the official
     submission file of the first model) atomically, and returns the lines to show."""
+    from handssca.errors import InputError, OptionError
     from handssca.runtime.backends.runner import open_runner
     from handssca.runtime.files import check_writable, write_atomically
 
-    from .config import ConfigError, load_config
-    from .datasets import DEFAULT_SPLITS, DatasetError, load_mano_model, open_dataset
+    from .config import load_config
+    from .datasets import DEFAULT_SPLITS, load_mano_model, open_dataset
     from .metrics import format_metrics_table, format_shift_lines, prediction_shift
     from .samples import HandCrops
 
     if not (checkpoint or onnx or engines or mean_hand):
-        raise ConfigError("give at least one model: a checkpoint, an ONNX file, an engine or the mean hand")
+        raise OptionError("give at least one model: a checkpoint, an ONNX file, an engine or the mean hand")
     for target in (output, submission):  # before the evaluation, not after it
         if target:
             check_writable(target)
@@ -177,7 +174,7 @@ def run_evaluation(
     total = min(len(crops), samples or len(crops))
     if total - len(skipped) <= 0:  # nothing predicted: no report, no submission, exit 1
         why = f": {skipped[0]}" + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else "") if skipped else ""
-        raise DatasetError(f"{root}: no sample of the {dataset} {split} split could be evaluated ({total} listed){why}")
+        raise InputError(f"{root}: no sample of the {dataset} {split} split could be evaluated ({total} listed){why}")
     lines = [f"{dataset} {split}, {total - len(skipped)} of {total} samples, MANO: {note}"]
     lines += [f"counted out: {reason}" for reason in skipped]
     lines.append(format_metrics_table(results))

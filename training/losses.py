@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .config import ConfigError
+from handssca.errors import OptionError
 
 # A hand about 0.2 m across fills about 60% of the crop: the camera's scale starts there.
 CAMERA_SCALE_PRIOR = 3.0
@@ -38,7 +38,7 @@ class LossWeights:
 
     def __post_init__(self):
         if self.rotation not in ("axis_angle", "matrix"):
-            raise ConfigError(f"loss.rotation {self.rotation!r}: expected 'axis_angle' or 'matrix'")
+            raise OptionError(f"loss.rotation {self.rotation!r}: expected 'axis_angle' or 'matrix'")
 
 
 def weak_perspective(points: Tensor, camera: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from handssca.errors import InputError, UnreadableImage, UnusableSample
 from handssca.runtime.crop import (
     IMAGE_MEAN,
     IMAGE_STD,
@@ -26,14 +27,13 @@ from handssca.runtime.crop import (
     normalise,
     square_from_box,
 )
-from handssca.runtime.files import UnreadableImage, read_image
+from handssca.runtime.files import read_image
 from handssca.runtime.hands.boxes import box_from_points
 from handssca.runtime.mano.conventions import rotation_to_axis_angle
 from handssca.runtime.mano.model import rodrigues
 from handssca.runtime.mesh_render import project
 
-from ..errors import HandSSCAError
-from .datasets import DatasetError, HandRecord
+from .datasets import HandRecord
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,6 @@ def _occlude(image: np.ndarray, rng, keypoints: np.ndarray) -> None:
         polygon = np.stack([c[0] + radii * np.cos(angles), c[1] + radii * np.sin(angles)], 1)
         colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
         cv2.fillPoly(image, [np.round(polygon * 16).astype(np.int32)], colour, cv2.LINE_AA, shift=4)
-
-
-class UnusableSample(HandSSCAError, ValueError):
-    """A sample that cannot be used; the message names its file and why."""
-
-    def __init__(self, message: str, unannotated: bool = False):
-        super().__init__(message)
-        self.unannotated = unannotated
 
 
 class HandCrops:
@@ -109,13 +101,11 @@ class HandCrops:
                     continue
                 self.bad_images += 1
                 if self.bad_images > max(1, self.max_bad_fraction * self.seen):
-                    raise DatasetError(
+                    raise InputError(
                         f"{exc}; {self.bad_images} of {self.seen} images so far are unreadable images (corrupt, "
                         "truncated or missing), more than the allowed fraction"
                     ) from exc
-        raise DatasetError(
-            f"{getattr(self.records, 'name', 'data set')}: no usable sample (all unannotated or corrupt)"
-        )
+        raise InputError(f"{getattr(self.records, 'name', 'data set')}: no usable sample (all unannotated or corrupt)")
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index`` itself; UnusableSample (naming the file) when it has no annotation to
@@ -197,7 +187,7 @@ def calibration_crops(source: str, count: int, size: int, mano: str = "builtin",
     from .datasets import DEFAULT_SPLITS, detect_layout, load_mano_model, open_dataset
 
     if count < 1:
-        raise DatasetError(f"calibration: {count} images asked for; give at least 1")
+        raise InputError(f"calibration: {count} images asked for; give at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         if source == "synth":
             from .synthetic import SynthOptions, make_synthetic_dataset
@@ -213,7 +203,7 @@ def calibration_crops(source: str, count: int, size: int, mano: str = "builtin",
         mano_model = load_mano_model(config)[0] if layout != "freihand" else None
         crops = HandCrops(open_dataset(config, split, mano_model), size=size, augment=None, substitute=False)
         if len(crops) == 0:
-            raise DatasetError(f"{source}: the {split} split has no samples to calibrate on")
+            raise InputError(f"{source}: the {split} split has no samples to calibrate on")
         picks = np.unique(np.linspace(0, len(crops) - 1, min(count, len(crops))).round().astype(int))
         images, skipped = [], []
         for index in picks:
@@ -222,5 +212,5 @@ def calibration_crops(source: str, count: int, size: int, mano: str = "builtin",
             except UnusableSample as exc:
                 skipped.append(str(exc))
     if not images:
-        raise DatasetError(f"{source}: none of the {len(picks)} calibration images could be used ({skipped[0]})")
+        raise InputError(f"{source}: none of the {len(picks)} calibration images could be used ({skipped[0]})")
     return np.stack(images).astype(np.float32), skipped

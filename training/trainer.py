@@ -24,22 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from handssca.errors import ModelFileError, OutputError, RunError
 from handssca.models import HandSSCA, HandSSCAConfig
 from handssca.models.mano import MANOLayer
-from handssca.runtime.files import OutputError, check_writable, write_atomically
+from handssca.runtime.files import check_writable, write_atomically
 
-from ..errors import HandSSCAError
-from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .datasets import DEFAULT_SPLITS, load_mano_model, open_dataset
 from .losses import LossWeights, hand_loss
 
 # What a run leaves in train.out; a folder holding any of them is that run's, not a new one's.
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.json")
 LOG_HEADER = ["step", "epoch", "lr", "name", "value"]
-
-
-class TrainingError(HandSSCAError, RuntimeError):
-    """A run that cannot start or continue; the message says why."""
 
 
 def mano_layer(model, fingertip_ids) -> MANOLayer:
@@ -127,19 +123,19 @@ class Trainer:
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
         if want == "cuda" and not torch.cuda.is_available():
-            raise TrainingError("train.device is cuda but no CUDA GPU is available")
+            raise RunError("train.device is cuda but no CUDA GPU is available")
         self.device = torch.device(f"cuda:{local_rank}" if want == "cuda" else "cpu")
         self.amp = bool(train["amp"]) and self.device.type == "cuda"
         self.out = Path(train["out"])
         held = [name for name in RUN_FILES if (self.out / name).exists()]
         if held and not resume and not (self.out / "last.pt").exists():
-            raise TrainingError(
+            raise RunError(
                 f"{self.out}: holds the start of a run that stopped before its first checkpoint ({', '.join(held)}): "
                 "there is nothing to resume; delete those files, or train into a new folder (--set train.out=...)"
             )
         if held and not resume:
             # Training on would replace last.pt and config.json and mix two runs in one log.
-            raise TrainingError(
+            raise RunError(
                 f"{self.out}: holds a run already ({', '.join(held)}): continue it with --resume "
                 f"{self.out / 'last.pt'} (or --auto-resume), or train into a new folder (--set train.out=...)"
             )
@@ -153,12 +149,12 @@ class Trainer:
         try:
             model_config = HandSSCAConfig.from_dict(dict(config["model"]))
         except (TypeError, ValueError) as exc:
-            raise TrainingError(f"model: {exc}") from exc
+            raise RunError(f"model: {exc}") from exc
         self.model = HandSSCA(model_config, imagenet_weights=train["imagenet_weights"]).to(self.device)
         try:
             self.weights = LossWeights(**config["loss"])
         except (TypeError, ValueError) as exc:
-            raise TrainingError(f"loss config: {exc}") from exc
+            raise RunError(f"loss config: {exc}") from exc
 
         data = config["data"]
         train_split, val_split = DEFAULT_SPLITS.get(data["dataset"], (None, None))
@@ -177,7 +173,7 @@ class Trainer:
             self.val_set = HandCrops(records, size=size, augment=None, seed=train["seed"])
         batch = train["batch_size"]
         if len(self.train_set) < batch * self.world:
-            raise TrainingError(
+            raise RunError(
                 f"the training split has {len(self.train_set)} samples, fewer than one batch of {batch} per process"
             )
         self.sampler = EpochSampler(len(self.train_set), batch, train["seed"], self.rank, self.world)
@@ -242,9 +238,9 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device)
         training = state.get("training")
         if training is None:
-            raise CheckpointError(f"{path}: holds weights only (no optimizer state): it cannot resume a run")
+            raise ModelFileError(f"{path}: holds weights only (no optimizer state): it cannot resume a run")
         if state["model_config"] != self.model.config.to_dict():
-            raise CheckpointError(f"{path}: written for another model config; resume with the run's own config")
+            raise ModelFileError(f"{path}: written for another model config; resume with the run's own config")
         load_weights(self.model, state["model"], path)
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .config import ATTENTION_KINDS, ModelConfigError
+from handssca.errors import OptionError
+
+from .config import ATTENTION_KINDS
 from .ss2d import SS2D
 
 
@@ -106,4 +108,4 @@ def build_attention(
         return StateSpaceAttention(channels, size, d_state, spatial_expand, channel_expand, with_channel=kind == "ssca")
     if kind == "self_attention":
         return SelfAttention(channels, size)
-    raise ModelConfigError(f"unknown attention {kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")
+    raise OptionError(f"unknown attention {kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")

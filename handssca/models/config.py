@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from handssca.errors import HandSSCAError
+from handssca.errors import OptionError
 
 # The attention module after the FPN: the paper's SSCA and its ablations (Table 6).
 ATTENTION_KINDS = ("none", "self_attention", "ssa", "ssca")
 ENCODER_BLOCKS = 4
-
-
-class ModelConfigError(HandSSCAError, ValueError):
-    """A model configuration value the network cannot be built with."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +29,10 @@ class HandSSCAConfig:
 
     def __post_init__(self):
         if self.attention not in ATTENTION_KINDS:
-            raise ModelConfigError(f"attention {self.attention!r}: expected one of {', '.join(ATTENTION_KINDS)}")
+            raise OptionError(f"attention {self.attention!r}: expected one of {', '.join(ATTENTION_KINDS)}")
         step = 8 * 2**ENCODER_BLOCKS  # stride-8 features, then one 2x pooling per encoder block
         if self.input_size < step or self.input_size % step:
-            raise ModelConfigError(f"input_size {self.input_size}: must be a positive multiple of {step}")
+            raise OptionError(f"input_size {self.input_size}: must be a positive multiple of {step}")
         object.__setattr__(self, "mano_hidden", tuple(self.mano_hidden))
 
     @property
@@ -49,7 +45,7 @@ class HandSSCAConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ModelConfigError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+            raise OptionError(f"unknown model config keys {unknown}; known: {sorted(known)}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

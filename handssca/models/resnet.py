@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from handssca.errors import HandSSCAError
+from handssca.errors import InputError
 
 
 class Bottleneck(nn.Module):
@@ -88,14 +88,6 @@ class ResNet50(nn.Module):
         return c2, c3, c4, c5
 
 
-class WeightsFileError(HandSSCAError, ValueError):
-    """An ImageNet weights file that is unreadable or not a ResNet-50's."""
-
-
-class WeightsFileMissing(HandSSCAError, FileNotFoundError):
-    """An ImageNet weights file that is not there."""
-
-
 def load_torchvision_resnet50(model: ResNet50, path: str | Path) -> None:
     """Loads a torchvision ``resnet50-*.pth`` state dict from disk into ``model``.
 
@@ -104,29 +96,29 @@ def load_torchvision_resnet50(model: ResNet50, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsFileMissing(f"{path}: ImageNet weights file not found")
+        raise InputError(f"{path}: ImageNet weights file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, not a torch file, forbidden pickle content
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise WeightsFileError(f"{path}: cannot read as a torch state dict ({type(exc).__name__}: {reason})") from exc
+        raise InputError(f"{path}: cannot read as a torch state dict ({type(exc).__name__}: {reason})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise WeightsFileError(f"{path}: expected a state dict, found {type(state).__name__}")
+        raise InputError(f"{path}: expected a state dict, found {type(state).__name__}")
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise WeightsFileError(
+        raise InputError(
             f"{path}: not a torchvision ResNet-50 state dict "
             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})"
         )
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise WeightsFileError(
+            raise InputError(
                 f"{path}: {key} has shape {tuple(value.shape)}, this ResNet-50 expects {tuple(own[key].shape)}"
             )
     model.load_state_dict(state, strict=False)

@@ -20,16 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from handssca.errors import HandSSCAError
+from handssca.errors import MissingBackend
 from handssca.runtime.scan.node import scan_shapes
 
 LIBRARY_ENV = "HANDSSCA_CUDA_KERNEL"
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 MAX_STATE = 256  # the kernel's limit on N (selectiveScanKernel.h)
-
-
-class CudaKernelError(HandSSCAError, RuntimeError):
-    """The kernel library cannot be used: names the file and the problem."""
 
 
 class CudaScanKernel:
@@ -43,14 +39,14 @@ class CudaScanKernel:
     def __init__(self, library: str | Path):
         self.path = Path(library)
         if not self.path.is_file():
-            raise CudaKernelError(f"{self.path}: CUDA kernel library not found (build plugins/ with CMake)")
+            raise MissingBackend(f"{self.path}: CUDA kernel library not found (build plugins/ with CMake)")
         try:
             self.library = ctypes.CDLL(str(self.path))
             fn = self.library.handsscaSelectiveScanForward
             workspace = self.library.handsscaSelectiveScanWorkspaceSize
             architectures = self.library.handsscaSelectiveScanArchitectures
         except (OSError, AttributeError) as exc:
-            raise CudaKernelError(
+            raise MissingBackend(
                 f"{self.path}: not a loadable HandSSCA kernel library of this version ({exc}): rebuild plugins/"
             ) from exc
         fn.restype = ctypes.c_int32
@@ -80,17 +76,17 @@ class CudaScanKernel:
         try:
             batch, dim, length, dstate, groups = scan_shapes(u, delta, A, B, C, D, None, delta_bias)
         except ValueError as exc:
-            raise CudaKernelError(f"{self.path}: {exc}") from exc
+            raise MissingBackend(f"{self.path}: {exc}") from exc
         named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "delta_bias": delta_bias}
         for name, tensor in named.items():
             if tensor is not None and tensor.device != u.device:
-                raise CudaKernelError(f"{self.path}: {name} is on {tensor.device}, u on {u.device}: one device for all")
+                raise MissingBackend(f"{self.path}: {name} is on {tensor.device}, u on {u.device}: one device for all")
         if u.device.type != "cuda":
-            raise CudaKernelError(f"{self.path}: the CUDA kernel needs CUDA tensors, got {u.device}")
+            raise MissingBackend(f"{self.path}: the CUDA kernel needs CUDA tensors, got {u.device}")
         if u.dtype not in DTYPE_CODES:
-            raise CudaKernelError(f"{self.path}: u must be float32, float16 or bfloat16, got {u.dtype}")
+            raise MissingBackend(f"{self.path}: u must be float32, float16 or bfloat16, got {u.dtype}")
         if dstate > MAX_STATE:
-            raise CudaKernelError(f"{self.path}: d_state {dstate} exceeds the kernel's {MAX_STATE}")
+            raise MissingBackend(f"{self.path}: d_state {dstate} exceeds the kernel's {MAX_STATE}")
         # The launch goes to the current device: make it the tensors' (else "invalid resource handle").
         with torch.cuda.device(u.device):
             u, delta, B, C = (t.to(u.dtype).contiguous() for t in (u, delta, B, C))
@@ -106,7 +102,7 @@ class CudaScanKernel:
                 out.data_ptr(), None if workspace is None else workspace.data_ptr(), segments, stream,
             )  # fmt: skip
         if status != 0:
-            raise CudaKernelError(f"{self.path}: handsscaSelectiveScanForward failed (cudaError {status})")
+            raise MissingBackend(f"{self.path}: handsscaSelectiveScanForward failed (cudaError {status})")
         return out
 
 
@@ -116,16 +112,16 @@ def _load(path: str) -> CudaScanKernel:
 
 
 def cuda_kernel_from_env() -> CudaScanKernel | None:
-    """The kernel named by $HANDSSCA_CUDA_KERNEL (None when unset); CudaKernelError when unusable."""
+    """The kernel named by $HANDSSCA_CUDA_KERNEL (None when unset); MissingBackend when unusable."""
     path = os.environ.get(LIBRARY_ENV, "").strip()
     return _load(path) if path else None
 
 
 def require_cuda_kernel() -> CudaScanKernel:
-    """The kernel named by $HANDSSCA_CUDA_KERNEL; CudaKernelError saying why when there is none."""
+    """The kernel named by $HANDSSCA_CUDA_KERNEL; MissingBackend saying why when there is none."""
     kernel = cuda_kernel_from_env()
     if kernel is None:
-        raise CudaKernelError(f"${LIBRARY_ENV} is not set: point it at libhandssca_selective_scan_kernel.so")
+        raise MissingBackend(f"${LIBRARY_ENV} is not set: point it at libhandssca_selective_scan_kernel.so")
     return kernel
 
 

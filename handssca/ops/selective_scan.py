@@ -31,16 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from handssca.errors import HandSSCAError
+from handssca.errors import MissingBackend, OptionError
 from handssca.runtime.scan.node import scan_shapes
 
 BACKENDS = ("cpu-kernel", "mamba-ssm", "cuda-kernel", "reference")
 _ENV_VAR = "HANDSSCA_SCAN_BACKEND"
 _forced_backend: str | None = None
-
-
-class ScanBackendError(HandSSCAError, ValueError, RuntimeError):
-    """A selective-scan backend that does not exist, or is not available on the device."""
 
 
 def selective_scan_ref(
@@ -119,11 +115,13 @@ def _mamba_available() -> bool:
 
 def _cuda_kernel_available() -> bool:
     """Our CUDA kernel library, when $HANDSSCA_CUDA_KERNEL names one that loads."""
-    from .cuda_kernel import CudaKernelError, cuda_kernel_from_env
+    from handssca.errors import MissingBackend
+
+    from .cuda_kernel import cuda_kernel_from_env
 
     try:
         return cuda_kernel_from_env() is not None
-    except CudaKernelError:
+    except MissingBackend:
         return False
 
 
@@ -149,13 +147,13 @@ def scan_backend(device: torch.device | str) -> str:
     if forced == "auto":
         return available[0]
     if forced not in BACKENDS:
-        raise ScanBackendError(f"{_ENV_VAR}={forced!r}: expected 'auto' or one of {', '.join(BACKENDS)}")
+        raise OptionError(f"{_ENV_VAR}={forced!r}: expected 'auto' or one of {', '.join(BACKENDS)}")
     if forced == "cuda-kernel" and torch.device(device).type == "cuda" and forced not in available:
         from .cuda_kernel import require_cuda_kernel
 
         require_cuda_kernel()  # raises the precise reason (unset, missing or unloadable library)
     if forced not in available:
-        raise ScanBackendError(
+        raise MissingBackend(
             f"selective-scan backend {forced!r} is not available on {torch.device(device)} "
             f"(available: {', '.join(available)})"
         )
@@ -188,7 +186,7 @@ def use_scan_backend(name: str) -> Iterator[None]:
     """Force one implementation inside the block ('auto' restores the automatic choice)."""
     global _forced_backend
     if name != "auto" and name not in BACKENDS:
-        raise ScanBackendError(f"unknown selective-scan backend {name!r}; expected 'auto' or {BACKENDS}")
+        raise OptionError(f"unknown selective-scan backend {name!r}; expected 'auto' or {BACKENDS}")
     previous = _forced_backend
     _forced_backend = None if name == "auto" else name
     try:

@@ -8,17 +8,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import HandSSCAError, RunError
 
 WARMUP_RUNS = 2  # first-call allocations and kernel choices; more changes no timing here
-
-
-class RunnerError(HandSSCAError, RuntimeError):
-    """A model or an input a runner cannot run: names the file and the problem."""
-
-
-class ModelFileError(RunnerError, ValueError):
-    """A file that is none of the model kinds this can run."""
 
 
 def batch_problem(images: np.ndarray) -> str | None:
@@ -45,7 +37,7 @@ class Runner(ABC):
     ``output_names`` and, where its engine has them, ``min_batch``/``max_batch``; and implements
     ``_run(images)``. ``error`` is the class of the one-line errors it raises."""
 
-    error: type[HandSSCAError] = RunnerError
+    error: type[HandSSCAError] = RunError
     name = "runner"
     metadata: dict
     input_name = "image"

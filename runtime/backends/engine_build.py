@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from handssca.errors import MissingBackend
 from handssca.runtime.backends.onnx_file import read_onnx
 from handssca.runtime.backends.tensorrt_libs import (
     SIDECAR_FORMAT,
-    TensorRTError,
     find_plugin_library,
     gpu_description,
     import_tensorrt,
@@ -33,12 +33,12 @@ from handssca.runtime.files import check_writable, sha256_file, write_together
 def batch_profile(input_shape: list, min_batch: int, opt_batch: int, max_batch: int) -> tuple[tuple, tuple, tuple]:
     """(min, opt, max) shapes of the image input; the ONNX's batch axis must be dynamic unless all are equal."""
     if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise TensorRTError(
+        raise MissingBackend(
             f"batch profile must satisfy 1 <= min <= opt <= max, got {min_batch}, {opt_batch}, {max_batch}"
         )
     fixed = input_shape[0] if isinstance(input_shape[0], int) and input_shape[0] > 0 else None
     if fixed is not None and not (min_batch == opt_batch == max_batch == fixed):
-        raise TensorRTError(
+        raise MissingBackend(
             f"the ONNX file has a fixed batch of {fixed}; export with a dynamic batch for a profile "
             f"{min_batch}/{opt_batch}/{max_batch}"
         )
@@ -97,7 +97,7 @@ def build_engine(
     to ``engine_path`` (default: the ONNX file's name with .engine)."""
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
-    file = read_onnx(onnx_path, error=TensorRTError)
+    file = read_onnx(onnx_path, error=MissingBackend)
     plugin = find_plugin_library(plugin)
     trt = import_tensorrt()
     gpu = gpu_description()
@@ -128,7 +128,7 @@ def build_engine(
             op = first.node_operator() if hasattr(first, "node_operator") else ""
             where = f"node {node} ({op}): " if node not in (None, "", -1) else ""
         message = first.desc() if first is not None else "unknown error"
-        raise TensorRTError(f"{onnx_path}: the TensorRT ONNX parser rejected {where}{message}")
+        raise MissingBackend(f"{onnx_path}: the TensorRT ONNX parser rejected {where}{message}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     profile = builder.create_optimization_profile()
@@ -141,14 +141,14 @@ def build_engine(
     # GPU or TensorRT version is refused, and building on without it would drop it silently.
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         if cache_path is None:
-            raise TensorRTError(f"{onnx_path}: TensorRT could not set up a timing cache (see the messages above)")
-        raise TensorRTError(
+            raise MissingBackend(f"{onnx_path}: TensorRT could not set up a timing cache (see the messages above)")
+        raise MissingBackend(
             f"{cache_path}: TensorRT cannot use this timing cache (made on another GPU or TensorRT version, or "
             "corrupt): delete it, or pass another --timing-cache"
         )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise TensorRTError(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
+        raise MissingBackend(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
     seconds = time.perf_counter() - start
     # The tensors as the engine has them, so a Triton repository can be written on a machine
     # without TensorRT (handssca serve repository): -1 marks the dynamic batch axis.

@@ -19,12 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import HandSSCAError, ModelFileError
 from handssca.runtime.files import FILE_KINDS
-
-
-class OnnxFileError(HandSSCAError, ValueError):
-    """An ONNX file that cannot be read or is not an export: names the file and the problem."""
 
 
 @dataclass
@@ -113,18 +109,18 @@ def check_external_data(model, folder: Path | None, name: str) -> None:
     for tensor, location in _external_locations(model):
         where = f"{name}: initializer '{tensor[:60]}' stores its data in '{location[:80]}'"
         if folder is None:
-            raise OnnxFileError(f"{where}, but a model given as bytes has no folder to read it from")
+            raise ModelFileError(f"{where}, but a model given as bytes has no folder to read it from")
         relative = Path(location)
         if not location or relative.is_absolute() or ".." in relative.parts:
-            raise OnnxFileError(f"{where}: external data must be a file inside the model's folder; refused")
+            raise ModelFileError(f"{where}: external data must be a file inside the model's folder; refused")
         regular = is_regular_file(folder / relative, follow_links=False)
         if regular is None:
-            raise OnnxFileError(f"{where}, which does not exist beside the model")
+            raise ModelFileError(f"{where}, which does not exist beside the model")
         if not regular:
-            raise OnnxFileError(f"{where}, which is not a regular file (a link, device or fifo); refused")
+            raise ModelFileError(f"{where}, which is not a regular file (a link, device or fifo); refused")
 
 
-def read_onnx(source: str | Path | bytes, error: type[HandSSCAError] = OnnxFileError) -> OnnxFile:
+def read_onnx(source: str | Path | bytes, error: type[HandSSCAError] = ModelFileError) -> OnnxFile:
     """``source`` (a path, or the file's bytes) read and checked; ``error`` is the class raised,
     so each caller's users see its own kind of error."""
     import onnx
@@ -146,7 +142,7 @@ def read_onnx(source: str | Path | bytes, error: type[HandSSCAError] = OnnxFileE
         raise error(f"{name}: not an ONNX model (the graph has no nodes)")
     try:
         check_external_data(model, folder, name)
-    except OnnxFileError as exc:
+    except ModelFileError as exc:
         raise error(str(exc)) from None
     if folder is not None and _external_locations(model):
         onnx.load_external_data_for_model(model, str(folder))

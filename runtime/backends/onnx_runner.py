@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.runtime.backends.base import Runner, RunnerError
+from handssca.errors import RunError
+from handssca.runtime.backends.base import Runner
 from handssca.runtime.backends.onnx_file import read_onnx
 from handssca.runtime.scan.kernel import selective_scan_forward
 from handssca.runtime.scan.node import DOMAIN, OP_TYPE, OP_VERSION, register_scan_schema
@@ -29,10 +30,6 @@ _OPTIMIZATION = {
     "all": "ORT_ENABLE_ALL",
 }
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
-
-
-class OnnxRunnerError(RunnerError):
-    """The model file cannot be run: names the file and the problem."""
 
 
 @dataclass
@@ -61,7 +58,7 @@ class OnnxRunner(Runner):
     level, none | basic | extended | all.
     """
 
-    error = OnnxRunnerError
+    error = RunError
 
     def __init__(
         self,
@@ -75,8 +72,8 @@ class OnnxRunner(Runner):
             import onnx
             import onnxruntime as ort
         except ImportError as exc:
-            raise OnnxRunnerError(f"running ONNX models needs onnx and onnxruntime ({exc})") from exc
-        file = read_onnx(source, error=OnnxRunnerError)
+            raise RunError(f"running ONNX models needs onnx and onnxruntime ({exc})") from exc
+        file = read_onnx(source, error=RunError)
         model = file.model
         self.name, self.metadata = file.name, file.metadata
         self.input_name, self.input_shape, self.input_dtype = file.input_name, file.input_shape, file.input_dtype
@@ -85,7 +82,7 @@ class OnnxRunner(Runner):
         graph = model.graph
 
         if optimization not in _OPTIMIZATION:
-            raise OnnxRunnerError(f"optimization {optimization!r}: expected one of {', '.join(_OPTIMIZATION)}")
+            raise RunError(f"optimization {optimization!r}: expected one of {', '.join(_OPTIMIZATION)}")
         self._options = ort.SessionOptions()
         self._options.intra_op_num_threads = threads
         self._options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION[optimization])
@@ -93,10 +90,10 @@ class OnnxRunner(Runner):
         self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if providers is None:
             if device not in _PROVIDERS:
-                raise OnnxRunnerError(f"device {device!r}: expected one of {', '.join(_PROVIDERS)}")
+                raise RunError(f"device {device!r}: expected one of {', '.join(_PROVIDERS)}")
             available = ort.get_available_providers()
             if _PROVIDERS[device][0] not in available:
-                raise OnnxRunnerError(
+                raise RunError(
                     f"{self.name}: ONNX Runtime here has no {_PROVIDERS[device][0]} (available: "
                     f"{', '.join(available)}); install onnxruntime-gpu for device 'cuda'"
                 )
@@ -106,34 +103,34 @@ class OnnxRunner(Runner):
         self._constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
         try:
             self._stages = self._build_stages(model)
-        except OnnxRunnerError:
+        except RunError:
             raise
         except Exception as exc:  # ORT's own failures: unsupported opset, unknown op ...
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OnnxRunnerError(f"{self.name}: {message}") from exc
+            raise RunError(f"{self.name}: {message}") from exc
 
     def _check_versions(self, model, onnx) -> None:
         """Files this installation cannot run, said before ONNX Runtime says it less clearly."""
         if model.ir_version > onnx.IR_VERSION:
-            raise OnnxRunnerError(
+            raise RunError(
                 f"{self.name}: ONNX IR version {model.ir_version} is newer than this onnx supports "
                 f"({onnx.IR_VERSION}); upgrade onnx and onnxruntime, or re-export with the versions installed here"
             )
         newest = onnx.defs.onnx_opset_version()
         for entry in model.opset_import:
             if entry.domain in ("", "ai.onnx") and entry.version > newest:
-                raise OnnxRunnerError(
+                raise RunError(
                     f"{self.name}: opset {entry.version} is newer than this installation supports ({newest}); "
                     f"upgrade onnx and onnxruntime, or re-export with --opset {newest} or lower"
                 )
             if entry.domain == DOMAIN and any(_is_scan(n) for n in model.graph.node) and entry.version != OP_VERSION:
-                raise OnnxRunnerError(
+                raise RunError(
                     f"{self.name}: the {OP_TYPE} node is version {entry.version}; this runtime implements "
                     f"version {OP_VERSION} (upgrade handssca, or re-export with this version)"
                 )
         for node in model.graph.node:
             if node.domain not in _BUILTIN_DOMAINS and not _is_scan(node):
-                raise OnnxRunnerError(
+                raise RunError(
                     f"{self.name}: node '{node.name}' ({node.domain}:{node.op_type}) is a custom op with no "
                     f"registered implementation (this runtime implements {DOMAIN}:{OP_TYPE} only)"
                 )

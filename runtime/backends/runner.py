@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from handssca.runtime.backends.base import ModelFileError, Runner
+from handssca.errors import ModelFileError
+from handssca.runtime.backends.base import Runner
 from handssca.runtime.backends.onnx_file import NOTHING, not_a_file, path_kind
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from handssca.errors import HandSSCAError
+from handssca.errors import MissingBackend
 from handssca.runtime.files import sha256_file
 
 SIDECAR_FORMAT = "handssca-engine/1"
 PLUGIN_ENV = "HANDSSCA_TRT_PLUGIN"  # where the plugin library is, when not given
 
 
-class TensorRTError(HandSSCAError, RuntimeError):
-    """A one-line, user-facing TensorRT problem (names the file and what to do)."""
-
-
 def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise TensorRTError(
+        raise MissingBackend(
             "TensorRT is not installed: on a machine with an NVIDIA GPU, pip install 'handssca[trt]' "
             "(tensorrt comes from NVIDIA's package index; see docs/tensorrt.md)"
         ) from exc
@@ -34,13 +30,13 @@ def import_pycuda():
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
-        raise TensorRTError("pycuda is not installed: pip install 'handssca[trt]'") from exc
+        raise MissingBackend("pycuda is not installed: pip install 'handssca[trt]'") from exc
     try:
         cuda.init()
         if cuda.Device.count() == 0:
-            raise TensorRTError("no CUDA GPU found: TensorRT engines need an NVIDIA GPU")
+            raise MissingBackend("no CUDA GPU found: TensorRT engines need an NVIDIA GPU")
     except cuda.Error as exc:
-        raise TensorRTError(f"no usable CUDA GPU ({exc}): TensorRT engines need an NVIDIA GPU and driver") from exc
+        raise MissingBackend(f"no usable CUDA GPU ({exc}): TensorRT engines need an NVIDIA GPU and driver") from exc
     return cuda
 
 
@@ -57,12 +53,12 @@ def find_plugin_library(path: str | Path | None) -> Path:
 
     candidate = path or os.environ.get(PLUGIN_ENV)
     if not candidate:
-        raise TensorRTError(
+        raise MissingBackend(
             f"no plugin library given: build plugins/ (plugins/README.md), then pass --plugin PATH or set {PLUGIN_ENV}"
         )
     candidate = Path(candidate)
     if not candidate.is_file():
-        raise TensorRTError(f"{candidate}: plugin library not found (build it with CMake from plugins/)")
+        raise MissingBackend(f"{candidate}: plugin library not found (build it with CMake from plugins/)")
     return candidate
 
 
@@ -84,7 +80,7 @@ def load_plugin_library(trt, path: Path, digest: str | None = None) -> None:
     if loaded is not None:
         if loaded[1] == digest:
             return
-        raise TensorRTError(
+        raise MissingBackend(
             f"{path}: another build of the plugin library ({loaded[2]}) is already loaded in this process, "
             "and TensorRT keeps the first: use that library, or a new process"
         )
@@ -94,9 +90,9 @@ def load_plugin_library(trt, path: Path, digest: str | None = None) -> None:
     try:
         handle = registry.load_library(str(path))
     except Exception as exc:  # the bindings raise on dlopen or symbol failures
-        raise TensorRTError(f"{path}: cannot load the plugin library ({str(exc).splitlines()[0]})") from exc
+        raise MissingBackend(f"{path}: cannot load the plugin library ({str(exc).splitlines()[0]})") from exc
     if handle is None:
-        raise TensorRTError(
+        raise MissingBackend(
             f"{path}: TensorRT refused the plugin library (built for another TensorRT version, or missing getCreators)"
         )
     _LOADED_PLUGINS[id(registry)] = (registry, digest, path)
@@ -105,21 +101,21 @@ def load_plugin_library(trt, path: Path, digest: str | None = None) -> None:
 def check_sidecar(sidecar: dict, path: Path, trt_version: str, gpu: dict, plugin_sha256: str | None) -> None:
     """Refuses, in one line, an engine built for another TensorRT, GPU or plugin build."""
     if sidecar.get("format") != SIDECAR_FORMAT:
-        raise TensorRTError(f"{path}: not a handssca engine sidecar (format {sidecar.get('format')!r})")
+        raise MissingBackend(f"{path}: not a handssca engine sidecar (format {sidecar.get('format')!r})")
     built = sidecar.get("tensorrt_version")
     if built != trt_version:
-        raise TensorRTError(
+        raise MissingBackend(
             f"{path}: engine built with TensorRT {built}, this is TensorRT {trt_version}: rebuild it with "
             "handssca build-engine on this machine"
         )
     built_cc = sidecar.get("gpu", {}).get("compute_capability")
     if built_cc != gpu["compute_capability"]:
-        raise TensorRTError(
+        raise MissingBackend(
             f"{path}: engine built for compute capability {built_cc} ({sidecar.get('gpu', {}).get('name')}), "
             f"this GPU is {gpu['compute_capability']} ({gpu['name']}): rebuild it on this machine"
         )
     if plugin_sha256 is not None and sidecar.get("plugin_sha256") not in (None, plugin_sha256):
-        raise TensorRTError(
+        raise MissingBackend(
             f"{path}: engine built with another build of the plugin library (sha256 differs): rebuild the engine"
         )
 

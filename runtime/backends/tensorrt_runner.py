@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from handssca.errors import MissingBackend
 from handssca.runtime.backends.base import Runner
 from handssca.runtime.backends.tensorrt_libs import (
-    TensorRTError,
     check_sidecar,
     find_plugin_library,
     gpu_description,
@@ -55,7 +55,7 @@ def io_plan(engine, trt) -> list[TensorSpec]:
 def resolve_shape(shape: tuple, batch: int) -> tuple:
     """A tensor's shape at ``batch``: only the leading (batch) axis may be dynamic."""
     if any(d < 0 for d in shape[1:]):
-        raise TensorRTError(f"only the batch axis may be dynamic, got shape {shape}")
+        raise MissingBackend(f"only the batch axis may be dynamic, got shape {shape}")
     return (batch if shape[0] < 0 else shape[0], *shape[1:])
 
 
@@ -70,20 +70,22 @@ class TensorRTRunner(Runner):
     released pycuda has no stream capture; ``trtexec --useCudaGraph`` measures what it would give.)
     """
 
-    error = TensorRTError
+    error = MissingBackend
 
     def __init__(self, engine_path: str | Path, plugin: str | Path | None = None):
         path = Path(engine_path)
         self.name = str(path)
         if not path.is_file():
-            raise TensorRTError(f"{path}: engine file not found")
+            raise MissingBackend(f"{path}: engine file not found")
         sidecar_path = sidecar_path_for(path)
         if not sidecar_path.is_file():
-            raise TensorRTError(f"{path}: its sidecar {sidecar_path.name} is missing (build engines with build-engine)")
+            raise MissingBackend(
+                f"{path}: its sidecar {sidecar_path.name} is missing (build engines with build-engine)"
+            )
         try:
             sidecar = json.loads(sidecar_path.read_text())
         except json.JSONDecodeError as exc:
-            raise TensorRTError(f"{sidecar_path}: not valid JSON ({exc})") from exc
+            raise MissingBackend(f"{sidecar_path}: not valid JSON ({exc})") from exc
         trt = import_tensorrt()
         cuda = import_pycuda()
         plugin = find_plugin_library(plugin or sidecar.get("plugin_library"))
@@ -101,12 +103,12 @@ class TensorRTRunner(Runner):
             self._runtime = trt.Runtime(logger)
             self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self._engine is None:
-                raise TensorRTError(f"{path}: TensorRT could not deserialise the engine (see the messages above)")
+                raise MissingBackend(f"{path}: TensorRT could not deserialise the engine (see the messages above)")
             self._context = self._engine.create_execution_context()
             self._specs = io_plan(self._engine, trt)
             inputs = [s for s in self._specs if s.is_input]
             if len(inputs) != 1:
-                raise TensorRTError(f"{path}: expected one input tensor, the engine has {len(inputs)}")
+                raise MissingBackend(f"{path}: expected one input tensor, the engine has {len(inputs)}")
             self._input = inputs[0]
             self.input_name, self.input_dtype = self._input.name, self._input.dtype
             self.input_shape = list(self._input.shape)
@@ -117,7 +119,7 @@ class TensorRTRunner(Runner):
             try:
                 self._device = {s.name: cuda.mem_alloc(buffer_bytes(s, self.max_batch)) for s in self._specs}
             except cuda.MemoryError as exc:
-                raise TensorRTError(
+                raise MissingBackend(
                     f"{path}: not enough GPU memory for the buffers of batch {self.max_batch} ({exc}): "
                     "build the engine with a smaller --max-batch"
                 ) from exc
@@ -138,12 +140,12 @@ class TensorRTRunner(Runner):
             # setInputShape: "false if the provided name does not map to an input tensor, or if some
             # other error occurred" (NvInferRuntime.h); the context would then run the previous shape.
             if not self._context.set_input_shape(self.input_name, shape):
-                raise TensorRTError(f"{self.name}: TensorRT refused input shape {shape} for {self.input_name}")
+                raise MissingBackend(f"{self.name}: TensorRT refused input shape {shape} for {self.input_name}")
             host_in = self._host[self.input_name][:batch]
             np.copyto(host_in, image)
             cuda.memcpy_htod_async(self._device[self.input_name], host_in, self._stream)
             if not self._context.execute_async_v3(self._stream.handle):
-                raise TensorRTError(f"{self.name}: TensorRT execution failed (see the messages above)")
+                raise MissingBackend(f"{self.name}: TensorRT execution failed (see the messages above)")
             outputs = {}
             for name in self.output_names:
                 host = self._host[name][:batch]

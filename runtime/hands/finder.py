@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import InputError, ModelFileError
 from handssca.runtime.backends.onnx_file import NOTHING, not_a_file, path_kind
 from handssca.runtime.crop import apply_affine, invert_affine
 from handssca.runtime.hands.boxes import box_from_points
@@ -59,14 +59,6 @@ LANDMARK_RANGES = {
 }
 
 
-class HandModelError(HandSSCAError, ValueError):
-    """A hand finder model that is missing, unreadable or not the model it should be."""
-
-
-class FrameError(HandSSCAError, ValueError):
-    """A frame the finder cannot take (not an image array); the message says what it got."""
-
-
 def shipped_models() -> Path:
     """The folder of the four ONNX models installed with the package."""
     return Path(str(resources.files("handssca").joinpath("assets", "hand_models")))
@@ -75,10 +67,10 @@ def shipped_models() -> Path:
 def model_files(variant: str, folder: str | Path | None = None) -> tuple[Path, Path]:
     """(palm detector, landmark model) paths of ``variant`` ("full" or "lite") in ``folder``."""
     if variant not in VARIANTS:
-        raise HandModelError(f"hand model variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+        raise ModelFileError(f"hand model variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     folder = Path(folder) if folder is not None else shipped_models()
     if not folder.is_dir() and path_kind(folder) != NOTHING:  # nothing there: each file is "not found"
-        raise HandModelError(f"{folder}: not a folder of hand models ({path_kind(folder)})")
+        raise ModelFileError(f"{folder}: not a folder of hand models ({path_kind(folder)})")
     return folder / f"palm_detection_{variant}.onnx", folder / f"hand_landmark_{variant}.onnx"
 
 
@@ -89,7 +81,7 @@ def open_session(path: Path, tensors: dict[str, list[int]], what: str, threads: 
 
     problem = not_a_file(path, f"{what} model")
     if problem:
-        raise HandModelError(problem)
+        raise ModelFileError(problem)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # Idle threads must not spin between the finder's small models and the network's sessions.
@@ -98,16 +90,16 @@ def open_session(path: Path, tensors: dict[str, list[int]], what: str, threads: 
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's InvalidProtobuf, Fail, ...: its text is long and multi-line
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise HandModelError(f"{path}: not a readable ONNX model, truncated or damaged? ({first})") from exc
+        raise ModelFileError(f"{path}: not a readable ONNX model, truncated or damaged? ({first})") from exc
     found = {t.name: list(t.shape) for t in session.get_inputs() + session.get_outputs()}
     if found != tensors:
-        raise HandModelError(f"{path}: not MediaPipe's {what} (expected tensors {tensors}, found {found})")
+        raise ModelFileError(f"{path}: not MediaPipe's {what} (expected tensors {tensors}, found {found})")
     return session
 
 
 def checked_run(session, path: Path, ranges: dict[str, tuple[str, float, float]], feeds: dict) -> list[np.ndarray]:
     """``session``'s outputs named in ``ranges`` (in its order), each finite and within its range;
-    HandModelError naming ``path`` otherwise. Two reductions per output, no temporaries: NaN
+    ModelFileError naming ``path`` otherwise. Two reductions per output, no temporaries: NaN
     makes min/max NaN, so one comparison catches it with inf and the out of range."""
     outputs = session.run(list(ranges), feeds)
     for (name, (what, low, high)), values in zip(ranges.items(), outputs, strict=True):
@@ -117,7 +109,7 @@ def checked_run(session, path: Path, ranges: dict[str, tuple[str, float, float]]
         flat = values.ravel()
         bad = ~(np.isfinite(flat) & (flat >= low) & (flat <= high))
         allowed = "NaN or infinite" if np.isinf(high) else f"NaN, infinite or outside [{low:g}, {high:g}]"
-        raise HandModelError(
+        raise ModelFileError(
             f"{path}: output '{name}' ({what}) has {int(bad.sum())} of {flat.size} values {allowed} (e.g. "
             f"{flat[bad][0]:g}): a damaged model, or not MediaPipe's; refused"
         )
@@ -128,13 +120,13 @@ def as_rgb(frame, colour: str = "bgr") -> np.ndarray:
     """``frame`` as (H, W, 3) uint8 RGB: colour images in ``colour`` order ("bgr" or "rgb"),
     greyscale (H, W) or (H, W, 1), and RGBA/BGRA (the alpha dropped) are taken."""
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim not in (2, 3):
-        raise FrameError(f"a frame must be an (H, W[, C]) uint8 image, got {_describe(frame)}")
+        raise InputError(f"a frame must be an (H, W[, C]) uint8 image, got {_describe(frame)}")
     if frame.ndim == 2 or frame.shape[2] == 1:
         return np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2)
     if frame.shape[2] not in (3, 4):
-        raise FrameError(f"a frame must have 1, 3 or 4 channels, got {frame.shape[2]}")
+        raise InputError(f"a frame must have 1, 3 or 4 channels, got {frame.shape[2]}")
     if colour not in ("bgr", "rgb"):
-        raise FrameError(f"colour {colour!r}: expected 'bgr' or 'rgb'")
+        raise InputError(f"colour {colour!r}: expected 'bgr' or 'rgb'")
     rgb = frame[..., :3]
     return np.ascontiguousarray(rgb[..., ::-1] if colour == "bgr" else rgb)
 

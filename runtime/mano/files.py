@@ -17,17 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import InputError
 from handssca.runtime.files import write_atomically
-from handssca.runtime.mano.model import (
-    NUM_BETAS,
-    NUM_HAND_POSE,
-    NUM_JOINTS,
-    NUM_POSE_BLEND,
-    NUM_VERTICES,
-    ManoFileError,
-    ManoModel,
-)
+from handssca.runtime.mano.model import NUM_BETAS, NUM_HAND_POSE, NUM_JOINTS, NUM_POSE_BLEND, NUM_VERTICES, ManoModel
 
 # ------------------------------------------------------------------------------------------------
 # Restricted unpickling
@@ -45,7 +37,7 @@ class _ChumpyStandIn:
     def to_array(self, key: str) -> np.ndarray:
         value = self.state.get("x")
         if value is None:
-            raise ManoFileError(f"{key}: a chumpy expression, not a stored array (state keys {sorted(self.state)})")
+            raise InputError(f"{key}: a chumpy expression, not a stored array (state keys {sorted(self.state)})")
         return np.asarray(_plain(value, key))
 
 
@@ -71,15 +63,15 @@ class _SparseStandIn:
             data, indices, indptr = (np.asarray(s[k]) for k in ("data", "indices", "indptr"))
             rows, cols = (int(v) for v in shape)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ManoFileError(f"{key}: unreadable sparse matrix (state keys {sorted(s)})") from exc
+            raise InputError(f"{key}: unreadable sparse matrix (state keys {sorted(s)})") from exc
         # Checked before allocating: a crafted file could claim any size (MANO's is 16 x 778).
         if not (0 < rows <= MAX_SPARSE_SIDE and 0 < cols <= MAX_SPARSE_SIDE):
-            raise ManoFileError(f"{key}: sparse matrix claims {rows} x {cols}, far more than a MANO file holds")
+            raise InputError(f"{key}: sparse matrix claims {rows} x {cols}, far more than a MANO file holds")
         outer, inner = (cols, rows) if fmt == "csc" else (rows, cols)
         if len(indptr) != outer + 1 or indptr[-1] != len(data) or len(indices) != len(data):
-            raise ManoFileError(f"{key}: inconsistent sparse matrix arrays")
+            raise InputError(f"{key}: inconsistent sparse matrix arrays")
         if len(indices) and (indices.min() < 0 or indices.max() >= inner or np.any(np.diff(indptr) < 0)):
-            raise ManoFileError(f"{key}: sparse matrix indices out of range")
+            raise InputError(f"{key}: sparse matrix indices out of range")
         dense = np.zeros((rows, cols), dtype=np.float64)
         for j in range(outer):
             lo, hi = indptr[j], indptr[j + 1]
@@ -140,30 +132,26 @@ def _plain(value, key: str):
     return value
 
 
-class UnsafePickleError(HandSSCAError, pickle.UnpicklingError):
-    """A pickle names a global outside the allowed numpy/container set: it was not loaded."""
-
-
 def safe_unpickle(data: bytes):
     """Loads a pickle of numpy arrays and plain containers (as the MANO and HO3D files are);
-    any other global raises UnsafePickleError before anything runs. Python 2 pickles read
+    any other global raises InputError before anything runs. Python 2 pickles read
     as latin-1."""
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except _RefusedGlobal as exc:
-        raise UnsafePickleError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
 
 
 def _read_pickle(path: Path) -> dict:
     data = path.read_bytes()
     try:
         obj = safe_unpickle(data)
-    except UnsafePickleError as exc:
-        raise ManoFileError(f"{path}: unsafe pickle, not loaded ({exc})") from exc
+    except InputError as exc:
+        raise InputError(f"{path}: unsafe pickle, not loaded ({exc})") from exc
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise ManoFileError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc
+        raise InputError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
-        raise ManoFileError(f"{path}: expected a dict of MANO arrays, found {type(obj).__name__}")
+        raise InputError(f"{path}: expected a dict of MANO arrays, found {type(obj).__name__}")
     return {str(k): _plain(v, str(k)) for k, v in obj.items()}
 
 
@@ -181,14 +169,14 @@ MANO_NPZ_SHAPES = {
 
 
 def read_npz(path: Path, error=None, shapes: dict | None = None) -> dict:
-    """The arrays of an .npz file, never unpickling; ``error`` (default ManoFileError) naming the
+    """The arrays of an .npz file, never unpickling; ``error`` (default InputError) naming the
     file when it is truncated, not an .npz archive, or holds objects. Every member's .npy header
     is read before anything is loaded: an array declaring more than MAX_NPZ_ARRAY_BYTES (or all
     of them more than MAX_NPZ_BYTES), an object array, or a key of ``shapes`` (key -> shape, None
     for any length) declaring another shape is refused, naming it and its declared shape."""
     import zipfile
 
-    error = error or ManoFileError
+    error = error or InputError
     try:
         with zipfile.ZipFile(path) as archive:
             _check_npz_headers(path, archive, error, shapes or {})
@@ -249,15 +237,15 @@ def _check_npz_headers(path: Path, archive, error, shapes: dict) -> None:
 
 def _array(raw: dict, key: str, path: Path, shape: tuple, dtype=np.float64) -> np.ndarray:
     if key not in raw:
-        raise ManoFileError(f"{path}: missing key '{key}'")
+        raise InputError(f"{path}: missing key '{key}'")
     try:
         value = np.asarray(raw[key], dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise ManoFileError(f"{path}: '{key}' is not numeric ({exc})") from exc
+        raise InputError(f"{path}: '{key}' is not numeric ({exc})") from exc
     if value.shape != shape:
-        raise ManoFileError(f"{path}: '{key}' has shape {value.shape}, expected {shape}")
+        raise InputError(f"{path}: '{key}' has shape {value.shape}, expected {shape}")
     if value.dtype.kind == "f" and not np.isfinite(value).all():
-        raise ManoFileError(f"{path}: '{key}' holds NaN or infinite values")
+        raise InputError(f"{path}: '{key}' holds NaN or infinite values")
     return value
 
 
@@ -266,12 +254,10 @@ def mano_from_arrays(raw: dict, path: str | Path = "<arrays>") -> ManoModel:
     path = Path(path)
     v = _array(raw, "v_template", path, (NUM_VERTICES, 3))
     if "shapedirs" not in raw:
-        raise ManoFileError(f"{path}: missing key 'shapedirs'")
+        raise InputError(f"{path}: missing key 'shapedirs'")
     shapedirs = np.asarray(raw["shapedirs"], dtype=np.float64)
     if shapedirs.ndim != 3 or shapedirs.shape[:2] != (NUM_VERTICES, 3) or shapedirs.shape[2] < NUM_BETAS:
-        raise ManoFileError(
-            f"{path}: 'shapedirs' has shape {shapedirs.shape}, expected ({NUM_VERTICES}, 3, {NUM_BETAS})"
-        )
+        raise InputError(f"{path}: 'shapedirs' has shape {shapedirs.shape}, expected ({NUM_VERTICES}, 3, {NUM_BETAS})")
     shapedirs = shapedirs[:, :, :NUM_BETAS]
     posedirs = _array(raw, "posedirs", path, (NUM_VERTICES, 3, NUM_POSE_BLEND))
     j_reg = _array(raw, "J_regressor", path, (NUM_JOINTS, NUM_VERTICES))
@@ -279,15 +265,15 @@ def mano_from_arrays(raw: dict, path: str | Path = "<arrays>") -> ManoModel:
     kintree = _array(raw, "kintree_table", path, (2, NUM_JOINTS), dtype=np.int64)
     faces = np.asarray(raw.get("f", np.zeros((0, 3))), dtype=np.int64)
     if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
-        raise ManoFileError(f"{path}: 'f' has shape {faces.shape}, expected (F, 3) triangles")
+        raise InputError(f"{path}: 'f' has shape {faces.shape}, expected (F, 3) triangles")
     if faces.min() < 0 or faces.max() >= NUM_VERTICES:
-        raise ManoFileError(f"{path}: 'f' indexes vertices outside 0..{NUM_VERTICES - 1}")
+        raise InputError(f"{path}: 'f' indexes vertices outside 0..{NUM_VERTICES - 1}")
     parents = kintree[0].copy()
     parents[0] = -1
     if not all(0 <= parents[j] < j for j in range(1, NUM_JOINTS)):
-        raise ManoFileError(f"{path}: 'kintree_table' is not a tree rooted at joint 0 with parents before children")
+        raise InputError(f"{path}: 'kintree_table' is not a tree rooted at joint 0 with parents before children")
     if not np.allclose(weights.sum(axis=1), 1.0, atol=1e-4):
-        raise ManoFileError(f"{path}: 'weights' rows do not sum to 1")
+        raise InputError(f"{path}: 'weights' rows do not sum to 1")
     if "hands_components" in raw:
         components = _array(raw, "hands_components", path, (NUM_HAND_POSE, NUM_HAND_POSE))
         mean = _array(raw, "hands_mean", path, (NUM_HAND_POSE,))
@@ -298,7 +284,7 @@ def mano_from_arrays(raw: dict, path: str | Path = "<arrays>") -> ManoModel:
     if "fingertip_ids" in raw:
         fingertip_ids = tuple(int(i) for i in np.asarray(raw["fingertip_ids"]).reshape(-1))
         if len(fingertip_ids) != 5 or min(fingertip_ids) < 0 or max(fingertip_ids) >= NUM_VERTICES:
-            raise ManoFileError(f"{path}: 'fingertip_ids' must be 5 vertex ids, got {fingertip_ids}")
+            raise InputError(f"{path}: 'fingertip_ids' must be 5 vertex ids, got {fingertip_ids}")
     note = str(np.asarray(raw["note"])) if "note" in raw else ""
     return ManoModel(
         v,
@@ -320,7 +306,7 @@ def load_mano(path: str | Path) -> ManoModel:
     """A MANO model from the official ``.pkl`` (restricted unpickling) or an ``.npz`` with the same keys."""
     path = Path(path)
     if not path.is_file():
-        raise ManoFileError(f"{path}: MANO file not found (MANO_RIGHT.pkl / MANO_LEFT.pkl or a converted .npz)")
+        raise InputError(f"{path}: MANO file not found (MANO_RIGHT.pkl / MANO_LEFT.pkl or a converted .npz)")
     raw = read_npz(path, shapes=MANO_NPZ_SHAPES) if path.suffix == ".npz" else _read_pickle(path)
     return mano_from_arrays(raw, path)
 
@@ -348,7 +334,7 @@ def convert_mano(source: str | Path, output: str | Path | None = None) -> str:
     line that reports it."""
     out = Path(output or Path(source).with_suffix(".npz").name.lower())
     if out.suffix != ".npz":
-        raise ManoFileError(f"{out}: the output must be an .npz file")
+        raise InputError(f"{out}: the output must be an .npz file")
     model = load_mano(source)
     save_mano_npz(model, out, source_file=source)
     return (

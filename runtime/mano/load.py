@@ -14,7 +14,7 @@ BUILTIN = "builtin"  # --mano's name for the stand-in hand
 
 def load_hand_model(source: str | Path | None, fingertips: str = "smplx") -> tuple[ManoModel, tuple[int, ...], str]:
     """(model, fingertip ids, label) for a command's ``--mano``: a MANO .pkl/.npz path, or
-    None / "builtin" for the stand-in hand. Raises ManoFileError for a bad file."""
+    None / "builtin" for the stand-in hand. Raises InputError for a bad file."""
     if source is None or str(source) == BUILTIN:
         model, fingertip_ids = build_builtin_hand()
         return model, fingertip_ids, STAND_IN_NOTE

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handssca.errors import HandSSCAError
+from handssca.errors import InputError
 
 NUM_VERTICES = 778
 NUM_JOINTS = 16
@@ -44,10 +44,6 @@ JOINT_ORDER = ["wrist"] + [
 ]
 
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
-
-
-class ManoFileError(HandSSCAError, ValueError):
-    """A MANO file that is missing, unreadable, unsafe or has the wrong content."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +232,6 @@ def meshes_from_outputs(outputs: dict[str, np.ndarray], mano: ManoModel | None, 
     if "vertices" in outputs and "joints_3d" in outputs:
         return outputs["vertices"].astype(np.float64), outputs["joints_3d"].astype(np.float64)
     if mano is None:
-        raise ManoFileError("the model's outputs have no MANO in the graph: give a MANO model (--mano)")
+        raise InputError("the model's outputs have no MANO in the graph: give a MANO model (--mano)")
     fingertip_ids = None if fingertip_ids is None else tuple(fingertip_ids)
     return mano_forward(mano, outputs["pose"], outputs["shape"], flat_hand_mean=False, fingertip_ids=fingertip_ids)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handssca.errors import OptionError
 from handssca.runtime.scan import _selective_scan_cpu as _kernel
-from handssca.runtime.scan.node import ScanArgumentError, ScanTypeError, scan_shapes
+from handssca.runtime.scan.node import scan_shapes
 
 __all__ = ["ScanGrads", "arithmetic_floor", "kernel_info", "selective_scan_backward", "selective_scan_forward"]
 
@@ -55,11 +56,11 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def _check(name: str, x, shape: tuple[int, ...]) -> None:
     if not isinstance(x, np.ndarray):
-        raise ScanTypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
+        raise OptionError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
     if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
-        raise ScanTypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
+        raise OptionError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
     if tuple(x.shape) != shape:
-        raise ScanArgumentError(f"selective_scan: {name} has shape {tuple(x.shape)}, expected {shape}")
+        raise OptionError(f"selective_scan: {name} has shape {tuple(x.shape)}, expected {shape}")
 
 
 def _validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, int]:
@@ -67,9 +68,9 @@ def _validate(u, delta, A, B, C, D, z, delta_bias) -> tuple[int, int, int, int, 
         if x is None and name in ("D", "z", "delta_bias"):
             continue
         if not isinstance(x, np.ndarray):
-            raise ScanTypeError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
+            raise OptionError(f"selective_scan: {name} must be a numpy array, got {type(x).__name__}")
         if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
-            raise ScanTypeError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
+            raise OptionError(f"selective_scan: {name} must be a floating-point array, got {x.dtype}")
     return scan_shapes(u, delta, A, B, C, D, z, delta_bias)
 
 

@@ -29,7 +29,7 @@ Every implementation, and where it lives:
 
 from __future__ import annotations
 
-from handssca.errors import HandSSCAError
+from handssca.errors import OptionError
 
 OP_TYPE = "HandSSCASelectiveScan"  # not "SelectiveScan": TensorRT-LLM registers that name
 DOMAIN = "ai.onnx.contrib"  # the domain onnxruntime-extensions runs Python ops in
@@ -39,14 +39,6 @@ PLUGIN_NAMESPACE = ""
 INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 _ACTIVATIONS = ("u", "delta", "B", "C")
-
-
-class ScanArgumentError(HandSSCAError, ValueError):
-    """Scan arguments of the wrong shape: names the argument, its shape and the one expected."""
-
-
-class ScanTypeError(ScanArgumentError, TypeError):
-    """A scan argument that is not a floating-point array of the right kind."""
 
 
 def count_scan_nodes(model) -> int:
@@ -89,26 +81,22 @@ def register_scan_schema() -> None:
 
 def scan_shapes(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> tuple[int, int, int, int, int]:
     """The one shape check of the scan's arguments (numpy arrays or torch tensors alike):
-    ScanArgumentError naming the first one that disagrees; else (batch, dim, L, N, G)."""
+    OptionError naming the first one that disagrees; else (batch, dim, L, N, G)."""
 
     def shape(x):
         return tuple(getattr(x, "shape", ()))
 
     if len(shape(u)) != 3:
-        raise ScanArgumentError(
-            f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}"
-        )
+        raise OptionError(f"selective_scan: u must be a (batch, dim, L) array, got shape {getattr(u, 'shape', None)}")
     batch, dim, L = shape(u)
     if len(shape(A)) != 2 or shape(A)[0] != dim:
-        raise ScanArgumentError(f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}")
+        raise OptionError(f"selective_scan: A must have shape ({dim}, N), got {getattr(A, 'shape', None)}")
     N = shape(A)[1]
     if len(shape(B)) != 4:
-        raise ScanArgumentError(
-            f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}"
-        )
+        raise OptionError(f"selective_scan: B must be a (batch, G, N, L) array, got shape {getattr(B, 'shape', None)}")
     G = shape(B)[1]
     if G < 1 or dim % G != 0:
-        raise ScanArgumentError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
+        raise OptionError(f"selective_scan: dim {dim} is not divisible by the {G} groups of B")
     expected = {
         "delta": (delta, (batch, dim, L)),
         "B": (B, (batch, G, N, L)),
@@ -119,5 +107,5 @@ def scan_shapes(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> tuple[int
     }
     for name, (x, want) in expected.items():
         if x is not None and shape(x) != want:
-            raise ScanArgumentError(f"selective_scan: {name} has shape {shape(x)}, expected {want}")
+            raise OptionError(f"selective_scan: {name} has shape {shape(x)}, expected {want}")
     return batch, dim, L, N, G

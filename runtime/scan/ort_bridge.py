@@ -4,15 +4,11 @@ it is. ``OnnxRunner`` does not use it (see ``register_ort_scan_op``)."""
 
 from __future__ import annotations
 
-from handssca.errors import HandSSCAError
+from handssca.errors import MissingBackend
 from handssca.runtime.scan.kernel import selective_scan_forward
 from handssca.runtime.scan.node import INPUTS, OP_TYPE
 
 _registered = False
-
-
-class ScanBridgeError(HandSSCAError, RuntimeError):
-    """onnxruntime-extensions is missing."""
 
 
 def register_ort_scan_op() -> str:
@@ -27,7 +23,7 @@ def register_ort_scan_op() -> str:
     try:
         from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
     except ImportError as exc:
-        raise ScanBridgeError(
+        raise MissingBackend(
             "running the selective-scan node in ONNX Runtime needs onnxruntime-extensions "
             "(pip install onnxruntime-extensions)"
         ) from exc
