@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     net = HandSSCA(HandSSCAConfig(input_size=args.input_size)).eval()
     mano, fingertip_ids = build_builtin_hand()
-    mano_kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=fingertip_ids)
+    mano_kw = dict(mano=mano, flat_hand_mean=False, fingertip_ids=fingertip_ids)
     model = HandSSCAWithMANO(net, MANOGraph(mano, flat_hand_mean=False, fingertip_ids=fingertip_ids)).eval()
     size = args.input_size
     with tempfile.TemporaryDirectory() as tmp:

@@ -170,13 +170,13 @@ def export_onnx(
     path: str | Path,
     *,
     batch: int | None = None,
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     precision: str = "fp32",
     scan: str = "custom",
     validate: bool = True,
     tolerance: float | None = None,
     mano: ManoModel | None = None,
-    mano_flat_hand_mean: bool | None = None,
+    flat_hand_mean: bool | None = None,
     fingertip_ids: tuple[int, ...] | None = None,
     weights: str = "untrained",
     rewrite: bool = True,
@@ -191,7 +191,7 @@ def export_onnx(
     nothing is written.
 
     With ``mano`` the MANO layer runs inside the graph (outputs gain vertices and joints_3d);
-    then ``mano_flat_hand_mean`` and ``fingertip_ids`` must be given: they are the conventions
+    then ``flat_hand_mean`` and ``fingertip_ids`` must be given: they are the conventions
     the network's pose was trained in, and they are recorded in the metadata. MANO runs in
     float32 at every precision. ``weights`` says where the weights came from (for the metadata).
     ``rewrite`` writes the graph with the exact INFERENCE_REWRITES (listed in the metadata).
@@ -222,15 +222,15 @@ def export_onnx(
     outputs = dict(OUTPUTS)
     mano_info = None
     if mano is not None:
-        if mano_flat_hand_mean is None or fingertip_ids is None:
-            raise RunError("exporting with MANO needs mano_flat_hand_mean and fingertip_ids")
-        mano_layer = MANOGraph(mano, flat_hand_mean=mano_flat_hand_mean, fingertip_ids=tuple(fingertip_ids))
+        if flat_hand_mean is None or fingertip_ids is None:
+            raise RunError("exporting with MANO needs flat_hand_mean and fingertip_ids")
+        mano_layer = MANOGraph(mano, flat_hand_mean=flat_hand_mean, fingertip_ids=tuple(fingertip_ids))
         graph_model = HandSSCAWithMANO(graph_model, mano_layer).eval()
         reference = HandSSCAWithMANO(reference, mano_layer).eval()
         outputs.update(MANO_OUTPUTS)
         mano_info = {
             "model": mano.note or Path(mano.source).name,
-            "flat_hand_mean": mano_flat_hand_mean,
+            "flat_hand_mean": flat_hand_mean,
             "fingertip_ids": list(fingertip_ids),
             "units": "m",
         }

@@ -30,8 +30,8 @@ class ExportOptions:
     int8_format: str = INT8_FORMATS[0]
     scan: str = SCAN_VARIANTS[0]
     seed: int = 0
-    no_validate: bool = False  # skip the ONNX Runtime vs PyTorch comparison
+    validate: bool = True  # the ONNX Runtime vs PyTorch comparison (--no-validate: skipped)
     tolerance: float | None = None  # largest |ORT - PyTorch| accepted (None: 1e-4 fp32, 5e-2 fp16)
-    with_mano: str | None = None  # MANO in the graph: a .pkl/.npz, or builtin
+    mano: str | None = None  # MANO in the graph (--with-mano): a .pkl/.npz, or builtin
     flat_hand_mean: bool = False
-    fingertips: str = "smplx"
+    fingertips: str = "smplx"  # whose fingertip vertices (export_onnx takes their ids)

@@ -23,13 +23,13 @@ def run_export(options: ExportOptions) -> list[str]:
     if weights.startswith("untrained"):
         lines.append(f"exporting the {weights} network: pass --checkpoint for trained weights")
     mano, fingertip_ids = None, None
-    if options.with_mano:
-        mano, fingertip_ids, label = load_hand_model(options.with_mano, options.fingertips)
-        hint = " (pass --with-mano PATH for the real model)" if options.with_mano == BUILTIN else ""
+    if options.mano:
+        mano, fingertip_ids, label = load_hand_model(options.mano, options.fingertips)
+        hint = " (pass --with-mano PATH for the real model)" if options.mano == BUILTIN else ""
         lines.append(f"MANO in the graph: {label}{hint}")
     settings = dict(
-        batch=options.batch, opset=options.opset, scan=options.scan, validate=not options.no_validate,
-        tolerance=options.tolerance, mano=mano, mano_flat_hand_mean=options.flat_hand_mean,
+        batch=options.batch, opset=options.opset, scan=options.scan, validate=options.validate,
+        tolerance=options.tolerance, mano=mano, flat_hand_mean=options.flat_hand_mean,
         fingertip_ids=fingertip_ids, weights=weights,
     )  # fmt: skip
     if options.precision == "int8":

@@ -25,7 +25,14 @@ from handssca.dispatch import (
     show,
 )
 from handssca.errors import HandSSCAError, one_line
+from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
 from handssca.extras import missing_extra
+from handssca.models.config import ATTENTION_KINDS
+from handssca.runtime.hands.finder import VARIANTS as HAND_VARIANTS
+from handssca.runtime.mano.builtin import STAND_IN_NOTE as STAND_IN
+from handssca.runtime.mano.model import FINGERTIP_IDS
+from handssca.runtime.predictor import SIDES
+from handssca.training.datasets import DEFAULT_SPLITS
 
 # ---- argparse types ---------------------------------------------------------------------------
 
@@ -117,32 +124,69 @@ def cmd_serve_check(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # The choices come from their owners, imported here rather than at the top so that a Ctrl-C
-    # while they load is an interrupt main() handles (one line), not a traceback.
-    from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
-    from handssca.models.config import ATTENTION_KINDS
-    from handssca.runtime.hands.finder import VARIANTS as HAND_VARIANTS
-    from handssca.runtime.mano.builtin import STAND_IN_NOTE as STAND_IN
-    from handssca.runtime.mano.model import FINGERTIP_IDS
-    from handssca.runtime.predictor import SIDES
-    from handssca.training.datasets import DEFAULT_SPLITS
-
     parser = argparse.ArgumentParser(prog="handssca", description="HandSSCA: train, export, and run a 3D hand mesh.")
     parser.add_argument("--version", action="version", version=f"handssca {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in COMMANDS:
+        register(sub)
+    parser.set_defaults(commands=sorted(sub.choices))
+    return parser
 
-    def command(group, name, handler, help, *owners):
-        p = group.add_parser(name, help=help, formatter_class=OwnerDefaultsFormatter)
-        p.set_defaults(handler=handler)
-        setattr(p, OWNERS, (*getattr(handler, "owners", ()), *owners))
-        return p.add_argument
 
-    def network_options(add, attention=True):
-        add("--config", help="YAML file with a 'model:' section (configs/model/)")
-        if attention:
-            add("--attention", choices=ATTENTION_KINDS, help="the paper's ablation (default ssca)")
-        add("--input-size", type=int, help="crop size in pixels (multiple of 128; default 256)")
+SERVING_OPTIONS = "handssca.serving.repository:ServingOptions"
 
+
+# ---- the parts of the commands' parsers ------------------------------------------------------
+
+
+def command(group, name, handler, help, *owners):
+    """Registers the command ``name`` in ``group`` with its handler and owners (the dataclasses and
+    functions whose fields and parameters its options are); returns its ``add_argument``."""
+    p = group.add_parser(name, help=help, formatter_class=OwnerDefaultsFormatter)
+    p.set_defaults(handler=handler)
+    setattr(p, OWNERS, (*getattr(handler, "owners", ()), *owners))
+    return p.add_argument
+
+
+def network_options(add, attention=True):
+    """The network's options (a config file, the attention, the input size)."""
+    add("--config", help="YAML file with a 'model:' section (configs/model/)")
+    if attention:
+        add("--attention", choices=ATTENTION_KINDS, help="the paper's ablation (default ssca)")
+    add("--input-size", type=int, help="crop size in pixels (multiple of 128; default 256)")
+
+
+def predictor_options(add):
+    """What a predictor is opened from, and the hand finder's options (webcam, infer)."""
+    add("--model", help="an exported .onnx (ONNX Runtime) or .engine (TensorRT)")
+    add("--checkpoint", help="a training checkpoint (runs in PyTorch)")
+    add("--mano", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
+    add("--plugin", help="TensorRT plugin library (for .engine models)")
+    add("--box", type=parse_box, help="a hand box x0,y0,x1,y1 in pixels (default: the hand finder finds the hands)")
+    add("--side", choices=SIDES, help="the --box hand's side")
+    add("--max-hands", type=at_least(1), help="hands to find")
+    add("--hand-models", metavar="DIR", help="the finder's ONNX models (default: the shipped ones)")
+    add("--hand-variant", choices=HAND_VARIANTS, help="the finder's models")
+    add("--mirror", action="store_true", help="mirrored frames (a selfie camera): sides swap")
+
+
+def scheduling_options(add):
+    """A Triton repository's scheduling options (serve repository, serve load-test)."""
+    add("--max-batch", type=at_least(1), help="max_batch_size of every model")
+    add("--preferred-batch", type=at_least(1), help="the network's preferred batch")
+    add("--queue-delay-us", type=at_least(0), help="dynamic batching queue delay")
+    add("--no-dynamic-batching", dest="dynamic_batching", action="store_false", help="each request on its own")
+    add("--instances", type=at_least(1), help="instances of the network model")
+    add("--version", type=at_least(1), help="the version folder to write")
+    add("--threads", type=at_least(0), help="ONNX Runtime threads per instance (0: all)")
+    add("--mano", help="MANO .pkl/.npz for the mesh model (default: the built-in stand-in hand)")
+
+
+# ---- one function per command -----------------------------------------------------------------
+
+
+def info_command(sub) -> None:
+    """handssca info"""
     add = command(sub, "info", cmd_info, "model summary: parameters, scan implementation, a forward pass",
                   "handssca.models.summary:model_report")  # fmt: skip
     network_options(add)
@@ -150,10 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch", type=at_least(1), help="batch size of the timed forward pass")
     add("--json", action="store_true", help="print the summary as JSON")
 
+
+def doctor_command(sub) -> None:
+    """handssca doctor"""
     add = command(sub, "doctor", cmd_doctor, "what this machine can run: kernels, runtimes, GPU, TensorRT plugin")
     add("--json", action="store_true", help="print the findings as JSON")
 
-    export = call("handssca.export.pipeline:run_export", "export", options="handssca.export.options:ExportOptions")
+
+def export_command(sub) -> None:
+    """handssca export"""
+    export = call(
+        "handssca.export.pipeline:run_export", needs_torch="export", options="handssca.export.options:ExportOptions"
+    )
     add = command(sub, "export", export, "export the network to ONNX (one custom node per selective scan)")
     add("-o", "--output", help="the .onnx (and a .json sidecar)")
     add("--checkpoint", metavar="PT", help="trained weights (default: the untrained network)")
@@ -166,12 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--int8-format", choices=INT8_FORMATS, help="s8s8: TensorRT's Q/DQ")
     add("--scan", choices=SCAN_VARIANTS, help="portable: standard ONNX ops only")
     add("--seed", type=int, help="seed of the untrained weights")
-    add("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    add("--no-validate", dest="validate", action="store_false", help="skip the ONNX Runtime vs PyTorch comparison")
     add("--tolerance", type=float, help="largest |ORT - PyTorch| accepted (default 1e-4 fp32, 5e-2 fp16)")
-    add("--with-mano", nargs="?", const="builtin", metavar="PATH", help="MANO in the graph")
+    add("--with-mano", dest="mano", nargs="?", const="builtin", metavar="PATH", help="MANO in the graph")
     add("--flat-hand-mean", action="store_true", help="pose relative to the flat hand, not the mean")
     add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
 
+
+def build_engine_command(sub) -> None:
+    """handssca build-engine"""
     engine = call("handssca.runtime.backends.engine_build:build_engine")
     add = command(sub, "build-engine", engine, "build a TensorRT engine from an exported ONNX file (GPU)")
     add("onnx_path", metavar="onnx", help="the .onnx from 'handssca export' (an fp16 export for an fp16 engine)")
@@ -183,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--workspace", dest="workspace_mib", type=at_least(1), metavar="MIB", help="workspace limit in MiB")
     add("--timing-cache", metavar="FILE", help="timing cache to reuse and update")
 
+
+def data_command(sub) -> None:
+    """handssca data synth"""
     data = sub.add_parser("data", help="data sets: make a synthetic one")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     synth = call("handssca.training.synthetic:synthesize", options="handssca.training.synthetic:SynthOptions")
@@ -199,19 +257,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
     add("--seed", type=int, help="seed of the random hands")
 
-    add = command(sub, "train", call("handssca.training.trainer:train", "train"), "train from a YAML config")
+
+def train_command(sub) -> None:
+    """handssca train"""
+    add = command(
+        sub, "train", call("handssca.training.trainer:train", needs_torch="train"), "train from a YAML config"
+    )
     add("--config", dest="config_path", help="YAML run config (configs/train/; default: the paper's FreiHAND recipe)")
     add("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="e.g. train.epochs=5")
     add("--resume", metavar="PT", help="continue a run from its last.pt")
     add("--auto-resume", action="store_true", help="continue from train.out/last.pt when it exists")
 
+
+def checkpoint_command(sub) -> None:
+    """handssca checkpoint slim"""
     checkpoint = sub.add_parser("checkpoint", help="training checkpoints: slim one down for shipping")
     checkpoint_sub = checkpoint.add_subparsers(dest="checkpoint_command", required=True)
-    slim = call("handssca.training.checkpoint:slim_checkpoint", "checkpoint slim")
+    slim = call("handssca.training.checkpoint:slim_checkpoint", needs_torch="checkpoint slim")
     add = command(checkpoint_sub, "slim", slim, "weights + model config only (no optimizer state)")
     add("source", metavar="checkpoint", help="a training checkpoint (last.pt / best.pt)")
     add("-o", "--output", dest="destination", required=True, help="the weight-only checkpoint to write")
 
+
+def eval_command(sub) -> None:
+    """handssca eval"""
     evaluate = call("handssca.training.evaluate:run_evaluation")
     add = command(sub, "eval", evaluate, "official metrics of a checkpoint / ONNX / engine on a data set")
     add("--dataset", choices=sorted(DEFAULT_SPLITS), help="the data set's layout")
@@ -228,18 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("-o", "--output", help="results JSON")
     add("--submission", help="also write the official pred.json (FreiHAND or HO3D format)")
 
-    def predictor_options(add):
-        add("--model", help="an exported .onnx (ONNX Runtime) or .engine (TensorRT)")
-        add("--checkpoint", help="a training checkpoint (runs in PyTorch)")
-        add("--mano", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
-        add("--plugin", help="TensorRT plugin library (for .engine models)")
-        add("--box", type=parse_box, help="a hand box x0,y0,x1,y1 in pixels (default: the hand finder finds the hands)")
-        add("--side", choices=SIDES, help="the --box hand's side")
-        add("--max-hands", type=at_least(1), help="hands to find")
-        add("--hand-models", metavar="DIR", help="the finder's ONNX models (default: the shipped ones)")
-        add("--hand-variant", choices=HAND_VARIANTS, help="the finder's models")
-        add("--mirror", action="store_true", help="mirrored frames (a selfie camera): sides swap")
 
+def webcam_command(sub) -> None:
+    """handssca webcam"""
     add = command(sub, "webcam", cmd_webcam, "live hand meshes: camera index, video, image folder or stream URL",
                   "handssca.runtime.predictor:PredictorOptions", "handssca.runtime.webcam:WebcamOptions",
                   "handssca.runtime.webcam:run_webcam")  # fmt: skip
@@ -255,20 +315,29 @@ def build_parser() -> argparse.ArgumentParser:
     add("--verify-every", type=at_least(0), metavar="N", help="frames between the landmark model's checks (0: never)")
     add("--no-finder", dest="find_hands", action="store_false", help="follow one hand from --box or the centre only")
 
+
+def infer_command(sub) -> None:
+    """handssca infer"""
     add = command(sub, "infer", cmd_infer, "hand meshes for images or folders: overlays, JSON, .obj",
                   "handssca.runtime.predictor:PredictorOptions", "handssca.runtime.infer:infer_images")  # fmt: skip
     add("images", nargs="+", help="image files or folders")
     predictor_options(add)
     add("-o", "--output", dest="out", help="output folder")
 
-    demo = call("handssca.demo:run_demo", "demo", say=lambda report: f"demo finished: open {report}")
+
+def demo_command(sub) -> None:
+    """handssca demo"""
+    demo = call("handssca.demo:run_demo", needs_torch="demo", say=lambda report: f"demo finished: open {report}")
     add = command(sub, "demo", demo, "the whole pipeline on this machine, nothing downloaded (a few minutes)")
     add("-o", "--output", dest="out", help="output folder")
     add("--frames", type=at_least(4), help="frames of the synthetic video")
     add("--seed", type=int, help="seed of the synthetic video")
     add("--quick", action="store_true", help="fewer timing runs and frames (for tests)")
 
-    bench = call("handssca.bench:run_bench_command", "bench", options="handssca.bench:BenchOptions")
+
+def bench_command(sub) -> None:
+    """handssca bench"""
+    bench = call("handssca.bench:run_bench_command", needs_torch="bench", options="handssca.bench:BenchOptions")
     add = command(sub, "bench", bench, "latency and parity of every available backend vs PyTorch")
     add("--checkpoint", help="trained weights (default: the untrained paper model)")
     network_options(add, attention=False)
@@ -286,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("-o", "--output", help="folder for bench.json and the plots")
 
+
+def mano_command(sub) -> None:
+    """handssca mano convert | render | builtin"""
     mano = sub.add_parser("mano", help="MANO model files: convert the official pickles to .npz")
     mano_sub = mano.add_subparsers(dest="mano_command", metavar="MANO_COMMAND", required=True)
     convert = call("handssca.runtime.mano.files:convert_mano")
@@ -303,37 +375,46 @@ def build_parser() -> argparse.ArgumentParser:
     add = command(mano_sub, "builtin", builtin, "write the built-in stand-in hand (NOT MANO) as a MANO-format .npz")
     add("-o", "--output", dest="path", help=".npz to write")
 
+
+def serve_command(sub) -> None:
+    """handssca serve repository | check | setup | start | load-test"""
     serve = sub.add_parser("serve", help="Triton Inference Server: a model repository, the server, a load test")
     serve_sub = serve.add_subparsers(dest="serve_command", metavar="STEP", required=True)
+    for register in (serve_repository_step, serve_check_step, serve_setup_step, serve_start_step, serve_load_test_step):
+        register(serve_sub)
 
-    def scheduling_options(add):
-        add("--max-batch", type=at_least(1), help="max_batch_size of every model")
-        add("--preferred-batch", type=at_least(1), help="the network's preferred batch")
-        add("--queue-delay-us", type=at_least(0), help="dynamic batching queue delay")
-        add("--no-dynamic-batching", dest="dynamic_batching", action="store_false", help="each request on its own")
-        add("--instances", type=at_least(1), help="instances of the network model")
-        add("--version", type=at_least(1), help="the version folder to write")
-        add("--threads", type=at_least(0), help="ONNX Runtime threads per instance (0: all)")
-        add("--mano", help="MANO .pkl/.npz for the mesh model (default: the built-in stand-in hand)")
 
-    serving = "handssca.serving.repository:ServingOptions"
-    repository = call("handssca.serving.repository:write_repository", options=serving)
+def serve_repository_step(serve_sub) -> None:
+    """handssca serve repository"""
+    repository = call("handssca.serving.repository:write_repository", options=SERVING_OPTIONS)
     add = command(serve_sub, "repository", repository, "write a Triton model repository for an .onnx or engine")
     add("model", help="an exported .onnx, or a TensorRT engine with its sidecar")
     add("-o", "--output", required=True, help="the repository folder (new, or one to add to)")
     add("--fingertips", choices=sorted(FINGERTIP_IDS), help="MANO fingertip ids")
     add("--plugin", help="engines: the scan plugin library (default: the engine's sidecar)")
     scheduling_options(add)
+
+
+def serve_check_step(serve_sub) -> None:
+    """handssca serve check"""
     add = command(serve_sub, "check", cmd_serve_check, "parse and cross-check a repository's config.pbtxt files",
                   "handssca.serving.repository:check_repository")  # fmt: skip
     add("repository")
     add("--trust-modified", action="store_true", help="accept model or python step files changed since written")
+
+
+def serve_setup_step(serve_sub) -> None:
+    """handssca serve setup"""
     setup = call(
         "handssca.serving.server:setup_server_environment", say=lambda env: f"ready: {env.folder}, {env.binary}"
     )
     add = command(serve_sub, "setup", setup, "make Triton's own environment (nvidia-pytriton, numpy<2, handssca)")
     add("folder", nargs="?", help="default: $HANDSSCA_TRITON_ENV or ~/.cache/handssca/triton-server")
     add("--quiet", action="store_true", help="print pip's output only on failure")
+
+
+def serve_start_step(serve_sub) -> None:
+    """handssca serve start"""
     start = call("handssca.serving.server:serve_repository", options="handssca.serving.server:ServeOptions")
     add = command(serve_sub, "start", start, "run tritonserver on a repository until Ctrl-C or SIGTERM")
     add("repository")
@@ -344,7 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--metrics-port", type=at_least(1), help="Triton's metrics port")
     add("--log", help="the server's log file (default: a temporary folder)")
     add("--trust-modified", action="store_true", help="serve model or python step files changed since written")
-    load = call("handssca.serving.load_test:run_load_test_command", serving=serving,
+
+
+def serve_load_test_step(serve_sub) -> None:
+    """handssca serve load-test"""
+    load = call("handssca.serving.load_test:run_load_test_command", serving=SERVING_OPTIONS,
                 options="handssca.serving.load_test:LoadTestOptions")  # fmt: skip
     add = command(serve_sub, "load-test", load, "concurrent clients against Triton: throughput, latency, parity")
     add("model", help="an exported .onnx")
@@ -358,8 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--kill-step-every", dest="kill_step_every_s", type=float, metavar="S",
         help="SIGKILL the network's python step every S seconds: lost requests, recovery times (0: never)")  # fmt: skip
     scheduling_options(add)
-    parser.set_defaults(commands=sorted(sub.choices))
-    return parser
+
+
+# Every command's parser, in the order --help lists them: a new command is one function here.
+COMMANDS = (
+    info_command, doctor_command, export_command, build_engine_command, data_command, train_command,
+    checkpoint_command, eval_command, webcam_command, infer_command, demo_command, bench_command, mano_command,
+    serve_command,
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,17 @@ def owner_defaults(owner) -> dict:
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
+def actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """A parser's actions (its options, positionals and subcommand groups): the one place
+    argparse's private attributes are read."""
+    return list(parser._actions)
+
+
+def collects(action: argparse.Action) -> bool:
+    """Whether ``action`` collects its values into a list (--onnx X --onnx Y)."""
+    return isinstance(action, argparse._AppendAction)
+
+
 def adopt_defaults(parser: argparse.ArgumentParser) -> None:
     """Each option of ``parser`` named like a field of its owners takes that field's default
     (options that collect values, --onnx X --onnx Y, start from a list of the owner's)."""
@@ -71,15 +82,15 @@ def adopt_defaults(parser: argparse.ArgumentParser) -> None:
             defaults.update(owner_defaults(resolve(owner)))
         except ImportError:  # torch missing: the handler says so in one line
             return
-    for action in parser._actions:
+    for action in actions(parser):
         if action.dest in defaults:
             value = defaults[action.dest]
             # argparse appends to a copy of the default, which must be a list
-            action.default = list(value) if isinstance(action, argparse._AppendAction) else value
+            action.default = list(value) if collects(action) else value
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    action = next((a for a in actions(parser) if isinstance(a, argparse._SubParsersAction)), None)
     return dict(action.choices) if action else {}
 
 
@@ -116,15 +127,15 @@ def show(result) -> int:
     return 0
 
 
-def call(target: str, torch: str | None = None, say=None, **option_classes: str):
+def call(target: str, *, needs_torch: str | None = None, say=None, **option_classes: str):
     """The handler that calls the owner ``target`` ("module:function") with the options named
     like its parameters, each of ``option_classes`` (parameter: "module:dataclass") built from
     the options named like its fields, and prints what it returns (through ``say``, given).
-    ``torch``: the command's name when it needs PyTorch."""
+    ``needs_torch``: the command's name when it needs PyTorch."""
 
     def handler(args):
-        if torch:
-            require_torch(torch)
+        if needs_torch:
+            require_torch(needs_torch)
         function = resolve(target)
         values = arguments_of(function, args, *option_classes)
         values |= {name: fields_of(resolve(owner), args) for name, owner in option_classes.items()}

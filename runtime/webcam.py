@@ -248,159 +248,205 @@ def run_webcam(
     predictor: HandMeshPredictor, source="0", options: WebcamOptions | None = None, opener=open_capture
 ) -> WebcamReport:
     """Runs until ``source`` (a camera index, video, image folder or URL) ends, ``max_frames``,
-    or 'q' in the window; returns what happened."""
-    import cv2
-
+    or 'q' in the window; returns what happened. The source (``FrameSource``), one step per frame
+    (``FrameStep``: tracking, the network, smoothing, drawing) and the headless sink
+    (``HeadlessOutputs``: the video, the JSON lines, the summary) are apart; this is the loop."""
     options = options or WebcamOptions()
     source = int(source) if isinstance(source, str) and source.isdigit() else source
     if options.headless and not options.output:
         raise RunError("--headless needs -o/--output for the annotated video and JSON")
-
     if not options.headless and not has_display():
         raise RunError("no display here for the live window: run with --headless -o DIR (video and JSON)")
     report = WebcamReport()
-    live = is_live(source)
-    grabber = LatestFrameGrabber(source, opener) if live else None
-    capture = None if live else opener(source)
-    fps_in = 30.0 if live else float(getattr(capture, "fps", 0) or capture.get(cv2.CAP_PROP_FPS) or 30.0)
-    tracker = HandTracker(
-        predictor.hand_finder() if options.find_hands else None,
-        max_hands=options.max_hands if options.find_hands else 1,
-        min_confidence=options.min_confidence,
-        verify_every=options.verify_every,
-        start_box=options.box,
-        start_side=options.side,
-    )
-    outputs: HeadlessOutputs | None = None
-    stages: dict[str, list[float]] = {k: [] for k in ("capture", "finder", "crop", "engine", "mano", "render")}
-    faces = predictor.mano.faces if predictor.mano is not None else None
-    show_mesh, show_skeleton, paused = options.show_mesh, options.show_skeleton, False
-    window = not options.headless
-    started = time.perf_counter()
+    frames = FrameSource(source, opener)
+    step = FrameStep(predictor, options)
+    window = None if options.headless else Window(step)
+    outputs = stack = None
     stop = threading.Event()
     restore = _stop_on_signals(stop)
-    folder = stack = None
     try:
         if options.output:  # once the source opened: a source that fails takes no earlier run's files
             stack = contextlib.ExitStack()  # a read-only folder, a file in the way, another run in it: one line
             folder = stack.enter_context(RunFolder(options.output))
-            outputs = HeadlessOutputs(folder, fps_in, faces, options.save_meshes)
+            outputs = HeadlessOutputs(folder, frames.fps, step.faces, options.save_meshes)
         while not options.max_frames or report.frames < options.max_frames:
             if stop.is_set():
                 report.interrupted = True
                 break
-            if options.duration_s and time.perf_counter() - started >= options.duration_s:
+            if options.duration_s and step.elapsed() >= options.duration_s:
                 break
-            t0 = time.perf_counter()
-            if live:
-                frame = grabber.latest()
-                if frame is None:
-                    report.error = grabber.failed
-                    break
-            else:
-                ok, frame = capture.read()
-                if not ok:
-                    report.error = _ended_early(capture, source, report.frames)
-                    break
-            t1 = time.perf_counter()
-            height, width = frame.shape[:2]
-            K = options.intrinsics if options.intrinsics is not None else default_intrinsics(width, height)
-            tracks = tracker.prepare(frame, report.frames)
-            hands = predictor.predict(frame, [t.box for t in tracks], colour="bgr", sides=[t.side for t in tracks], K=K)
-            tracker.update(tracks, hands, frame.shape)
-            now = time.perf_counter() - started
-            if options.smooth:
-                for track, hand in zip(tracks, hands, strict=True):
-                    hand.keypoints_2d = track.filters["keypoints"](hand.keypoints_2d, now)
-                    hand.vertices = track.filters["vertices"](hand.vertices, now)
-            t2 = time.perf_counter()
-            annotated = frame.copy()
-            for track, hand in zip(tracks, hands, strict=True):
-                draw_hand(annotated, hand, faces, K, mesh=show_mesh, skeleton=show_skeleton, opacity=0.65)
-                draw_label(annotated, hand.box, f"#{track.id} {track.side}")
-            t3 = time.perf_counter()
-            timings = predictor.timings if hands else {}
-            frame_ms = {
-                "capture": (t1 - t0) * 1e3,
-                "finder": tracker.finder_ms,
-                **{name: timings.get(f"{name}_ms", 0.0) for name in ("crop", "engine", "mano")},
-                "render": (t3 - t2) * 1e3,
-            }
-            for name, value in frame_ms.items():
-                stages[name].append(value)
-            index = report.frames  # counted once its outputs are written: an interrupt keeps them in step
-            fps = (index + 1) / max(time.perf_counter() - started, 1e-9)
-            draw_hud(
-                annotated,
-                [
-                    f"{fps:.1f} FPS  hands {len(hands)}/{tracker.max_hands}",
-                    "  ".join(f"{k} {v:.1f}" for k, v in frame_ms.items()) + " ms",
-                ]
-                + [hand_line(track, hand) for track, hand in zip(tracks, hands, strict=True)],
-            )
+            start = time.perf_counter()
+            frame = frames.read(report)
+            if frame is None:
+                break
+            annotated, record, hands = step(frame, report.frames, (time.perf_counter() - start) * 1e3)
             if outputs is not None:
-                record = {
-                    "frame": index,
-                    "time_s": round(now, 4),
-                    "hands": [{**track.to_json(), **hand.to_json()} for track, hand in zip(tracks, hands, strict=True)],
-                    "stage_ms": {k: round(v, 2) for k, v in frame_ms.items()},
-                }
                 try:
-                    report.resized += outputs.add(annotated, record, list(zip(tracks, hands, strict=True)))
+                    report.resized += outputs.add(annotated, record, hands)
                 except OutputError as exc:
                     report.error = str(exc)
                     break
-            report.frames = index + 1
-            if window:
-                try:
-                    cv2.imshow("handssca", annotated)
-                    key = cv2.waitKey(0 if paused else 1) & 0xFF
-                except cv2.error:  # no display: carry on headless
-                    window = False
-                    key = 255
-                if key == ord("q"):
-                    break
-                paused = (not paused) if key == ord(" ") else paused
-                show_mesh = (not show_mesh) if key == ord("m") else show_mesh
-                show_skeleton = (not show_skeleton) if key == ord("s") else show_skeleton
+            report.frames += 1  # counted once its outputs are written: an interrupt keeps them in step
+            if window is not None and not window.show(annotated):
+                break
     except KeyboardInterrupt:  # off the main thread, Ctrl-C still arrives as an exception
         report.interrupted = True
     finally:
         restore()
-        if grabber is not None:
-            grabber.close()
-            report.dropped, report.reconnects = grabber.dropped, grabber.reconnects
-        if capture is not None:
-            report.unreadable = getattr(capture, "unreadable", 0)
-            report.skipped = [one_line(skipped) for skipped in getattr(capture, "skipped", [])]
-            capture.release()
+        frames.close(report)
         if outputs is not None:
-            problem = outputs.finish(report.frames)
-            report.video, report.json_lines = outputs.video, outputs.json_lines
-            if problem:
-                report.error = f"{report.error}; {problem}" if report.error else problem
-        if options.headless is False:
-            try:
-                import cv2
-
-                cv2.destroyAllWindows()
-            except Exception:
-                pass
+            outputs.finish(report)
+        if window is not None:
+            window.close()
         if stack is not None and sys.exc_info()[1] is not None:  # a failure on its way out: release the folder
             stack.close()
     with stack or contextlib.nullcontext():  # the folder is released once the summary is written
-        return _summarise(report, tracker, stages, started, folder)
+        step.summarise(report)
+        if outputs is not None:
+            outputs.write_summary(report)
+        return report
 
 
-def _summarise(report: WebcamReport, tracker: HandTracker, stages: dict, started: float, folder) -> WebcamReport:
-    report.tracking = vars(tracker.counts)
-    report.tracking_lost = sum(tracker.counts.dropped.values())
-    report.fps = report.frames / max(time.perf_counter() - started, 1e-9)
-    report.stage_ms = {k: float(np.median(v)) if v else 0.0 for k, v in stages.items()}
-    if folder is not None:
-        report.summary = str(folder.folder / HeadlessOutputs.SUMMARY)
-        folder.write(HeadlessOutputs.SUMMARY, json.dumps(vars(report), indent=2).encode())
-    return report
+class FrameSource:
+    """The webcam's frames: a live source through ``LatestFrameGrabber`` (the newest frame, never a
+    queue), a file or folder frame by frame; ``read`` says why it ended in the report."""
+
+    def __init__(self, source, opener=open_capture):
+        import cv2
+
+        self.source, self.live = source, is_live(source)
+        self.grabber = LatestFrameGrabber(source, opener) if self.live else None
+        self.capture = None if self.live else opener(source)
+        fps = 30.0 if self.live else getattr(self.capture, "fps", 0) or self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps or 30.0)
+
+    def read(self, report: WebcamReport):
+        """The next frame, or None with ``report.error`` saying why the source ended early (None
+        for a file read to its end)."""
+        if self.live:
+            frame = self.grabber.latest()
+            if frame is None:
+                report.error = self.grabber.failed
+            return frame
+        ok, frame = self.capture.read()
+        if not ok:
+            report.error = _ended_early(self.capture, self.source, report.frames)
+            return None
+        return frame
+
+    def close(self, report: WebcamReport) -> None:
+        if self.grabber is not None:
+            self.grabber.close()
+            report.dropped, report.reconnects = self.grabber.dropped, self.grabber.reconnects
+        if self.capture is not None:
+            report.unreadable = getattr(self.capture, "unreadable", 0)
+            report.skipped = [one_line(skipped) for skipped in getattr(self.capture, "skipped", [])]
+            self.capture.release()
+
+
+class FrameStep:
+    """One frame's work: the tracker's hands, the network on them, each track's filters, the
+    meshes, skeletons and HUD drawn; returns (annotated frame, its JSON record, [(track, hand)])
+    and keeps each stage's times for the summary."""
+
+    STAGES = ("capture", "finder", "crop", "engine", "mano", "render")
+
+    def __init__(self, predictor: HandMeshPredictor, options: WebcamOptions):
+        self.predictor, self.options = predictor, options
+        self.tracker = HandTracker(
+            predictor.hand_finder() if options.find_hands else None,
+            max_hands=options.max_hands if options.find_hands else 1,
+            min_confidence=options.min_confidence,
+            verify_every=options.verify_every,
+            start_box=options.box,
+            start_side=options.side,
+        )
+        self.faces = predictor.mano.faces if predictor.mano is not None else None
+        self.show_mesh, self.show_skeleton = options.show_mesh, options.show_skeleton
+        self.stages: dict[str, list[float]] = {k: [] for k in self.STAGES}
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def __call__(self, frame: np.ndarray, index: int, capture_ms: float):
+        height, width = frame.shape[:2]
+        K = self.options.intrinsics if self.options.intrinsics is not None else default_intrinsics(width, height)
+        tracks = self.tracker.prepare(frame, index)
+        sides = [t.side for t in tracks]
+        hands = self.predictor.predict(frame, [t.box for t in tracks], colour="bgr", sides=sides, K=K)
+        self.tracker.update(tracks, hands, frame.shape)
+        now = self.elapsed()
+        pairs = list(zip(tracks, hands, strict=True))
+        if self.options.smooth:
+            for track, hand in pairs:
+                hand.keypoints_2d = track.filters["keypoints"](hand.keypoints_2d, now)
+                hand.vertices = track.filters["vertices"](hand.vertices, now)
+        drawing = time.perf_counter()
+        annotated = frame.copy()
+        for track, hand in pairs:
+            draw_hand(annotated, hand, self.faces, K, mesh=self.show_mesh, skeleton=self.show_skeleton, opacity=0.65)
+            draw_label(annotated, hand.box, f"#{track.id} {track.side}")
+        timings = self.predictor.timings if hands else {}
+        frame_ms = {
+            "capture": capture_ms,
+            "finder": self.tracker.finder_ms,
+            **{name: timings.get(f"{name}_ms", 0.0) for name in ("crop", "engine", "mano")},
+            "render": (time.perf_counter() - drawing) * 1e3,
+        }
+        for name, value in frame_ms.items():
+            self.stages[name].append(value)
+        fps = (index + 1) / max(self.elapsed(), 1e-9)
+        hud = [f"{fps:.1f} FPS  hands {len(hands)}/{self.tracker.max_hands}"]
+        hud.append("  ".join(f"{k} {v:.1f}" for k, v in frame_ms.items()) + " ms")
+        draw_hud(annotated, hud + [hand_line(track, hand) for track, hand in pairs])
+        record = {
+            "frame": index,
+            "time_s": round(now, 4),
+            "hands": [{**track.to_json(), **hand.to_json()} for track, hand in pairs],
+            "stage_ms": {k: round(v, 2) for k, v in frame_ms.items()},
+        }
+        return annotated, record, pairs
+
+    def summarise(self, report: WebcamReport) -> None:
+        """The tracking counts, the speed and each stage's median into ``report``."""
+        report.tracking = vars(self.tracker.counts)
+        report.tracking_lost = sum(self.tracker.counts.dropped.values())
+        report.fps = report.frames / max(self.elapsed(), 1e-9)
+        report.stage_ms = {k: float(np.median(v)) if v else 0.0 for k, v in self.stages.items()}
+
+
+class Window:
+    """The live window and its keys: q quits, space pauses, m and s turn the mesh and skeleton
+    on and off (``step`` draws them). Without a display it carries on headless."""
+
+    def __init__(self, step: FrameStep):
+        self.step, self.paused, self.open = step, False, True
+
+    def show(self, annotated: np.ndarray) -> bool:
+        """Shows a frame; False when the user quits."""
+        import cv2
+
+        if not self.open:
+            return True
+        try:
+            cv2.imshow("handssca", annotated)
+            key = cv2.waitKey(0 if self.paused else 1) & 0xFF
+        except cv2.error:  # no display: carry on headless
+            self.open = False
+            return True
+        self.paused = (not self.paused) if key == ord(" ") else self.paused
+        self.step.show_mesh = (not self.step.show_mesh) if key == ord("m") else self.step.show_mesh
+        self.step.show_skeleton = (not self.step.show_skeleton) if key == ord("s") else self.step.show_skeleton
+        return key != ord("q")
+
+    def close(self) -> None:
+        try:
+            import cv2
+
+            cv2.destroyAllWindows()
+        except Exception:
+            pass
 
 
 class HeadlessOutputs:
@@ -462,8 +508,10 @@ class HeadlessOutputs:
                 "(MPEG-4 allows at most 8191 pixels a side)"
             )
 
-    def finish(self, frames: int) -> str | None:
-        """Closes the outputs and moves them into place; what went wrong, or None."""
+    def finish(self, report: WebcamReport) -> None:
+        """Closes the outputs and moves them into place, the lines cut to the frames counted;
+        what went wrong joins ``report.error``."""
+        frames = report.frames
         problem = None
         try:
             self.lines.close()
@@ -483,7 +531,14 @@ class HeadlessOutputs:
                 free = shutil.disk_usage(self.folder.folder).free
                 why = "the disk is full" if free < (16 << 20) else "the encoder did not finish it"
                 problem = f"{final} could not be written ({why}) and was removed"
-        return problem
+        report.video, report.json_lines = self.video, self.json_lines
+        if problem:
+            report.error = f"{report.error}; {problem}" if report.error else problem
+
+    def write_summary(self, report: WebcamReport) -> None:
+        """``summary.json``, written last: whatever the run left, it describes."""
+        report.summary = str(self.folder.folder / self.SUMMARY)
+        self.folder.write(self.SUMMARY, json.dumps(vars(report), indent=2).encode())
 
 
 def hand_line(track, hand) -> str:

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from handssca.cli import build_parser
-from handssca.dispatch import OWNERS, adopt_defaults, owner_defaults, resolve, subcommands
+from handssca.dispatch import OWNERS, actions, adopt_defaults, owner_defaults, resolve, subcommands
 
 # Options whose default says "not given" rather than a value.
 UNSET = (None, False, [], argparse.SUPPRESS)
@@ -31,7 +31,7 @@ def test_every_default_is_the_owners(command, parser):
     for owner in owners:
         defaults |= owner_defaults(resolve(owner))
     adopt_defaults(parser)
-    for action in parser._actions:
+    for action in actions(parser):
         if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
             continue
         flag = "/".join(action.option_strings) or action.dest
@@ -62,3 +62,45 @@ def test_the_synthetic_set_default_is_the_owners():
     parser = dict(every_subparser(build_parser()))[("data", "synth")]
     adopt_defaults(parser)
     assert parser.get_default("train") == SynthOptions().train
+
+
+def owner_names(owner) -> set[str]:
+    """The fields of a dataclass, or the parameters of a function, an option can reach."""
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(owner):
+        return {f.name for f in dataclasses.fields(owner) if f.init}
+    return set(inspect.signature(owner).parameters)
+
+
+@pytest.mark.parametrize(("command", "parser"), leaf_commands(), ids=[c for c, _ in leaf_commands()])
+def test_every_option_reaches_an_owner(command, parser):
+    """An option whose dest matches none of its command's owners would be parsed and then
+    silently dropped: each must be a field or parameter of an owner, or read by the command's
+    own handler (info, doctor, webcam, infer, serve check read some themselves)."""
+    import inspect
+
+    from handssca import cli
+
+    handler = parser.get_default("handler")
+    reachable = set().union(*(owner_names(resolve(owner)) for owner in getattr(parser, OWNERS, ())))
+    source = "" if hasattr(handler, "owners") and handler.__name__ == "handler" else inspect.getsource(handler)
+    source += inspect.getsource(cli.predictor_for) if "predictor_for" in source else ""
+    for action in actions(parser):
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        flag = "/".join(action.option_strings) or action.dest
+        assert action.dest in reachable or f"args.{action.dest}" in source, f"{command} {flag}: reaches no owner"
+
+
+def test_an_option_that_reaches_no_owner_is_caught():
+    from handssca.dispatch import call
+
+    parser = argparse.ArgumentParser()
+    handler = call("handssca.training.synthetic:synthesize", options="handssca.training.synthetic:SynthOptions")
+    parser.set_defaults(handler=handler)
+    setattr(parser, OWNERS, handler.owners)
+    parser.add_argument("--trian", type=int)  # a typo of --train
+    with pytest.raises(AssertionError, match="--trian: reaches no owner"):
+        test_every_option_reaches_an_owner("data synth", parser)

@@ -143,7 +143,7 @@ def test_export_with_mano_in_the_graph(tmp_path):
     mano, fingertip_ids = build_builtin_hand()
     model = tiny()
     result = export_onnx(
-        model, tmp_path / "with_mano.onnx", mano=mano, mano_flat_hand_mean=False, fingertip_ids=fingertip_ids
+        model, tmp_path / "with_mano.onnx", mano=mano, flat_hand_mean=False, fingertip_ids=fingertip_ids
     )
     assert result.scan_nodes == 2
     meta = json.loads(result.sidecar.read_text())
@@ -161,7 +161,7 @@ def test_export_with_mano_in_the_graph(tmp_path):
     worst_mm = 1e3 * max(np.abs(got["vertices"] - verts.numpy()).max(), np.abs(got["joints_3d"] - joints.numpy()).max())
     print(f"worst vertex/joint difference, ONNX Runtime vs PyTorch: {worst_mm:.2e} mm")
     assert got["vertices"].shape == (2, 778, 3) and worst_mm < 1e-3
-    with pytest.raises(RunError, match="needs mano_flat_hand_mean"):
+    with pytest.raises(RunError, match="needs flat_hand_mean"):
         export_onnx(model, tmp_path / "x.onnx", mano=mano)
 
 
@@ -227,7 +227,7 @@ def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
 
     mano, fingertip_ids = build_builtin_hand()
     model = tiny()
-    kw = dict(mano=mano, mano_flat_hand_mean=False, fingertip_ids=fingertip_ids, validate=False)
+    kw = dict(mano=mano, flat_hand_mean=False, fingertip_ids=fingertip_ids, validate=False)
     custom = export_onnx(model, tmp_path / "custom.onnx", **kw)
     portable = export_onnx(model, tmp_path / "portable.onnx", scan="portable", **kw)
     assert custom.scan_nodes == 2 and portable.scan_nodes == 0
@@ -345,7 +345,7 @@ def test_the_file_is_the_opset_asked_for(tmp_path, opset, with_mano):
     mano_kw = {}
     if with_mano:
         mano, fingertip_ids = build_builtin_hand()
-        mano_kw = {"mano": mano, "mano_flat_hand_mean": False, "fingertip_ids": fingertip_ids}
+        mano_kw = {"mano": mano, "flat_hand_mean": False, "fingertip_ids": fingertip_ids}
     result = export_onnx(tiny(), tmp_path / "m.onnx", opset=opset, **mano_kw)
     proto = onnx.load(result.path)
     assert next(o.version for o in proto.opset_import if o.domain == "") == opset
