@@ -14,6 +14,7 @@ from conftest import TINY as TINY_FIELDS
 TINY = HandSSCAConfig(**TINY_FIELDS)
 
 
+@pytest.mark.slow  # a whole command end to end (training, bench, int8, the demo)
 def test_bench_report_is_complete_and_consistent(tmp_path):
     from handssca.runtime.mano.builtin import build_builtin_hand
     from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
@@ -91,6 +92,7 @@ def test_bench_report_is_complete_and_consistent(tmp_path):
     assert int8["latency"]["1"]["median_ms"] > 0 and int8["size_mb"] > 0
 
 
+@pytest.mark.slow  # a whole command end to end (training, bench, int8, the demo)
 def test_bench_command_prints_and_writes_the_table(tmp_path, capsys):
     from pathlib import Path
 

@@ -125,6 +125,7 @@ def test_the_webcam_removes_a_video_it_could_not_finish_even_without_another_err
     assert "annotated.mp4 could not be written (the disk is full) and was removed" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole command end to end (training, bench, int8, the demo)
 def test_an_interrupted_demo_is_not_reported_as_finished(tmp_path, monkeypatch):
     import handssca.runtime.webcam as webcam
     from handssca.demo import run_demo

@@ -204,6 +204,7 @@ def test_infer_and_webcam_commands(setup, tmp_path, capsys):
     assert "no such video file" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole command end to end (training, bench, int8, the demo)
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path), "--quick"]) == 0
     report = (tmp_path / "report.md").read_text()

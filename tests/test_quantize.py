@@ -120,6 +120,7 @@ def test_layouts_are_recognised_by_their_files(synthetic_root, tmp_path):
         detect_layout(tmp_path / "missing")
 
 
+@pytest.mark.slow  # a whole command end to end (training, bench, int8, the demo)
 def test_export_int8_command_and_eval_reports_its_cost(synthetic_root, tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text("input_size: 128\nresnet_width: 8\nfpn_channels: 32\nmano_hidden: [64]\n")

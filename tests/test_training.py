@@ -89,6 +89,7 @@ def test_resume_continues_exactly(synthetic_root, tmp_path):
     torch.set_num_threads(2)
 
 
+@pytest.mark.slow  # a whole command end to end (training, bench, int8, the demo)
 def test_train_and_eval_commands(synthetic_root, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--set", f"data.root={synthetic_root}", "--set", "mano.model=builtin", "--set", f"train.out={out}"]
