@@ -22,7 +22,7 @@ from handssca.training.config import load_config
 from handssca.training.datasets import HO3D, DexYCB, FreiHAND
 
 from conftest import TINY as TINY_FIELDS
-from conftest import TINY_OVERRIDES
+from conftest import TINY_CONFIG, TINY_OVERRIDES
 
 TINY = TINY_OVERRIDES
 
@@ -76,8 +76,7 @@ def test_a_file_and_its_sidecar_are_written_together_or_not_at_all(tmp_path, mon
 
 
 def test_an_export_whose_sidecar_cannot_be_written_leaves_the_old_pair(tmp_path, monkeypatch, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text("input_size: 128\nresnet_width: 8\nfpn_channels: 32\nmano_hidden: [64]\n")
+    config = TINY_CONFIG
     out = tmp_path / "a.onnx"
     assert main(["export", "--config", str(config), "-o", str(out), "--no-validate", "--seed", "1"]) == 0
     before = out.read_bytes(), out.with_suffix(".json").read_bytes()

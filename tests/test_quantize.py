@@ -21,6 +21,8 @@ from handssca.runtime.scan.node import OP_TYPE
 from handssca.training.datasets import detect_layout
 from handssca.training.samples import calibration_crops
 
+from conftest import TINY_CONFIG
+
 
 @pytest.fixture(scope="module")
 def fp32(tiny_network, tiny_onnx):
@@ -122,8 +124,7 @@ def test_layouts_are_recognised_by_their_files(synthetic_root, tmp_path):
 
 @pytest.mark.slow  # a whole command end to end (training, bench, int8, the demo)
 def test_export_int8_command_and_eval_reports_its_cost(synthetic_root, tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text("input_size: 128\nresnet_width: 8\nfpn_channels: 32\nmano_hidden: [64]\n")
+    config = TINY_CONFIG
     fp32 = tmp_path / "m.onnx"
     int8 = tmp_path / "m_int8.onnx"
     assert main(["export", "--config", str(config), "-o", str(int8), "--precision", "int8"]) == 1

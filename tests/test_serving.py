@@ -40,7 +40,9 @@ from handssca.serving.client import HandMeshClient
 from handssca.serving.load_test import make_hands, run_load_test, summary_table
 from handssca.serving.server import ServerEnvironment, TritonServer, free_ports
 
-SIZE = 128
+from conftest import TINY
+
+SIZE = TINY["input_size"]  # the tiny network's crop
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def test_a_version_that_cannot_be_written_leaves_the_repository_as_it_was(tiny_o
 
 def test_a_fixed_batch_export_is_refused(tmp_path):
     torch.manual_seed(0)
-    net = HandSSCA(HandSSCAConfig(input_size=SIZE, resnet_width=8, fpn_channels=32, mano_hidden=(64,))).eval()
+    net = HandSSCA(HandSSCAConfig(**TINY)).eval()
     export_onnx(net, tmp_path / "fixed.onnx", batch=2, validate=False)
     with pytest.raises(rp.ModelFileError, match="exported with a fixed batch of 2; export it without --batch"):
         rp.write_repository(tmp_path / "fixed.onnx", tmp_path / "repo")

@@ -16,7 +16,9 @@ from handssca.training.config import load_config
 from handssca.training.synthetic import SynthOptions, make_synthetic_dataset
 from handssca.training.trainer import Trainer
 
-TINY_MODEL = ["model.input_size=128", "model.resnet_width=8", "model.fpn_channels=32", "model.mano_hidden=[64]"]
+from conftest import TINY_OVERRIDES
+
+TINY_MODEL = TINY_OVERRIDES
 
 
 @pytest.fixture(scope="module")
