@@ -61,8 +61,8 @@ def build_kernel(build: Path, arch: str) -> tuple[Path, str]:
 def run_gpu_tests(library: Path) -> dict:
     tests = ["tests/test_plugins.py", "tests/test_cuda_kernel_emulated.py"]
     env = {**os.environ, "HANDSSCA_CUDA_KERNEL": str(library)}
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+    run = subprocess.run(  # addopts=-ra: one process, whether or not the device box has pytest-xdist
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", *tests],
         cwd=ROOT, env=env, capture_output=True, text=True,
     )  # fmt: skip
     summary = (run.stdout.strip().splitlines() or [""])[-1]

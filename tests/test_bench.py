@@ -214,7 +214,7 @@ def test_model_timing_is_interleaved_with_throughput():
 def test_load_test_percentiles_come_from_measure():
     import numpy as np
 
-    from serving.load_test import _latency_percentiles
+    from handssca.serving.load_test import _latency_percentiles
 
     samples = list(np.random.default_rng(0).exponential(5.0, 200))
     assert _latency_percentiles(samples) == {

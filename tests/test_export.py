@@ -221,6 +221,7 @@ def test_portable_needs_a_recent_opset():
         lower_scan_nodes(one_scan_node_model(opset=14))
 
 
+@pytest.mark.slow  # three exports with MANO; the fast subset has one (test_export_with_mano_in_the_graph)
 def test_pytorch_custom_node_and_portable_agree_with_mano(tmp_path):
     """The three ways to run the network on the same input, compared by polygraphy."""
     from handssca.runtime.mano.builtin import build_builtin_hand
@@ -336,7 +337,10 @@ def test_an_empty_or_non_finite_batch_is_refused_in_one_line(exported):
         model.run(image)
 
 
-@pytest.mark.parametrize("opset, with_mano", [(17, False), (17, True), (19, False)])
+@pytest.mark.parametrize(
+    "opset, with_mano",
+    [(17, False), pytest.param(17, True, marks=pytest.mark.slow), pytest.param(19, False, marks=pytest.mark.slow)],
+)
 def test_the_file_is_the_opset_asked_for(tmp_path, opset, with_mano):
     """--opset N gives an opset-N file (17: TensorRT 8.6-era parsers), checked and run by ONNX
     Runtime against PyTorch, and the sidecar says the same."""

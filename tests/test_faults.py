@@ -75,10 +75,11 @@ def test_a_file_and_its_sidecar_are_written_together_or_not_at_all(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]  # no temporary left
 
 
-def test_an_export_whose_sidecar_cannot_be_written_leaves_the_old_pair(tmp_path, monkeypatch, capsys):
+def test_an_export_whose_sidecar_cannot_be_written_leaves_the_old_pair(tiny_onnx, tmp_path, monkeypatch, capsys):
     config = TINY_CONFIG
     out = tmp_path / "a.onnx"
-    assert main(["export", "--config", str(config), "-o", str(out), "--no-validate", "--seed", "1"]) == 0
+    shutil.copyfile(tiny_onnx, out)  # an earlier export's pair
+    shutil.copyfile(tiny_onnx.with_suffix(".json"), out.with_suffix(".json"))
     before = out.read_bytes(), out.with_suffix(".json").read_bytes()
     _full_disk_for(monkeypatch, "a.json")
     assert main(["export", "--config", str(config), "-o", str(out), "--no-validate", "--seed", "2"]) == 1

@@ -68,7 +68,9 @@ def test_the_cpu_kernel_tests_run_clean_under_asan_and_ubsan(tmp_path):
     check = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert check.returncode == 0 and "sanitized kernel loaded" in check.stdout, check.stderr[-3000:]
     kernel_tests = str(ROOT / "tests" / "test_selective_scan.py")
-    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", kernel_tests, "-k", "cpu_kernel"]
+    # addopts=-ra: one process (the sanitizers' runtime is preloaded into it), with or without xdist
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", kernel_tests]
+    tests += ["-k", "cpu_kernel"]
     run = subprocess.run(tests, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     reports = "".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("*san.*")))
     assert run.returncode == 0 and not reports, (reports or run.stdout + run.stderr)[-4000:]
