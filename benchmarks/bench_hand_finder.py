@@ -29,11 +29,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from hand_photos import mediapipe_tflite  # noqa: E402
 
 from handssca.measure import environment, stats, time_interleaved, write_json  # noqa: E402
+from handssca.runtime.camera import default_intrinsics  # noqa: E402
 from handssca.runtime.hands.finder import LANDMARK_SIZE, HandFinder, letterbox_affine  # noqa: E402
 from handssca.runtime.hands.rects import landmarks_rect, rect_affine  # noqa: E402
 from handssca.runtime.hands.tracking import VERIFY_EVERY  # noqa: E402
 from handssca.runtime.mano.builtin import build_builtin_hand  # noqa: E402
-from handssca.runtime.overlay import default_intrinsics, draw_hand  # noqa: E402
+from handssca.runtime.overlay import draw_hand  # noqa: E402
 from handssca.runtime.photos import load_photo, two_hands_sequence  # noqa: E402
 from handssca.runtime.predictor import HandMeshPredictor  # noqa: E402
 

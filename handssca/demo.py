@@ -40,8 +40,9 @@ def show_finder(predictor, out: Path, frames: int) -> dict:
     """The demo's finder step: the hands of a real photograph and its mirror drawn with their
     sides (finder_photo.png), and the webcam with the finder on a video of the photograph."""
     from handssca.errors import HandSSCAError
+    from handssca.runtime.camera import default_intrinsics
     from handssca.runtime.files import write_image, write_video
-    from handssca.runtime.overlay import default_intrinsics, draw_hand, draw_label, draw_skeleton
+    from handssca.runtime.overlay import draw_hand, draw_label, draw_skeleton
     from handssca.runtime.photos import load_photo, two_hands_sequence
     from handssca.runtime.webcam import WebcamOptions, run_webcam
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from handssca.errors import HandSSCAError, UnreadableImage, one_line
+from handssca.runtime.camera import default_intrinsics
 from handssca.runtime.files import RunFolder, list_images, read_image, write_image
 from handssca.runtime.mesh_render import mesh_to_obj
-from handssca.runtime.overlay import default_intrinsics, draw_hand, draw_label
+from handssca.runtime.overlay import draw_hand, draw_label
 from handssca.runtime.predictor import HandMeshPredictor
 
 

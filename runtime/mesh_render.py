@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handssca.runtime.camera import project
+
 
 def look_at_rotation(yaw: float, pitch: float) -> np.ndarray:
     """A camera rotation: ``yaw`` about the vertical axis, then ``pitch`` about the horizontal (radians)."""
@@ -66,12 +68,6 @@ def render_orthographic(
     image = np.full((size, size, 3), background, dtype=np.uint8)
     # The camera looks along -z in these coordinates: towards-camera normals have +z; depth = -z.
     return draw_mesh(image, pts, -cam[:, 2], faces, normals[:, 2])
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Camera-frame points (..., 3), z forward, through intrinsics K -> pixels (..., 2)."""
-    uvw = points @ np.asarray(K, dtype=np.float64).T
-    return uvw[..., :2] / np.maximum(uvw[..., 2:3], 1e-9)
 
 
 def render_perspective(

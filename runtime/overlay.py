@@ -12,12 +12,6 @@ BONES += [(5 + 4 * f + i, 6 + 4 * f + i) for f in range(4) for i in range(3)]
 FINGER_COLOURS = [(0, 0, 255), (0, 165, 255), (0, 200, 0), (255, 128, 0), (200, 0, 200)]  # BGR, thumb..pinky
 
 
-def default_intrinsics(width: int, height: int) -> np.ndarray:
-    """A plausible webcam: focal length about the image's longer side, centred principal point."""
-    f = float(max(width, height))
-    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
-
-
 def draw_skeleton(image: np.ndarray, keypoints: np.ndarray) -> None:
     import cv2
 

@@ -11,18 +11,19 @@ back on the way out. MANO runs in numpy unless the engine already contains it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from handssca.errors import InputError, ModelFileError, OptionError
 from handssca.runtime.backends.runner import open_runner
+from handssca.runtime.camera import project, solve_translation
 from handssca.runtime.crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
 from handssca.runtime.hands.finder import MAX_HANDS, VARIANTS, FoundHand, HandFinder
 from handssca.runtime.hands.finder import _describe as describe
 from handssca.runtime.mano.conventions import mirror_points, mirror_pose
 from handssca.runtime.mano.load import BUILTIN, load_hand_model
-from handssca.runtime.mano.model import ManoModel, meshes_from_outputs
+from handssca.runtime.mano.model import ManoModel, mano_forward, meshes_from_outputs
 
 SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
 CHUNK = 16  # hands run through the network at once: a frame's hands are one batch, a crowd is several
@@ -77,34 +78,23 @@ class HandPrediction:
         return None if self.translation is None else self.vertices + self.translation
 
     def to_json(self) -> dict:
+        """The hand as JSON; the parameters and joints to 1e-8 (radians, metres), pixels to 1e-4,
+        so that a record's joints and keypoints can be re-derived from its pose, shape and
+        translation to float precision."""
         out = {
             "box": self.box.tolist(),
             "side": self.side,
             "confidence": round(float(self.confidence), 4),
-            "keypoints_2d": np.round(self.keypoints_2d, 2).tolist(),
-            "joints_3d": np.round(self.joints_3d, 5).tolist(),
-            "pose": np.round(self.pose, 5).tolist(),
-            "shape": np.round(self.shape, 5).tolist(),
+            "keypoints_2d": np.round(self.keypoints_2d, 4).tolist(),
+            "joints_3d": np.round(self.joints_3d, 8).tolist(),
+            "pose": np.round(self.pose, 8).tolist(),
+            "shape": np.round(self.shape, 8).tolist(),
         }
         if self.translation is not None:
-            out["translation"] = np.round(self.translation, 5).tolist()
+            out["translation"] = np.round(self.translation, 8).tolist()
         if self.found is not None:
             out["finder"] = self.found.to_json()
         return out
-
-
-def solve_translation(joints_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """The camera-frame translation t with project(joints_3d + t) closest to keypoints_2d
-    (linear least squares in t: each keypoint gives two equations)."""
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    x, y, z = joints_3d.T
-    du, dv = keypoints_2d[:, 0] - cx, keypoints_2d[:, 1] - cy
-    n = len(x)
-    A = np.zeros((2 * n, 3))
-    b = np.zeros(2 * n)
-    A[:n, 0], A[:n, 2], b[:n] = fx, -du, du * z - fx * x
-    A[n:, 1], A[n:, 2], b[n:] = fy, -dv, dv * z - fy * y
-    return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
 class HandMeshPredictor:
@@ -123,6 +113,8 @@ class HandMeshPredictor:
         fixed = meta["input"]["shape"][0]
         self.max_batch = fixed if isinstance(fixed, int) else None
         self.mano_in_graph = bool(meta.get("mano", {}).get("in_graph"))
+        # The pose is relative to the mean hand unless an export put MANO in the graph without it.
+        self.flat_hand_mean = bool(meta.get("mano", {}).get("flat_hand_mean")) if self.mano_in_graph else False
         if not self.mano_in_graph and (mano is None or fingertip_ids is None):
             raise ModelFileError("this model outputs MANO parameters only: give the MANO model and its fingertip ids")
         self.mano, self.fingertip_ids = mano, tuple(fingertip_ids) if fingertip_ids is not None else None
@@ -133,6 +125,32 @@ class HandMeshPredictor:
     def open(cls, source, mano: ManoModel | None = None, fingertip_ids=None, plugin=None, finder=None):
         """A predictor over ``open_runner(source)``: an .onnx, .engine or .pt file, or a torch network."""
         return cls(open_runner(source, plugin=plugin), mano, fingertip_ids, finder)
+
+    def hand_from_parameters(self, hand: HandPrediction, pose, shape, translation, K) -> HandPrediction:
+        """``hand`` with the parameters ``pose`` (48,), ``shape`` (10,) and camera ``translation``
+        (3,), and everything else it reports derived from them through this predictor's hand model:
+        vertices and joints (root-relative), and the 2D keypoints as the projection of the
+        camera-space joints through ``K``. What the webcam reports of each (smoothed) hand, so the
+        mesh, the skeleton and the parameters of a record are one hand."""
+        if self.mano is None or self.fingertip_ids is None:
+            raise ModelFileError("deriving a hand from its parameters needs the hand model: give --mano")
+        pose, shape = np.asarray(pose, np.float64), np.asarray(shape, np.float64)
+        translation = np.asarray(translation, np.float64)
+        right_pose = pose if hand.side == "right" else mirror_pose(pose)  # the model is a right hand
+        fk = dict(flat_hand_mean=self.flat_hand_mean, fingertip_ids=self.fingertip_ids)
+        vertices, joints = mano_forward(self.mano, right_pose[None], shape[None], **fk)
+        vertices, joints = vertices[0] - joints[0, :1], joints[0] - joints[0, :1]
+        if hand.side == "left":
+            vertices, joints = mirror_points(vertices), mirror_points(joints)
+        return replace(
+            hand,
+            pose=pose,
+            shape=shape,
+            translation=translation,
+            joints_3d=joints,
+            vertices=vertices,
+            keypoints_2d=project(joints + translation, K),
+        )
 
     def hand_finder(self) -> HandFinder:
         if self.finder is None:

@@ -5,8 +5,9 @@ the newest frame, so inference never waits on the camera and slow inference drop
 instead of queueing them; a stream that stops is reopened with back-off. Files and folders are
 read frame by frame (nothing is dropped). Up to ``max_hands`` hands are found by the hand finder
 and followed by their keypoints (``hand_tracking.HandTracker``: MediaPipe's scheme); without the
-finder one hand is followed from the user's box or the centred square. Each hand's keypoints and
-vertices are smoothed by its own One Euro filters. Each frame gets the shaded meshes, the
+finder one hand is followed from the user's box or the centred square. Each hand's parameters
+(rotations, shape, translation) are smoothed by its track's One Euro filter on the source's clock,
+and its mesh, joints and keypoints derived from them (``FrameStep``). Each frame gets the shaded meshes, the
 skeletons and a HUD with FPS, per-stage latency and each hand's side and scores; with
 ``headless`` the annotated video and one JSON line per frame (and optionally .obj meshes) are
 written instead of a window.
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import OptionError, OutputError, RunError, UnreadableImage, one_line
+from handssca.errors import ModelFileError, OptionError, OutputError, RunError, UnreadableImage, one_line
+from handssca.runtime.camera import default_intrinsics
 from handssca.runtime.files import (
     IMAGE_SUFFIXES,
     RunFolder,
@@ -38,10 +40,12 @@ from handssca.runtime.files import (
     quiet_opencv,
     read_image,
 )
+from handssca.runtime.hands.filters import HandFilter
 from handssca.runtime.hands.finder import MAX_HANDS
 from handssca.runtime.hands.tracking import VERIFY_EVERY, HandTracker
+from handssca.runtime.mano.conventions import mirror_pose
 from handssca.runtime.mesh_render import mesh_to_obj
-from handssca.runtime.overlay import default_intrinsics, draw_hand, draw_hud, draw_label
+from handssca.runtime.overlay import draw_hand, draw_hud, draw_label
 from handssca.runtime.predictor import HandMeshPredictor
 
 
@@ -52,11 +56,13 @@ def is_live(source) -> bool:
 class FolderSource:
     """Images of a folder in name order, as frames; unreadable ones are skipped and counted."""
 
+    fps = 10.0  # the folder's nominal rate: its frames' clock is index / fps
+
     def __init__(self, folder: Path):
         self.paths = list_images([folder])
         if not self.paths:
             raise RunError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
-        self.index, self.unreadable, self.fps = 0, 0, 10.0
+        self.index, self.unreadable = 0, 0
         self.skipped: list[str] = []  # "path: reason" of each image left out
 
     def read(self):
@@ -107,6 +113,7 @@ class LatestFrameGrabber:
         self.source, self.opener, self.retries, self.backoff_s = source, opener, retries, backoff_s
         self.capture = opener(source)
         self.frame, self.frame_id, self.taken_id = None, 0, 0
+        self.grabbed_at = 0.0  # when the newest frame was grabbed (time.monotonic)
         self.dropped = self.reconnects = 0
         self.failed: str | None = None
         self._lock = threading.Condition()
@@ -118,6 +125,7 @@ class LatestFrameGrabber:
         failures = 0
         while not self._stop:
             ok, frame = self.capture.read()
+            grabbed_at = time.monotonic()  # the frame's capture time: its clock, whenever it is processed
             if not ok:
                 failures += 1
                 if failures > self.retries:
@@ -137,18 +145,19 @@ class LatestFrameGrabber:
             with self._lock:
                 if self.frame_id > self.taken_id:
                     self.dropped += 1
-                self.frame, self.frame_id = frame, self.frame_id + 1
+                self.frame, self.frame_id, self.grabbed_at = frame, self.frame_id + 1, grabbed_at
                 self._lock.notify_all()
 
     def latest(self, timeout: float = 5.0):
-        """The newest unseen frame, or None when the source has ended or failed."""
+        """(the newest unseen frame, when it was grabbed (time.monotonic)), or (None, None) when the
+        source has ended or failed."""
         with self._lock:
             if not self._lock.wait_for(lambda: self.frame_id > self.taken_id or self.failed, timeout):
-                return None
+                return None, None
             if self.frame_id <= self.taken_id:
-                return None
+                return None, None
             self.taken_id = self.frame_id
-            return self.frame
+            return self.frame, self.grabbed_at
 
     def close(self):
         self._stop = True
@@ -276,10 +285,10 @@ def run_webcam(
             if options.duration_s and step.elapsed() >= options.duration_s:
                 break
             start = time.perf_counter()
-            frame = frames.read(report)
+            frame, stamp = frames.read(report)
             if frame is None:
                 break
-            annotated, record, hands = step(frame, report.frames, (time.perf_counter() - start) * 1e3)
+            annotated, record, hands = step(frame, report.frames, stamp, (time.perf_counter() - start) * 1e3)
             if outputs is not None:
                 try:
                     report.resized += outputs.add(annotated, record, hands)
@@ -308,8 +317,16 @@ def run_webcam(
 
 
 class FrameSource:
-    """The webcam's frames: a live source through ``LatestFrameGrabber`` (the newest frame, never a
-    queue), a file or folder frame by frame; ``read`` says why it ended in the report."""
+    """The webcam's frames, each with its time on the source's clock: a live source through
+    ``LatestFrameGrabber`` (the newest frame, never a queue), a file or folder frame by frame;
+    ``read`` says why it ended in the report.
+
+    The clock (seconds from the first frame) is what the filters run on, so a recording is the
+    same however fast the machine processes it:
+    - a video file: the container's timestamp of each frame, where it gives one that moves
+      forward, else the previous frame's time plus 1 / the container's frame rate;
+    - an image folder: frame index / its nominal rate, FolderSource.fps (10 frames a second);
+    - a live source: the time each frame was grabbed, not the time it is processed."""
 
     def __init__(self, source, opener=open_capture):
         import cv2
@@ -318,21 +335,38 @@ class FrameSource:
         self.grabber = LatestFrameGrabber(source, opener) if self.live else None
         self.capture = None if self.live else opener(source)
         fps = 30.0 if self.live else getattr(self.capture, "fps", 0) or self.capture.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps or 30.0)
+        self.fps = float(fps) if fps and math.isfinite(fps) and fps > 0 else 30.0
+        self.first = self.last = None  # the first frame's clock reading, the latest frame's time
 
-    def read(self, report: WebcamReport):
-        """The next frame, or None with ``report.error`` saying why the source ended early (None
-        for a file read to its end)."""
+    def read(self, report: WebcamReport) -> tuple[np.ndarray | None, float | None]:
+        """(the next frame, its time in seconds on the source's clock), or (None, None) with
+        ``report.error`` saying why the source ended early (None for a file read to its end)."""
         if self.live:
-            frame = self.grabber.latest()
+            frame, grabbed_at = self.grabber.latest()
             if frame is None:
                 report.error = self.grabber.failed
-            return frame
+                return None, None
+            self.first = grabbed_at if self.first is None else self.first
+            return frame, grabbed_at - self.first
         ok, frame = self.capture.read()
         if not ok:
             report.error = _ended_early(self.capture, self.source, report.frames)
+            return None, None
+        stamp = self._container_time()
+        if stamp is None or (self.last is not None and stamp <= self.last):
+            stamp = 0.0 if self.last is None else self.last + 1.0 / self.fps
+        self.last = stamp
+        return frame, stamp
+
+    def _container_time(self) -> float | None:
+        """The frame just read's timestamp in the video's container, seconds (None for a folder,
+        or where the container gives none)."""
+        import cv2
+
+        if isinstance(self.capture, FolderSource) or not hasattr(self.capture, "get"):
             return None
-        return frame
+        stamp = self.capture.get(cv2.CAP_PROP_POS_MSEC)
+        return stamp / 1e3 if isinstance(stamp, (int, float)) and math.isfinite(stamp) and stamp >= 0 else None
 
     def close(self, report: WebcamReport) -> None:
         if self.grabber is not None:
@@ -345,11 +379,17 @@ class FrameSource:
 
 
 class FrameStep:
-    """One frame's work: the tracker's hands, the network on them, each track's filters, the
+    """One frame's work: the tracker's hands, the network on them, each track's filter, the
     meshes, skeletons and HUD drawn; returns (annotated frame, its JSON record, [(track, hand)])
-    and keeps each stage's times for the summary."""
+    and keeps each stage's times for the summary.
 
-    STAGES = ("capture", "finder", "crop", "engine", "mano", "render")
+    Each hand is settled once: its parameters (the joint rotations, the shape and the camera
+    translation), smoothed by its track's HandFilter on the source's clock unless smoothing is
+    off, and everything reported of it derived from them (``hand_from_parameters``): the mesh,
+    the joints, and the keypoints as their projection. The tracker follows the network's own
+    keypoints, before smoothing."""
+
+    STAGES = ("capture", "finder", "crop", "engine", "mano", "smooth", "render")
 
     def __init__(self, predictor: HandMeshPredictor, options: WebcamOptions):
         self.predictor, self.options = predictor, options
@@ -361,7 +401,10 @@ class FrameStep:
             start_box=options.box,
             start_side=options.side,
         )
-        self.faces = predictor.mano.faces if predictor.mano is not None else None
+        if predictor.mano is None:
+            raise ModelFileError("the webcam derives each hand from its parameters with the hand model: give --mano")
+        self.faces = predictor.mano.faces
+        self.pose_offset = self.pose_offsets(predictor)
         self.show_mesh, self.show_skeleton = options.show_mesh, options.show_skeleton
         self.stages: dict[str, list[float]] = {k: [] for k in self.STAGES}
         self.started = time.perf_counter()
@@ -369,19 +412,18 @@ class FrameStep:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def __call__(self, frame: np.ndarray, index: int, capture_ms: float):
+    def __call__(self, frame: np.ndarray, index: int, stamp: float, capture_ms: float):
+        """``frame`` number ``index``, at ``stamp`` seconds on the source's clock."""
         height, width = frame.shape[:2]
-        K = self.options.intrinsics if self.options.intrinsics is not None else default_intrinsics(width, height)
+        guessed = self.options.intrinsics is None
+        K = default_intrinsics(width, height) if guessed else self.options.intrinsics
         tracks = self.tracker.prepare(frame, index)
         sides = [t.side for t in tracks]
         hands = self.predictor.predict(frame, [t.box for t in tracks], colour="bgr", sides=sides, K=K)
         self.tracker.update(tracks, hands, frame.shape)
-        now = self.elapsed()
-        pairs = list(zip(tracks, hands, strict=True))
-        if self.options.smooth:
-            for track, hand in pairs:
-                hand.keypoints_2d = track.filters["keypoints"](hand.keypoints_2d, now)
-                hand.vertices = track.filters["vertices"](hand.vertices, now)
+        settling = time.perf_counter()
+        pairs = [(track, self.settle(track, hand, stamp, K)) for track, hand in zip(tracks, hands, strict=True)]
+        settle_ms = (time.perf_counter() - settling) * 1e3
         drawing = time.perf_counter()
         annotated = frame.copy()
         for track, hand in pairs:
@@ -392,6 +434,7 @@ class FrameStep:
             "capture": capture_ms,
             "finder": self.tracker.finder_ms,
             **{name: timings.get(f"{name}_ms", 0.0) for name in ("crop", "engine", "mano")},
+            "smooth": settle_ms,
             "render": (time.perf_counter() - drawing) * 1e3,
         }
         for name, value in frame_ms.items():
@@ -402,11 +445,32 @@ class FrameStep:
         draw_hud(annotated, hud + [hand_line(track, hand) for track, hand in pairs])
         record = {
             "frame": index,
-            "time_s": round(now, 4),
+            "time_s": round(stamp, 6),  # the source's clock
+            "intrinsics": intrinsics_json(K, guessed),
             "hands": [{**track.to_json(), **hand.to_json()} for track, hand in pairs],
             "stage_ms": {k: round(v, 2) for k, v in frame_ms.items()},
         }
         return annotated, record, pairs
+
+    @staticmethod
+    def pose_offsets(predictor: HandMeshPredictor) -> dict[str, np.ndarray]:
+        """What a hand's pose (48,) is relative to, per side: the hand model's mean finger pose
+        (mirrored for a left hand) unless the export made the pose absolute. The filters smooth
+        the rotations MANO applies: the pose plus this."""
+        offset = np.zeros(48)
+        if not predictor.flat_hand_mean:
+            offset[3:] = predictor.mano.hands_mean.reshape(-1)
+        return {"right": offset, "left": mirror_pose(offset)}
+
+    def settle(self, track, hand, stamp: float, K: np.ndarray):
+        """``hand`` as reported: its parameters through the track's filter (made when the track
+        starts or changes side) unless smoothing is off, and the rest derived from them."""
+        pose, shape, translation = hand.pose, hand.shape, hand.translation
+        if self.options.smooth:
+            if track.smoother is None:
+                track.smoother = HandFilter(self.pose_offset[hand.side])
+            pose, shape, translation = track.smoother(pose, shape, translation, stamp)
+        return self.predictor.hand_from_parameters(hand, pose, shape, translation, K)
 
     def summarise(self, report: WebcamReport) -> None:
         """The tracking counts, the speed and each stage's median into ``report``."""
@@ -539,6 +603,16 @@ class HeadlessOutputs:
         """``summary.json``, written last: whatever the run left, it describes."""
         report.summary = str(self.folder.folder / self.SUMMARY)
         self.folder.write(self.SUMMARY, json.dumps(vars(report), indent=2).encode())
+
+
+def intrinsics_json(K: np.ndarray, guessed: bool) -> dict:
+    """The intrinsics of a record: fx, fy, cx, cy in pixels, the (3, 3) matrix they make (row by
+    row, as OpenCV takes it), and whether they were guessed (``default_intrinsics``) or given."""
+    values = {name: round(float(K[i, j]), 6) for name, (i, j) in _INTRINSICS.items()}
+    return values | {"matrix": np.round(np.asarray(K, np.float64), 6).tolist(), "guessed": guessed}
+
+
+_INTRINSICS = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}
 
 
 def hand_line(track, hand) -> str:

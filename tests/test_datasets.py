@@ -11,9 +11,9 @@ import pytest
 from dataset_files import write_dexycb, write_ho3d
 
 from handssca.errors import InputError
+from handssca.runtime.camera import project
 from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.mano.model import mano_forward
-from handssca.runtime.mesh_render import project
 from handssca.training.datasets import HO3D, DexYCB, FreiHAND, dexycb_s0_split
 from handssca.training.samples import Augmentation, HandCrops
 from handssca.training.submission import (

@@ -12,10 +12,10 @@ from handssca.cli import main
 from handssca.errors import RunError
 from handssca.models import TorchRunner
 from handssca.runtime.backends.onnx_runner import OnnxRunner
+from handssca.runtime.camera import solve_translation
 from handssca.runtime.crop import apply_affine, crop_affine, invert_affine, square_from_box
-from handssca.runtime.hands.filters import OneEuroFilter
 from handssca.runtime.mano.builtin import build_builtin_hand
-from handssca.runtime.predictor import HandMeshPredictor, solve_translation
+from handssca.runtime.predictor import HandMeshPredictor
 from handssca.runtime.webcam import WebcamOptions, open_capture, run_webcam
 from handssca.training.synthetic import render_sequence
 
@@ -91,16 +91,6 @@ def test_translation_and_crop_geometry():
         np.testing.assert_allclose(apply_affine(invert_affine(m), apply_affine(m, points)), points, atol=1e-9)
 
 
-def test_one_euro_filter_smooths_noise_and_follows_motion():
-    rng = np.random.default_rng(0)
-    f = OneEuroFilter(min_cutoff=1.0, beta=0.0)
-    noisy = [f(np.array([1.0 + rng.normal(0, 0.1)]), i / 30) for i in range(300)]
-    assert np.std(noisy[50:]) < 0.5 * 0.1
-    f = OneEuroFilter(min_cutoff=1.0, beta=1.0)
-    track = [f(np.array([i / 30.0]), i / 30) for i in range(60)]  # a steady motion: small lag
-    assert abs(track[-1][0] - 59 / 30) < 0.1
-
-
 def test_webcam_headless_on_a_video(setup, tmp_path):
     net, onnx_path, mano, fingertip_ids, images, truth, video = setup
     predictor = HandMeshPredictor(OnnxRunner(onnx_path), mano, fingertip_ids)
@@ -113,7 +103,7 @@ def test_webcam_headless_on_a_video(setup, tmp_path):
     assert report.frames == len(images) and report.error is None
     lines = [json.loads(x) for x in (tmp_path / "frames.jsonl").read_text().splitlines()]
     assert [x["frame"] for x in lines] == list(range(len(images)))
-    assert set(lines[0]["stage_ms"]) == {"capture", "finder", "crop", "engine", "mano", "render"}
+    assert set(lines[0]["stage_ms"]) == {"capture", "finder", "crop", "engine", "mano", "smooth", "render"}
     assert all(len(x["hands"]) == 1 and x["hands"][0]["track"] == 0 for x in lines)
     assert len(lines[0]["hands"][0]["keypoints_2d"]) == 21
     written = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))

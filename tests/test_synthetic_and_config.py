@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from handssca.errors import OptionError
+from handssca.runtime.camera import project
 from handssca.runtime.mano.builtin import build_builtin_hand
 from handssca.runtime.mano.model import mano_forward
-from handssca.runtime.mesh_render import project
 from handssca.training.config import load_config
 from handssca.training.losses import LossWeights, hand_loss, weak_perspective
 from handssca.training.synthetic import SynthOptions, make_synthetic_dataset

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from handssca.errors import InputError, UnreadableImage, UnusableSample
+from handssca.runtime.camera import project
 from handssca.runtime.crop import (
     IMAGE_MEAN,
     IMAGE_STD,
@@ -31,7 +32,6 @@ from handssca.runtime.files import read_image
 from handssca.runtime.hands.boxes import box_from_points
 from handssca.runtime.mano.conventions import rotation_to_axis_angle
 from handssca.runtime.mano.model import rodrigues
-from handssca.runtime.mesh_render import project
 
 from .datasets import HandRecord
 

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from handssca.errors import HandSSCAError
+from handssca.runtime.camera import project
 from handssca.runtime.files import write_atomically
 from handssca.runtime.mano.model import ManoModel, mano_forward
-from handssca.runtime.mesh_render import project, render_perspective
+from handssca.runtime.mesh_render import render_perspective
 
 IMAGE_SIZE = 224  # FreiHAND's images
 VERSIONS = 4  # FreiHAND's background versions per sample

@@ -20,7 +20,9 @@ renew the side; otherwise the track is dropped. A tracked hand the finder did no
 in the same way before a hand the finder found beside it starts a new track: the network may
 have let the track wander off that very hand. A track's side is only ever the landmark model's
 (``Track.take``, from a check or the finder's re-find); our network never changes it, and no new
-track is started on a tracked hand. Each track keeps its own filters.
+track is started on a tracked hand. Each track keeps its own filter of the hand's parameters, made
+afresh when the track starts or its side changes, so a hand lost and found again (a new track)
+carries no state across the gap.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from handssca.runtime.hands.boxes import box_containment, box_iou, centred_box, square_box
-from handssca.runtime.hands.filters import OneEuroFilter
+from handssca.runtime.hands.filters import HandFilter
 from handssca.runtime.hands.finder import TRACKING_IOU, FoundHand, HandFinder
 from handssca.runtime.hands.rects import landmarks_rect
 
@@ -41,11 +43,6 @@ VERIFY_EVERY = 5  # frames between the landmark model's checks of a tracked hand
 # box's area), whatever their IoU: a network whose keypoints draw together leaves a track's box
 # small inside the hand's, and distinct hands rarely hide 80% of one's box in the other's.
 SAME_HAND_CONTAINMENT = 0.8
-
-
-def smoothing_filters() -> dict[str, OneEuroFilter]:
-    """A track's own One Euro filters for its keypoints and vertices."""
-    return {"keypoints": OneEuroFilter(1.5, 0.02), "vertices": OneEuroFilter(1.0, 0.5)}
 
 
 @dataclass
@@ -60,13 +57,15 @@ class Track:
     presence: float | None = None
     palm_score: float | None = None
     since_check: int = 0  # frames since the landmark model last saw it
-    filters: dict = field(default_factory=smoothing_filters)
+    smoother: HandFilter | None = None  # its parameters' filter (the webcam's; new with each track and side)
 
     def take(self, hand: FoundHand) -> None:
         """The landmark model's view of this hand (a check, or the finder's re-find): its box,
         keypoints, side and scores become the track's together, so they always describe one view.
         The only place a track's side changes: our network never says which hand it sees."""
         self.found, self.box, self.keypoints = hand, hand.box, hand.keypoints
+        if hand.side != self.side:  # a left hand's parameters are not a right one's: sides never mix
+            self.smoother = None
         self.side, self.side_score, self.presence = hand.side, hand.side_score, hand.presence
         self.palm_score = hand.palm_score if hand.palm_score is not None else self.palm_score
         self.since_check = 0

@@ -54,11 +54,27 @@ def rotation_to_axis_angle(rot: np.ndarray) -> np.ndarray:
             qv[:, k] = (a[:, k, i] + a[:, i, k]) / s4
             w = (a[:, k, j] - a[:, j, k]) / s4
             q[sel] = np.concatenate([w[:, None], qv], axis=1)
-    q *= np.where(q[:, :1] < 0, -1.0, 1.0)  # w >= 0: angle in [0, pi]
-    norm_v = np.linalg.norm(q[:, 1:], axis=1)
-    angle = 2 * np.arctan2(norm_v, q[:, 0])
+    return quaternion_to_axis_angle(q).reshape(r.shape[:-2] + (3,))
+
+
+def axis_angle_to_quaternion(axis_angle: np.ndarray) -> np.ndarray:
+    """(..., 3) axis-angle -> (..., 4) unit quaternions (w, x, y, z), w >= 0 for angles up to pi."""
+    v = np.asarray(axis_angle, dtype=np.float64)
+    angle = np.linalg.norm(v, axis=-1, keepdims=True)
+    # sin(angle / 2) / angle, by its series near 0 where the quotient loses its digits
+    scale = np.where(angle > 1e-6, np.sin(angle / 2) / np.maximum(angle, 1e-300), 0.5 - angle**2 / 48)
+    return np.concatenate([np.cos(angle / 2), v * scale], axis=-1)
+
+
+def quaternion_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    """(..., 4) quaternions (w, x, y, z), any length and sign -> (..., 3) axis-angle, angle in [0, pi]."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    q = q * np.where(q[..., :1] < 0, -1.0, 1.0)  # q and -q are one rotation: w >= 0 gives angle <= pi
+    norm_v = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    angle = 2 * np.arctan2(norm_v, q[..., :1])
     scale = np.where(norm_v > 1e-12, angle / np.maximum(norm_v, 1e-300), 2.0)
-    return (q[:, 1:] * scale[:, None]).reshape(r.shape[:-2] + (3,))
+    return q[..., 1:] * scale
 
 
 def opengl_to_opencv_points(points: np.ndarray) -> np.ndarray:
