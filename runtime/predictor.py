@@ -21,9 +21,9 @@ from handssca.runtime.camera import project, solve_translation
 from handssca.runtime.crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
 from handssca.runtime.hands.finder import MAX_HANDS, VARIANTS, FoundHand, HandFinder
 from handssca.runtime.hands.finder import _describe as describe
-from handssca.runtime.mano.conventions import mirror_points, mirror_pose
+from handssca.runtime.mano.conventions import mirror_points, mirror_pose, posed_hand
 from handssca.runtime.mano.load import BUILTIN, load_hand_model
-from handssca.runtime.mano.model import ManoModel, mano_forward, meshes_from_outputs
+from handssca.runtime.mano.model import ManoModel, meshes_from_outputs
 
 SIDES = ("right", "left")  # left hands are mirrored into right ones for the network
 CHUNK = 16  # hands run through the network at once: a frame's hands are one batch, a crowd is several
@@ -136,12 +136,8 @@ class HandMeshPredictor:
             raise ModelFileError("deriving a hand from its parameters needs the hand model: give --mano")
         pose, shape = np.asarray(pose, np.float64), np.asarray(shape, np.float64)
         translation = np.asarray(translation, np.float64)
-        right_pose = pose if hand.side == "right" else mirror_pose(pose)  # the model is a right hand
         fk = dict(flat_hand_mean=self.flat_hand_mean, fingertip_ids=self.fingertip_ids)
-        vertices, joints = mano_forward(self.mano, right_pose[None], shape[None], **fk)
-        vertices, joints = vertices[0] - joints[0, :1], joints[0] - joints[0, :1]
-        if hand.side == "left":
-            vertices, joints = mirror_points(vertices), mirror_points(joints)
+        vertices, joints = posed_hand(self.mano, hand.side, pose, shape, **fk)
         return replace(
             hand,
             pose=pose,

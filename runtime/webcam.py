@@ -43,10 +43,10 @@ from handssca.runtime.files import (
 from handssca.runtime.hands.filters import HandFilter
 from handssca.runtime.hands.finder import MAX_HANDS
 from handssca.runtime.hands.tracking import VERIFY_EVERY, HandTracker
-from handssca.runtime.mano.conventions import mirror_pose
+from handssca.runtime.mano.conventions import pose_offset
 from handssca.runtime.mesh_render import mesh_to_obj
 from handssca.runtime.overlay import draw_hand, draw_hud, draw_label
-from handssca.runtime.predictor import HandMeshPredictor
+from handssca.runtime.predictor import SIDES, HandMeshPredictor
 
 
 def is_live(source) -> bool:
@@ -457,10 +457,7 @@ class FrameStep:
         """What a hand's pose (48,) is relative to, per side: the hand model's mean finger pose
         (mirrored for a left hand) unless the export made the pose absolute. The filters smooth
         the rotations MANO applies: the pose plus this."""
-        offset = np.zeros(48)
-        if not predictor.flat_hand_mean:
-            offset[3:] = predictor.mano.hands_mean.reshape(-1)
-        return {"right": offset, "left": mirror_pose(offset)}
+        return {side: pose_offset(predictor.mano, side, flat_hand_mean=predictor.flat_hand_mean) for side in SIDES}
 
     def settle(self, track, hand, stamp: float, K: np.ndarray):
         """``hand`` as reported: its parameters through the track's filter (made when the track

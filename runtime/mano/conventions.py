@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from handssca.runtime.mano.model import NUM_HAND_POSE, ManoModel, rodrigues
+from handssca.runtime.mano.model import NUM_HAND_POSE, ManoModel, mano_forward, rodrigues
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 
@@ -129,3 +129,29 @@ def mirror_image_points(points_2d: np.ndarray, width: int) -> np.ndarray:
     out = np.array(points_2d, dtype=np.float64)
     out[..., 0] = width - out[..., 0]
     return out
+
+
+def posed_hand(
+    model: ManoModel, side: str, pose, shape, *, flat_hand_mean: bool, fingertip_ids
+) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (778, 3), joints (21, 3)), root-relative (the wrist at 0), of one ``side`` hand
+    with ``pose`` (48,) as reported for that side and ``shape`` (10,). The model is a right hand:
+    a left hand is the mirror image of the right hand of its mirrored pose."""
+    pose = np.asarray(pose, np.float64)
+    right = pose if side == "right" else mirror_pose(pose)
+    fk = dict(flat_hand_mean=flat_hand_mean, fingertip_ids=fingertip_ids)
+    vertices, joints = mano_forward(model, right[None], np.asarray(shape, np.float64)[None], **fk)
+    vertices, joints = vertices[0] - joints[0, :1], joints[0] - joints[0, :1]
+    if side == "left":
+        vertices, joints = mirror_points(vertices), mirror_points(joints)
+    return vertices, joints
+
+
+def pose_offset(model: ManoModel, side: str, *, flat_hand_mean: bool) -> np.ndarray:
+    """(48,) what a ``side`` hand's reported pose is relative to: the rotations MANO applies are
+    pose + offset, the model's mean finger pose (mirrored for a left hand), or zeros with
+    flat_hand_mean."""
+    offset = np.zeros(3 + NUM_HAND_POSE)
+    if not flat_hand_mean:
+        offset[3:] = np.asarray(model.hands_mean, np.float64).reshape(-1)
+    return offset if side == "right" else mirror_pose(offset)
