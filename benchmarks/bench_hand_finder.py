@@ -210,6 +210,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="LiteRT threads (ONNX Runtime uses all cores)")
     parser.add_argument("--calibration-images", type=int, default=16)
     args = parser.parse_args()
+    try:  # LiteRT runs MediaPipe's own models beside ours; the paper model's export needs torch
+        import ai_edge_litert.interpreter  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        needs = f"bench_hand_finder.py needs {exc.name.split('.')[0]}: pip install -e '.[dev]' (ai-edge-litert, torch); "
+        print(needs + "MediaPipe's .tflite files come from its wheel, cached in ~/.cache/handssca", file=sys.stderr)
+        return 1
     report = {"environment": environment(), "verify_every": VERIFY_EVERY}
     print("models: ONNX Runtime vs LiteRT, interleaved")
     report["models"] = model_speed(args.rounds, args.threads)

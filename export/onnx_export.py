@@ -178,6 +178,7 @@ def export_onnx(
     mano: ManoModel | None = None,
     flat_hand_mean: bool | None = None,
     fingertip_ids: tuple[int, ...] | None = None,
+    say=None,
     weights: str = "untrained",
     rewrite: bool = True,
 ) -> ExportResult:
@@ -243,6 +244,8 @@ def export_onnx(
     # out of the user's terminal unless the export fails.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     chatter = io.StringIO()
+    say = say or (lambda text: None)  # the steps that take seconds say so (the CLI passes progress.say)
+    say(f"export: tracing the network with torch.export ({net.config.input_size} px input; the longest step) ...")
     try:
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -275,6 +278,7 @@ def export_onnx(
     metadata["rewrites"] = list(INFERENCE_REWRITES) if rewrite else []
     entry = proto.metadata_props.add()
     entry.key, entry.value = "handssca", json.dumps(metadata)
+    say("export: checking the ONNX file (onnx.checker, full check) ...")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -283,6 +287,7 @@ def export_onnx(
 
     comparison = None
     if validate:
+        say("export: running it in ONNX Runtime against PyTorch (polygraphy) ...")
         comparison = compare_with_pytorch(reference, data, batch or 3, tolerance)
         if not comparison.passed:
             name, diff = comparison.worst("onnxruntime")

@@ -3,7 +3,10 @@ and validated, and the lines that report it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from handssca.errors import RunError
+from handssca.progress import say
 
 from .options import ExportOptions
 
@@ -30,7 +33,7 @@ def run_export(options: ExportOptions) -> list[str]:
     settings = dict(
         batch=options.batch, opset=options.opset, scan=options.scan, validate=options.validate,
         tolerance=options.tolerance, mano=mano, flat_hand_mean=options.flat_hand_mean,
-        fingertip_ids=fingertip_ids, weights=weights,
+        fingertip_ids=fingertip_ids, weights=weights, say=say,
     )  # fmt: skip
     if options.precision == "int8":
         from .quantize import export_int8
@@ -41,7 +44,13 @@ def run_export(options: ExportOptions) -> list[str]:
         )  # fmt: skip
         lines += [f"calibration: counted out {reason}" for reason in skipped]
         lines.append(f"wrote {options.output}: {info['description']}; calibrated on {info['calibration']}")
-        lines.append(f"measure what it costs: handssca eval --onnx FP32.onnx --onnx {options.output}")
+        joints = info["shift_vs_pytorch"]["joints_mm"]
+        lines.append(
+            f"int8 against PyTorch on the {info['shift_vs_pytorch']['samples']} calibration crops: joints move "
+            f"{joints['median']:.2f} mm median, {joints['p90']:.2f} p90, {joints['max']:.2f} max (in the sidecar)"
+        )
+        root = options.calibration if options.calibration and Path(str(options.calibration)).is_dir() else "DATA"
+        lines.append(f"measure what it costs: handssca eval --root {root} --onnx FP32.onnx --onnx {options.output}")
         return lines
     from .onnx_export import export_onnx
 

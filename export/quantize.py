@@ -88,11 +88,13 @@ def quantize_int8(
     show_progress: bool = True,
     calibration: str = "given images",
     scope: str = "backbone",
+    check=None,
 ) -> dict:
     """Writes ``output`` (and its .json sidecar): the fp32 export ``source`` with every
     convolution before the scans (``scope="all"``: every convolution) quantized to int8,
     calibrated on ``images`` (N, 3, S, S), preprocessed as the metadata says. Returns what the
-    metadata records under "int8"."""
+    metadata records under "int8". ``check(path of the int8 model) -> dict``, given, runs on the
+    finished model before it is written and what it returns is recorded under "int8" too."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from tqdm import tqdm
@@ -173,6 +175,11 @@ def quantize_int8(
         onnx.checker.check_model(merged, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise RunError(f"{output}: the quantized graph fails onnx's checker: {str(exc).splitlines()[0]}") from exc
+    if check is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx.save(merged, Path(tmp) / "int8.onnx")
+            info.update(check(Path(tmp) / "int8.onnx"))
+        entry.value = json.dumps(metadata)  # with what the check found
     sidecar = output.with_suffix(".json")
     write_together({output: merged.SerializeToString(), sidecar: json.dumps(metadata, indent=2).encode()})
     return info
@@ -237,9 +244,41 @@ def export_int8(model, path: str | Path, *, calibration: str, images: int = 64, 
     path = Path(path)
     check_writable(path)
     int8_format(fmt)  # a bad format is refused before the work
+    say = export_options.get("say") or (lambda text: None)
+    say(f"export: rendering or reading {images} calibration crops ({calibration}) ...")
     crops, skipped = calibration_crops(calibration, images, model.config.input_size)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / f"{path.stem}_fp32.onnx", **export_options)
         label = f"{calibration} ({len(crops)} images{f', {len(skipped)} counted out' if skipped else ''})"
-        info = quantize_int8(fp32.path, path, crops, fmt, calibration=label)
+
+        def against_pytorch(int8_path: Path) -> dict:
+            say(f"export: int8 against PyTorch on the {len(crops)} calibration crops ...")
+            return {"shift_vs_pytorch": int8_shift(model, int8_path, crops, export_options.get("mano"),
+                                                   export_options.get("fingertip_ids"))}  # fmt: skip
+
+        say(f"export: calibrating int8 on {len(crops)} crops ...")
+        info = quantize_int8(fp32.path, path, crops, fmt, calibration=label, check=against_pytorch)
     return info, skipped
+
+
+def int8_shift(model, int8_path: Path, crops: np.ndarray, mano=None, fingertip_ids=None) -> dict:
+    """What int8 changes against PyTorch on ``crops``: how far its root-relative joints and
+    vertices move (mm: median, p90, max; ``prediction_shift``), through ``mano`` (the built-in
+    hand when None), the same check fp32 and fp16 exports pass, said as the accuracy it costs."""
+    from handssca.models import TorchRunner
+    from handssca.runtime.mano.load import BUILTIN, load_hand_model
+    from handssca.runtime.mano.model import meshes_from_outputs
+    from handssca.training.metrics import prediction_shift
+
+    if mano is None:
+        mano, fingertip_ids, _ = load_hand_model(BUILTIN)
+    meshes = []
+    for runner in (TorchRunner(model), OnnxRunner(int8_path)):
+        outputs = {}
+        for start in range(0, len(crops), 8):  # a bounded batch: the paper model's activations are large
+            part = runner.run(np.ascontiguousarray(crops[start : start + 8]))
+            for name, value in part.items():
+                outputs.setdefault(name, []).append(value)
+        vertices, joints = meshes_from_outputs({k: np.concatenate(v) for k, v in outputs.items()}, mano, fingertip_ids)
+        meshes.append((joints - joints[:, :1], vertices - joints[:, :1]))
+    return {**prediction_shift(*meshes), "samples": len(crops), "mano": getattr(mano, "note", "") or "MANO"}

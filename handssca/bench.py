@@ -26,6 +26,7 @@ import torch
 from handssca.errors import OptionError
 from handssca.measure import environment, load_average, random_images, stats, time_models, time_runner
 from handssca.models import TorchRunner
+from handssca.progress import say
 from handssca.runtime.files import check_writable, write_atomically
 
 
@@ -421,8 +422,11 @@ def run_bench(
             if int8_images:
                 from handssca.training.samples import calibration_crops
 
+                say(f"bench: rendering {int8_images} synthetic hands to calibrate the int8 row ...")
                 crops, _ = calibration_crops("synth", int8_images, size)
                 calibration = (crops, f"synth ({len(crops)} images)")
+            say(f"bench: exporting the network ({size} px) to ONNX and opening every backend (about a minute "
+                "for the paper model on 2 cores) ...")  # fmt: skip
             backends = discover(
                 net, Path(tmp), mano, fingertip_ids, compile_model=compile_model, int8_calibration=calibration
             )
@@ -438,6 +442,7 @@ def run_bench(
                 timings = time_models(runners, random_images(batch, size), warmup, max(3, runs // batch), cuda=cuda)
                 for backend in active:
                     backend.results["latency"][str(batch)] = timings[id(backend)]
+            say("bench: end-to-end stages, parity and the scan micro-benchmark ...")
             for backend in active:
                 backend.results["end_to_end_ms"] = end_to_end(backend, mano, fingertip_ids, max(3, runs // 2))
             report["environment"]["load_average_after_timing"] = load_average()

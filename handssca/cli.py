@@ -18,6 +18,7 @@ from handssca.dispatch import (
     OWNERS,
     OwnerDefaultsFormatter,
     adopt_defaults,
+    arguments_of,
     call,
     chosen_parsers,
     fields_of,
@@ -28,6 +29,7 @@ from handssca.errors import HandSSCAError, one_line
 from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
 from handssca.extras import missing_extra
 from handssca.models.config import ATTENTION_KINDS
+from handssca.runtime.camera import parse_intrinsics
 from handssca.runtime.hands.finder import VARIANTS as HAND_VARIANTS
 from handssca.runtime.mano.builtin import STAND_IN_NOTE as STAND_IN
 from handssca.runtime.mano.model import FINGERTIP_IDS
@@ -109,7 +111,8 @@ def cmd_webcam(args):
 def cmd_infer(args):
     from handssca.runtime.infer import infer_images
 
-    report = infer_images(predictor_for(args, args.box is None), args.images, args.out, box=args.box, side=args.side)
+    predictor = predictor_for(args, args.box is None)
+    report = infer_images(predictor, args.images, **arguments_of(infer_images, args, "predictor", "items"))
     return show(report.summary_lines())
 
 
@@ -163,11 +166,17 @@ def predictor_options(add):
     add("--mano", help="MANO .pkl/.npz, or builtin (the stand-in hand)")
     add("--plugin", help="TensorRT plugin library (for .engine models)")
     add("--box", type=parse_box, help="a hand box x0,y0,x1,y1 in pixels (default: the hand finder finds the hands)")
-    add("--side", choices=SIDES, help="the --box hand's side")
+    add("--side", choices=SIDES, help="the --box hand's side (default: right; a left hand needs --side left)")
     add("--max-hands", type=at_least(1), help="hands to find")
     add("--hand-models", metavar="DIR", help="the finder's ONNX models (default: the shipped ones)")
     add("--hand-variant", choices=HAND_VARIANTS, help="the finder's models")
     add("--mirror", action="store_true", help="mirrored frames (a selfie camera): sides swap")
+
+
+def camera_options(add):
+    """The camera's intrinsics (webcam, infer); without them they are guessed, and outputs say so."""
+    add("--intrinsics", type=parse_intrinsics, metavar="FX,FY,CX,CY", help="the camera's intrinsics in pixels")
+    add("--calibration", type=Path, metavar="FILE", help="the YAML/JSON OpenCV's calibration wrote (distortion undone)")
 
 
 def scheduling_options(add):
@@ -204,8 +213,9 @@ def doctor_command(sub) -> None:
 def export_command(sub) -> None:
     """handssca export"""
     export = call(
-        "handssca.export.pipeline:run_export", needs_torch="export", options="handssca.export.options:ExportOptions"
-    )
+        "handssca.export.pipeline:run_export", needs_torch="export", options="handssca.export.options:ExportOptions",
+        start="export: loading PyTorch and the network ...",
+    )  # fmt: skip
     add = command(sub, "export", export, "export the network to ONNX (one custom node per selective scan)")
     add("-o", "--output", help="the .onnx (and a .json sidecar)")
     add("--checkpoint", metavar="PT", help="trained weights (default: the untrained network)")
@@ -305,6 +315,8 @@ def webcam_command(sub) -> None:
                   "handssca.runtime.webcam:run_webcam")  # fmt: skip
     add("--source", help="camera index, video file, image folder or URL")
     predictor_options(add)
+    camera_options(add)
+    add("--record", action="append", type=Path, metavar="FILE", help="the hands' animation: .glb, .bvh (repeatable)")
     add("--headless", action="store_true", help="no window: write the video and JSON to -o")
     add("-o", "--output", type=Path, help="folder for annotated.mp4, frames.jsonl, summary.json")
     add("--save-meshes", action="store_true", help="also write one .obj per frame")
@@ -318,10 +330,11 @@ def webcam_command(sub) -> None:
 
 def infer_command(sub) -> None:
     """handssca infer"""
-    add = command(sub, "infer", cmd_infer, "hand meshes for images or folders: overlays, JSON, .obj",
+    add = command(sub, "infer", cmd_infer, "hand meshes for images or folders: overlays, JSON, .obj, .glb",
                   "handssca.runtime.predictor:PredictorOptions", "handssca.runtime.infer:infer_images")  # fmt: skip
     add("images", nargs="+", help="image files or folders")
     predictor_options(add)
+    camera_options(add)
     add("-o", "--output", dest="out", help="output folder")
 
 
@@ -337,7 +350,8 @@ def demo_command(sub) -> None:
 
 def bench_command(sub) -> None:
     """handssca bench"""
-    bench = call("handssca.bench:run_bench_command", needs_torch="bench", options="handssca.bench:BenchOptions")
+    bench = call("handssca.bench:run_bench_command", needs_torch="bench", options="handssca.bench:BenchOptions",
+                 start="bench: loading PyTorch and the network ...")  # fmt: skip
     add = command(sub, "bench", bench, "latency and parity of every available backend vs PyTorch")
     add("--checkpoint", help="trained weights (default: the untrained paper model)")
     network_options(add, attention=False)

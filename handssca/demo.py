@@ -86,7 +86,7 @@ def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0,
     from handssca.runtime.backends.onnx_runner import OnnxRunner
     from handssca.runtime.files import check_writable, write_atomically, write_image, write_video
     from handssca.runtime.mano.builtin import STAND_IN_NOTE, build_builtin_hand
-    from handssca.runtime.mesh_render import mesh_to_obj
+    from handssca.runtime.outputs.hands import hand_obj
     from handssca.runtime.overlay import draw_hand
     from handssca.runtime.predictor import HandMeshPredictor
     from handssca.runtime.webcam import WebcamOptions, run_webcam
@@ -155,7 +155,7 @@ def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0,
         draw_hand(overlay, hand, mano.faces, gt["K"])
         tiles.append(np.concatenate([frame, overlay], axis=0))
     write_image(out / "overlays.png", np.concatenate(tiles, axis=1))
-    write_atomically(out / "hand.obj", mesh_to_obj(hand.vertices, mano.faces).encode())
+    write_atomically(out / "hand.obj", hand_obj(hand, mano.faces))
 
     print("[7/7] the hand finder on a real photograph, and the webcam on a video of photographs")
     finder = show_finder(predictor, out, frames=24 if quick else 64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 from pathlib import Path
 
@@ -127,13 +128,18 @@ def show(result) -> int:
     return 0
 
 
-def call(target: str, *, needs_torch: str | None = None, say=None, **option_classes: str):
+def call(target: str, *, needs_torch: str | None = None, say=None, start: str | None = None, **option_classes: str):
     """The handler that calls the owner ``target`` ("module:function") with the options named
     like its parameters, each of ``option_classes`` (parameter: "module:dataclass") built from
     the options named like its fields, and prints what it returns (through ``say``, given).
-    ``needs_torch``: the command's name when it needs PyTorch."""
+    ``needs_torch``: the command's name when it needs PyTorch; ``start``: a line said before
+    anything is loaded (a command whose first step takes seconds)."""
 
     def handler(args):
+        if start and (not needs_torch or importlib.util.find_spec("torch") is not None):
+            from handssca.progress import say as announce  # without torch the next line is the error alone
+
+            announce(start)
         if needs_torch:
             require_torch(needs_torch)
         function = resolve(target)

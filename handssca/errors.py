@@ -68,3 +68,8 @@ def one_line(text) -> str:
     """``text`` (a message, or an exception) on one line: a newline or other control character
     (a file name can hold one) is shown escaped, so a one-line message stays one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless one: "1 hand", "2 hands", "0 images"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

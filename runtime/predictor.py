@@ -11,6 +11,7 @@ back on the way out. MANO runs in numpy unless the engine already contains it.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from handssca.runtime.camera import project, solve_translation
 from handssca.runtime.crop import apply_affine, crop_image, hand_affine, invert_affine, normalise
 from handssca.runtime.hands.finder import MAX_HANDS, VARIANTS, FoundHand, HandFinder
 from handssca.runtime.hands.finder import _describe as describe
+from handssca.runtime.mano.builtin import STAND_IN_NOTE
 from handssca.runtime.mano.conventions import mirror_points, mirror_pose, posed_hand
 from handssca.runtime.mano.load import BUILTIN, load_hand_model
 from handssca.runtime.mano.model import ManoModel, meshes_from_outputs
@@ -90,8 +92,9 @@ class HandPrediction:
             "pose": np.round(self.pose, 8).tolist(),
             "shape": np.round(self.shape, 8).tolist(),
         }
-        if self.translation is not None:
+        if self.translation is not None:  # camera space beside the root-relative joints
             out["translation"] = np.round(self.translation, 8).tolist()
+            out["joints_camera"] = np.round(self.joints_camera, 8).tolist()
         if self.found is not None:
             out["finder"] = self.found.to_json()
         return out
@@ -115,8 +118,15 @@ class HandMeshPredictor:
         self.mano_in_graph = bool(meta.get("mano", {}).get("in_graph"))
         # The pose is relative to the mean hand unless an export put MANO in the graph without it.
         self.flat_hand_mean = bool(meta.get("mano", {}).get("flat_hand_mean")) if self.mano_in_graph else False
-        if not self.mano_in_graph and (mano is None or fingertip_ids is None):
-            raise ModelFileError("this model outputs MANO parameters only: give the MANO model and its fingertip ids")
+        if fingertip_ids is None and mano is not None:
+            fingertip_ids = mano.fingertip_ids  # a model that names its own tips (the built-in hand)
+        if mano is None and (not self.mano_in_graph or meta["mano"].get("model") == STAND_IN_NOTE):
+            # As the CLI does: the built-in hand, or the export's own where it is the built-in one.
+            mano, fingertip_ids, note = load_hand_model(BUILTIN)
+            name = getattr(model, "name", None) or "the model"
+            warnings.warn(f"{name}: no MANO model given: using the {note} (give mano= for MANO's)", stacklevel=3)
+        elif not self.mano_in_graph and fingertip_ids is None:
+            raise ModelFileError("this model outputs MANO parameters only: give the fingertip ids with the MANO model")
         self.mano, self.fingertip_ids = mano, tuple(fingertip_ids) if fingertip_ids is not None else None
         self.finder = finder
         self.timings: dict[str, float] = {}

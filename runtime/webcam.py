@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handssca.errors import ModelFileError, OptionError, OutputError, RunError, UnreadableImage, one_line
-from handssca.runtime.camera import default_intrinsics
+from handssca.errors import ModelFileError, OptionError, OutputError, RunError, UnreadableImage, counted, one_line
+from handssca.runtime.camera import Camera, intrinsics_json
 from handssca.runtime.files import (
     IMAGE_SUFFIXES,
     RunFolder,
@@ -44,7 +44,9 @@ from handssca.runtime.hands.filters import HandFilter
 from handssca.runtime.hands.finder import MAX_HANDS
 from handssca.runtime.hands.tracking import VERIFY_EVERY, HandTracker
 from handssca.runtime.mano.conventions import pose_offset
-from handssca.runtime.mesh_render import mesh_to_obj
+from handssca.runtime.outputs.animation import RECORD_FORMATS, write_recording
+from handssca.runtime.outputs.hands import hand_obj, hand_record
+from handssca.runtime.outputs.recording import Recording
 from handssca.runtime.overlay import draw_hand, draw_hud, draw_label
 from handssca.runtime.predictor import SIDES, HandMeshPredictor
 
@@ -172,7 +174,9 @@ class WebcamOptions:
     max_hands: int = MAX_HANDS
     find_hands: bool = True  # the hand finder (predictor.hand_finder()); off: one hand from box
     verify_every: int = VERIFY_EVERY  # frames between the landmark model's checks of a tracked hand (0: never)
-    intrinsics: np.ndarray | None = None
+    intrinsics: tuple | None = None  # fx, fy, cx, cy (pixels) of the camera
+    calibration: Path | None = None  # or the calibration file OpenCV wrote (its distortion undone)
+    record: tuple = ()  # animation files to write at the end: .glb (glTF 2.0) and/or .bvh
     smooth: bool = True
     headless: bool = False
     output: Path | None = None
@@ -184,6 +188,11 @@ class WebcamOptions:
     min_confidence: float = 0.0
 
     def __post_init__(self):
+        self.camera = Camera.from_options(self.intrinsics, self.calibration)
+        self.record = tuple(Path(path) for path in self.record or ())
+        for path in self.record:
+            if path.suffix.lower() not in RECORD_FORMATS:
+                raise OptionError(f"--record {path}: the extension says the format: {', '.join(RECORD_FORMATS)}")
         # Refused here, in the option's own words: a negative duration would otherwise end the run
         # before its first frame and be reported as a source that gave none.
         duration, confidence = self.duration_s, self.min_confidence
@@ -221,15 +230,17 @@ class WebcamReport:
     skipped: list = field(default_factory=list)  # "path: reason" of each image a folder source left out
     resized: int = 0  # frames of another size than the first, letterboxed into the video
     summary: str | None = None  # where this report went as JSON (with -o)
+    recorded: list = field(default_factory=list)  # the --record files and their writers' reports
 
     def summary_lines(self) -> list[str]:
         """What happened, for the terminal: frames and speed, what was left out or changed, files."""
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
         lines = [f"{self.frames} frames at {self.fps:.1f} FPS (median ms: {stages}); dropped {self.dropped}"]
         if self.tracking:
-            counts = ", ".join(f"{n} hands in {f}" for n, f in sorted(self.tracking["frames_by_hands"].items()))
+            by_hands = sorted(self.tracking["frames_by_hands"].items())
+            counts = ", ".join(f"{counted(f, 'frame')} with {counted(n, 'hand')}" for n, f in by_hands)
             lines.append(
-                f"hands: {self.tracking['found']} found, {self.tracking_lost} lost; frames with {counts}; "
+                f"hands: {self.tracking['found']} found, {self.tracking_lost} lost; {counts}; "
                 f"finder ran on {self.tracking['finder_runs']} frames"
             )
         lines += [f"skipped {skipped}" for skipped in self.skipped]
@@ -237,6 +248,10 @@ class WebcamReport:
             lines.append(f"{self.resized} frames had another size than the first: letterboxed into the video")
         if self.video or self.json_lines:
             lines.append(f"wrote {self.video or 'no video'}, {self.json_lines} and {self.summary or 'no summary'}")
+        for written in self.recorded:
+            files, tracks = written.get("files") or [written["path"]], written.get("tracks", 0)
+            tracks = len(tracks) if isinstance(tracks, list) else tracks  # BVH lists its tracks' files
+            lines.append(f"recorded {', '.join(map(str, files))} ({counted(tracks, 'track')})")
         if self.interrupted:
             lines.append("interrupted: the outputs are closed and complete up to the last frame")
         return lines
@@ -270,6 +285,7 @@ def run_webcam(
     frames = FrameSource(source, opener)
     step = FrameStep(predictor, options)
     window = None if options.headless else Window(step)
+    recording = Recording(predictor.mano, predictor.fingertip_ids, predictor.flat_hand_mean) if options.record else None
     outputs = stack = None
     stop = threading.Event()
     restore = _stop_on_signals(stop)
@@ -296,6 +312,8 @@ def run_webcam(
                     report.error = str(exc)
                     break
             report.frames += 1  # counted once its outputs are written: an interrupt keeps them in step
+            if recording is not None:
+                recording.add(stamp, [(track.id, hand) for track, hand in hands])
             if window is not None and not window.show(annotated):
                 break
     except KeyboardInterrupt:  # off the main thread, Ctrl-C still arrives as an exception
@@ -311,9 +329,23 @@ def run_webcam(
             stack.close()
     with stack or contextlib.nullcontext():  # the folder is released once the summary is written
         step.summarise(report)
+        if recording is not None:  # what was recorded is written, however the run ended
+            write_records(recording, options.record, report)
         if outputs is not None:
             outputs.write_summary(report)
         return report
+
+
+def write_records(recording: Recording, paths, report: WebcamReport) -> None:
+    """The animation files of ``--record``; each writer's report joins ``report.recorded``, and
+    a file that cannot be written joins ``report.error``."""
+    for path in paths:
+        try:
+            written = write_recording(path, recording)
+        except OutputError as exc:
+            report.error = f"{report.error}; {exc}" if report.error else str(exc)
+            continue
+        report.recorded.append(json.loads(json.dumps({"path": str(path), **written}, default=str)))
 
 
 class FrameSource:
@@ -414,9 +446,8 @@ class FrameStep:
 
     def __call__(self, frame: np.ndarray, index: int, stamp: float, capture_ms: float):
         """``frame`` number ``index``, at ``stamp`` seconds on the source's clock."""
-        height, width = frame.shape[:2]
-        guessed = self.options.intrinsics is None
-        K = default_intrinsics(width, height) if guessed else self.options.intrinsics
+        frame = self.options.camera.undistort(frame)
+        K, guessed = self.options.camera.intrinsics(frame.shape[1], frame.shape[0])
         tracks = self.tracker.prepare(frame, index)
         sides = [t.side for t in tracks]
         hands = self.predictor.predict(frame, [t.box for t in tracks], colour="bgr", sides=sides, K=K)
@@ -447,7 +478,7 @@ class FrameStep:
             "frame": index,
             "time_s": round(stamp, 6),  # the source's clock
             "intrinsics": intrinsics_json(K, guessed),
-            "hands": [{**track.to_json(), **hand.to_json()} for track, hand in pairs],
+            "hands": [hand_record(hand, **track.to_json()) for track, hand in pairs],
             "stage_ms": {k: round(v, 2) for k, v in frame_ms.items()},
         }
         return annotated, record, pairs
@@ -542,9 +573,8 @@ class HeadlessOutputs:
         written = []
         try:
             for track, hand in hands if self.save_meshes else ():
-                vertices = hand.vertices_camera if hand.translation is not None else hand.vertices
                 name = f"mesh_{record['frame']:06d}_{track.id}.obj"
-                written.append(self.folder.write(name, mesh_to_obj(vertices, self.faces).encode()))
+                written.append(self.folder.write(name, hand_obj(hand, self.faces)))
             self.lines.write(json.dumps(record) + "\n")
             self.lines.flush()  # a full disk shows at this frame, not at close
         except (OSError, OutputError) as exc:
@@ -600,16 +630,6 @@ class HeadlessOutputs:
         """``summary.json``, written last: whatever the run left, it describes."""
         report.summary = str(self.folder.folder / self.SUMMARY)
         self.folder.write(self.SUMMARY, json.dumps(vars(report), indent=2).encode())
-
-
-def intrinsics_json(K: np.ndarray, guessed: bool) -> dict:
-    """The intrinsics of a record: fx, fy, cx, cy in pixels, the (3, 3) matrix they make (row by
-    row, as OpenCV takes it), and whether they were guessed (``default_intrinsics``) or given."""
-    values = {name: round(float(K[i, j]), 6) for name, (i, j) in _INTRINSICS.items()}
-    return values | {"matrix": np.round(np.asarray(K, np.float64), 6).tolist(), "guessed": guessed}
-
-
-_INTRINSICS = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}
 
 
 def hand_line(track, hand) -> str:

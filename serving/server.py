@@ -108,6 +108,9 @@ def setup_server_environment(folder: str | Path | None = None, *, quiet: bool = 
     if folder.is_file() or (folder.is_dir() and not ours and any(folder.iterdir())):
         raise ServingError(f"{folder}: not empty and not a server environment; choose another folder")
     pip_quiet = ["--quiet"] if quiet else []
+    from handssca.progress import say
+
+    say(f"serve setup: making Triton's environment in {folder} (about 500 MB; minutes, mostly pip) ...")
 
     def run(command: list[str]) -> None:
         if not quiet:

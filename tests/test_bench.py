@@ -221,3 +221,18 @@ def test_load_test_percentiles_come_from_measure():
         key: round(float(np.percentile(samples, q)), 2) for key, q in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99))
     }
     assert _latency_percentiles([]) == {"p50_ms": None, "p90_ms": None, "p99_ms": None}
+
+
+def test_the_hand_finder_benchmark_says_in_one_line_what_it_needs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    hide = "import sys, runpy; sys.modules['ai_edge_litert'] = None; sys.argv = ['bench_hand_finder.py']; "
+    run = subprocess.run(
+        [sys.executable, "-c", hide + "runpy.run_path('benchmarks/bench_hand_finder.py', run_name='__main__')"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert len(run.stderr.strip().splitlines()) == 1 and "needs ai_edge_litert: pip install -e '.[dev]'" in run.stderr

@@ -83,8 +83,13 @@ def test_export_command(tmp_path, capsys):
     out = tmp_path / "tiny.onnx"
     config = str(Path(__file__).parent.parent / "configs/model/tiny.yaml")
     assert main(["export", "--config", config, "-o", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "2 selective-scan nodes" in printed and "ONNX Runtime vs PyTorch" in printed
+    # Each step that takes seconds says so first, the first before PyTorch is even imported.
+    steps = captured.err.splitlines()
+    assert steps[0] == "export: loading PyTorch and the network ..." and any("tracing" in s for s in steps)
+    assert any("ONNX Runtime against PyTorch" in s for s in steps)
     assert out.is_file() and out.with_suffix(".json").is_file()
     assert main(["export", "--config", config, "-o", str(tmp_path / "x.txt")]) == 1
     assert "must end in .onnx" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def test_a_later_infer_leaves_only_its_own_files(demo_onnx, tmp_path):
     assert main(["infer", str(second), "--model", str(demo_onnx), "-o", str(out), "--box", "100,100,400,400"]) == 0
     listed = {entry["mesh"] for entry in json.loads((out / "predictions.json").read_text())}
     visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    assert listed == {"c.obj"} and visible == {"c.obj", "c_overlay.png", "predictions.json", "notes.txt"}
+    assert listed == {"c.obj"} and visible == {"c.obj", "c.glb", "c_overlay.png", "predictions.json", "notes.txt"}
 
 
 def test_a_file_name_with_a_newline_stays_on_its_line(demo_onnx, tmp_path, capsys):

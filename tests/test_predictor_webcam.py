@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -71,8 +72,8 @@ def test_predictor_rejects_bad_input(setup):
         predictor.predict(images[0].astype(np.float32), [(0, 0, 10, 10)])
     with pytest.raises(ValueError, match="expected four finite pixels"):
         predictor.predict(images[0], [(10, 10, 5, 20)])
-    with pytest.raises(ValueError, match="MANO"):
-        HandMeshPredictor(TorchRunner(net))
+    with pytest.raises(ValueError, match="fingertip ids"):  # a MANO model that does not name its tips
+        HandMeshPredictor(TorchRunner(net), dataclasses.replace(mano, fingertip_ids=None))
 
 
 def test_translation_and_crop_geometry():
@@ -398,3 +399,12 @@ def test_non_finite_or_degenerate_boxes_are_refused_in_one_line(box):
 
     with pytest.raises(InputError, match="expected four finite pixels"):
         check_request(np.zeros((8, 8, 3), np.uint8), [box], None)
+
+
+def test_a_predictor_opened_without_a_hand_model_uses_the_built_in_one_and_says_so(tiny_onnx):
+    """As the CLI does: an export without MANO in its graph and no model given runs with the
+    built-in hand, with a warning naming it (it is not MANO)."""
+    with pytest.warns(UserWarning, match="no MANO model given: using the built-in stand-in hand"):
+        predictor = HandMeshPredictor.open(tiny_onnx)
+    (hand,) = predictor.predict(np.zeros((120, 160, 3), np.uint8), [(20, 20, 100, 100)])
+    assert hand.vertices.shape == (778, 3) and predictor.mano.note.startswith("built-in")

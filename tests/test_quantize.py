@@ -135,6 +135,10 @@ def test_export_int8_command_and_eval_reports_its_cost(synthetic_root, tmp_path,
     assert main([*args, str(synthetic_root), "--calibration-images", "3"]) == 0
     out = capsys.readouterr().out
     assert f"wrote {int8}: u8s8" in out and "calibrated on" in out
+    assert f"handssca eval --root {synthetic_root} --onnx FP32.onnx --onnx {int8}" in out  # a hint that runs
+    assert "int8 against PyTorch on the 3 calibration crops: joints move" in out  # checked like fp32 and fp16
+    shift = json.loads(int8.with_suffix(".json").read_text())["int8"]["shift_vs_pytorch"]
+    assert shift["samples"] == 3 and shift["joints_mm"]["max"] >= shift["joints_mm"]["median"] >= 0
     report = tmp_path / "e.json"
     assert (
         main(["eval", "--root", str(synthetic_root), "--onnx", str(fp32), "--onnx", str(int8), "-o", str(report)]) == 0

@@ -324,12 +324,13 @@ class Trainer:
                     unit="batch",
                     disable=not self.show_progress,
                 )
-                started = time.perf_counter()
+                started, done = time.perf_counter(), 0  # this run's batches, not a resumed epoch's earlier ones
                 for batch in bar:
                     row = self.train_step(batch)
                     self.epoch_step += 1
                     self.global_step += 1
-                    rate = self.epoch_step * train["batch_size"] / max(time.perf_counter() - started, 1e-9)
+                    done += 1
+                    rate = done * train["batch_size"] / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{rate:.1f}")
                     if self.global_step % train["log_every"] == 0 or self.global_step == 1:
                         log.write(self.global_step, self.epoch, self.optimizer.param_groups[0]["lr"], row)
