@@ -10,6 +10,7 @@ and report.md.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0,
 
     from handssca.errors import HandSSCAError
     from handssca.export import export_onnx
-    from handssca.measure import time_runner
+    from handssca.measure import cpu_info, time_runner
     from handssca.models import TorchRunner
     from handssca.runtime.backends.compare import compare_models
     from handssca.runtime.backends.onnx_runner import OnnxRunner
@@ -92,6 +93,7 @@ def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0,
     from handssca.runtime.webcam import WebcamOptions, run_webcam
     from handssca.training.synthetic import render_sequence
 
+    started = time.perf_counter()
     out = Path(out)
     check_writable(out / "report.md")  # a read-only folder or a file in the way: one line, before the work
     frames = 12 if quick else frames
@@ -161,7 +163,11 @@ def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0,
     finder = show_finder(predictor, out, frames=24 if quick else 64)
 
     diffs = comparison.diffs["onnxruntime"]
+    cpu = cpu_info()  # the timings depend on it: the kernels and ONNX Runtime use AVX-512 where it is
+    machine = f"{cpu['name']} ({', '.join(cpu['features']) or 'instruction sets unknown'}), {cpu['cores']} cores"
     report = {
+        "machine": {**cpu, "line": machine},
+        "duration_s": time.perf_counter() - started,
         "weights": weights,
         "hand_model": STAND_IN_NOTE,
         "onnx": str(onnx_path),
@@ -184,6 +190,8 @@ def run_demo(out: str | Path = "handssca_demo", frames: int = 48, seed: int = 0,
 - Weights: {weights}.
 - Hand model: {STAND_IN_NOTE}.
 - Exported `{onnx_path.name}` with {export.scan_nodes} `HandSSCASelectiveScan` nodes (one per selective scan).
+- This machine: {machine}; the demo took {report["duration_s"]:.0f} s. Timings differ by instruction set (a CPU
+  without AVX-512 runs the scan kernel's AVX2 build and ONNX Runtime's AVX2 kernels): compare figures of one class.
 
 ## PyTorch vs ONNX Runtime (this machine, batch 1)
 
