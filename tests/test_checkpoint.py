@@ -12,6 +12,7 @@ import torch
 from handssca.cli import main
 from handssca.errors import ModelFileError
 from handssca.models import HandSSCA, HandSSCAConfig
+from handssca.progress import without_progress
 from handssca.training.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 from conftest import TINY
@@ -114,7 +115,7 @@ def test_export_from_a_checkpoint(checkpoint, tmp_path, capsys):
     truncated = tmp_path / "bad.pt"
     truncated.write_bytes(path.read_bytes()[:100])
     assert main(["export", "--checkpoint", str(truncated), "-o", str(tmp_path / "x.onnx")]) == 1
-    err = capsys.readouterr().err.strip()
+    err = "\n".join(without_progress(capsys.readouterr().err))  # the error alone, after what it loads
     assert err.startswith("handssca export: ") and "bad.pt" in err and len(err.splitlines()) == 1
     assert main(["export", "--checkpoint", str(path), "--attention", "ssca"]) == 1
     assert "--checkpoint fixes the model" in capsys.readouterr().err

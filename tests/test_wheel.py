@@ -39,7 +39,7 @@ def box(tmp_path_factory):
     shutil.copytree(
         ROOT,
         source,
-        ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", "data", "runs", "outputs"),
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", "data", "runs"),
     )
     built = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", source, "-w", folder / "wheel"])
     assert built.returncode == 0, built.stderr[-3000:]
