@@ -127,10 +127,14 @@ def read(path) -> Bvh:
 def test_the_parsed_skeletons_reproduce_every_tracked_frame(rng, hand_model, tmp_path):
     rec, report = recording_file(rng, hand_model, tmp_path)
     # In the recording's order: track 2 (left) was seen first.
-    assert report["files"] == [str(tmp_path / "hands.track2.bvh"), str(tmp_path / "hands.track1.bvh")]
-    assert not (tmp_path / "hands.bvh").exists()
+    every_hand = str(tmp_path / "hands.bvh")  # both tracks in one skeleton, then one file a track
+    assert report["files"] == [every_hand, str(tmp_path / "hands.track2.bvh"), str(tmp_path / "hands.track1.bvh")]
     worst = 0.0
     for track, entry in zip(rec.tracks, report["tracks"], strict=True):
+        for frame in track.frames:  # the one skeleton holds each track's joints at the same places
+            index = int(np.flatnonzero(np.array(rec.times) == frame.time_s)[0])
+            joints = parsed_joints(read(every_hand), index, f"track{track.id}_{track.side}")
+            np.testing.assert_allclose(joints, frame.joints, rtol=0, atol=1e-4)
         mocap, prefix = read(entry["file"]), f"track{track.id}_{track.side}"
         index = {t: i for i, t in enumerate(rec.times)}
         for frame in track.frames:
@@ -229,7 +233,7 @@ def test_a_track_changing_side_is_a_second_file(rng, hand_model, tmp_path):
         pose = np.concatenate([rng.normal(0, 1.0, 3), rng.normal(0, 0.3, 45)])
         rec.add(START + i / FPS, [(4, recorded_hand(rec, side, pose, rng.normal(0, 0.7, 10), [0.0, 0.0, 0.5]))])
     report = write_bvh(tmp_path / "hands.bvh", rec)
-    assert report["files"] == [str(tmp_path / "hands.track4.bvh"), str(tmp_path / "hands.track4-2.bvh")]
+    assert report["files"][1:] == [str(tmp_path / "hands.track4.bvh"), str(tmp_path / "hands.track4-2.bvh")]
     assert [t["tracked_frames"] for t in report["tracks"]] == [[[0, 0]], [[1, 1]]]
     for i, (track, entry) in enumerate(zip(rec.tracks, report["tracks"], strict=True)):
         joints = parsed_joints(read(entry["file"]), i, f"track4_{track.side}")

@@ -1,10 +1,11 @@
-"""BVH (Biovision Hierarchy) animations of a ``Recording``: ``write_bvh``, one file per track.
+"""BVH (Biovision Hierarchy) animations of a ``Recording``: ``write_bvh``.
 
-Files: ``<stem>.track<ID>.bvh`` beside ``path`` (``hands.bvh`` -> ``hands.track1.bvh``,
-``hands.track2.bvh``; a track whose side changed is a further file ``hands.track<ID>-2.bvh``).
-BVH allows several ROOTs in one file, but the readers checked (the ``bvh`` package, bvhio) read
-only the first, so each track's skeleton is a file of its own; all of them are written together,
-atomically (``files.write_together``). ``path`` itself is not written.
+Files: ``path`` holds every hand in one skeleton (a root ``hands`` at the camera, its channels 0,
+with each track's skeleton below it), and ``<stem>.track<ID>.bvh`` beside it one track each
+(``hands.bvh`` -> ``hands.track1.bvh``, ``hands.track2.bvh``; a track whose side changed is a
+further file ``hands.track<ID>-2.bvh``). BVH allows several ROOTs in one file, but the readers
+checked (the ``bvh`` package, bvhio) read only the first, hence one root. All are written
+together, atomically (``files.write_together``).
 
 BVH files hold no comments, so the conventions are here:
 
@@ -76,7 +77,7 @@ def write_bvh(path, recording: Recording) -> dict:
     frame_time = float(np.median(forward)) if len(forward) else DEFAULT_FRAME_TIME_S
     even = bool(len(forward) == len(intervals) and np.all(np.abs(intervals - frame_time) <= 1e-3 * frame_time))
 
-    files, report_tracks, labels = {}, [], set()
+    files, report_tracks, labels, texts = {}, [], set(), []
     for track in tracks:
         label, n = f"track{track.id}", 1
         while label in labels:  # a track that came back with the other side
@@ -85,9 +86,11 @@ def write_bvh(path, recording: Recording) -> dict:
         file = path.with_name(f"{path.stem}.{label}.bvh")
         indices = _time_indices(times, track)
         files[file] = _track_text(recording, track, indices, len(times), frame_time).encode("ascii")
+        texts.append(files[file].decode("ascii"))
         report_tracks.append(
             {"id": int(track.id), "side": track.side, "file": str(file), "tracked_frames": _ranges(indices)}
         )
+    files = {path: _all_tracks_text(texts, len(times), frame_time).encode("ascii"), **files}
     write_together(files)
     return {
         "format": "BVH",
@@ -101,6 +104,25 @@ def write_bvh(path, recording: Recording) -> dict:
         "omitted": "the mesh (BVH holds skeletons); each track's pose is held where it was not tracked "
         "(tracked_frames); frames are not resampled where the source's clock is uneven (evenly_spaced)",
     }
+
+
+def _all_tracks_text(texts: list[str], count: int, frame_time: float) -> str:
+    """Every track in one skeleton, for readers that take one file of one hierarchy: a root
+    ``hands`` at the camera (its six channels 0) with each track's skeleton below it, the tracks'
+    frames side by side. Its joints are the per-track files' joints, at the same places."""
+    lines = ["HIERARCHY", "ROOT hands", "{", "  OFFSET 0.00000000 0.00000000 0.00000000",
+             f"  CHANNELS {len(CHANNELS)} {' '.join(CHANNELS)}"]  # fmt: skip
+    motions = [np.zeros((count, len(CHANNELS)))]
+    for text in texts:
+        hierarchy, motion = text.split("\nMOTION\n")
+        for line in hierarchy.splitlines()[1:]:  # below HIERARCHY
+            lines.append("  " + (line.replace("ROOT ", "JOINT ", 1) if line.startswith("ROOT ") else line))
+        rows = motion.splitlines()[2:]  # below Frames and Frame Time
+        motions.append(np.array([row.split() for row in rows], np.float64).reshape(count, -1))
+    lines += ["}", "MOTION", f"Frames: {count}", f"Frame Time: {frame_time:.8f}"]
+    buffer = io.StringIO()
+    np.savetxt(buffer, np.concatenate(motions, axis=1), fmt="%.8f")
+    return "\n".join(lines) + "\n" + buffer.getvalue()
 
 
 def _time_indices(times: np.ndarray, track: TrackRecording) -> np.ndarray:
