@@ -105,7 +105,7 @@ def raw_tracks(predictor, images: list[np.ndarray], options: WebcamOptions) -> d
     tracks: dict[int, list[tuple]] = {}
     for index, image in enumerate(images):
         K = default_intrinsics(image.shape[1], image.shape[0])
-        _, _, pairs = step(image, index, index / FPS, 0.0)
+        pairs = step(image, index, index / FPS, 0.0).pairs
         for track, hand in pairs:
             tracks.setdefault(track.id, []).append((index, hand, K))
     return tracks

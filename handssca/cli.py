@@ -326,6 +326,8 @@ def webcam_command(sub) -> None:
     add("--min-confidence", type=float, help="drop a hand below this confidence")
     add("--verify-every", type=at_least(0), metavar="N", help="frames between the landmark model's checks (0: never)")
     add("--no-finder", dest="find_hands", action="store_false", help="follow one hand from --box or the centre only")
+    add("--view", metavar="[HOST:]PORT", help="the hands in 3D in a browser (127.0.0.1 unless HOST; needs [view])")
+    add("--stream", metavar="[HOST:]PORT", help="each frame's hands as JSON over a WebSocket (127.0.0.1 unless HOST)")
 
 
 def infer_command(sub) -> None:

@@ -10,7 +10,9 @@ finder one hand is followed from the user's box or the centred square. Each hand
 and its mesh, joints and keypoints derived from them (``FrameStep``). Each frame gets the shaded meshes, the
 skeletons and a HUD with FPS, per-stage latency and each hand's side and scores; with
 ``headless`` the annotated video and one JSON line per frame (and optionally .obj meshes) are
-written instead of a window.
+written instead of a window. ``view`` shows the hands in 3D in a browser and ``stream`` sends
+each frame's hands to other programs over a WebSocket (``runtime/live``), with or without the
+window; neither ever holds up the loop.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,7 @@ from handssca.runtime.files import (
 from handssca.runtime.hands.filters import HandFilter
 from handssca.runtime.hands.finder import MAX_HANDS
 from handssca.runtime.hands.tracking import VERIFY_EVERY, HandTracker
+from handssca.runtime.live import parse_address
 from handssca.runtime.mano.conventions import pose_offset
 from handssca.runtime.outputs.animation import RECORD_FORMATS, write_recording
 from handssca.runtime.outputs.hands import hand_obj, hand_record
@@ -186,9 +189,13 @@ class WebcamOptions:
     show_mesh: bool = True
     show_skeleton: bool = True
     min_confidence: float = 0.0
+    view: str | None = None  # [HOST:]PORT: the hands in 3D in a browser (runtime/live/view.py)
+    stream: str | None = None  # [HOST:]PORT: each frame's hands as JSON over a WebSocket (runtime/live/stream.py)
 
     def __post_init__(self):
         self.camera = Camera.from_options(self.intrinsics, self.calibration)
+        self.view_address = None if self.view is None else parse_address(self.view, "--view")
+        self.stream_address = None if self.stream is None else parse_address(self.stream, "--stream")
         self.record = tuple(Path(path) for path in self.record or ())
         for path in self.record:
             if path.suffix.lower() not in RECORD_FORMATS:
@@ -231,6 +238,7 @@ class WebcamReport:
     resized: int = 0  # frames of another size than the first, letterboxed into the video
     summary: str | None = None  # where this report went as JSON (with -o)
     recorded: list = field(default_factory=list)  # the --record files and their writers' reports
+    live: dict = field(default_factory=dict)  # the view's and the stream's counts (--view, --stream)
 
     def summary_lines(self) -> list[str]:
         """What happened, for the terminal: frames and speed, what was left out or changed, files."""
@@ -252,6 +260,13 @@ class WebcamReport:
             files, tracks = written.get("files") or [written["path"]], written.get("tracks", 0)
             tracks = len(tracks) if isinstance(tracks, list) else tracks  # BVH lists its tracks' files
             lines.append(f"recorded {', '.join(map(str, files))} ({counted(tracks, 'track')})")
+        if "view" in self.live:
+            view = self.live["view"]
+            lines.append(f"live view: {counted(view['shown'], 'frame')} shown, {view['dropped']} dropped for the view")
+        if "stream" in self.live:
+            from handssca.runtime.live.stream import StreamCounts
+
+            lines.append(StreamCounts(**self.live["stream"]).line())
         if self.interrupted:
             lines.append("interrupted: the outputs are closed and complete up to the last frame")
         return lines
@@ -277,8 +292,8 @@ def run_webcam(
     (``HeadlessOutputs``: the video, the JSON lines, the summary) are apart; this is the loop."""
     options = options or WebcamOptions()
     source = int(source) if isinstance(source, str) and source.isdigit() else source
-    if options.headless and not options.output:
-        raise RunError("--headless needs -o/--output for the annotated video and JSON")
+    if options.headless and not (options.output or options.view or options.stream):
+        raise RunError("--headless needs -o/--output for the annotated video and JSON (or --view, --stream)")
     if not options.headless and not has_display():
         raise RunError("no display here for the live window: run with --headless -o DIR (video and JSON)")
     report = WebcamReport()
@@ -286,7 +301,7 @@ def run_webcam(
     step = FrameStep(predictor, options)
     window = None if options.headless else Window(step)
     recording = Recording(predictor.mano, predictor.fingertip_ids, predictor.flat_hand_mean) if options.record else None
-    outputs = stack = None
+    outputs = stack = view = stream = None
     stop = threading.Event()
     restore = _stop_on_signals(stop)
     try:
@@ -294,6 +309,7 @@ def run_webcam(
             stack = contextlib.ExitStack()  # a read-only folder, a file in the way, another run in it: one line
             folder = stack.enter_context(RunFolder(options.output))
             outputs = HeadlessOutputs(folder, frames.fps, step.faces, options.save_meshes)
+        view, stream = open_live(options, step.faces)
         while not options.max_frames or report.frames < options.max_frames:
             if stop.is_set():
                 report.interrupted = True
@@ -304,7 +320,13 @@ def run_webcam(
             frame, stamp = frames.read(report)
             if frame is None:
                 break
-            annotated, record, hands = step(frame, report.frames, stamp, (time.perf_counter() - start) * 1e3)
+            done = step(frame, report.frames, stamp, (time.perf_counter() - start) * 1e3)
+            annotated, record, hands = done.annotated, done.record, done.pairs
+            if view is not None:
+                view.show(done.frame, done.K, hands, done.hud + [step.tracking_line()])
+            if stream is not None:
+                meshes = {track.id: hand.vertices_camera for track, hand in hands} if stream.wants_vertices else None
+                stream.publish(record, meshes)
             if outputs is not None:
                 try:
                     report.resized += outputs.add(annotated, record, hands)
@@ -321,6 +343,7 @@ def run_webcam(
     finally:
         restore()
         frames.close(report)
+        close_live(view, stream, report)
         if outputs is not None:
             outputs.finish(report)
         if window is not None:
@@ -334,6 +357,41 @@ def run_webcam(
         if outputs is not None:
             outputs.write_summary(report)
         return report
+
+
+def open_live(options: WebcamOptions, faces):
+    """The live view and the stream the options ask for, listening, their lines said."""
+    from handssca.progress import say
+
+    view = stream = None
+    if options.view_address is not None:
+        from handssca.runtime.live.view import LiveView
+
+        view = LiveView(*options.view_address, faces=faces).start()
+        for line in view.lines():
+            say(line)
+    if options.stream_address is not None:
+        from handssca.runtime.live.stream import HandStream
+
+        try:
+            stream = HandStream(*options.stream_address).start()
+        except BaseException:
+            if view is not None:
+                view.close()
+            raise
+        for line in stream.lines:
+            say(line)
+    return view, stream
+
+
+def close_live(view, stream, report: WebcamReport) -> None:
+    """Closes the view and the stream; their counts join ``report.live``."""
+    if view is not None:
+        view.close()
+        report.live["view"] = {"url": view.url, "shown": view.shown, "dropped": view.dropped}
+    if stream is not None:
+        stream.close()
+        report.live["stream"] = asdict(stream.counts)
 
 
 def write_records(recording: Recording, paths, report: WebcamReport) -> None:
@@ -410,10 +468,23 @@ class FrameSource:
             self.capture.release()
 
 
+@dataclass
+class StepResult:
+    """One frame's work: the frame as the network saw it (undistorted), its intrinsics, the
+    annotated copy, its JSON record, [(track, hand)] and the HUD's lines."""
+
+    frame: np.ndarray
+    K: np.ndarray
+    annotated: np.ndarray
+    record: dict
+    pairs: list
+    hud: list
+
+
 class FrameStep:
     """One frame's work: the tracker's hands, the network on them, each track's filter, the
-    meshes, skeletons and HUD drawn; returns (annotated frame, its JSON record, [(track, hand)])
-    and keeps each stage's times for the summary.
+    meshes, skeletons and HUD drawn; returns a ``StepResult`` and keeps each stage's times for
+    the summary.
 
     Each hand is settled once: its parameters (the joint rotations, the shape and the camera
     translation), smoothed by its track's HandFilter on the source's clock unless smoothing is
@@ -473,7 +544,8 @@ class FrameStep:
         fps = (index + 1) / max(self.elapsed(), 1e-9)
         hud = [f"{fps:.1f} FPS  hands {len(hands)}/{self.tracker.max_hands}"]
         hud.append("  ".join(f"{k} {v:.1f}" for k, v in frame_ms.items()) + " ms")
-        draw_hud(annotated, hud + [hand_line(track, hand) for track, hand in pairs])
+        hud += [hand_line(track, hand) for track, hand in pairs]
+        draw_hud(annotated, hud)
         record = {
             "frame": index,
             "time_s": round(stamp, 6),  # the source's clock
@@ -481,7 +553,12 @@ class FrameStep:
             "hands": [hand_record(hand, **track.to_json()) for track, hand in pairs],
             "stage_ms": {k: round(v, 2) for k, v in frame_ms.items()},
         }
-        return annotated, record, pairs
+        return StepResult(frame, K, annotated, record, pairs, hud)
+
+    def tracking_line(self) -> str:
+        """Hands found and lost so far, for the live view's HUD."""
+        counts = self.tracker.counts
+        return f"hands found {counts.found}, lost {sum(counts.dropped.values())}"
 
     @staticmethod
     def pose_offsets(predictor: HandMeshPredictor) -> dict[str, np.ndarray]:

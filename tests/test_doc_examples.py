@@ -37,6 +37,8 @@ NOT_RUN = {
     "handssca serve": "Triton: tests/test_serving.py (slow) starts it",
     "docker run": "needs Docker and a GPU",
     "from handssca.serving import HandMeshClient": "needs a running Triton: tests/test_serving.py (slow)",
+    "from websockets.sync.client import connect": "needs a running webcam --stream: tests/test_stream.py runs "
+    "this client against a HandStream",
     "handssca export --checkpoint model.pt": "needs the user's checkpoint (model.pt); the Quick start's export runs",
     "handssca train": "needs FreiHAND and hours: tests/test_training.py trains the tiny network",
     "torchrun": "several GPUs: tests/test_ddp.py (slow) runs DDP on the CPU",

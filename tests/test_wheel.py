@@ -81,11 +81,16 @@ def test_the_box_runs_the_headless_webcam_on_a_video(box, demo_onnx, tmp_path):
     bin_, _ = box
     video = short_video(tmp_path / "hands.mp4")
     out = tmp_path / "w"
-    result = run([bin_ / "handssca", "webcam", "--source", video, "--model", demo_onnx, "--headless", "-o", out])
+    command = [bin_ / "handssca", "webcam", "--source", video, "--model", demo_onnx, "--headless"]
+    result = run([*command, "-o", out, "--stream", "0"])  # the stream is the base install's (websockets)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "streaming hands on ws://127.0.0.1:" in result.stderr and "stream: 0 clients served" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 8 == len((out / "frames.jsonl").read_text().splitlines())
     assert summary["tracking"]["found"] >= 1
+    view = run([*command, "--view", "0"])  # the live view is the [view] extra's
+    assert view.returncode == 1 and view.stderr.count("\n") == 1, view.stderr
+    assert "pip install 'handssca[view]'" in view.stderr
 
 
 def test_the_box_runs_the_predictor_from_python(box, demo_onnx):
