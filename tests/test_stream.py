@@ -88,6 +88,14 @@ def publish(stream: HandStream, frames: int, with_vertices: bool = True) -> list
     return took
 
 
+def assert_never_waited(took: list[float]) -> None:
+    """``publish`` handed its frames over without waiting for a client: a few milliseconds as a
+    rule; the bound on the slowest is loose, for a loaded CI worker that deschedules the thread,
+    yet far below what waiting on a stuck client would take (until it is dropped, seconds)."""
+    assert np.median(took) < 0.01 and max(took) < 0.5, f"publish: median {np.median(took) * 1e3:.1f} ms, " \
+        f"max {max(took) * 1e3:.1f} ms"  # fmt: skip
+
+
 def wait_until(condition, what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -209,7 +217,7 @@ def test_a_client_gets_every_frame_in_order_and_vertices_only_when_it_asks(no_er
         for hand in message["hands"]:
             assert np.shape(hand["vertices"]) == (778, 3)
             assert np.allclose(hand["vertices"], vertices[hand["track"]], atol=1e-6)
-    assert max(took) < 0.05
+    assert_never_waited(took)
     counts = stream.counts
     assert (counts.clients, counts.served, counts.frames, counts.sent) == (0, 2, 20, 40)
     assert (counts.dropped, counts.refused, counts.bad_openings) == (0, 0, 0)
@@ -233,7 +241,7 @@ def test_a_client_that_never_reads_is_dropped_and_holds_up_nobody(no_errors_logg
         wait_until(lambda: stream.counts.dropped == 1, "the stuck client to be dropped")
         assert stream.counts.clients == 1
     assert reader.frames() == list(range(150))
-    assert max(took) < 0.05, f"publish took up to {max(took) * 1e3:.1f} ms"
+    assert_never_waited(took)
     stuck.close()
 
 
@@ -250,7 +258,7 @@ def test_a_client_that_leaves_in_the_middle_of_a_message_disturbs_nothing(no_err
         took = publish(stream, 20)
         assert stream.counts.dropped == 0 and not stream.wants_vertices
     assert reader.frames() == list(range(5)) + list(range(20))
-    assert max(took) < 0.05
+    assert_never_waited(took)
 
 
 @pytest.mark.parametrize(
