@@ -64,6 +64,20 @@ def draw_hand(image: np.ndarray, hand, faces, K, *, mesh=True, skeleton=True, op
         mesh_faces = hand_faces(faces, hand.side)
         mask = render_perspective(layer, hand.vertices_camera, mesh_faces, K, light=(0.3, 0.4, 1.0))
         if opacity < 1.0:
-            image[mask] = ((1 - opacity) * image[mask] + opacity * layer[mask]).astype(np.uint8)
+            blend(image, layer, mask, opacity)
     if skeleton:
         draw_skeleton(image, hand.keypoints_2d)
+
+
+def blend(image: np.ndarray, layer: np.ndarray, mask: np.ndarray, opacity: float) -> None:
+    """``layer`` over ``image`` at ``opacity`` where ``mask``, in place. Only the mask's bounding box
+    is blended (OpenCV's addWeighted, rounded): a hand is a small part of the frame, and blending
+    by a boolean index over the whole frame took as long as drawing the hand."""
+    import cv2
+
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    if w == 0 or h == 0:
+        return
+    box = (slice(y, y + h), slice(x, x + w))
+    mixed = cv2.addWeighted(image[box], 1 - opacity, layer[box], opacity, 0)
+    np.copyto(image[box], mixed, where=mask[box][..., None])
