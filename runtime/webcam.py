@@ -263,6 +263,8 @@ class WebcamReport:
         if "view" in self.live:
             view = self.live["view"]
             lines.append(f"live view: {counted(view['shown'], 'frame')} shown, {view['dropped']} dropped for the view")
+            if view.get("failure"):
+                lines.append(f"live view: some frames could not be drawn; the first: {view['failure']}")
         if "stream" in self.live:
             from handssca.runtime.live.stream import StreamCounts
 
@@ -388,7 +390,7 @@ def close_live(view, stream, report: WebcamReport) -> None:
     """Closes the view and the stream; their counts join ``report.live``."""
     if view is not None:
         view.close()
-        report.live["view"] = {"url": view.url, "shown": view.shown, "dropped": view.dropped}
+        report.live["view"] = {"url": view.url, "shown": view.shown, "dropped": view.dropped, "failure": view.failure}
     if stream is not None:
         stream.close()
         report.live["stream"] = asdict(stream.counts)

@@ -139,3 +139,25 @@ def test_view_addresses_and_a_missing_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "viser", None)
     with pytest.raises(MissingBackend, match=r"\[view\]"):
         LiveView("127.0.0.1", 0).start()
+
+
+def test_a_frame_the_view_cannot_draw_is_counted_and_the_view_goes_on(monkeypatch, rng):
+    mano, _ = build_builtin_hand()
+    draw, calls = LiveView._draw, []
+
+    def failing_once(self, *args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a bad frame\nof two lines")
+        draw(self, *args)
+
+    monkeypatch.setattr(LiveView, "_draw", failing_once)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    with LiveView("127.0.0.1", 0, mano.faces) as view:
+        for index in range(2):
+            view.show(frame, K, [(Track(0), hand("right", (0.0, 0.0, 0.5), rng))], [f"frame {index}"])
+            assert wait_for(lambda done=index + 1: len(calls) >= done and view._mailbox is None or None, 10, 0.02)
+        assert wait_for(lambda: view.shown == 1 or None, 10, 0.02)
+        port = view.address[1]
+    assert view.failure == "ValueError: a bad frame\\nof two lines"
+    assert view.url == f"http://127.0.0.1:{port}" and port != 0  # still the port it listened on

@@ -101,6 +101,7 @@ def test_a_browser_and_a_stream_client_follow_the_webcam_as_it_runs(tiny_onnx, m
     assert messages[-1]["schema"] == "handssca.hands/1" and messages[-1]["intrinsics"]["guessed"] is True
     assert np.asarray(hand["vertices"]).shape == (778, 3) and np.asarray(hand["joints_camera"]).shape == (21, 3)
     assert report.error is None and report.live["view"]["shown"] > 0 and report.live["stream"]["served"] == 1
+    assert report.live["view"]["url"] == f"http://127.0.0.1:{view_port}" and report.live["view"]["failure"] is None
     lines = report.summary_lines()
     assert any(line.startswith("live view:") for line in lines) and any(line.startswith("stream:") for line in lines)
 

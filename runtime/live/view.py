@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from handssca.errors import MissingBackend, OptionError
+from handssca.errors import MissingBackend, OptionError, one_line
 from handssca.runtime.live import LOOPBACK, no_authentication_note
 from handssca.runtime.outputs.hands import hand_faces
 from handssca.runtime.overlay import BONES, FINGER_COLOURS
@@ -44,7 +44,9 @@ class LiveView:
     def __init__(self, host: str = LOOPBACK, port: int = 8080, faces: np.ndarray | None = None):
         self.host, self.port, self.faces = host, port, faces
         self.server = None
+        self.bound_port = port  # the port it listens on, once started
         self.shown = self.dropped = 0  # frames put into the scene; frames replaced before the view took them
+        self.failure: str | None = None  # the first error drawing a frame (the view carries on)
         self._mailbox = None
         self._ready = threading.Condition()
         self._closed = False
@@ -64,6 +66,7 @@ class LiveView:
                 self.server = viser.ViserServer(host=self.host, port=self.port, verbose=False)
         except OSError as exc:
             raise OptionError(f"--view {self.host}:{self.port}: cannot listen there ({exc.strerror or exc})") from exc
+        self.bound_port = self.server.get_port()
         scene = self.server.scene
         scene.set_up_direction("-y")  # camera space: y points down
         camera = self.server.initial_camera
@@ -76,7 +79,7 @@ class LiveView:
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.host, self.server.get_port() if self.server is not None else self.port
+        return self.host, self.bound_port
 
     @property
     def url(self) -> str:
@@ -112,10 +115,9 @@ class LiveView:
                 item, self._mailbox = self._mailbox, None
             try:
                 self._draw(*item)
-            except Exception:  # a browser that went away mid-update must not end the view
-                if self._closed:
-                    return
-                raise
+            except Exception as exc:  # noqa: BLE001 (a frame the view could not draw must not end the loop)
+                self.failure = self.failure or one_line(f"{type(exc).__name__}: {exc}")
+                continue
             self.shown += 1
 
     def _draw(self, frame: np.ndarray, K: np.ndarray, hands: list, hud: list[str]) -> None:
