@@ -297,7 +297,9 @@ def run_webcam(
     if options.headless and not (options.output or options.view or options.stream):
         raise RunError("--headless needs -o/--output for the annotated video and JSON (or --view, --stream)")
     if not options.headless and not has_display():
-        raise RunError("no display here for the live window: run with --headless -o DIR (video and JSON)")
+        raise RunError(
+            "no display here for the live window: run with --headless -o DIR (video and JSON) or --headless --view PORT"
+        )
     report = WebcamReport()
     frames = FrameSource(source, opener)
     step = FrameStep(predictor, options)
