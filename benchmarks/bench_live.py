@@ -6,8 +6,8 @@ network: the shipped checkpoint, exported), as fast as it goes, headless (writin
 lines), in these set-ups, in turn, twice:
 - ``plain``: no live output;
 - ``stream``: ``--stream`` with two websocket clients reading every frame (one asked for vertices);
-- ``stream, stuck client``: one client reading, one that never reads (websockets' client stops
-  reading its socket once 16 messages wait unread);
+- ``stream, stuck client``: one client reading, one that asks for vertices and never reads (its
+  socket takes 4 kB and its websockets client one message before it stops reading);
 - ``view``: ``--view`` with no browser;
 - ``view + browser``: ``--view`` with headless chromium showing the page on this same machine (its
   WebGL drawn in software, on the same two cores: a browser on another machine costs less).
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 import tempfile
 import threading
@@ -88,9 +90,20 @@ def attach(setup: str, lines: list[str], ready: threading.Event, done: threading
             ready.set()
             done.wait(300)
         return
-    clients = [connect(url.replace("http", "ws")) for _ in range(2)]
+    address = url.replace("http", "ws")
+    clients = [connect(address)]
     clients[0].send(json.dumps({"vertices": True}))
-    readers = [] if setup.endswith("stuck client") else clients[1:]  # the second never reads when stuck
+    if setup.endswith("stuck client"):  # it asks for vertices, reads nothing, and its socket takes 4 kB
+        host, port = address[5:].rsplit(":", 1)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        clients.append(connect(address, sock=sock, max_queue=1))
+        clients[1].send(json.dumps({"vertices": True}))
+        readers = []
+    else:
+        clients.append(connect(address))
+        readers = clients[1:]
     for client in [clients[0], *readers]:
         threading.Thread(target=lambda c=client: [None for _ in c], daemon=True).start()
     ready.set()
@@ -123,6 +136,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results/live"))
     args = parser.parse_args(argv)
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:  # the clients connect straight
+        del os.environ[name]
 
     from handssca.demo import SHIPPED_CHECKPOINT
     from handssca.export import export_onnx

@@ -309,11 +309,13 @@ def run_webcam(
     stop = threading.Event()
     restore = _stop_on_signals(stop)
     try:
+        # The view and the stream listen first: an address they cannot take leaves the previous
+        # run's files in -o alone, as a source that fails does.
+        view, stream = open_live(options, step.faces)
         if options.output:  # once the source opened: a source that fails takes no earlier run's files
             stack = contextlib.ExitStack()  # a read-only folder, a file in the way, another run in it: one line
             folder = stack.enter_context(RunFolder(options.output))
             outputs = HeadlessOutputs(folder, frames.fps, step.faces, options.save_meshes)
-        view, stream = open_live(options, step.faces)
         while not options.max_frames or report.frames < options.max_frames:
             if stop.is_set():
                 report.interrupted = True
@@ -345,13 +347,17 @@ def run_webcam(
     except KeyboardInterrupt:  # off the main thread, Ctrl-C still arrives as an exception
         report.interrupted = True
     finally:
-        restore()
-        frames.close(report)
-        close_live(view, stream, report)
-        if outputs is not None:
-            outputs.finish(report)
-        if window is not None:
-            window.close()
+        try:
+            frames.close(report)
+            if outputs is not None:
+                outputs.finish(report)
+            if window is not None:
+                window.close()
+        finally:  # the outputs first: closing a stream's stuck client can take seconds
+            try:
+                close_live(view, stream, report)
+            finally:
+                restore()  # a second Ctrl-C meanwhile only asks again for the stop under way
         if stack is not None and sys.exc_info()[1] is not None:  # a failure on its way out: release the folder
             stack.close()
     with stack or contextlib.nullcontext():  # the folder is released once the summary is written
@@ -372,7 +378,7 @@ def open_live(options: WebcamOptions, faces):
         from handssca.runtime.live.view import LiveView
 
         view = LiveView(*options.view_address, faces=faces).start()
-        for line in view.lines():
+        for line in view.lines:
             say(line)
     if options.stream_address is not None:
         from handssca.runtime.live.stream import HandStream

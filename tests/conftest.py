@@ -99,3 +99,12 @@ def tiny_onnx(tiny_network, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
     export_onnx(tiny_network, path, validate=False)
     return path
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """Clients connect straight to our local servers whatever proxy the environment names
+    (websockets' clients honour *_proxy variables)."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)

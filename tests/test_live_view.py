@@ -69,13 +69,14 @@ class Track:
         self.id = id_
 
 
+@pytest.mark.xdist_group("browser")  # one software-WebGL chromium at a time on the CI's two cores
 def test_the_page_shows_each_hand_in_its_colour_where_its_mesh_is_and_follows_the_frames(rng):
     mano, _ = build_builtin_hand()
     frame = np.zeros((480, 640, 3), np.uint8)
     frame[:] = (255, 0, 255)  # magenta (BGR and RGB alike): the frame in the frustum
     right, left = hand("right", (0.07, 0.0, 0.45), rng), hand("left", (-0.09, 0.0, 0.45), rng)
     with LiveView("127.0.0.1", 0, mano.faces) as view, browser_page(WIDTH, HEIGHT) as page:
-        assert view.lines()[0] == f"live view on {view.url} (open it in a browser)"
+        assert view.lines[0] == f"live view on {view.url} (open it in a browser)"
         view.show(frame, K, [(Track(0), right), (Track(1), left)], ["12.5 FPS  hands 2/2", "engine 3.0 ms"])
         page.goto(view.url)
 
@@ -131,7 +132,7 @@ def test_view_addresses_and_a_missing_extra(monkeypatch):
     assert parse_address("8080", "--view") == ("127.0.0.1", 8080)
     assert parse_address("0.0.0.0:9000", "--view") == ("0.0.0.0", 9000)
     assert parse_address("[::1]:9000", "--view") == ("::1", 9000)
-    for bad in ("http", "70000", ":80", "host:", "-1"):
+    for bad in ("http", "70000", ":80", "host:", "-1", "\u00b2", "8\u0660"):
         with pytest.raises(OptionError, match="--view"):
             parse_address(bad, "--view")
     assert no_authentication_note("127.0.0.1", "the live view") is None
@@ -161,3 +162,17 @@ def test_a_frame_the_view_cannot_draw_is_counted_and_the_view_goes_on(monkeypatc
         port = view.address[1]
     assert view.failure == "ValueError: a bad frame\\nof two lines"
     assert view.url == f"http://127.0.0.1:{port}" and port != 0  # still the port it listened on
+
+
+def test_an_address_the_view_cannot_take_is_one_option_error_at_once():
+    """viser would try port after port, and wait for ever where none binds; the view says why."""
+    import socket
+
+    from handssca.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"^--view 192\.0\.2\.1:0: cannot listen there: "):
+        LiveView("192.0.2.1", 0).start()  # TEST-NET-1: no machine's own address
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        with pytest.raises(OptionError, match="the port is in use"):
+            LiveView("127.0.0.1", port).start()

@@ -49,7 +49,8 @@ def said_port(lines: list[str], what: str) -> int:
     return int(re.search(r":(\d+)", line.split("//", 1)[1]).group(1))
 
 
-def test_a_browser_and_a_stream_client_follow_the_webcam_as_it_runs(tiny_onnx, monkeypatch):
+@pytest.mark.xdist_group("browser")  # one software-WebGL chromium at a time on the CI's two cores
+def test_a_browser_and_a_stream_client_follow_the_webcam_as_it_runs(tiny_onnx, monkeypatch, no_proxy):
     """The tiny network on a hand from --box, paced like a camera: the page shows the hand and the
     HUD as they change, the client gets every frame from the one it joined at, and the run's summary
     counts both."""
@@ -122,3 +123,24 @@ def test_the_command_runs_with_view_and_stream_headless(tiny_onnx, tmp_path, cap
     assert "no authentication" in capsys.readouterr().err
     assert main(args + ["--view", "nowhere"]) == 2
     assert "--view nowhere: give [HOST:]PORT" in capsys.readouterr().err
+
+
+def test_a_live_address_in_use_leaves_the_previous_run_in_its_folder(tiny_onnx, tmp_path, capsys):
+    """The view and the stream listen before the run takes its folder: one that cannot is one line,
+    and the last run's files stay."""
+    import socket
+
+    video = tmp_path / "hands.mp4"
+    write_video(video, [f.image for f in two_hands_sequence(4)], 15.0)
+    out = tmp_path / "out"
+    args = ["webcam", "--source", str(video), "--model", str(tiny_onnx), "--headless", "--no-finder", "-o", str(out)]
+    assert main(args) == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert {"annotated.mp4", "frames.jsonl", "summary.json"} <= set(before)
+    capsys.readouterr()
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        for option in ("--stream", "--view"):
+            assert main([*args, option, str(port)]) == 2
+            assert f"{option} 127.0.0.1:{port}: cannot listen there: the port is in use" in capsys.readouterr().err
+            assert sorted(p.name for p in out.iterdir()) == before

@@ -173,7 +173,7 @@ def random_intrinsics(rng, height, width):
     )
 
 
-def posed_hand(rng, side="right"):
+def random_placed_hand(rng, side="right"):
     """The built-in hand in a random pose, turned at random: (vertices centred on 0, faces right
     side out for ``side``)."""
     mano, fingertip_ids = build_builtin_hand()
@@ -219,7 +219,7 @@ def test_a_posed_hand_matches_the_ray_caster(rng, side):
     height, width = 47, 61
     for size in (20, 45):
         K = random_intrinsics(rng, height, width)
-        vertices, faces = posed_hand(rng, side)
+        vertices, faces = random_placed_hand(rng, side)
         vertices = place(vertices, K, size, at=rng.uniform(-8, 8, 2))
         ids = check_against_reference(vertices, faces, K, height, width, rng)
         assert (ids >= 0).sum() > 0.1 * size**2  # the hand is there, right side out
@@ -238,7 +238,7 @@ def test_near_plane_and_non_finite_vertices_drop_their_faces_quietly(rng):
     assert np.isfinite(vertices).all(axis=1).sum() < len(vertices)
     check_against_reference(vertices, faces, K, height, width, rng)  # warnings are errors in there
     # A mesh that straddles the camera: a hand pushed through the lens.
-    hand, hand_faces_ = posed_hand(rng)
+    hand, hand_faces_ = random_placed_hand(rng)
     hand = place(hand, K, 40)
     hand[:, 2] -= np.median(hand[:, 2])
     image = np.zeros((height, width, 3), np.uint8)
@@ -253,7 +253,7 @@ def test_nothing_to_draw_draws_nothing():
     height, width = 37, 53
     K = default_intrinsics(width, height)
     background = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    hand, faces = posed_hand(np.random.default_rng(1))
+    hand, faces = random_placed_hand(np.random.default_rng(1))
     cases = {
         "empty": (np.zeros((0, 3)), np.zeros((0, 3), int)),
         "no faces": (hand + [0, 0, 0.5], np.zeros((0, 3), int)),
@@ -274,7 +274,7 @@ def test_a_hand_at_the_lens_costs_bounded_time_and_memory(rng):
     """A hand 2 cm from the camera covers a 640 x 480 frame many faces deep."""
     height, width = 480, 640
     K = default_intrinsics(width, height)
-    hand, faces = posed_hand(rng)
+    hand, faces = random_placed_hand(rng)
     hand = hand + [0, 0, 0.02 - hand[:, 2].min() + NEAR]
     image = np.zeros((height, width, 3), np.uint8)
     tracemalloc.start()
@@ -292,7 +292,7 @@ def test_a_hand_at_the_lens_costs_bounded_time_and_memory(rng):
 def test_drawing_into_a_view_and_into_an_array_agree(rng):
     height, width = 37, 53
     K = random_intrinsics(rng, height, width)
-    vertices, faces = posed_hand(rng)
+    vertices, faces = random_placed_hand(rng)
     vertices = place(vertices, K, 30)
     big = rng.integers(0, 256, (2 * height, 2 * width + 5, 3), dtype=np.uint8)
     # Rows apart (OpenCV can write into it), pixels apart, upside down (it cannot).

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import json
 import logging
-import os
 import socket
 import threading
 from dataclasses import asdict, dataclass
@@ -34,8 +32,8 @@ from http import HTTPStatus
 
 import numpy as np
 
-from handssca.errors import OptionError, counted, one_line
-from handssca.runtime.live import LOOPBACK, no_authentication_note
+from handssca.errors import OptionError, RunError, counted, one_line
+from handssca.runtime.live import LOOPBACK, listen_reason, no_authentication_note
 
 SCHEMA = "handssca.hands/1"
 FRAME_FIELDS = ("frame", "time_s", "intrinsics")  # then "hands"
@@ -214,13 +212,13 @@ class HandStream:
             self._thread = threading.Thread(target=self._run, name="handssca-stream", daemon=True)
             self._thread.start()
         if not self._ready.wait(STARTUP_TIMEOUT_S):
-            raise RuntimeError("the hand stream's server did not start")  # the event loop thread hung
+            raise RunError(f"--stream {self.url[5:]}: the stream's server did not start in {STARTUP_TIMEOUT_S:g} s")
         if self._failure is not None:
             self._thread.join()
             self._closed = True
             if isinstance(self._failure, OSError):
                 raise OptionError(
-                    one_line(f"--stream {self.url[5:]}: cannot listen there: {_listen_reason(self._failure)}")
+                    one_line(f"--stream {self.url[5:]}: cannot listen there: {listen_reason(self._failure)}")
                 )
             raise self._failure
         return self
@@ -234,8 +232,10 @@ class HandStream:
             return
         if self._loop is None:
             raise RuntimeError("HandStream.publish before start")
-        plain = stream_text(record)
-        full = stream_text(record, vertices) if vertices and self._vertex_clients > 0 else None
+        plain = full = None  # nobody to send it to: the frame is only counted
+        if self._clients:
+            plain = stream_text(record)
+            full = stream_text(record, vertices) if vertices and self._vertex_clients > 0 else None
         try:
             self._loop.call_soon_threadsafe(self._deliver, plain, full)
         except RuntimeError:  # the loop closed meanwhile
@@ -384,12 +384,17 @@ class HandStream:
         except ConnectionClosed:  # the client went away: the handler forgets it
             pass
 
-    def _deliver(self, plain: str, full: str | None) -> None:
-        """One frame to every client's queue; a client whose queue is full is dropped."""
+    def _deliver(self, plain: str | None, full: str | None) -> None:
+        """One frame to every client's queue; a client whose queue is full is dropped (forgotten
+        at once: counted once, whatever is queued behind this frame). ``plain`` None: there was no
+        client when it was published, and the frame is only counted."""
         self._counts.frames += 1
+        if plain is None:
+            return
         for client in list(self._clients):
             if len(client.queue) >= self.backlog:
                 self._counts.dropped += 1
+                self._forget(client)
                 self._spawn(self._close(client, POLICY_VIOLATION, f"fell {self.backlog} frames behind; reconnect"))
                 continue
             client.queue.append(full if client.vertices and full is not None else plain)
@@ -423,16 +428,3 @@ class HandStream:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _listen_reason(exc: OSError) -> str:
-    """Why the server could not listen, in words (and what to do about a port in use)."""
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    if exc.errno == errno.EADDRINUSE:
-        return "the port is in use (give another, or 0 for a free one)"
-    if exc.errno == errno.EACCES:
-        return "permission denied (ports below 1024 need privileges)"
-    if exc.errno:
-        return os.strerror(exc.errno).lower()
-    return str(exc)

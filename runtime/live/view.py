@@ -18,12 +18,11 @@ import contextlib
 import io
 import math
 import threading
-import time
 
 import numpy as np
 
-from handssca.errors import MissingBackend, OptionError, one_line
-from handssca.runtime.live import LOOPBACK, no_authentication_note
+from handssca.errors import MissingBackend, one_line
+from handssca.runtime.live import LOOPBACK, check_listen, no_authentication_note
 from handssca.runtime.outputs.hands import hand_faces
 from handssca.runtime.overlay import BONES, FINGER_COLOURS
 
@@ -59,13 +58,13 @@ class LiveView:
             import viser
         except ImportError as exc:
             raise MissingBackend("--view needs the [view] extra: pip install 'handssca[view]'") from exc
-        try:
-            # The command prints its own line (``lines``), so viser's banner is kept off stdout;
-            # viser takes the next free port if this one is in use, and the line says which.
-            with contextlib.redirect_stdout(io.StringIO()):
-                self.server = viser.ViserServer(host=self.host, port=self.port, verbose=False)
-        except OSError as exc:
-            raise OptionError(f"--view {self.host}:{self.port}: cannot listen there ({exc.strerror or exc})") from exc
+        # viser tries the next port while binding fails and, where none binds (an address not of
+        # this machine), waits for ever: the address is tried here first, as --stream's is.
+        check_listen(self.host, self.port, "--view")
+        # The command prints its own line (``lines``), so viser's banner is kept off stdout; should
+        # the port be taken in the meantime, viser takes the next one and the line says which.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.server = viser.ViserServer(host=self.host, port=self.port, verbose=False)
         self.bound_port = self.server.get_port()
         scene = self.server.scene
         scene.set_up_direction("-y")  # camera space: y points down
@@ -86,6 +85,7 @@ class LiveView:
         host, port = self.address
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
+    @property
     def lines(self) -> list[str]:
         """What the command prints once the view listens."""
         host, port = self.address
@@ -185,13 +185,3 @@ class LiveView:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def wait_for_clients(view: LiveView, count: int = 1, timeout_s: float = 30.0) -> bool:
-    """Whether ``count`` browsers are connected to ``view`` within ``timeout_s`` (for tests and demos)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if view.server is not None and len(view.server.get_clients()) >= count:
-            return True
-        time.sleep(0.05)
-    return False
