@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 
 import numpy as np
 import pytest
 from browser import browser_page, screenshot, wait_for
+from paced_camera import PacedCamera
 from websockets.sync.client import connect
 
 from handssca import progress
@@ -22,26 +22,6 @@ from handssca.runtime.predictor import HandMeshPredictor
 from handssca.runtime.webcam import WebcamOptions, run_webcam
 
 pytest.importorskip("viser")
-
-
-class PacedCapture:
-    """A live camera's pace over a looped picture: one frame every ``1 / fps`` s until ``stop``."""
-
-    def __init__(self, frames, fps: float, stop: threading.Event):
-        self.frames, self.fps, self.stop, self.index = frames, fps, stop, 0
-        self.next_at = time.monotonic()
-
-    def read(self):
-        if self.stop.is_set():
-            return False, None
-        time.sleep(max(0.0, self.next_at - time.monotonic()))
-        self.next_at += 1 / self.fps
-        frame = self.frames[self.index % len(self.frames)]
-        self.index += 1
-        return True, frame.copy()
-
-    def release(self):
-        pass
 
 
 def said_port(lines: list[str], what: str) -> int:
@@ -64,7 +44,7 @@ def test_a_browser_and_a_stream_client_follow_the_webcam_as_it_runs(tiny_onnx, m
     options = WebcamOptions(box=box, find_hands=False, headless=True, view="127.0.0.1:0", stream="0")
     stop = threading.Event()
     reports = []
-    camera = PacedCapture(frames, 15, stop)
+    camera = PacedCamera(frames, 15, stop)
     run = threading.Thread(target=lambda: reports.append(run_webcam(predictor, "camera", options, lambda _: camera)))
     run.start()
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +23,12 @@ sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]
 
 from browser import browser_page, screenshot, wait_for  # noqa: E402  (the tests' browser, Playwright + chromium)
 from draw_output_figures import export_shipped  # noqa: E402
+from paced_camera import PacedCamera  # noqa: E402
 
 from handssca import progress  # noqa: E402
 from handssca.runtime.photos import two_hands_sequence  # noqa: E402
 from handssca.runtime.predictor import PredictorOptions, open_predictor  # noqa: E402
 from handssca.runtime.webcam import WebcamOptions, run_webcam  # noqa: E402
-
-
-class LoopedCamera:
-    """The frames, looped, one every 1 / fps seconds until ``stop``: a live camera's pace."""
-
-    fps = 15.0
-
-    def __init__(self, frames, stop: threading.Event):
-        self.frames, self.stop, self.index, self.next_at = frames, stop, 0, time.monotonic()
-
-    def read(self):
-        if self.stop.is_set():
-            return False, None
-        time.sleep(max(0.0, self.next_at - time.monotonic()))
-        self.next_at += 1 / self.fps
-        self.index += 1
-        return True, self.frames[self.index % len(self.frames)].copy()
-
-    def release(self):
-        pass
 
 
 def main() -> None:
@@ -61,7 +41,7 @@ def main() -> None:
         said: list[str] = []
         progress.say = said.append
         stop = threading.Event()
-        camera = LoopedCamera(frames, stop)
+        camera = PacedCamera(frames, 15.0, stop)
         options = WebcamOptions(headless=True, view="0")
         run = threading.Thread(target=run_webcam, args=(predictor, "camera", options, lambda _: camera))
         run.start()
