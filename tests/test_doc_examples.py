@@ -33,6 +33,8 @@ NOT_RUN = {
     "pip wheel": "builds the deployment box: tests/test_wheel.py (slow) does it",
     "box/bin/handssca": "the deployment box: tests/test_wheel.py (slow)",
     "handssca webcam --source 0": "needs a camera",
+    "handssca webcam --source video.mp4 --model hand.onnx --headless --view": "fixed ports: "
+    "tests/test_live_webcam.py runs this command on free ports",
     "handssca bench": "minutes on 2 cores: tests/test_bench.py (slow) runs the command",
     "handssca serve": "Triton: tests/test_serving.py (slow) starts it",
     "docker run": "needs Docker and a GPU",
