@@ -45,6 +45,8 @@ NOT_RUN = {
     "handssca train": "needs FreiHAND and hours: tests/test_training.py trains the tiny network",
     "torchrun": "several GPUs: tests/test_ddp.py (slow) runs DDP on the CPU",
     "handssca eval --root /data": "needs FreiHAND and MANO's files: tests/test_training.py evaluates",
+    "handssca build-engine": "needs TensorRT and a GPU: tests/test_tensorrt_runner.py builds and runs engines against "
+    "a stand-in that keeps TensorRT's documented contract",
     "handssca data synth -o data/synthetic_demo": "minutes (768 renders): tests/test_synthetic_and_config.py",
     "handssca checkpoint slim runs/": "needs a training run: tests/test_checkpoint.py",
     "handssca eval --root data/synthetic_demo": "needs the synthetic run above",
