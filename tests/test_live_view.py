@@ -93,11 +93,13 @@ def test_the_page_shows_each_hand_in_its_colour_where_its_mesh_is_and_follows_th
         # The hands swap places: the page follows (each colour where its hand now is), and a
         # track that ends leaves the page.
         moved = hand("right", (-0.09, 0.0, 0.45), rng)
+        frame = np.full_like(frame, (255, 255, 0))  # cyan (BGR): the frustum's frame changes too
         view.show(frame, K, [(Track(0), moved)], ["13.0 FPS  hands 1/2"])
         image = wait_for(lambda: image if coverage(image := screenshot(page), moved, "right") > 0.3 else None)
         assert image is not None, "the page did not follow the frame"
         assert coverage(image, left, "left") < 0.02, "a hand no longer tracked is still shown"
         assert page.get_by_text("13.0 FPS").count() == 1
+        assert (np.abs(image.astype(int) - [0, 255, 255]).sum(axis=2) < 60).sum() > 200  # the new frame
         assert view.shown >= 2
 
 

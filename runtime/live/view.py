@@ -52,6 +52,7 @@ class LiveView:
         self._thread = None
         self._hands: dict[int, tuple] = {}  # track id -> (side, mesh handle, skeleton handle)
         self._frustum = self._hud = None
+        self._frustum_shape = None  # (vertical fov, aspect) the frustum was made with
 
     def start(self) -> LiveView:
         try:
@@ -128,11 +129,15 @@ class LiveView:
         scene = self.server.scene
         with self.server.atomic():
             fov = 2 * math.atan2(height / 2, K[1, 1])  # vertical, as three.js counts it
-            # The frustum's principal point is the image centre: an off-centre cx, cy is not drawn.
-            self._frustum = scene.add_camera_frustum(
-                "/camera", fov=fov, aspect=width / height, scale=FRUSTUM_DEPTH_M, image=small[:, :, ::-1],
-                format="jpeg", jpeg_quality=70, color=(60, 60, 60), thickness=2.0, thickness_units="screen",
-            )  # fmt: skip
+            if self._frustum is not None and self._frustum_shape == (fov, width / height):
+                self._frustum.image = small[:, :, ::-1]  # the same camera: only its frame changes
+            else:
+                # The frustum's principal point is the image centre: an off-centre cx, cy is not drawn.
+                self._frustum = scene.add_camera_frustum(
+                    "/camera", fov=fov, aspect=width / height, scale=FRUSTUM_DEPTH_M, image=small[:, :, ::-1],
+                    format="jpeg", jpeg_quality=70, color=(60, 60, 60), thickness=2.0, thickness_units="screen",
+                )  # fmt: skip
+                self._frustum_shape = (fov, width / height)
             seen = set()
             for track_id, hand in hands:
                 if hand.translation is None:
