@@ -257,9 +257,8 @@ class WebcamReport:
         if self.video or self.json_lines:
             lines.append(f"wrote {self.video or 'no video'}, {self.json_lines} and {self.summary or 'no summary'}")
         for written in self.recorded:
-            files, tracks = written.get("files") or [written["path"]], written.get("tracks", 0)
-            tracks = len(tracks) if isinstance(tracks, list) else tracks  # BVH lists its tracks' files
-            lines.append(f"recorded {', '.join(map(str, files))} ({counted(tracks, 'track')})")
+            files, tracks = written.get("files") or [written["path"]], written.get("tracks", [])
+            lines.append(f"recorded {', '.join(map(str, files))} ({counted(len(tracks), 'track')})")
         if "view" in self.live:
             view = self.live["view"]
             lines.append(f"live view: {counted(view['shown'], 'frame')} shown, {view['dropped']} dropped for the view")

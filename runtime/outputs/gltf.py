@@ -196,7 +196,7 @@ def write_animation(path, recording: Recording) -> dict:
     joints, weights, dropped = skin_influences(mano.weights)
     glb = _Glb()
     animation = Animation(name="recording")
-    frame_errors, names, frames = [], set(), 0
+    frame_errors, names, frames, report_tracks = [], set(), 0, []
     for track in tracks:
         name, n = f"track_{track.id}_{track.side}", 1
         while name in names:  # a track that came back as the same side after the other one
@@ -205,11 +205,12 @@ def write_animation(path, recording: Recording) -> dict:
         errors, count = _add_track(glb, animation, recording, track, name, start, clock, joints, weights)
         frame_errors.extend(errors)
         frames += count
+        report_tracks.append({"id": int(track.id), "side": track.side, "node": name})
     glb.gltf.animations.append(animation)
     glb.write(path)
     return {
         "format": "glTF 2.0 (binary)",
-        "tracks": len(tracks),
+        "tracks": report_tracks,  # as the BVH writer's: one entry a track
         "frames": frames,
         "duration_s": round(float(clock[-1]), 6),
         "skin_influences": int((weights > 0).sum(1).max()),  # the most any vertex has
