@@ -12,6 +12,13 @@ def main() -> int:
     except KeyboardInterrupt:
         print("handssca: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:
+        from handssca.errors import interrupted_import
+
+        if not interrupted_import(exc):
+            raise
+        print("handssca: interrupted", file=sys.stderr)
+        return 130
     return cli_main()
 
 

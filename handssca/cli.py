@@ -25,7 +25,7 @@ from handssca.dispatch import (
     require_torch,
     show,
 )
-from handssca.errors import HandSSCAError, one_line
+from handssca.errors import HandSSCAError, interrupted_import, one_line
 from handssca.export.options import INT8_FORMATS, PRECISIONS, SCAN_VARIANTS
 from handssca.extras import missing_extra
 from handssca.models.config import ATTENTION_KINDS
@@ -481,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except ImportError as exc:  # a package of an extra that is not installed: which extra, one line
+        if interrupted_import(exc):
+            print(f"{command}: interrupted", file=sys.stderr)
+            return 130
         missing = missing_extra(exc)
         if missing is None:
             raise

@@ -73,3 +73,15 @@ def one_line(text) -> str:
 def counted(count: int, noun: str) -> str:
     """``count`` and ``noun``, plural unless one: "1 hand", "2 hands", "0 images"."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def interrupted_import(exc: BaseException) -> bool:
+    """Whether ``exc`` is an import that Ctrl-C broke: a native module (ONNX Runtime's pybind11
+    one) interrupted while it initialised raises ImportError("initialization failed") with the
+    KeyboardInterrupt as its context."""
+    seen = exc.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False

@@ -191,3 +191,26 @@ def test_help_shows_no_default_for_a_flag():
             text = command.format_help()
             assert "(default: True)" not in text and "(default: False)" not in text, name
             assert "(default: 2)" in text or name != "webcam"  # other defaults are shown
+
+
+def test_an_import_that_ctrl_c_broke_is_one_line(monkeypatch, capsys):
+    """A native module interrupted while it initialises (ONNX Runtime's pybind11 one) raises
+    ImportError("initialization failed") in the KeyboardInterrupt's context: still 'interrupted', 130."""
+    from handssca import cli
+
+    def broken_import(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    monkeypatch.setattr(cli, "_main", broken_import)
+    assert cli.main(["infer", "photo.jpg"]) == 130
+    assert capsys.readouterr().err == "handssca infer: interrupted\n"
+
+    def plain_import_error(argv):
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(cli, "_main", plain_import_error)
+    with pytest.raises(ImportError):  # not an interrupt: a bug keeps its traceback
+        cli.main(["infer", "photo.jpg"])
